@@ -1,0 +1,28 @@
+"""shiftbench: how much does a checkpoint lose when the text moves to another domain?
+
+Fine-tune a pretrained checkpoint on a source domain under one versioned protocol, pick the
+checkpoint on source validation data only, then score the source test split (in-domain, ID)
+and every target test split (out-of-domain, OOD). The difference is the generalization gap.
+
+The Python API is what the CLI itself calls::
+
+    import shiftbench
+    summary = shiftbench.run(pairs=["fpb_to_tfns"], models=["minilm-l6"], protocol="quick")
+"""
+
+__version__ = "0.1.0"
+
+# Bump whenever a code change alters the numbers a run produces (training loop, batching,
+# metrics, split carving). It is part of every fine-tune identity, so old cached runs are
+# never silently mixed with new ones.
+RUNNER_VERSION = 1
+
+
+def run(**kwargs):
+    """Run a benchmark; see :func:`shiftbench.api.run` for the arguments."""
+    from shiftbench.api import run as _run
+
+    return _run(**kwargs)
+
+
+__all__ = ["__version__", "RUNNER_VERSION", "run"]

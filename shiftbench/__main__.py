@@ -1,0 +1,5 @@
+import sys
+
+from shiftbench.cli import main
+
+sys.exit(main())

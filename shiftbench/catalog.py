@@ -1,0 +1,160 @@
+"""Load the registry YAML files (built-in first, then the user's) into typed registries.
+
+File layout (all sections optional)::
+
+    datasets: {name: {hub_id, text_column, label_column, splits, ...}}
+    pairs:    {name: {task, source, targets}}
+    suites:   {name: {pairs: [...], models: [...], seeds: [...], protocol: ...}}
+    models:   {name: {package | path | hub_id | base, ...}}
+
+A dataset entry may say ``base: other`` to inherit every field it does not set. Names must
+be unique across all files; cross references (a pair's datasets, a suite's pairs) are checked
+once everything is loaded, so a user file may refer to built-in entries and vice versa.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.records import from_mapping
+from shiftbench.registry import Registry
+from shiftbench.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
+from shiftbench.yamlio import load_yaml
+
+SECTIONS = ("datasets", "pairs", "suites", "models")
+REGISTRY_ENV = "SHIFTBENCH_REGISTRY"
+
+
+def builtin_registry_path() -> Path:
+    return Path(str(resources.files("shiftbench") / "builtin" / "registry.yaml"))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    datasets: Registry[DatasetSpec]
+    pairs: Registry[PairSpec]
+    suites: Registry[SuiteSpec]
+    models: Registry[ModelSpec]
+    files: tuple[Path, ...]
+
+    def pair_datasets(self, pair: PairSpec) -> tuple[DatasetSpec, list[DatasetSpec]]:
+        return self.datasets.get(pair.source), [self.datasets.get(t) for t in pair.targets]
+
+
+def registry_files_from_env() -> list[Path]:
+    value = os.environ.get(REGISTRY_ENV, "")
+    return [Path(p) for p in value.split(os.pathsep) if p.strip()]
+
+
+def _read_sections(path: Path) -> dict[str, dict[str, Any]]:
+    doc = load_yaml(path, "registry")
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ShiftbenchError(f"{path}: a registry file must be a mapping with sections {', '.join(SECTIONS)}")
+    for section, entries in doc.items():
+        if section not in SECTIONS:
+            raise ShiftbenchError(f"{path}: unknown section {section!r}{did_you_mean(str(section), SECTIONS)}")
+        if entries is not None and not isinstance(entries, dict):
+            raise ShiftbenchError(f"{path}: section {section!r} must map names to entries, got {entries!r}")
+        for name in entries or {}:
+            if not isinstance(name, str) or not name.strip():
+                raise ShiftbenchError(f"{path}: section {section!r}: entry names must be strings, got {name!r}")
+    return {s: dict(doc.get(s) or {}) for s in SECTIONS}
+
+
+def _resolve_bases(raw: dict[str, tuple[Any, Path]]) -> dict[str, dict[str, Any]]:
+    """Merge each dataset entry over its ``base`` chain (child fields win)."""
+    resolved: dict[str, dict[str, Any]] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        if name in resolved:
+            return resolved[name]
+        entry, path = raw[name]
+        if not isinstance(entry, dict):
+            raise ShiftbenchError(f"{path}: dataset {name!r}: expected a mapping of fields, got {entry!r}")
+        base = entry.get("base")
+        merged = dict(entry)
+        if base is not None:
+            if base not in raw:
+                raise ShiftbenchError(
+                    f"{path}: dataset {name!r}: field 'base': unknown dataset {base!r}{did_you_mean(str(base), raw)}"
+                )
+            if base in chain:
+                raise ShiftbenchError(f"{path}: dataset {name!r}: field 'base': cycle {' -> '.join(chain + (base,))}")
+            merged = {**{k: v for k, v in resolve(base, chain + (base,)).items() if k != "base"}, **entry}
+        resolved[name] = merged
+        return merged
+
+    for name in raw:
+        resolve(name, (name,))
+    return resolved
+
+
+def load_catalog(extra_files: Sequence[Path | str] = (), include_env: bool = True) -> Catalog:
+    """Built-in registry, then ``$SHIFTBENCH_REGISTRY`` files, then ``extra_files``."""
+    files = [builtin_registry_path()]
+    if include_env:
+        files += registry_files_from_env()
+    files += [Path(f) for f in extra_files]
+
+    raw: dict[str, dict[str, tuple[Any, Path]]] = {s: {} for s in SECTIONS}
+    for path in files:
+        for section, entries in _read_sections(path).items():
+            for name, entry in entries.items():
+                if name in raw[section]:
+                    first = raw[section][name][1]
+                    raise ShiftbenchError(f"duplicate {section[:-1]} {name!r}: defined in {first} and again in {path}")
+                raw[section][name] = (entry, path)
+
+    datasets: Registry[DatasetSpec] = Registry("dataset")
+    merged = _resolve_bases(raw["datasets"])
+    for name, (_, path) in raw["datasets"].items():
+        datasets.add(name, from_mapping(DatasetSpec, merged[name], f"{path}: dataset {name!r}", name=name), str(path))
+    pairs: Registry[PairSpec] = Registry("pair")
+    for name, (entry, path) in raw["pairs"].items():
+        pairs.add(name, from_mapping(PairSpec, entry, f"{path}: pair {name!r}", name=name), str(path))
+    suites: Registry[SuiteSpec] = Registry("suite")
+    for name, (entry, path) in raw["suites"].items():
+        suites.add(name, from_mapping(SuiteSpec, entry, f"{path}: suite {name!r}", name=name), str(path))
+    models: Registry[ModelSpec] = Registry("model")
+    for name, (entry, path) in raw["models"].items():
+        models.add(name, from_mapping(ModelSpec, entry, f"{path}: model {name!r}", name=name), str(path))
+
+    catalog = Catalog(datasets, pairs, suites, models, tuple(files))
+    _check_references(catalog)
+    return catalog
+
+
+def _check_references(catalog: Catalog) -> None:
+    ds = catalog.datasets
+    for name, pair in catalog.pairs.items():
+        where = f"{catalog.pairs.origin(name)}: pair {name!r}"
+        for field_name, ref in [("source", pair.source)] + [("targets", t) for t in pair.targets]:
+            if ref not in ds:
+                raise ShiftbenchError(f"{where}: field {field_name!r}: unknown dataset {ref!r}{did_you_mean(ref, ds)}")
+            if ds.get(ref).task != pair.task:
+                raise ShiftbenchError(
+                    f"{where}: field {field_name!r}: dataset {ref!r} is {ds.get(ref).task}, the pair is {pair.task}"
+                )
+        if "train" not in ds.get(pair.source).splits:
+            raise ShiftbenchError(f"{where}: field 'source': dataset {pair.source!r} has no 'train' split role")
+    for name, suite in catalog.suites.items():
+        for ref in suite.pairs:
+            if ref not in catalog.pairs:
+                raise ShiftbenchError(
+                    f"{catalog.suites.origin(name)}: suite {name!r}: field 'pairs': unknown pair {ref!r}"
+                    f"{did_you_mean(ref, catalog.pairs)}"
+                )
+    for name, model in catalog.models.items():
+        if model.base is not None and model.base not in catalog.models:
+            raise ShiftbenchError(
+                f"{catalog.models.origin(name)}: model {name!r}: field 'base': unknown model {model.base!r}"
+                f"{did_you_mean(model.base, catalog.models)}"
+            )

@@ -1,0 +1,162 @@
+"""Command line: ``python -m shiftbench {run,list,card,leaderboard}``.
+
+Every user error is one line on stderr and exit status 2; nothing is printed as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shiftbench.errors import EXIT_USAGE, ShiftbenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise ShiftbenchError(f"{self.prog}: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", action="append", default=[], metavar="FILE",
+                   help="extra registry YAML (repeatable; also $SHIFTBENCH_REGISTRY, path-separated)")  # fmt: skip
+    p.add_argument("--data-dir", help="local dataset mirror (default: $SHIFTBENCH_DATA_DIR)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shiftbench", description="Domain-shift benchmark harness for NLP.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="fine-tune on sources, score ID and OOD, record the gap")
+    what = run.add_mutually_exclusive_group()
+    what.add_argument("--suite", help="named set of pairs (default: default)")
+    what.add_argument("--pair", action="append", default=[], help="pair name (repeatable)")
+    run.add_argument("--model", action="append", default=[], help="alias, local dir or Hub id (repeatable)")
+    run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    run.add_argument("--protocol", help="standard, quick, or a protocol YAML file")
+    run.add_argument("--precision", choices=None, help="override the protocol's precision (fp32 or bf16)")
+    run.add_argument("--results-dir", default=None, help="where run files go (default: results/)")
+    run.add_argument("--cache-dir", help="fine-tuned weights cache (default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench)")
+    run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (what trains, what is done) and stop")
+    run.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's custom code to run")
+    run.add_argument("--allow-pickle", action="store_true", help="allow pickle-based weights (.bin/.pt)")
+    _common(run)
+
+    lst = sub.add_parser("list", help="datasets, pairs, suites, models and protocols")
+    _common(lst)
+
+    card = sub.add_parser("card", help="(re)generate the data cards")
+    card.add_argument("--out", default="data_cards", help="directory for the Markdown cards")
+    card.add_argument("--check", action="store_true", help="exit 1 if any card on disk is stale")
+    _common(card)
+
+    board = sub.add_parser("leaderboard", help="aggregate run files over seeds")
+    board.add_argument("--results-dir", default="results")
+    board.add_argument("--format", choices=["parquet", "csv", "markdown"], default="parquet")
+    board.add_argument("--out", help="output file (default: <results-dir>/leaderboard.parquet, or stdout for csv/markdown)")
+    board.add_argument("--metric", default=None, help="only this metric (csv/markdown)")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from shiftbench.api import make_plan, run_plan
+    from shiftbench.leaderboard import summary_table
+
+    plan = make_plan(
+        suite=args.suite, pairs=args.pair, models=args.model, seeds=args.seeds, protocol=args.protocol,
+        registries=args.registry, dry_run=args.dry_run, precision=args.precision, data_dir=args.data_dir,
+        results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
+        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+    )  # fmt: skip
+    print(plan.describe(), flush=True)
+    if args.dry_run:
+        return 0
+    summary = run_plan(plan)
+    for path, why in summary.skipped_files:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    board = summary.leaderboard
+    mine = board[board["pair"].isin(summary.plan.settings.pairs)] if board is not None else board
+    print(f"{len(summary.new_results)} new run(s) written to {summary.plan.settings.results_dir}")
+    print(summary_table(mine))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from shiftbench.catalog import load_catalog
+    from shiftbench.protocol import builtin_protocols, load_protocol
+
+    c = load_catalog(args.registry)
+    print("datasets:")
+    for name, d in c.datasets.items():
+        print(f"  {name:<28} {d.task:<20} {d.hub_id} [{d.config}]  domain: {d.domain}  license: {d.license}")
+    print("pairs:")
+    for name, p in c.pairs.items():
+        print(f"  {name:<28} {p.task:<20} {p.source} -> {', '.join(p.targets)}")
+    print("suites:")
+    for name, s in c.suites.items():
+        print(f"  {name:<28} {', '.join(s.pairs)}")
+    print("models:")
+    for name, m in c.models.items():
+        print(f"  {name:<28} {m.description}")
+    print("protocols:")
+    for name in builtin_protocols():
+        p = load_protocol(name)
+        print(f"  {name:<28} {p.hash}  {p.description}")
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from shiftbench.cards import write_cards
+
+    stale = write_cards(Path(args.out), registries=args.registry, data_dir=args.data_dir, check=args.check)
+    if args.check and stale:
+        print("stale data cards: " + ", ".join(str(p) for p in stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from shiftbench.leaderboard import LEADERBOARD_FILE, build_leaderboard, to_markdown, write_leaderboard
+
+    results_dir = Path(args.results_dir)
+    if not results_dir.is_dir():
+        raise ShiftbenchError(f"--results-dir {results_dir} is not a directory")
+    board, skipped = build_leaderboard(results_dir)
+    for path, why in skipped:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    if args.metric is not None:
+        board = board[board["metric"] == args.metric]
+    if args.format == "parquet":
+        out = Path(args.out) if args.out else results_dir / LEADERBOARD_FILE
+        write_leaderboard(board, out)
+        print(f"{len(board)} leaderboard rows written to {out}")
+        return 0
+    text = board.to_csv(index=False) if args.format == "csv" else to_markdown(board)
+    if args.out:
+        from shiftbench.atomic import write_text_atomic
+
+        write_text_atomic(Path(args.out), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except ShiftbenchError as exc:
+        print(f"shiftbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("shiftbench: interrupted; completed runs are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

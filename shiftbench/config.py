@@ -1,0 +1,128 @@
+"""Resolve what a run does, in one place. Precedence, highest first:
+
+1. explicit arguments (CLI flags or ``shiftbench.run(...)`` keywords),
+2. the selected suite's defaults (models, seeds, protocol),
+3. environment variables (``SHIFTBENCH_DATA_DIR``, ``SHIFTBENCH_CACHE_DIR``, ``SHIFTBENCH_REGISTRY``),
+4. built-in defaults (suite ``default``, seed 0, protocol ``standard``, ``results/``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shiftbench.catalog import Catalog
+from shiftbench.data import resolve_data_dir
+from shiftbench.errors import ShiftbenchError
+from shiftbench.models import LoadOptions
+from shiftbench.protocol import Protocol, load_protocol
+
+DEFAULT_SUITE = "default"
+DEFAULT_SEEDS = (0,)
+DEFAULT_PROTOCOL = "standard"
+DEFAULT_RESULTS_DIR = Path("results")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    pairs: tuple[str, ...]
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    protocol: Protocol
+    data_dir: Path | None
+    results_dir: Path
+    cache_dir: Path
+    device: str | None  # None: CUDA when available, else CPU
+    load: LoadOptions
+    eval_only: bool = False
+    dry_run: bool = False
+
+
+def parse_seeds(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``"0,1,2"`` -> (0, 1, 2).
+
+    >>> parse_seeds("0, 1,2")
+    (0, 1, 2)
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        try:
+            seeds = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ShiftbenchError(f"--seeds: expected a comma-separated list of integers, got {value!r}") from None
+    else:
+        seeds = tuple(value)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ShiftbenchError(f"seeds: expected integers, got {value!r}")
+    if not seeds:
+        raise ShiftbenchError("--seeds: needs at least one seed")
+    if any(s < 0 for s in seeds):
+        raise ShiftbenchError(f"--seeds: seeds must be >= 0, got {value!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ShiftbenchError(f"--seeds: a seed is repeated in {value!r}")
+    return seeds
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "shiftbench"
+
+
+def resolve_settings(
+    catalog: Catalog,
+    *,
+    suite: str | None = None,
+    pairs: Sequence[str] = (),
+    models: Sequence[str] = (),
+    seeds: str | Sequence[int] | None = None,
+    protocol: str | Protocol | None = None,
+    precision: str | None = None,
+    data_dir: str | Path | None = None,
+    results_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    eval_only: bool = False,
+    dry_run: bool = False,
+) -> RunSettings:
+    if suite is not None and pairs:
+        raise ShiftbenchError("give either --suite or --pair, not both")
+    chosen = catalog.suites.get(suite or DEFAULT_SUITE) if not pairs else None
+    for p in pairs:
+        catalog.pairs.get(p)  # unknown pair -> did-you-mean error
+    pair_names = tuple(dict.fromkeys(pairs)) if pairs else chosen.pairs
+    model_names = tuple(dict.fromkeys(models)) or (chosen.models if chosen and chosen.models else ("minilm-l6",))
+    seed_tuple = parse_seeds(seeds) or (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS)
+    if isinstance(protocol, Protocol):
+        proto = protocol
+    else:
+        proto = load_protocol(protocol or (chosen.protocol if chosen and chosen.protocol else DEFAULT_PROTOCOL))
+    if precision is not None:
+        proto = load_protocol_override(proto, precision)
+    cache = Path(cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
+    return RunSettings(
+        pairs=pair_names,
+        models=model_names,
+        seeds=seed_tuple,
+        protocol=proto,
+        data_dir=resolve_data_dir(data_dir),
+        results_dir=Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR,
+        cache_dir=cache,
+        device=device,
+        load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
+        eval_only=eval_only,
+        dry_run=dry_run,
+    )
+
+
+def load_protocol_override(proto: Protocol, precision: str) -> Protocol:
+    """``--precision`` changes the protocol (and so its hash): bf16 numbers are never pooled with fp32."""
+    try:
+        return proto.with_overrides(precision=precision)
+    except ShiftbenchError as exc:
+        raise ShiftbenchError(f"--precision: {exc}") from None

@@ -1,0 +1,240 @@
+"""Load one dataset of one domain into labelled splits, offline first.
+
+A registry entry's splits are read from ``<data-dir>/<owner>__<name>/<config>/<split>.parquet``
+with ``datasets.load_dataset("parquet", ...)``; when that directory does not exist and the Hub
+is reachable, ``datasets.load_dataset(hub_id, config, revision=...)`` is used instead.
+
+Labels are resolved by *name* (ClassLabel names, or raw values for plain columns), passed
+through the entry's ``label_map`` (unmentioned labels keep their name, ``null`` drops the
+example) and only then turned into ids by the pair's sorted label space. A missing validation
+or test role is carved out of train: stratified, with the entry's fixed ``split_seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftbench.errors import ShiftbenchError
+from shiftbench.specs import DatasetSpec, as_plain
+
+# WILDS-style names that say which side of the shift a split is on.
+ROLE_NAMES = {"train": "id_train", "validation": "id_val", "test": "id_test"}
+OOD_TEST = "ood_test"
+_FINGERPRINT_FIELDS = (
+    "hub_id", "config", "revision", "text_column", "label_column", "splits",
+    "label_map", "task", "split_seed", "carve_fraction",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """Texts and their canonical label names, in file order (after drops and carving)."""
+
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def label_ids(self, label_space: tuple[str, ...]) -> np.ndarray:
+        index = {name: i for i, name in enumerate(label_space)}
+        return np.fromiter((index[lbl] for lbl in self.labels), dtype=np.int64, count=len(self.labels))
+
+
+@dataclass(frozen=True)
+class DomainData:
+    spec: DatasetSpec
+    splits: dict[str, SplitData]  # role -> data
+    label_names: tuple[str, ...]  # sorted canonical label set over every loaded split
+    fingerprint: str  # sha256 over the entry's data-defining fields and the files' bytes
+    files: tuple[Path, ...]
+    origin: str  # "local" or "hub"
+
+    def role(self, role: str) -> SplitData:
+        return self.splits[role]
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
+    value = data_dir if data_dir is not None else os.environ.get("SHIFTBENCH_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def split_path(spec: DatasetSpec, data_dir: Path, split: str) -> Path:
+    return data_dir / spec.local_dirname / spec.config / f"{split}.parquet"
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def _hub_allowed() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on")
+
+
+def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[Any, Path | None]:
+    """A ``datasets.Dataset`` for one split, and the local file it came from (None for the Hub)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    local_dir = data_dir / spec.local_dirname if data_dir is not None else None
+    if local_dir is not None and local_dir.is_dir():
+        path = split_path(spec, data_dir, split)
+        if not path.is_file():
+            raise ShiftbenchError(f"dataset {spec.name!r}: split {split!r} not found: {path} does not exist")
+        try:
+            ds = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+        except Exception as exc:  # pyarrow raises several types for a truncated/non-Parquet file
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ShiftbenchError(f"{path}: not a readable Parquet file ({reason})") from None
+        return ds, path
+    if not _hub_allowed():
+        where = f"{local_dir}" if local_dir is not None else "no data dir set (--data-dir or SHIFTBENCH_DATA_DIR)"
+        raise ShiftbenchError(
+            f"dataset {spec.name!r} ({spec.hub_id}) not found locally ({where}) and the Hub is offline (HF_HUB_OFFLINE=1)"
+        )
+    try:  # pragma: no cover - needs the network
+        ds = datasets.load_dataset(spec.hub_id, spec.config, split=split, revision=spec.revision)
+    except Exception as exc:  # pragma: no cover
+        raise ShiftbenchError(f"dataset {spec.name!r}: cannot load {spec.hub_id} [{spec.config}/{split}] from the Hub: {exc}") from None
+    return ds, None
+
+
+def _label_names_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
+    """Each example's label *name*: the ClassLabel name, or the raw value for plain columns."""
+    import datasets
+
+    if spec.label_column not in ds.column_names:
+        raise ShiftbenchError(f"{where}: label column {spec.label_column!r} not found (columns: {', '.join(ds.column_names)})")
+    feature = ds.features[spec.label_column]
+    raw = ds[spec.label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return [feature.names[v] if v is not None and v >= 0 else None for v in raw]
+    return list(raw)
+
+
+def _canonical(raw_names: list[Any], spec: DatasetSpec, where: str) -> list[str | None]:
+    mapping = spec.label_map or {}
+    # YAML keys may be ints (SST-2's 0/1) or strings; match on the value and on its string form.
+    lookup = {**{str(k): v for k, v in mapping.items()}, **mapping}
+    out: list[str | None] = []
+    for value in raw_names:
+        if value is None:
+            raise ShiftbenchError(f"{where}: label column {spec.label_column!r} has a missing value")
+        if value in lookup or str(value) in lookup:
+            out.append(lookup[value] if value in lookup else lookup[str(value)])
+        else:
+            out.append(str(value))
+    return out
+
+
+def _texts_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
+    if spec.text_column not in ds.column_names:
+        raise ShiftbenchError(f"{where}: text column {spec.text_column!r} not found (columns: {', '.join(ds.column_names)})")
+    texts = ds[spec.text_column]
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ShiftbenchError(f"{where}: text column {spec.text_column!r} row {i}: expected a string, got {type(t).__name__}")
+        if not t.strip():
+            raise ShiftbenchError(f"{where}: text column {spec.text_column!r} row {i}: empty text")
+    return texts
+
+
+def _carve(labels: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of ``range(len(labels))`` into (kept, carved), both sorted."""
+    rng = np.random.default_rng(seed)
+    carved: list[np.ndarray] = []
+    arr = np.asarray(labels, dtype=object)
+    for name in sorted(set(labels)):
+        idx = np.flatnonzero(arr == name)
+        take = int(round(fraction * len(idx)))
+        carved.append(rng.permutation(idx)[:take])
+    carved_idx = np.sort(np.concatenate(carved)) if carved else np.array([], dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(labels)), carved_idx)
+    return kept, carved_idx
+
+
+def _subset(split: SplitData, idx: np.ndarray) -> SplitData:
+    return SplitData(tuple(split.texts[i] for i in idx), tuple(split.labels[i] for i in idx))
+
+
+def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str, ...]) -> DomainData:
+    """Load the requested roles (train/validation/test) of one dataset, carving missing ones."""
+    data_dir = resolve_data_dir(data_dir)
+    if data_dir is not None and not data_dir.is_dir():
+        raise ShiftbenchError(f"data dir {data_dir} does not exist or is not a directory")
+    needed = set(roles)
+    carve_from_train = {r for r in needed if r not in spec.splits and r in ("validation", "test")}
+    if carve_from_train and "train" not in spec.splits:
+        raise ShiftbenchError(f"dataset {spec.name!r}: no split for role(s) {sorted(carve_from_train)} and no train split to carve them from")
+    load_roles = (needed - carve_from_train) | ({"train"} if carve_from_train else set())
+    for role in load_roles:
+        if role not in spec.splits:
+            raise ShiftbenchError(f"dataset {spec.name!r}: no split for role {role!r} (splits: {spec.splits})")
+
+    splits: dict[str, SplitData] = {}
+    files: list[Path] = []
+    for role in sorted(load_roles):
+        split = spec.splits[role]
+        ds, path = _load_split(spec, data_dir, split)
+        where = str(path) if path is not None else f"{spec.hub_id}[{spec.config}/{split}]"
+        if len(ds) == 0:
+            raise ShiftbenchError(f"{where}: split {split!r} of dataset {spec.name!r} is empty")
+        texts = _texts_of(ds, spec, where)
+        labels = _canonical(_label_names_of(ds, spec, where), spec, where)
+        keep = [i for i, lbl in enumerate(labels) if lbl is not None]
+        if not keep:
+            raise ShiftbenchError(f"{where}: every example of dataset {spec.name!r} was dropped by its label_map")
+        splits[role] = SplitData(tuple(texts[i] for i in keep), tuple(labels[i] for i in keep))
+        if path is not None:
+            files.append(path)
+
+    # Carve test first, then validation, each as `carve_fraction` of the original train split,
+    # so FPB (train only, fraction 0.1) becomes the usual stratified 80/10/10.
+    if carve_from_train:
+        train = splits["train"]
+        n_total = len(train)
+        frac = spec.carve_fraction
+        for i, role in enumerate(("test", "validation")):
+            if role not in carve_from_train:
+                continue
+            share = frac * n_total / len(splits["train"])
+            kept, carved = _carve(list(splits["train"].labels), share, spec.split_seed + i)
+            splits[role] = _subset(splits["train"], carved)
+            splits["train"] = _subset(splits["train"], kept)
+        if "train" not in needed:
+            del splits["train"]
+
+    label_names = tuple(sorted({lbl for s in splits.values() for lbl in s.labels}))
+    identity = {k: as_plain(getattr(spec, k)) for k in _FINGERPRINT_FIELDS}
+    identity["files"] = {p.name: file_sha256(p) for p in files} if files else "hub"
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return DomainData(spec, splits, label_names, fingerprint, tuple(files), "local" if files else "hub")
+
+
+def pair_label_space(source: DomainData, targets: list[DomainData], pair_name: str) -> tuple[str, ...]:
+    """The pair's label space (sorted names); every target must have exactly the source's labels."""
+    for target in targets:
+        if set(target.label_names) != set(source.label_names):
+            raise ShiftbenchError(
+                f"pair {pair_name!r}: label sets differ after label_map: source {source.spec.name!r} has "
+                f"{list(source.label_names)}, target {target.spec.name!r} has {list(target.label_names)}"
+            )
+    return source.label_names

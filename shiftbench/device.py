@@ -1,0 +1,61 @@
+"""Where and in what precision the math runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from shiftbench.errors import ShiftbenchError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # "fp32" or "bf16" (autocast)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share one core's matmul units, so they do not help)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii") as fh:
+            pairs = {
+                (block.get("physical id"), block.get("core id"))
+                for block in (
+                    dict(line.split(":", 1) for line in chunk.splitlines() if ":" in line)
+                    for chunk in fh.read().split("\n\n")
+                )
+                if "core id" in block
+            }
+        pairs = {(p.strip(), c.strip()) for p, c in pairs}
+        if pairs:
+            return len(pairs)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def make_runtime(device: str | None, precision: str) -> Runtime:
+    """``device`` is "cpu", "cuda", "cuda:N" or None (CUDA when present, else CPU)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ShiftbenchError(f"--device: unknown device {device!r} (use cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ShiftbenchError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ShiftbenchError(f"--device {device}: only cpu and cuda are supported")
+    if dev.type == "cpu" and "SHIFTBENCH_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(physical_cores())
+    elif "SHIFTBENCH_NUM_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["SHIFTBENCH_NUM_THREADS"]))
+    return Runtime(dev, precision)

@@ -1,0 +1,38 @@
+"""The one exception type for bad user input.
+
+Anything the user can fix (a registry file, a data file, a CLI flag, a results directory)
+raises :class:`ShiftbenchError` with a single line that names the file, field and value. The
+CLI prints it on stderr and exits with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+EXIT_USAGE = 2
+
+
+class ShiftbenchError(Exception):
+    """A user-facing error: one line, names what is wrong and where."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Suffix suggesting the closest known names, or listing them when nothing is close.
+
+    >>> did_you_mean("fpb_to_tfn", ["fpb_to_tfns", "sst2_to_tweeteval"])
+    " (did you mean 'fpb_to_tfns'?)"
+    >>> did_you_mean("zzz", ["a", "b"])
+    ' (known: a, b)'
+    """
+    choices = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
+    if close:
+        return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    if not choices:
+        return " (none are defined)"
+    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    return f" (known: {shown})"

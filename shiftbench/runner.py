@@ -1,0 +1,102 @@
+"""Execute a plan: fine-tune once per (model, source, seed), then score the source test split
+(ID) and every pending target (OOD), writing one immutable run file per (pair, target)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+
+import torch
+import transformers
+
+from shiftbench import RUNNER_VERSION, __version__
+from shiftbench.cache import load_finetuned, save_finetuned
+from shiftbench.device import Runtime, make_runtime
+from shiftbench.encode import encode_split
+from shiftbench.evaluation import Predictions, predict
+from shiftbench.metrics import expected_calibration_error
+from shiftbench.models import load_classifier, load_tokenizer
+from shiftbench.plan import FineTuneJob, Plan
+from shiftbench.results import RunResult, check_results_dir, now_utc, predictions_table, write_run
+from shiftbench.train import FineTuned, fine_tune
+
+
+def _scores(p: Predictions) -> dict[str, float]:
+    return {**p.scores(), "ece": expected_calibration_error(p.labels, p.probs)}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, runtime: Runtime) -> FineTuned:
+    settings = plan.settings
+    cached = load_finetuned(settings.cache_dir, job.finetune_id)
+    if cached is not None:
+        _log(f"reusing fine-tuned weights {job.finetune_id} from {settings.cache_dir}")
+        return cached
+    max_len = job.protocol.max_length
+    train = encode_split(job.source.role("train"), tokenizer, job.label_space, max_len)
+    val = encode_split(job.source.role("validation"), tokenizer, job.label_space, max_len)
+    _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
+    ft = fine_tune(
+        lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load),
+        train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
+        desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}",
+    )  # fmt: skip
+    save_finetuned(settings.cache_dir, job.finetune_id, ft)
+    return ft
+
+
+def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
+    settings = plan.settings
+    protocol = job.protocol
+    tokenizer = load_tokenizer(job.model, settings.load)
+    ft = _fine_tuned(job, plan, tokenizer, runtime)
+    model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load)
+    model.load_state_dict(ft.state)
+    model.to(runtime.device)
+
+    def score(split):
+        data = encode_split(split, tokenizer, job.label_space, protocol.max_length)
+        return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime)
+
+    t0 = time.perf_counter()
+    id_pred = score(job.source.role("test"))
+    id_seconds = time.perf_counter() - t0
+    id_scores = _scores(id_pred)
+    results = []
+    for t in job.pending:
+        t1 = time.perf_counter()
+        ood_pred = score(t.target.role("test"))
+        result = RunResult(
+            run_id=t.run_id, finetune_id=job.finetune_id, model=job.model.name, model_sha256=job.model.sha256,
+            pair=t.pair.name, source=job.source.spec.name, target=t.target.spec.name, task=t.pair.task,
+            seed=job.seed, protocol=protocol.name, protocol_hash=protocol.hash,
+            id_scores=id_scores, ood_scores=_scores(ood_pred), n_id=len(id_pred.labels), n_ood=len(ood_pred.labels),
+            source_fingerprint=job.source.fingerprint, target_fingerprint=t.target.fingerprint,
+            selected_lr=ft.selected_lr, selected_epoch=ft.selected_epoch, selection_score=ft.selection_score,
+            eval_only=False, device=str(runtime.device), precision=protocol.precision,
+            train_seconds=ft.train_seconds, eval_seconds=id_seconds + time.perf_counter() - t1,
+            created_at=now_utc(), shiftbench_version=__version__, runner_version=RUNNER_VERSION,
+            transformers_version=transformers.__version__, torch_version=torch.__version__,
+            history=tuple(asdict(h) for h in ft.history),
+        )  # fmt: skip
+        preds = predictions_table(
+            {"id_test": (id_pred.labels, id_pred.preds, id_pred.probs),
+             "ood_test": (ood_pred.labels, ood_pred.preds, ood_pred.probs)}  # fmt: skip
+        )
+        write_run(settings.results_dir, result, preds)
+        results.append(result)
+    return results
+
+
+def execute(plan: Plan) -> list[RunResult]:
+    settings = plan.settings
+    check_results_dir(settings.results_dir)
+    runtime = make_runtime(settings.device, settings.protocol.precision)
+    results: list[RunResult] = []
+    for job in plan.pending_jobs:
+        results.extend(run_job(job, plan, runtime))
+    return results

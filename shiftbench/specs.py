@@ -1,0 +1,139 @@
+"""Typed, frozen records for registry entries: datasets, pairs, suites and models.
+
+These are the documented YAML contract (see the README, "Adding a pair"). Validation that
+needs only the entry itself lives in ``__post_init__``; cross-entry checks (a pair's source
+exists, tasks agree) live in :mod:`shiftbench.catalog`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shiftbench.errors import ShiftbenchError, did_you_mean
+
+TASKS = ("text-classification", "token-classification")
+SPLIT_ROLES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of one domain, as a registry YAML entry describes it."""
+
+    name: str
+    hub_id: str  # resolved offline as <data-dir>/<owner>__<name>/<config>/<split>.parquet
+    text_column: str
+    label_column: str
+    splits: dict  # role (train/validation/test) -> split name in the data
+    config: str = "default"
+    revision: str | None = None  # pinned Hub revision, used when loading from the Hub
+    domain: str = "unspecified"
+    license: str = "unknown"
+    label_map: dict | None = None  # {raw label name or value: canonical name or null (drop)}
+    task: str = "text-classification"
+    description: str = ""
+    # Whether example texts may be quoted in generated data cards (False for e.g. FPB, NC-SA).
+    redistributable: bool = False
+    # Carving a missing validation/test role out of train: fixed seed, stratified by label,
+    # independent of the training seed so every seed is scored on the same test examples.
+    split_seed: int = 0
+    carve_fraction: float = 0.1
+    base: str | None = None  # inherit fields from another dataset entry
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ShiftbenchError(f"field 'task': unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
+        for role, split in self.splits.items():
+            if role not in SPLIT_ROLES:
+                raise ShiftbenchError(f"field 'splits': unknown role {role!r}{did_you_mean(str(role), SPLIT_ROLES)}")
+            if not isinstance(split, str) or not split:
+                raise ShiftbenchError(f"field 'splits': split name for role {role!r} must be a string, got {split!r}")
+        if "train" not in self.splits and "test" not in self.splits:
+            raise ShiftbenchError("field 'splits': needs at least a 'train' or a 'test' role")
+        if not 0.0 < self.carve_fraction < 0.5:
+            raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {self.carve_fraction!r}")
+        if self.label_map is not None:
+            for key, value in self.label_map.items():
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise ShiftbenchError(
+                        f"field 'label_map': value for {key!r} must be a label name or null, got {value!r}"
+                    )
+
+    @property
+    def local_dirname(self) -> str:
+        return self.hub_id.replace("/", "__")
+
+    def split_for(self, role: str) -> str | None:
+        return self.splits.get(role)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A source -> targets shift with one task and one label space."""
+
+    name: str
+    task: str
+    source: str
+    targets: tuple[str, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ShiftbenchError(f"field 'task': unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
+        if not self.targets:
+            raise ShiftbenchError("field 'targets': needs at least one target dataset")
+        if self.source in self.targets:
+            raise ShiftbenchError(f"field 'targets': the source {self.source!r} cannot also be a target")
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A named set of pairs, with optional defaults for models, seeds and protocol."""
+
+    name: str
+    pairs: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    protocol: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise ShiftbenchError("field 'pairs': a suite needs at least one pair")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model alias. Exactly one of ``package`` (a pip-installed package shipping the weights,
+    located without importing it), ``path`` (a local directory), ``hub_id`` or ``base`` (another
+    alias, e.g. to truncate it)."""
+
+    name: str
+    package: str | None = None
+    package_path: str = ""  # directory inside the package holding config.json + weights
+    path: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+    base: str | None = None
+    num_layers: int | None = None  # keep only the first N transformer layers
+    random_init: bool = False  # same architecture, weights drawn from the config's initializer
+    description: str = ""
+    extras: dict = field(default_factory=dict)  # free-form notes shown by `shiftbench list`
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("package", "path", "hub_id", "base") if getattr(self, k)]
+        if len(given) != 1:
+            raise ShiftbenchError(
+                f"needs exactly one of 'package', 'path', 'hub_id' or 'base', got {given or 'none'}"
+            )
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ShiftbenchError(f"field 'num_layers': must be >= 1, got {self.num_layers}")
+
+
+def as_plain(value: Any) -> Any:
+    """Canonical JSON-able view of a record field (used for hashing and cards)."""
+    if isinstance(value, dict):
+        return {str(k): as_plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [as_plain(v) for v in value]
+    return value

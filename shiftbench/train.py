@@ -1,0 +1,146 @@
+"""The fine-tuning loop: one protocol, every learning rate of its grid, selection on source
+validation only. Read it top to bottom.
+
+For each learning rate the pretrained checkpoint is loaded afresh under the same seed (so the
+new head starts identical and the data order is the same), trained for the protocol's epochs,
+and scored on the source validation split after every epoch. The (learning rate, epoch) with
+the best validation score wins; its weights are kept in memory and returned. No target data
+is seen here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from shiftbench.batching import collate, length_grouped_batches
+from shiftbench.device import Runtime
+from shiftbench.encode import EncodedSplit
+from shiftbench.evaluation import predict
+from shiftbench.protocol import Protocol
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    learning_rate: float
+    epoch: int  # 1-based
+    steps: int  # optimizer steps taken in this epoch
+    train_loss: float  # mean cross-entropy over the epoch's steps (nats)
+    val_scores: dict[str, float]  # source validation only
+    seconds: float  # wall time of the epoch's training steps (validation excluded)
+    train_tokens: int  # real (non-padding) tokens processed in the epoch
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    state: dict[str, torch.Tensor]  # weights of the selected (lr, epoch), on the CPU
+    selected_lr: float
+    selected_epoch: int
+    selection_score: float  # source-validation score of the selected (lr, epoch)
+    history: tuple[EpochRecord, ...]
+    train_seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Standard BERT practice: no weight decay on biases and normalisation weights.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _schedule(protocol: Protocol, total_steps: int) -> Callable[[int], float]:
+    warmup = math.ceil(protocol.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:  # multiplies the peak learning rate
+        if step < warmup:
+            return (step + 1) / warmup
+        if protocol.schedule == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def fine_tune(
+    make_model: Callable[[], torch.nn.Module],
+    train: EncodedSplit,
+    val: EncodedSplit,
+    protocol: Protocol,
+    seed: int,
+    pad_id: int,
+    runtime: Runtime,
+    desc: str = "",
+) -> FineTuned:
+    steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
+    total_steps = protocol.epochs * steps_per_epoch
+    if protocol.max_steps is not None:
+        total_steps = min(total_steps, protocol.max_steps)
+    lengths = train.lengths
+    history: list[EpochRecord] = []
+    best: tuple[float, float, int, dict[str, torch.Tensor]] | None = None
+    t_start = time.perf_counter()
+
+    for lr in protocol.learning_rates:
+        seed_everything(seed)
+        model = make_model().to(runtime.device)
+        optimizer = torch.optim.AdamW(
+            _param_groups(model, protocol.weight_decay), lr=lr, fused=runtime.device.type == "cuda" or None
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(protocol, total_steps))
+        data_rng = np.random.default_rng(seed)  # same example order for every learning rate
+        step = 0
+        for epoch in range(1, protocol.epochs + 1):
+            if step >= total_steps:
+                break
+            model.train()
+            batches = length_grouped_batches(lengths, protocol.batch_size, data_rng)[: total_steps - step]
+            loss_sum = torch.zeros((), device=runtime.device)  # summed on device: no host sync per step
+            tokens = 0
+            t0 = time.perf_counter()
+            bar = tqdm(batches, desc=f"{desc} lr={lr:g} epoch {epoch}/{protocol.epochs}", leave=False, disable=None)
+            for idx in bar:
+                batch = collate(train.input_ids, idx, pad_id, runtime.device)
+                labels = torch.from_numpy(train.labels[idx]).to(runtime.device)
+                with runtime.autocast():
+                    logits = model(**batch).logits
+                loss = F.cross_entropy(logits.float(), labels)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), protocol.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach()
+                tokens += int(lengths[idx].sum())
+                step += 1
+            seconds = time.perf_counter() - t0
+            scores = predict(model, val, protocol.eval_batch_size, pad_id, runtime).scores()
+            history.append(
+                EpochRecord(lr, epoch, len(batches), float(loss_sum) / max(1, len(batches)), scores, seconds, tokens)
+            )
+            score = scores[protocol.selection_metric]
+            if best is None or score > best[0]:  # ties keep the earlier (lr, epoch)
+                state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best = (score, lr, epoch, state)
+        del model, optimizer
+
+    assert best is not None  # protocol validation guarantees >= 1 learning rate and epoch
+    score, lr, epoch, state = best
+    return FineTuned(state, lr, epoch, score, tuple(history), time.perf_counter() - t_start)
