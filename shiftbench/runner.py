@@ -43,7 +43,7 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, runtime: Runtime) -> Fi
     ft = fine_tune(
         lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load),
         train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
-        desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}",
+        desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}", log=_log,
     )  # fmt: skip
     save_finetuned(settings.cache_dir, job.finetune_id, ft)
     return ft

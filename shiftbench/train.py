@@ -88,6 +88,7 @@ def fine_tune(
     pad_id: int,
     runtime: Runtime,
     desc: str = "",
+    log: Callable[[str], None] = lambda message: None,
 ) -> FineTuned:
     steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
     total_steps = protocol.epochs * steps_per_epoch
@@ -136,6 +137,8 @@ def fine_tune(
                 EpochRecord(lr, epoch, len(batches), float(loss_sum) / max(1, len(batches)), scores, seconds, tokens)
             )
             score = scores[protocol.selection_metric]
+            log(f"{desc} lr={lr:g} epoch {epoch}/{protocol.epochs}: train loss {history[-1].train_loss:.4f}, "
+                f"source-val {protocol.selection_metric} {score:.4f} ({seconds:.0f} s, {tokens / seconds:.0f} tokens/s)")  # fmt: skip
             if best is None or score > best[0]:  # ties keep the earlier (lr, epoch)
                 state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 best = (score, lr, epoch, state)

@@ -1,0 +1,104 @@
+"""End-to-end runs on tiny random models and tiny in-test data (seconds, no network)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import shiftbench
+from shiftbench.results import PREDICTIONS_DIR, RUN_SCHEMA, RUNS_DIR, SCHEMA_VERSION, read_history, read_runs
+
+
+def test_user_pair_runs_end_to_end(tiny_env):
+    """A pair over datasets the package does not ship, added only through --registry."""
+    summary = shiftbench.run(pairs=["news_to_tweets"], seeds=[0], **tiny_env)
+    results = summary.new_results
+    assert {r.target for r in results} == {"tweets", "forum"}
+    for r in results:
+        assert r.pair == "news_to_tweets" and r.source == "news" and r.model == "tiny"
+        assert set(r.id_scores) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece"}
+        assert 0.0 <= r.id_scores["macro_f1"] <= 1.0 and 0.0 <= r.ood_scores["macro_f1"] <= 1.0
+        assert r.gap("macro_f1") == pytest.approx(r.id_scores["macro_f1"] - r.ood_scores["macro_f1"])
+        assert r.n_id == 9 and r.n_ood == 30  # 10 % of 90 carved, stratified
+        assert r.selected_lr in (1e-3, 3e-3) and r.selected_epoch in (1, 2)
+        assert len(r.history) == 4  # 2 learning rates x 2 epochs, all on source validation
+    # Both targets share one fine-tune and one ID score.
+    assert len({r.finetune_id for r in results}) == 1
+    assert results[0].id_scores == results[1].id_scores
+
+    runs_dir = tiny_env["results_dir"] / RUNS_DIR
+    files = sorted(runs_dir.glob("*.parquet"))
+    assert len(files) == 2
+    table = pq.read_table(files[0])
+    assert table.schema.remove_metadata() == RUN_SCHEMA.remove_metadata()
+    assert table.schema.metadata[b"shiftbench.schema_version"] == str(SCHEMA_VERSION).encode()
+    rows = table.to_pandas()
+    assert set(rows["metric"]) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece"}
+    assert np.allclose(rows["gap"], rows["id_score"] - rows["ood_score"])
+    assert np.allclose(rows["relative_gap"], rows["gap"] / rows["id_score"])
+    assert len(read_history(files[0])) == 4
+
+    preds = pq.read_table(tiny_env["results_dir"] / PREDICTIONS_DIR / files[0].name).to_pandas()
+    assert set(preds["split"]) == {"id_test", "ood_test"}
+    assert np.allclose(np.stack(preds["probs"]).sum(axis=1), 1.0, atol=1e-4)
+    assert (tiny_env["results_dir"] / "leaderboard.parquet").is_file()
+
+
+def test_binary_pair_with_int_labels_and_dropped_class(tiny_env):
+    summary = shiftbench.run(pairs=["reviews_to_forum"], seeds=[0], **tiny_env)
+    (r,) = summary.new_results
+    assert r.n_id == 16
+    assert r.n_ood == 20  # the 10 neutral forum posts are dropped by label_map
+    preds = pq.read_table(tiny_env["results_dir"] / PREDICTIONS_DIR / f"{r.run_id}.parquet").to_pandas()
+    assert set(preds["label"]) <= {0, 1} and len(preds["probs"][0]) == 2
+
+
+def test_rerun_skips_done_and_new_target_reuses_finetune(tiny_env):
+    first = shiftbench.run(pairs=["news_to_forum"], seeds=[0], **tiny_env)
+    assert len(first.new_results) == 1
+    again = shiftbench.run(pairs=["news_to_forum"], seeds=[0], **tiny_env)
+    assert again.new_results == ()
+    assert again.plan.pending_jobs == ()
+    # A second pair on the same source: only its evaluation runs, from the cached weights.
+    more = shiftbench.run(pairs=["news_to_tweets"], seeds=[0], **tiny_env)
+    fresh = {r.target for r in more.new_results}
+    assert fresh == {"tweets", "forum"}  # another pair name is another run id...
+    (forum,) = [r for r in more.new_results if r.target == "forum"]
+    # ...but the same fine-tune, so identical numbers.
+    assert forum.finetune_id == first.new_results[0].finetune_id
+    assert forum.ood_scores == first.new_results[0].ood_scores
+    assert forum.train_seconds == first.new_results[0].train_seconds  # taken from the cache
+
+
+def test_cpu_runs_are_deterministic(tiny_env, tmp_path):
+    a = shiftbench.run(pairs=["news_to_forum"], seeds=[3], **tiny_env)
+    other = {**tiny_env, "results_dir": tmp_path / "r2", "cache_dir": tmp_path / "c2"}
+    b = shiftbench.run(pairs=["news_to_forum"], seeds=[3], **other)
+    ra, rb = a.new_results[0], b.new_results[0]
+    assert ra.run_id == rb.run_id
+    assert ra.id_scores == rb.id_scores and ra.ood_scores == rb.ood_scores
+    pa_ = pq.read_table(tiny_env["results_dir"] / PREDICTIONS_DIR / f"{ra.run_id}.parquet").to_pandas()
+    pb_ = pq.read_table(other["results_dir"] / PREDICTIONS_DIR / f"{rb.run_id}.parquet").to_pandas()
+    assert (pa_["pred"] == pb_["pred"]).all()
+    assert np.array_equal(np.stack(pa_["probs"]), np.stack(pb_["probs"]))
+
+
+def test_seeds_give_separate_rows_and_leaderboard_aggregates(tiny_env):
+    summary = shiftbench.run(pairs=["news_to_forum"], seeds="0,1,2", **tiny_env)
+    assert len(summary.new_results) == 3
+    board = summary.leaderboard
+    row = board[(board.metric == "macro_f1") & (board.target == "forum")].iloc[0]
+    assert row.n_seeds == 3 and row.seeds == "0,1,2"
+    gaps = [r.gap("macro_f1") for r in summary.new_results]
+    assert row.gap_mean == pytest.approx(np.mean(gaps))
+    assert row.gap_std == pytest.approx(np.std(gaps, ddof=1))
+    assert row.gap_ci_low <= row.gap_mean <= row.gap_ci_high
+    assert len(read_runs(tiny_env["results_dir"]).table) == 3 * 5
+
+
+def test_dry_run_trains_nothing(tiny_env):
+    summary = shiftbench.run(pairs=["news_to_tweets"], seeds=[0], dry_run=True, **tiny_env)
+    text = summary.plan.describe()
+    assert "fine-tune tiny on news" in text and "2 of 2 runs to do" in text.replace("1 of 1 fine-tunes and ", "")
+    assert not (tiny_env["results_dir"] / RUNS_DIR).exists()
