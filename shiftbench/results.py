@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shiftbench import faults
 from shiftbench.atomic import write_atomic
 from shiftbench.errors import ShiftbenchError
 
@@ -170,6 +171,7 @@ def predictions_table(splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray
 def write_run(results_dir: Path, result: RunResult, predictions: pa.Table) -> Path:
     """Predictions first, then the run file (the done marker); both atomic."""
     write_atomic(predictions_path(results_dir, result.run_id), lambda p: pq.write_table(predictions, p))
+    faults.checkpoint("write_run")
     target = run_path(results_dir, result.run_id)
     write_atomic(target, lambda p: pq.write_table(result.to_table(), p))
     return target

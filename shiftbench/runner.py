@@ -11,7 +11,9 @@ import torch
 import transformers
 
 from shiftbench import RUNNER_VERSION, __version__
+from shiftbench import faults
 from shiftbench.cache import load_finetuned, save_finetuned
+from shiftbench.checkpoint import checkpoint_dir, clear_checkpoints
 from shiftbench.device import Runtime, make_runtime
 from shiftbench.encode import encode_split
 from shiftbench.evaluation import Predictions, predict
@@ -39,13 +41,16 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, runtime: Runtime) -> Fi
     max_len = job.protocol.max_length
     train = encode_split(job.source.role("train"), tokenizer, job.label_space, max_len)
     val = encode_split(job.source.role("validation"), tokenizer, job.label_space, max_len)
+    faults.checkpoint("tokenize")
     _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
     ft = fine_tune(
         lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load),
         train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
         desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}", log=_log,
+        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id),
     )  # fmt: skip
     save_finetuned(settings.cache_dir, job.finetune_id, ft)
+    clear_checkpoints(checkpoint_dir(settings.cache_dir, job.finetune_id))
     return ft
 
 
@@ -70,6 +75,7 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
     for t in job.pending:
         t1 = time.perf_counter()
         ood_pred = score(t.target.role("test"))
+        faults.checkpoint("evaluate")
         result = RunResult(
             run_id=t.run_id, finetune_id=job.finetune_id, model=job.model.name, model_sha256=job.model.sha256,
             pair=t.pair.name, source=job.source.spec.name, target=t.target.spec.name, task=t.pair.task,

@@ -14,7 +14,8 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from shiftbench import faults
 from shiftbench.batching import collate, length_grouped_batches
+from shiftbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from shiftbench.device import Runtime
 from shiftbench.encode import EncodedSplit
 from shiftbench.evaluation import predict
@@ -89,17 +92,29 @@ def fine_tune(
     runtime: Runtime,
     desc: str = "",
     log: Callable[[str], None] = lambda message: None,
+    checkpoints: Path | None = None,
 ) -> FineTuned:
+    """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
+
+    With ``checkpoints`` set, the full training state is saved after every epoch and a later
+    call resumes from the newest one, giving the same result as an uninterrupted run.
+    """
     steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
     total_steps = protocol.epochs * steps_per_epoch
     if protocol.max_steps is not None:
         total_steps = min(total_steps, protocol.max_steps)
     lengths = train.lengths
-    history: list[EpochRecord] = []
-    best: tuple[float, float, int, dict[str, torch.Tensor]] | None = None
+    resume = load_checkpoint(checkpoints) if checkpoints is not None else None
+    history = [EpochRecord(**h) for h in resume.history] if resume else []
+    best_meta = resume.best if resume else None  # (score, lr, epoch)
+    best_state = resume.best_state if resume else None
+    elapsed = resume.elapsed if resume else 0.0
+    if resume:
+        log(f"{desc} resuming after lr #{resume.lr_index + 1} epoch {resume.epoch} from {checkpoints}")
     t_start = time.perf_counter()
 
-    for lr in protocol.learning_rates:
+    for lr_index in range(resume.lr_index if resume else 0, len(protocol.learning_rates)):
+        lr = protocol.learning_rates[lr_index]
         seed_everything(seed)
         model = make_model().to(runtime.device)
         optimizer = torch.optim.AdamW(
@@ -107,8 +122,18 @@ def fine_tune(
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(protocol, total_steps))
         data_rng = np.random.default_rng(seed)  # same example order for every learning rate
-        step = 0
-        for epoch in range(1, protocol.epochs + 1):
+        step, first_epoch = 0, 1
+        if resume is not None and resume.lr_index == lr_index:
+            model.load_state_dict(resume.model_state)
+            optimizer.load_state_dict(resume.optimizer_state)
+            scheduler.load_state_dict(resume.scheduler_state)
+            torch.set_rng_state(resume.torch_rng)
+            if resume.cuda_rng is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(resume.cuda_rng)
+            data_rng.bit_generator.state = resume.data_rng
+            step, first_epoch = resume.step, resume.epoch + 1
+            resume = None
+        for epoch in range(first_epoch, protocol.epochs + 1):
             if step >= total_steps:
                 break
             model.train()
@@ -131,6 +156,7 @@ def fine_tune(
                 loss_sum += loss.detach()
                 tokens += int(lengths[idx].sum())
                 step += 1
+                faults.checkpoint("train_step")
             seconds = time.perf_counter() - t0
             scores = predict(model, val, protocol.eval_batch_size, pad_id, runtime).scores()
             history.append(
@@ -139,11 +165,22 @@ def fine_tune(
             score = scores[protocol.selection_metric]
             log(f"{desc} lr={lr:g} epoch {epoch}/{protocol.epochs}: train loss {history[-1].train_loss:.4f}, "
                 f"source-val {protocol.selection_metric} {score:.4f} ({seconds:.0f} s, {tokens / seconds:.0f} tokens/s)")  # fmt: skip
-            if best is None or score > best[0]:  # ties keep the earlier (lr, epoch)
-                state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                best = (score, lr, epoch, state)
+            if best_meta is None or score > best_meta[0]:  # ties keep the earlier (lr, epoch)
+                best_meta = (score, lr, epoch)
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if checkpoints is not None:
+                save_checkpoint(checkpoints, TrainState(
+                    lr_index=lr_index, epoch=epoch, step=step, history=[asdict(h) for h in history],
+                    best=best_meta, elapsed=elapsed + time.perf_counter() - t_start,
+                    model_state=model.state_dict(), best_state=best_state,
+                    optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
+                    torch_rng=torch.get_rng_state(),
+                    cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    data_rng=data_rng.bit_generator.state,
+                ))  # fmt: skip
+            faults.checkpoint("epoch_end")
         del model, optimizer
 
-    assert best is not None  # protocol validation guarantees >= 1 learning rate and epoch
-    score, lr, epoch, state = best
-    return FineTuned(state, lr, epoch, score, tuple(history), time.perf_counter() - t_start)
+    assert best_meta is not None and best_state is not None  # >= 1 learning rate and epoch
+    score, lr, epoch = best_meta
+    return FineTuned(best_state, lr, epoch, score, tuple(history), elapsed + time.perf_counter() - t_start)
