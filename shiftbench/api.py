@@ -10,7 +10,7 @@ import pandas as pd
 
 from shiftbench.catalog import load_catalog
 from shiftbench.config import resolve_settings
-from shiftbench.leaderboard import LEADERBOARD_FILE, build_leaderboard, write_leaderboard
+from shiftbench.leaderboard import rebuild_leaderboard
 from shiftbench.plan import Plan, build_plan
 from shiftbench.results import RunResult, check_results_dir
 from shiftbench.runner import execute
@@ -56,8 +56,7 @@ def run_plan(plan: Plan) -> RunSummary:
     if settings.dry_run:
         return RunSummary(plan, (), None)
     new = execute(plan)
-    board, skipped = build_leaderboard(settings.results_dir)
-    write_leaderboard(board, settings.results_dir / LEADERBOARD_FILE)
+    board, skipped = rebuild_leaderboard(settings.results_dir)
     return RunSummary(plan, tuple(new), board, skipped)
 
 

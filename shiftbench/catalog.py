@@ -14,6 +14,8 @@ once everything is loaded, so a user file may refer to built-in entries and vice
 
 from __future__ import annotations
 
+import dataclasses
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,6 +84,8 @@ def _resolve_bases(raw: dict[str, tuple[Any, Path]]) -> dict[str, dict[str, Any]
         base = entry.get("base")
         merged = dict(entry)
         if base is not None:
+            if not isinstance(base, str):
+                raise ShiftbenchError(f"{path}: dataset {name!r}: field 'base': expected a dataset name, got {base!r}")
             if base not in raw:
                 raise ShiftbenchError(
                     f"{path}: dataset {name!r}: field 'base': unknown dataset {base!r}{did_you_mean(str(base), raw)}"
@@ -114,6 +118,7 @@ def load_catalog(extra_files: Sequence[Path | str] = (), include_env: bool = Tru
                 raw[section][name] = (entry, path)
 
     datasets: Registry[DatasetSpec] = Registry("dataset")
+    _check_dataset_fields(raw["datasets"])
     merged = _resolve_bases(raw["datasets"])
     for name, (_, path) in raw["datasets"].items():
         datasets.add(name, from_mapping(DatasetSpec, merged[name], f"{path}: dataset {name!r}", name=name), str(path))
@@ -125,11 +130,39 @@ def load_catalog(extra_files: Sequence[Path | str] = (), include_env: bool = Tru
         suites.add(name, from_mapping(SuiteSpec, entry, f"{path}: suite {name!r}", name=name), str(path))
     models: Registry[ModelSpec] = Registry("model")
     for name, (entry, path) in raw["models"].items():
-        models.add(name, from_mapping(ModelSpec, entry, f"{path}: model {name!r}", name=name), str(path))
+        spec = from_mapping(ModelSpec, entry, f"{path}: model {name!r}", name=name)
+        if spec.path is not None and not Path(spec.path).expanduser().is_absolute():
+            # A relative model path is relative to the registry file that names it.
+            spec = dataclasses.replace(spec, path=str(Path(path).parent / spec.path))
+        models.add(name, spec, str(path))
 
     catalog = Catalog(datasets, pairs, suites, models, tuple(files))
     _check_references(catalog)
     return catalog
+
+
+def _check_dataset_fields(raw: dict[str, tuple[Any, Path]]) -> None:
+    """Unknown keys are reported against the entry that has them, before ``base`` merging
+    would attribute a base's typo to every dataset inheriting from it."""
+    known = [f.name for f in dataclasses.fields(DatasetSpec) if f.init and f.name != "name"]
+    for name, (entry, path) in raw.items():
+        for key in entry if isinstance(entry, dict) else ():
+            if key not in known:
+                raise ShiftbenchError(f"{path}: dataset {name!r}: unknown field {key!r}{did_you_mean(str(key), known)}")
+
+
+def _protocol_problem(name: str) -> str | None:
+    """Why a suite's ``protocol`` cannot be loaded, or None; files are only checked at run time."""
+    from shiftbench.protocol import builtin_protocols
+
+    if name.endswith((".yaml", ".yml")) or name in builtin_protocols():
+        return None
+    try:
+        if Path(name).exists():
+            return None
+    except (OSError, ValueError):
+        pass
+    return f"unknown protocol {name!r}{did_you_mean(name, builtin_protocols())}"
 
 
 def _check_references(catalog: Catalog) -> None:
@@ -152,6 +185,9 @@ def _check_references(catalog: Catalog) -> None:
                     f"{catalog.suites.origin(name)}: suite {name!r}: field 'pairs': unknown pair {ref!r}"
                     f"{did_you_mean(ref, catalog.pairs)}"
                 )
+        problem = _protocol_problem(suite.protocol) if suite.protocol is not None else None
+        if problem is not None:
+            raise ShiftbenchError(f"{catalog.suites.origin(name)}: suite {name!r}: field 'protocol': {problem}")
     for name, model in catalog.models.items():
         if model.base is not None and model.base not in catalog.models:
             raise ShiftbenchError(

@@ -9,20 +9,24 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from shiftbench.catalog import Catalog
 from shiftbench.data import resolve_data_dir
+from shiftbench.device import check_device, num_threads_from_env
 from shiftbench.errors import ShiftbenchError
 from shiftbench.models import LoadOptions
 from shiftbench.protocol import Protocol, load_protocol
+from shiftbench.specs import MAX_SEED
 
 DEFAULT_SUITE = "default"
 DEFAULT_SEEDS = (0,)
 DEFAULT_PROTOCOL = "standard"
 DEFAULT_RESULTS_DIR = Path("results")
+_SEED_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
 
 
 @dataclass(frozen=True)
@@ -50,18 +54,18 @@ def parse_seeds(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
         return None
     if isinstance(value, str):
         parts = [p.strip() for p in value.split(",")]
-        try:
-            seeds = tuple(int(p) for p in parts)
-        except ValueError:
-            raise ShiftbenchError(f"--seeds: expected a comma-separated list of integers, got {value!r}") from None
+        # int() alone would also take "1_0" and non-ASCII digits; a seed is plain decimal digits.
+        if not all(_SEED_TEXT.fullmatch(p) for p in parts):
+            raise ShiftbenchError(f"--seeds: expected a comma-separated list of integers, got {value!r}")
+        seeds = tuple(int(p) for p in parts)
     else:
         seeds = tuple(value)
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise ShiftbenchError(f"seeds: expected integers, got {value!r}")
     if not seeds:
         raise ShiftbenchError("--seeds: needs at least one seed")
-    if any(s < 0 for s in seeds):
-        raise ShiftbenchError(f"--seeds: seeds must be >= 0, got {value!r}")
+    if any(s < 0 or s > MAX_SEED for s in seeds):
+        raise ShiftbenchError(f"--seeds: seeds must be between 0 and {MAX_SEED}, got {value!r}")
     if len(set(seeds)) != len(seeds):
         raise ShiftbenchError(f"--seeds: a seed is repeated in {value!r}")
     return seeds
@@ -104,6 +108,8 @@ def resolve_settings(
         proto = load_protocol(protocol or (chosen.protocol if chosen and chosen.protocol else DEFAULT_PROTOCOL))
     if precision is not None:
         proto = load_protocol_override(proto, precision)
+    check_device(device)
+    num_threads_from_env()
     cache = Path(cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
     return RunSettings(
         pairs=pair_names,

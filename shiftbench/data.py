@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from shiftbench.errors import ShiftbenchError
 from shiftbench.specs import DatasetSpec, as_plain
@@ -66,6 +67,13 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name too long for the file system
+        return False
+
+
 def split_path(spec: DatasetSpec, data_dir: Path, split: str) -> Path:
     return data_dir / spec.local_dirname / spec.config / f"{split}.parquet"
 
@@ -95,10 +103,19 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
 
     datasets.disable_progress_bars()
     local_dir = data_dir / spec.local_dirname if data_dir is not None else None
-    if local_dir is not None and local_dir.is_dir():
+    if local_dir is not None and _is_dir(local_dir):
         path = split_path(spec, data_dir, split)
         if not path.is_file():
             raise ShiftbenchError(f"dataset {spec.name!r}: split {split!r} not found: {path} does not exist")
+        # Check the file with pyarrow first: datasets would log its own multi-line complaint for
+        # a broken file and cannot tell an empty split from a missing one.
+        try:
+            n_rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # ArrowInvalid, OSError, ...: the file is not usable Parquet
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ShiftbenchError(f"{path}: not a readable Parquet file ({reason})") from None
+        if n_rows == 0:
+            raise ShiftbenchError(f"{path}: split {split!r} of dataset {spec.name!r} is empty")
         try:
             ds = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
         except Exception as exc:  # pyarrow raises several types for a truncated/non-Parquet file
@@ -178,7 +195,7 @@ def _subset(split: SplitData, idx: np.ndarray) -> SplitData:
 def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str, ...]) -> DomainData:
     """Load the requested roles (train/validation/test) of one dataset, carving missing ones."""
     data_dir = resolve_data_dir(data_dir)
-    if data_dir is not None and not data_dir.is_dir():
+    if data_dir is not None and not _is_dir(data_dir):
         raise ShiftbenchError(f"data dir {data_dir} does not exist or is not a directory")
     needed = set(roles)
     carve_from_train = {r for r in needed if r not in spec.splits and r in ("validation", "test")}

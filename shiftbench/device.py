@@ -46,16 +46,35 @@ def make_runtime(device: str | None, precision: str) -> Runtime:
     """``device`` is "cpu", "cuda", "cuda:N" or None (CUDA when present, else CPU)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
+    dev = torch.device(device)
+    threads = num_threads_from_env()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif dev.type == "cpu":
+        torch.set_num_threads(physical_cores())
+    return Runtime(dev, precision)
+
+
+def num_threads_from_env() -> int | None:
+    """``SHIFTBENCH_NUM_THREADS`` (intra-op threads), validated; None when unset."""
+    value = os.environ.get("SHIFTBENCH_NUM_THREADS")
+    if value is None or value == "":
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise ShiftbenchError(f"SHIFTBENCH_NUM_THREADS: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_device(device: str | None) -> None:
+    """Validate a --device value without touching the accelerator (used when planning)."""
+    if device is None:
+        return
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise ShiftbenchError(f"--device: unknown device {device!r} (use cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ShiftbenchError(f"--device {device}: CUDA is not available on this machine")
     if dev.type not in ("cpu", "cuda"):
         raise ShiftbenchError(f"--device {device}: only cpu and cuda are supported")
-    if dev.type == "cpu" and "SHIFTBENCH_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(physical_cores())
-    elif "SHIFTBENCH_NUM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["SHIFTBENCH_NUM_THREADS"]))
-    return Runtime(dev, precision)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ShiftbenchError(f"--device {device}: CUDA is not available on this machine")

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from shiftbench.atomic import write_atomic
+from shiftbench.locks import claim
 from shiftbench.results import read_runs
 
 LEADERBOARD_SCHEMA_VERSION = 1
@@ -56,6 +57,15 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 def build_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
     loaded = read_runs(results_dir)
     return aggregate(loaded.table.to_pandas()), loaded.skipped
+
+
+def rebuild_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
+    """Read every run file and rewrite ``leaderboard.parquet``, serialised across processes so
+    the last rebuild always sees every run written before it started."""
+    with claim(results_dir, "leaderboard"):
+        board, skipped = build_leaderboard(results_dir)
+        write_leaderboard(board, Path(results_dir) / LEADERBOARD_FILE)
+    return board, skipped
 
 
 def write_leaderboard(board: pd.DataFrame, path: Path) -> None:

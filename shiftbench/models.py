@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,9 +136,24 @@ def _finish(
         files = check_model_dir(path, options)
         sha = _content_sha(files, variant)
     else:
+        _check_hub_reachable(name, hub_id, revision)
         # A Hub checkpoint is identified by id and pinned revision until it is downloaded.
         sha = hashlib.sha256(json.dumps([hub_id, revision, variant]).encode()).hexdigest()
     return ResolvedModel(name, path, hub_id, revision, num_layers, random_init, sha)
+
+
+def _check_hub_reachable(name: str, hub_id: str | None, revision: str | None) -> None:
+    """Offline, a Hub id is usable only when the Hugging Face cache already holds it."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(str(hub_id), "config.json", revision=revision)
+    if not isinstance(cached, str):
+        raise ShiftbenchError(
+            f"model {name!r}: Hub id {hub_id} is not in the local Hugging Face cache and the Hub is offline "
+            "(HF_HUB_OFFLINE=1); give a local directory instead"
+        )
 
 
 def resolve_model(name: str, catalog: Catalog, options: LoadOptions = LoadOptions()) -> ResolvedModel:
@@ -145,9 +161,13 @@ def resolve_model(name: str, catalog: Catalog, options: LoadOptions = LoadOption
     if name in catalog.models:
         return _from_spec(catalog.models.get(name), catalog, options, (name,))
     path = Path(name).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError:  # a name too long to be a path
+        is_dir = exists = False
+    if is_dir:
         return _finish(path.resolve().name, path.resolve(), None, None, None, False, options)
-    if _HUB_ID.match(name) and not path.exists():
+    if _HUB_ID.match(name) and not exists:
         return _finish(name, None, name, None, None, False, options)
     raise ShiftbenchError(f"unknown model {name!r}: not a registry alias, a local directory or a Hub id{did_you_mean(name, catalog.models)}")
 

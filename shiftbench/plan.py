@@ -11,6 +11,7 @@ A run whose file exists in the results dir is done and is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -83,26 +84,35 @@ class Plan:
         return "\n".join(lines)
 
 
+def refresh(job: FineTuneJob, results_dir) -> FineTuneJob:
+    """The same job with each target's done flag re-read from the results dir."""
+    targets = tuple(dataclasses.replace(t, done=is_done(results_dir, t.run_id)) for t in job.targets)
+    return dataclasses.replace(job, targets=targets)
+
+
 def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
     pairs = [catalog.pairs.get(name) for name in settings.pairs]
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
 
     # Load every dataset once (fingerprints, label sets, file validation) before any training.
     source_roles = ("test",) if settings.eval_only else ("train", "validation", "test")
-    domains: dict[str, DomainData] = {}
+    # Sources and targets are cached apart: a dataset's fingerprint covers the files of the roles
+    # it is used in, so a target's run id never depends on which other pairs were selected.
+    sources_: dict[str, DomainData] = {}
+    domains: dict[str, DomainData] = {}  # as targets
     for pair in pairs:
-        if pair.source not in domains or "train" not in domains[pair.source].splits:
-            domains[pair.source] = load_domain(catalog.datasets.get(pair.source), settings.data_dir, source_roles)
+        if pair.source not in sources_:
+            sources_[pair.source] = load_domain(catalog.datasets.get(pair.source), settings.data_dir, source_roles)
         for target in pair.targets:
             if target not in domains:
                 domains[target] = load_domain(catalog.datasets.get(target), settings.data_dir, ("test",))
-    spaces = {p.name: pair_label_space(domains[p.source], [domains[t] for t in p.targets], p.name) for p in pairs}
+    spaces = {p.name: pair_label_space(sources_[p.source], [domains[t] for t in p.targets], p.name) for p in pairs}
 
     jobs: list[FineTuneJob] = []
     sources = list(dict.fromkeys(p.source for p in pairs))
     for model in models:
         for source_name in sources:
-            source = domains[source_name]
+            source = sources_[source_name]
             for seed in settings.seeds:
                 kind = "eval-only" if settings.eval_only else "fine-tune"
                 ft_id = short_hash(kind, model.sha256, source.fingerprint, settings.protocol.hash, seed, RUNNER_VERSION)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -102,33 +103,56 @@ def builtin_protocols() -> list[str]:
     return sorted(p.stem for p in builtin_protocol_dir().glob("*.yaml"))
 
 
-def _raw(name_or_path: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], str, Path]:
-    """Raw field mapping with ``base`` resolved, the protocol's name and its file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        path, name = candidate, candidate.stem
+def _locate(ref: str, referrer: Path | None) -> tuple[Path, str, str]:
+    """(file, default name, identity) of a protocol given on the command line (``referrer`` None:
+    a built-in name or any existing file) or as ``base:`` of the file ``referrer`` (a built-in
+    name, or a .yaml/.yml file relative to the referring file)."""
+    candidate = Path(ref)
+    if referrer is None:
+        try:
+            is_file = candidate.suffix in (".yaml", ".yml") or candidate.exists()
+        except OSError:  # e.g. a name too long for the file system: not a file, so a name
+            is_file = False
     else:
-        if name_or_path not in builtin_protocols():
-            raise ShiftbenchError(f"unknown protocol {name_or_path!r}{did_you_mean(name_or_path, builtin_protocols())}")
-        path, name = builtin_protocol_dir() / f"{name_or_path}.yaml", name_or_path
+        is_file = ref.endswith((".yaml", ".yml"))
+        candidate = referrer.parent / candidate
+    if is_file:
+        return candidate, candidate.stem, os.path.abspath(candidate)
+    if ref not in builtin_protocols():
+        where = f"{referrer}: field 'base': " if referrer is not None else ""
+        raise ShiftbenchError(f"{where}unknown protocol {ref!r}{did_you_mean(ref, builtin_protocols())}")
+    return builtin_protocol_dir() / f"{ref}.yaml", ref, ref
+
+
+def _raw(path: Path, default_name: str, ident: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    """Raw field mapping of one protocol file with ``base`` resolved, and the protocol's name."""
     doc = load_yaml(path, "protocol")
     if not isinstance(doc, dict):
         raise ShiftbenchError(f"{path}: a protocol file must be a mapping of fields, got {doc!r}")
     doc = dict(doc)
-    name = doc.pop("name", name)
+    name = doc.pop("name", default_name)
+    if not isinstance(name, str) or not name.strip():
+        raise ShiftbenchError(f"{path}: field 'name': expected a non-empty string, got {name!r}")
     base = doc.get("base")
     if base is not None:
-        if not isinstance(base, str):
-            raise ShiftbenchError(f"{path}: field 'base': expected a protocol name, got {base!r}")
-        if base in chain:
-            raise ShiftbenchError(f"{path}: field 'base': cycle {' -> '.join(chain + (base,))}")
-        base_path = path.parent / base if base.endswith((".yaml", ".yml")) else base
-        parent, _, _ = _raw(str(base_path), chain + (base,))
+        if not isinstance(base, str) or not base.strip():
+            raise ShiftbenchError(f"{path}: field 'base': expected a protocol name or file, got {base!r}")
+        base_path, base_name, base_ident = _locate(base, path)
+        try:
+            missing = not base_path.is_file()
+        except (OSError, ValueError):
+            missing = True
+        if missing:
+            raise ShiftbenchError(f"{path}: field 'base': protocol file not found: {base_path}")
+        if base_ident in chain + (ident,):
+            raise ShiftbenchError(f"{path}: field 'base': cycle {' -> '.join(chain + (ident, base_ident))}")
+        parent, _ = _raw(base_path, base_name, base_ident, chain + (ident,))
         doc = {**{k: v for k, v in parent.items() if k != "base"}, **doc}
-    return doc, str(name), path
+    return doc, name
 
 
 def load_protocol(name_or_path: str) -> Protocol:
     """A built-in protocol by name, or a user protocol from a YAML file."""
-    doc, name, path = _raw(str(name_or_path), (str(name_or_path),))
+    path, default_name, ident = _locate(str(name_or_path), None)
+    doc, name = _raw(path, default_name, ident, ())
     return from_mapping(Protocol, doc, f"{path}: protocol {name!r}", name=name)

@@ -55,9 +55,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 value = float(value)
             except ValueError:
                 raise ShiftbenchError(f"{where}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ShiftbenchError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise ShiftbenchError(f"{where}: expected a finite number, got an integer too large for a float") from None
+        if not math.isfinite(number):
+            raise ShiftbenchError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str) or not value.strip():
             raise ShiftbenchError(f"{where}: expected a non-empty string, got {value!r}")

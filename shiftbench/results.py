@@ -213,9 +213,9 @@ def read_history(path: Path) -> list[dict]:
 def check_results_dir(results_dir: Path) -> Path:
     """Create the results dir if needed; fail early and clearly if it cannot be written."""
     results_dir = Path(results_dir)
-    if results_dir.exists() and not results_dir.is_dir():
-        raise ShiftbenchError(f"results dir {results_dir} exists and is not a directory")
     try:
+        if results_dir.exists() and not results_dir.is_dir():
+            raise ShiftbenchError(f"results dir {results_dir} exists and is not a directory")
         (results_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
         (results_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
         probe = results_dir / RUNS_DIR / ".write-probe"

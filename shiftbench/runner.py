@@ -19,7 +19,8 @@ from shiftbench.encode import encode_split
 from shiftbench.evaluation import Predictions, predict
 from shiftbench.metrics import expected_calibration_error
 from shiftbench.models import load_classifier, load_tokenizer
-from shiftbench.plan import FineTuneJob, Plan
+from shiftbench.locks import claim
+from shiftbench.plan import FineTuneJob, Plan, refresh
 from shiftbench.results import RunResult, check_results_dir, now_utc, predictions_table, write_run
 from shiftbench.train import FineTuned, fine_tune
 
@@ -99,10 +100,16 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
 
 
 def execute(plan: Plan) -> list[RunResult]:
+    """Run every pending job. Each fine-tune is claimed with a lock file in the results dir, so
+    concurrent processes on one results dir never train or write the same run twice: whoever
+    waits for a claim re-checks what is done once it gets it."""
     settings = plan.settings
     check_results_dir(settings.results_dir)
     runtime = make_runtime(settings.device, settings.protocol.precision)
     results: list[RunResult] = []
     for job in plan.pending_jobs:
-        results.extend(run_job(job, plan, runtime))
+        with claim(settings.results_dir, job.finetune_id):
+            job = refresh(job, settings.results_dir)
+            if job.pending:
+                results.extend(run_job(job, plan, runtime))
     return results

@@ -14,6 +14,7 @@ from shiftbench.errors import ShiftbenchError, did_you_mean
 
 TASKS = ("text-classification", "token-classification")
 SPLIT_ROLES = ("train", "validation", "test")
+MAX_SEED = 2**32 - 1  # numpy's global seeding (train.seed_everything) takes no more
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class DatasetSpec:
                 raise ShiftbenchError(f"field 'splits': split name for role {role!r} must be a string, got {split!r}")
         if "train" not in self.splits and "test" not in self.splits:
             raise ShiftbenchError("field 'splits': needs at least a 'train' or a 'test' role")
+        if len(set(self.splits.values())) != len(self.splits):
+            # e.g. {train: train, test: train} would score the model on its own training data
+            raise ShiftbenchError(f"field 'splits': two roles read the same split, got {self.splits!r}")
+        if not 0 <= self.split_seed <= MAX_SEED:
+            raise ShiftbenchError(f"field 'split_seed': must be between 0 and {MAX_SEED}, got {self.split_seed!r}")
         if not 0.0 < self.carve_fraction < 0.5:
             raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {self.carve_fraction!r}")
         if self.label_map is not None:
@@ -84,6 +90,8 @@ class PairSpec:
             raise ShiftbenchError("field 'targets': needs at least one target dataset")
         if self.source in self.targets:
             raise ShiftbenchError(f"field 'targets': the source {self.source!r} cannot also be a target")
+        if len(set(self.targets)) != len(self.targets):
+            raise ShiftbenchError(f"field 'targets': a target is listed twice in {list(self.targets)}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,12 @@ class SuiteSpec:
     def __post_init__(self) -> None:
         if not self.pairs:
             raise ShiftbenchError("field 'pairs': a suite needs at least one pair")
+        for name in ("pairs", "models", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ShiftbenchError(f"field {name!r}: an entry is listed twice in {list(values)}")
+        if any(not 0 <= s <= MAX_SEED for s in self.seeds):
+            raise ShiftbenchError(f"field 'seeds': seeds must be between 0 and {MAX_SEED}, got {list(self.seeds)}")
 
 
 @dataclass(frozen=True)
