@@ -1,4 +1,4 @@
-"""On-disk cache of fine-tuned weights, keyed by fine-tune identity.
+"""On-disk caches (fine-tuned weights, training checkpoints, tokenized splits) and their upkeep.
 
 ``<cache-dir>/finetunes/<finetune_id>/`` holds ``model.safetensors`` and ``finetune.json``
 (selected lr/epoch, validation history). The directory is assembled under a temporary name and
@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -59,3 +60,44 @@ def load_finetuned(cache_dir: Path, finetune_id: str) -> FineTuned | None:
                          history, meta["train_seconds"])  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or damaged: fine-tune again
+
+
+KINDS = ("finetunes", "checkpoints", "tokens")
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    kind: str
+    entries: int
+    bytes: int
+
+
+def _entries(cache_dir: Path, kind: str) -> list[Path]:
+    root = Path(cache_dir) / kind
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def cache_usage(cache_dir: Path) -> list[CacheUsage]:
+    return [CacheUsage(k, len(e), sum(_size(p) for p in e)) for k in KINDS for e in [_entries(cache_dir, k)]]
+
+
+def prune_cache(cache_dir: Path, kinds: tuple[str, ...] = KINDS, older_than_days: float = 0.0) -> tuple[int, int]:
+    """Delete cache entries of ``kinds`` not modified for ``older_than_days``; (entries, bytes) freed.
+
+    Results are never touched: a pruned fine-tune is trained again only if a run still needs it.
+    """
+    cutoff = time.time() - older_than_days * 86400
+    n = freed = 0
+    for kind in kinds:
+        for entry in _entries(cache_dir, kind):
+            if entry.stat().st_mtime <= cutoff:
+                size = _size(entry)
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                n, freed = n + 1, freed + size
+    return n, freed

@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--check", action="store_true", help="exit 1 if any card on disk is stale")
     _common(card)
 
+    cache = sub.add_parser("cache", help="show or trim the caches (fine-tuned weights, checkpoints, tokens)")
+    cache.add_argument("action", choices=["info", "prune"])
+    cache.add_argument("--cache-dir", help="default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench")
+    cache.add_argument("--kind", action="append", choices=["finetunes", "checkpoints", "tokens"],
+                       help="prune only this kind (repeatable; default: all)")  # fmt: skip
+    cache.add_argument("--older-than", type=float, default=0.0, metavar="DAYS", help="prune entries unused this long")
+
     board = sub.add_parser("leaderboard", help="aggregate run files over seeds")
     board.add_argument("--results-dir", default="results")
     board.add_argument("--format", choices=["parquet", "csv", "markdown"], default="parquet")
@@ -143,7 +150,26 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard}
+def _cmd_cache(args: argparse.Namespace) -> int:
+    import os
+
+    from shiftbench.cache import KINDS, cache_usage, prune_cache
+    from shiftbench.config import default_cache_dir
+
+    cache_dir = Path(args.cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
+    if args.action == "info":
+        print(f"cache dir {cache_dir}")
+        for u in cache_usage(cache_dir):
+            print(f"  {u.kind:<12} {u.entries:>5} entries  {u.bytes / 2**20:10.1f} MiB")
+        return 0
+    if args.older_than < 0:
+        raise ShiftbenchError(f"--older-than: must be >= 0 days, got {args.older_than}")
+    n, freed = prune_cache(cache_dir, tuple(args.kind or KINDS), args.older_than)
+    print(f"pruned {n} entries, {freed / 2**20:.1f} MiB freed from {cache_dir}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

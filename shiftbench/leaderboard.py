@@ -8,7 +8,6 @@ gap, and a 95 % t-interval over seeds for each (null with one seed).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +29,37 @@ GROUP_KEYS = [
 VALUES = ["id_score", "ood_score", "gap", "relative_gap"]
 
 
-def _t_halfwidth(std: pd.Series, n: pd.Series) -> pd.Series:
+def _t_halfwidth(std: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Half-width of the 95 % t-interval of a mean over n seeds (NaN for n < 2)."""
-    q = n.map(lambda k: stats.t.ppf(0.975, k - 1) if k >= 2 else math.nan)
-    return q * std / np.sqrt(n)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(n >= 2, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
+        return q * np.asarray(std, dtype=float) / np.sqrt(n)
+
+
+def _seed_lists(runs: pd.DataFrame, group_ids: np.ndarray, n_groups: int) -> list[str]:
+    """"0,1,2" per group, without a Python call per row (1M rows in well under a second)."""
+    order = np.lexsort((runs["seed"].to_numpy(), group_ids))
+    g, seeds = group_ids[order], runs["seed"].to_numpy()[order]
+    bounds = np.flatnonzero(np.diff(g)) + 1
+    return [",".join(map(str, np.unique(chunk))) for chunk in np.split(seeds, bounds)][:n_groups]
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=GROUP_KEYS + ["n_seeds", "seeds"])
-    grouped = runs.groupby(GROUP_KEYS, sort=True, dropna=False)
-    out = grouped.agg(n_seeds=("seed", "nunique"), seeds=("seed", lambda s: ",".join(map(str, sorted(s)))))
+    grouped = runs.groupby(GROUP_KEYS, sort=True, dropna=False, observed=True)
+    out = grouped["seed"].nunique().rename("n_seeds").to_frame()
+    out["seeds"] = _seed_lists(runs, grouped.ngroup().to_numpy(), len(out))
+    n = out["n_seeds"].to_numpy()
     for col in VALUES:
         mean = grouped[col].mean()
         std = grouped[col].std(ddof=1)
-        half = _t_halfwidth(std, out["n_seeds"])
+        half = _t_halfwidth(std.to_numpy(), n)
         out[f"{col}_mean"] = mean
         out[f"{col}_std"] = std
-        out[f"{col}_ci_low"] = mean - half
-        out[f"{col}_ci_high"] = mean + half
+        out[f"{col}_ci_low"] = mean.to_numpy() - half
+        out[f"{col}_ci_high"] = mean.to_numpy() + half
     out = out.reset_index()
     out["leaderboard_schema_version"] = LEADERBOARD_SCHEMA_VERSION
     return out

@@ -15,7 +15,7 @@ from shiftbench import faults
 from shiftbench.cache import load_finetuned, save_finetuned
 from shiftbench.checkpoint import checkpoint_dir, clear_checkpoints
 from shiftbench.device import Runtime, make_runtime
-from shiftbench.encode import encode_split
+from shiftbench.encode import Encoder
 from shiftbench.evaluation import Predictions, predict
 from shiftbench.metrics import expected_calibration_error
 from shiftbench.models import load_classifier, load_tokenizer
@@ -33,15 +33,13 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, runtime: Runtime) -> FineTuned:
+def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runtime: Runtime) -> FineTuned:
     settings = plan.settings
     cached = load_finetuned(settings.cache_dir, job.finetune_id)
     if cached is not None:
         _log(f"reusing fine-tuned weights {job.finetune_id} from {settings.cache_dir}")
         return cached
-    max_len = job.protocol.max_length
-    train = encode_split(job.source.role("train"), tokenizer, job.label_space, max_len)
-    val = encode_split(job.source.role("validation"), tokenizer, job.label_space, max_len)
+    train, val = encoder(job.source, "train"), encoder(job.source, "validation")
     faults.checkpoint("tokenize")
     _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
     ft = fine_tune(
@@ -59,23 +57,24 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
     settings = plan.settings
     protocol = job.protocol
     tokenizer = load_tokenizer(job.model, settings.load)
-    ft = _fine_tuned(job, plan, tokenizer, runtime)
+    encoder = Encoder(tokenizer, job.label_space, protocol.max_length, settings.cache_dir)
+    ft = _fine_tuned(job, plan, tokenizer, encoder, runtime)
     model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load)
     model.load_state_dict(ft.state)
     model.to(runtime.device)
 
-    def score(split):
-        data = encode_split(split, tokenizer, job.label_space, protocol.max_length)
+    def score(domain):
+        data = encoder(domain, "test")
         return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime)
 
     t0 = time.perf_counter()
-    id_pred = score(job.source.role("test"))
+    id_pred = score(job.source)
     id_seconds = time.perf_counter() - t0
     id_scores = _scores(id_pred)
     results = []
     for t in job.pending:
         t1 = time.perf_counter()
-        ood_pred = score(t.target.role("test"))
+        ood_pred = score(t.target)
         faults.checkpoint("evaluate")
         result = RunResult(
             run_id=t.run_id, finetune_id=job.finetune_id, model=job.model.name, model_sha256=job.model.sha256,

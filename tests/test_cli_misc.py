@@ -1,0 +1,63 @@
+"""list, leaderboard and cache commands on a tiny finished run."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+import shiftbench
+from shiftbench.cli import main
+
+
+@pytest.fixture()
+def finished(tiny_env):
+    shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **tiny_env)
+    return tiny_env
+
+
+def test_list_shows_builtin_and_user_entries(tiny_registry, capsys):
+    assert main(["list", "--registry", str(tiny_registry)]) == 0
+    out = capsys.readouterr().out
+    for name in ("fpb_to_tfns", "sst2_to_tweeteval", "news_to_tweets", "minilm-l6", "tiny", "standard", "quick"):
+        assert name in out
+
+
+@pytest.mark.parametrize("fmt", ["csv", "markdown"])
+def test_leaderboard_text_formats(finished, capsys, fmt):
+    assert main(["leaderboard", "--results-dir", str(finished["results_dir"]), "--format", fmt, "--metric", "macro_f1"]) == 0
+    out = capsys.readouterr().out
+    assert "news_to_tweets" in out and "tweets" in out and "forum" in out
+    if fmt == "markdown":
+        assert out.startswith("| model |") and " [" in out  # CIs with 2 seeds
+    else:
+        assert out.splitlines()[0].startswith("model,model_sha256,pair")
+
+
+def test_leaderboard_parquet_rebuild_and_corrupt_file_is_skipped(finished, capsys):
+    results = finished["results_dir"]
+    bad = results / "runs" / "corrupt.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    out_file = results / "lb.parquet"
+    assert main(["leaderboard", "--results-dir", str(results), "--out", str(out_file)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "corrupt.parquet" in captured.err
+    assert bad.read_bytes() == b"PAR1 not really"  # reported, never rewritten
+    board = pq.read_table(out_file).to_pandas()
+    assert set(board["n_seeds"]) == {2}
+    assert pq.read_schema(out_file).metadata[b"shiftbench.leaderboard_schema_version"] == b"1"
+
+
+def test_cache_info_and_prune(finished, capsys):
+    cache = finished["cache_dir"]
+    assert main(["cache", "info", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "finetunes" in out and "2 entries" in out  # two seeds
+    assert main(["cache", "prune", "--cache-dir", str(cache), "--kind", "tokens"]) == 0
+    assert not list((cache / "tokens").glob("*"))
+    assert len(list((cache / "finetunes").iterdir())) == 2
+    assert main(["cache", "prune", "--cache-dir", str(cache), "--older-than", "-1"]) == 2
+    assert main(["cache", "prune", "--cache-dir", str(cache)]) == 0
+    assert not list((cache / "finetunes").iterdir())
+    # The results are untouched and a re-run needs nothing.
+    again = shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
+    assert again.new_results == ()
