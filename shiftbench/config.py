@@ -42,6 +42,7 @@ class RunSettings:
     load: LoadOptions
     eval_only: bool = False
     dry_run: bool = False
+    dedup: bool = False  # drop target test texts that also occur in the source train split
 
 
 def parse_seeds(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -93,6 +94,7 @@ def resolve_settings(
     allow_pickle: bool = False,
     eval_only: bool = False,
     dry_run: bool = False,
+    dedup: bool = False,
 ) -> RunSettings:
     if suite is not None and pairs:
         raise ShiftbenchError("give either --suite or --pair, not both")
@@ -123,6 +125,7 @@ def resolve_settings(
         load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
         eval_only=eval_only,
         dry_run=dry_run,
+        dedup=dedup,
     )
 
 

@@ -21,6 +21,7 @@ from shiftbench.catalog import Catalog
 from shiftbench.config import RunSettings
 from shiftbench.data import DomainData, load_domain, pair_label_space
 from shiftbench.models import ResolvedModel, resolve_model
+from shiftbench.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.protocol import Protocol
 from shiftbench.results import is_done
 from shiftbench.specs import PairSpec
@@ -33,9 +34,10 @@ def short_hash(*parts: object) -> str:
 @dataclass(frozen=True)
 class ScoredTarget:
     pair: PairSpec
-    target: DomainData
+    target: DomainData  # with overlapping texts removed when the run deduplicates
     run_id: str
     done: bool
+    overlap: Overlap | None  # of the target test split as loaded with the source train split
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,11 @@ class Plan:
             )
             for t in job.targets:
                 mark = "done" if t.done else "todo"
-                lines.append(f"    [{mark}] {t.pair.name}: score {job.source.spec.name} (ID) and {t.target.spec.name} (OOD)  run={t.run_id}")
+                seen = f", {t.overlap.normalised}/{t.overlap.n_test} target texts seen in source train" if t.overlap else ""
+                lines.append(
+                    f"    [{mark}] {t.pair.name}: score {job.source.spec.name} (ID) and {t.target.spec.name} (OOD)"
+                    f"{seen}{' (removed: --dedup)' if s.dedup and t.overlap else ''}  run={t.run_id}"
+                )
         n_runs = sum(len(j.targets) for j in self.jobs)
         n_todo = sum(len(j.pending) for j in self.jobs)
         lines.append(f"{len(self.pending_jobs)} of {len(self.jobs)} fine-tunes and {n_todo} of {n_runs} runs to do")
@@ -119,8 +125,14 @@ def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
                 targets = []
                 for pair in (p for p in pairs if p.source == source_name):
                     for t in pair.targets:
-                        run_id = short_hash(ft_id, pair.name, t, domains[t].fingerprint)
-                        targets.append(ScoredTarget(pair, domains[t], run_id, is_done(settings.results_dir, run_id)))
+                        target, overlap = domains[t], None
+                        if "train" in source.splits:
+                            overlap = count_overlap(source.role("train").texts, target.role("test").texts)
+                            if settings.dedup:
+                                target = without_overlap(target, source)
+                        run_id = short_hash(ft_id, pair.name, t, target.fingerprint)
+                        done = is_done(settings.results_dir, run_id)
+                        targets.append(ScoredTarget(pair, target, run_id, done, overlap))
                 space = spaces[next(p.name for p in pairs if p.source == source_name)]
                 jobs.append(FineTuneJob(model, source, seed, settings.protocol, space, ft_id, tuple(targets)))
     return Plan(settings, tuple(jobs))

@@ -53,6 +53,12 @@ RUN_SCHEMA = pa.schema(
         ("relative_gap", pa.float64()),  # gap / id_score (null when id_score is 0)
         ("n_id", pa.int64()),
         ("n_ood", pa.int64()),
+        ("label_space", pa.list_(pa.string())),  # label names; ids index this list
+        ("id_label_counts", pa.list_(pa.int64())),  # source test label counts (label prior)
+        ("ood_label_counts", pa.list_(pa.int64())),  # target test label counts
+        ("overlap_exact", pa.int64()),  # target test texts also in the source train split (null: not checked)
+        ("overlap_normalised", pa.int64()),  # ... after lower-casing, dropping URLs/@mentions, collapsing space
+        ("dedup", pa.bool_()),  # overlapping target texts were removed before scoring (--dedup)
         ("source_fingerprint", pa.string()),
         ("target_fingerprint", pa.string()),
         ("selected_lr", pa.float64()),  # null for --eval-only
@@ -61,6 +67,7 @@ RUN_SCHEMA = pa.schema(
         ("eval_only", pa.bool_()),
         ("device", pa.string()),
         ("precision", pa.string()),
+        ("num_threads", pa.int32()),  # CPU intra-op threads: float sums (and so scores) depend on it
         ("train_seconds", pa.float64()),
         ("eval_seconds", pa.float64()),
         ("created_at", pa.timestamp("us", tz="UTC")),
@@ -103,6 +110,12 @@ class RunResult:
     ood_scores: dict[str, float]
     n_id: int
     n_ood: int
+    label_space: tuple[str, ...]
+    id_label_counts: tuple[int, ...]
+    ood_label_counts: tuple[int, ...]
+    overlap_exact: int | None
+    overlap_normalised: int | None
+    dedup: bool
     source_fingerprint: str
     target_fingerprint: str
     selected_lr: float | None
@@ -111,6 +124,7 @@ class RunResult:
     eval_only: bool
     device: str
     precision: str
+    num_threads: int
     train_seconds: float
     eval_seconds: float
     created_at: datetime

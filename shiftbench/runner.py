@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 
+import numpy as np
 import torch
 import transformers
 
@@ -27,6 +28,10 @@ from shiftbench.train import FineTuned, fine_tune
 
 def _scores(p: Predictions) -> dict[str, float]:
     return {**p.scores(), "ece": expected_calibration_error(p.labels, p.probs)}
+
+
+def _counts(p: Predictions, label_space: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(int(c) for c in np.bincount(p.labels, minlength=len(label_space)))
 
 
 def _log(message: str) -> None:
@@ -81,9 +86,14 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
             pair=t.pair.name, source=job.source.spec.name, target=t.target.spec.name, task=t.pair.task,
             seed=job.seed, protocol=protocol.name, protocol_hash=protocol.hash,
             id_scores=id_scores, ood_scores=_scores(ood_pred), n_id=len(id_pred.labels), n_ood=len(ood_pred.labels),
+            label_space=job.label_space, id_label_counts=_counts(id_pred, job.label_space),
+            ood_label_counts=_counts(ood_pred, job.label_space),
+            overlap_exact=t.overlap.exact if t.overlap else None,
+            overlap_normalised=t.overlap.normalised if t.overlap else None, dedup=settings.dedup,
             source_fingerprint=job.source.fingerprint, target_fingerprint=t.target.fingerprint,
             selected_lr=ft.selected_lr, selected_epoch=ft.selected_epoch, selection_score=ft.selection_score,
             eval_only=False, device=str(runtime.device), precision=protocol.precision,
+            num_threads=torch.get_num_threads(),
             train_seconds=ft.train_seconds, eval_seconds=id_seconds + time.perf_counter() - t1,
             created_at=now_utc(), shiftbench_version=__version__, runner_version=RUNNER_VERSION,
             transformers_version=transformers.__version__, torch_version=torch.__version__,

@@ -102,3 +102,30 @@ def test_dry_run_trains_nothing(tiny_env):
     text = summary.plan.describe()
     assert "fine-tune tiny on news" in text and "2 of 2 runs to do" in text.replace("1 of 1 fine-tunes and ", "")
     assert not (tiny_env["results_dir"] / RUNS_DIR).exists()
+
+
+def test_overlap_is_recorded_and_dedup_removes_it(tiny_env, tiny_registry, tiny_data_dir, tmp_path):
+    from shiftbench.catalog import load_catalog
+    from shiftbench.data import load_domain
+
+    from .conftest import write_split
+
+    catalog = load_catalog([tiny_registry], include_env=False)
+    train = load_domain(catalog.datasets.get("news"), tiny_data_dir, ("train", "validation", "test")).role("train")
+    # A target whose test split repeats 3 source training texts verbatim and 2 in another case.
+    texts = list(train.texts[:3]) + [t.upper() for t in train.texts[3:5]] + ["a fresh text", "another one today"]
+    labels = list(train.labels[:5]) + ["neutral", "positive"]
+    write_split(tiny_data_dir, "acme/echo", "default", "test", texts, labels, ["negative", "neutral", "positive"])
+    reg = tmp_path / "echo.yaml"
+    reg.write_text("datasets:\n  echo:\n    hub_id: acme/echo\n    text_column: text\n    label_column: label\n"
+                   "    splits: {test: test}\npairs:\n  news_to_echo:\n    task: text-classification\n"
+                   "    source: news\n    targets: [echo]\n")  # fmt: skip
+    env = {**tiny_env, "registries": [tiny_registry, reg]}
+    (raw,) = shiftbench.run(pairs=["news_to_echo"], seeds=[0], **env).new_results
+    assert (raw.overlap_exact, raw.overlap_normalised, raw.n_ood, raw.dedup) == (3, 5, 7, False)
+    (dedup,) = shiftbench.run(pairs=["news_to_echo"], seeds=[0], dedup=True, **env).new_results
+    assert (dedup.overlap_exact, dedup.overlap_normalised, dedup.n_ood, dedup.dedup) == (3, 5, 2, True)
+    assert dedup.run_id != raw.run_id and dedup.target_fingerprint != raw.target_fingerprint
+    assert dedup.finetune_id == raw.finetune_id  # same fine-tune, only the scoring differs
+    assert raw.label_space == ("negative", "neutral", "positive")
+    assert sum(raw.ood_label_counts) == 7 and sum(raw.id_label_counts) == raw.n_id
