@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", help="fine-tuned weights cache (default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench)")
     run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (what trains, what is done) and stop")
+    run.add_argument("--eval-only", action="store_true",
+                     help="score already fine-tuned checkpoints (--model DIR with a head over the pair's labels) without training")  # fmt: skip
     run.add_argument("--dedup", action="store_true", help="drop target test texts that also occur in the source train split")
     run.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's custom code to run")
     run.add_argument("--allow-pickle", action="store_true", help="allow pickle-based weights (.bin/.pt)")
@@ -77,6 +79,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         registries=args.registry, dry_run=args.dry_run, precision=args.precision, data_dir=args.data_dir,
         results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, dedup=args.dedup,
+        eval_only=args.eval_only,
     )  # fmt: skip
     print(plan.describe(), flush=True)
     if args.dry_run:

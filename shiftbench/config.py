@@ -104,6 +104,8 @@ def resolve_settings(
     pair_names = tuple(dict.fromkeys(pairs)) if pairs else chosen.pairs
     model_names = tuple(dict.fromkeys(models)) or (chosen.models if chosen and chosen.models else ("minilm-l6",))
     seed_tuple = parse_seeds(seeds) or (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS)
+    if eval_only and len(seed_tuple) > 1:
+        raise ShiftbenchError(f"--eval-only scores one fixed checkpoint: give at most one seed, got {list(seed_tuple)}")
     if isinstance(protocol, Protocol):
         proto = protocol
     else:

@@ -25,13 +25,22 @@ class Predictions:
 
 
 @torch.inference_mode()
-def predict(model: Any, data: EncodedSplit, batch_size: int, pad_id: int, runtime: Runtime) -> Predictions:
-    """Class probabilities for every example, batched longest-first and returned in order."""
+def predict(
+    model: Any, data: EncodedSplit, batch_size: int, pad_id: int, runtime: Runtime, columns: list[int] | None = None
+) -> Predictions:
+    """Class probabilities for every example, batched longest-first and returned in order.
+
+    ``columns`` picks and orders the logits (a fine-tuned checkpoint's own label order may differ
+    from the pair's sorted label space).
+    """
     model.eval()
-    probs = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    n_out = len(columns) if columns is not None else model.config.num_labels
+    probs = np.zeros((len(data), n_out), dtype=np.float32)
     for idx in sorted_batches(data.lengths, batch_size):
         batch = collate(data.input_ids, idx, pad_id, runtime.device)
         with runtime.autocast():
             logits = model(**batch).logits
+        if columns is not None:
+            logits = logits[:, columns]
         probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return Predictions(data.labels, probs.argmax(axis=1), probs)

@@ -229,3 +229,38 @@ def load_classifier(
             model.location, config=config, use_safetensors=not options.allow_pickle or None, **common
         )
     return net
+
+
+def check_head_labels(model: ResolvedModel, label_space: tuple[str, ...]) -> None:
+    """Before any work: a fine-tuned checkpoint's ``config.id2label`` must name the pair's labels."""
+    if model.path is None:
+        return  # a Hub checkpoint: checked when it is loaded
+    config = json.loads((model.path / "config.json").read_text(encoding="utf-8"))
+    names = sorted(str(v) for v in (config.get("id2label") or {}).values())
+    if names != sorted(label_space):
+        raise ShiftbenchError(
+            f"model {model.name!r}: --eval-only needs a classification head over the pair's labels "
+            f"{list(label_space)}, but {model.path / 'config.json'} id2label names {names}"
+        )
+
+
+def load_finetuned_classifier(model: ResolvedModel, label_space: tuple[str, ...], options: LoadOptions = LoadOptions()) -> tuple[Any, list[int]]:
+    """An already fine-tuned checkpoint, as it is (``run --eval-only``).
+
+    Its head must know the pair's labels by name (``config.id2label``). Returns the model and,
+    for each label of ``label_space`` in order, the logit column that scores it.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    net = AutoModelForSequenceClassification.from_pretrained(
+        model.location, revision=model.revision, trust_remote_code=options.trust_remote_code,
+        use_safetensors=not options.allow_pickle or None,
+    )  # fmt: skip
+    names = {str(v): int(k) for k, v in net.config.id2label.items()}
+    if set(names) != set(label_space):
+        raise ShiftbenchError(
+            f"model {model.name!r}: --eval-only needs a classification head over the pair's labels "
+            f"{list(label_space)}, but its config.id2label names {sorted(names)}"
+        )
+    return net, [names[label] for label in label_space]

@@ -20,7 +20,7 @@ from shiftbench import RUNNER_VERSION
 from shiftbench.catalog import Catalog
 from shiftbench.config import RunSettings
 from shiftbench.data import DomainData, load_domain, pair_label_space
-from shiftbench.models import ResolvedModel, resolve_model
+from shiftbench.models import ResolvedModel, check_head_labels, resolve_model
 from shiftbench.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.protocol import Protocol
 from shiftbench.results import is_done
@@ -101,7 +101,7 @@ def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
 
     # Load every dataset once (fingerprints, label sets, file validation) before any training.
-    source_roles = ("test",) if settings.eval_only else ("train", "validation", "test")
+    source_roles = ("train", "validation", "test")  # also for --eval-only: same fingerprint, overlap known
     # Sources and targets are cached apart: a dataset's fingerprint covers the files of the roles
     # it is used in, so a target's run id never depends on which other pairs were selected.
     sources_: dict[str, DomainData] = {}
@@ -134,5 +134,7 @@ def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
                         done = is_done(settings.results_dir, run_id)
                         targets.append(ScoredTarget(pair, target, run_id, done, overlap))
                 space = spaces[next(p.name for p in pairs if p.source == source_name)]
+                if settings.eval_only:
+                    check_head_labels(model, space)
                 jobs.append(FineTuneJob(model, source, seed, settings.protocol, space, ft_id, tuple(targets)))
     return Plan(settings, tuple(jobs))

@@ -19,7 +19,7 @@ from shiftbench.device import Runtime, make_runtime
 from shiftbench.encode import Encoder
 from shiftbench.evaluation import Predictions, predict
 from shiftbench.metrics import expected_calibration_error
-from shiftbench.models import load_classifier, load_tokenizer
+from shiftbench.models import load_classifier, load_finetuned_classifier, load_tokenizer
 from shiftbench.locks import claim
 from shiftbench.plan import FineTuneJob, Plan, refresh
 from shiftbench.results import RunResult, check_results_dir, now_utc, predictions_table, write_run
@@ -63,14 +63,19 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
     protocol = job.protocol
     tokenizer = load_tokenizer(job.model, settings.load)
     encoder = Encoder(tokenizer, job.label_space, protocol.max_length, settings.cache_dir)
-    ft = _fine_tuned(job, plan, tokenizer, encoder, runtime)
-    model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load)
-    model.load_state_dict(ft.state)
+    columns = None
+    if settings.eval_only:
+        ft = None
+        model, columns = load_finetuned_classifier(job.model, job.label_space, settings.load)
+    else:
+        ft = _fine_tuned(job, plan, tokenizer, encoder, runtime)
+        model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load)
+        model.load_state_dict(ft.state)
     model.to(runtime.device)
 
     def score(domain):
         data = encoder(domain, "test")
-        return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime)
+        return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime, columns)
 
     t0 = time.perf_counter()
     id_pred = score(job.source)
@@ -91,13 +96,13 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
             overlap_exact=t.overlap.exact if t.overlap else None,
             overlap_normalised=t.overlap.normalised if t.overlap else None, dedup=settings.dedup,
             source_fingerprint=job.source.fingerprint, target_fingerprint=t.target.fingerprint,
-            selected_lr=ft.selected_lr, selected_epoch=ft.selected_epoch, selection_score=ft.selection_score,
-            eval_only=False, device=str(runtime.device), precision=protocol.precision,
+            selected_lr=ft.selected_lr if ft else None, selected_epoch=ft.selected_epoch if ft else None,
+            selection_score=ft.selection_score if ft else None, eval_only=settings.eval_only, device=str(runtime.device), precision=protocol.precision,
             num_threads=torch.get_num_threads(),
-            train_seconds=ft.train_seconds, eval_seconds=id_seconds + time.perf_counter() - t1,
+            train_seconds=ft.train_seconds if ft else 0.0, eval_seconds=id_seconds + time.perf_counter() - t1,
             created_at=now_utc(), shiftbench_version=__version__, runner_version=RUNNER_VERSION,
             transformers_version=transformers.__version__, torch_version=torch.__version__,
-            history=tuple(asdict(h) for h in ft.history),
+            history=tuple(asdict(h) for h in ft.history) if ft else (),
         )  # fmt: skip
         preds = predictions_table(
             {"id_test": (id_pred.labels, id_pred.preds, id_pred.probs),

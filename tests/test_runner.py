@@ -129,3 +129,56 @@ def test_overlap_is_recorded_and_dedup_removes_it(tiny_env, tiny_registry, tiny_
     assert dedup.finetune_id == raw.finetune_id  # same fine-tune, only the scoring differs
     assert raw.label_space == ("negative", "neutral", "positive")
     assert sum(raw.ood_label_counts) == 7 and sum(raw.id_label_counts) == raw.n_id
+
+
+def test_eval_only_scores_a_finetuned_checkpoint_without_training(tiny_env, tiny_registry, tmp_path):
+    from shiftbench.catalog import load_catalog
+    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
+
+    catalog = load_catalog([tiny_registry], include_env=False)
+    base = resolve_model("tiny", catalog)
+    tok = load_tokenizer(base)
+    # A "fine-tuned" checkpoint whose head lists the labels in another order than the pair's.
+    net = load_classifier(base, ("positive", "negative", "neutral"), tok.pad_token_id)
+    ckpt = tmp_path / "my-finetuned"
+    net.save_pretrained(str(ckpt))
+    tok.save_pretrained(str(ckpt))
+    env = {**tiny_env, "models": [str(ckpt)]}
+    summary = shiftbench.run(pairs=["news_to_forum"], eval_only=True, **env)
+    (r,) = summary.new_results
+    assert r.eval_only and r.selected_lr is None and r.train_seconds == 0.0 and r.history == ()
+    assert r.model == "my-finetuned"
+    assert not (tiny_env["cache_dir"] / "finetunes").exists()  # nothing was trained
+    # The columns were re-ordered to the pair's label space: probabilities match the model's own.
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+
+    from shiftbench.encode import encode_split
+
+    preds = pq.read_table(tiny_env["results_dir"] / "predictions" / f"{r.run_id}.parquet").to_pandas()
+    ood = preds[preds.split == "ood_test"]
+    domain = summary.plan.jobs[0].targets[0].target
+    enc = encode_split(domain.role("test"), tok, ("negative", "neutral", "positive"), 24)
+    with torch.no_grad():
+        logits = net(input_ids=torch.tensor(enc.input_ids[0][None]), attention_mask=torch.ones(1, len(enc.input_ids[0]), dtype=torch.long)).logits
+    mine = torch.softmax(logits, -1)[0].numpy()[[1, 2, 0]]  # model order pos,neg,neu -> neg,neu,pos
+    assert np.allclose(np.asarray(ood["probs"].iloc[0]), mine, atol=1e-5)
+
+
+def test_eval_only_refuses_a_head_with_other_labels(tiny_env, tiny_registry, tmp_path, capsys):
+    from shiftbench.catalog import load_catalog
+    from shiftbench.cli import main
+    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
+
+    catalog = load_catalog([tiny_registry], include_env=False)
+    base = resolve_model("tiny", catalog)
+    tok = load_tokenizer(base)
+    ckpt = tmp_path / "binary-head"
+    load_classifier(base, ("bad", "good"), tok.pad_token_id).save_pretrained(str(ckpt))
+    tok.save_pretrained(str(ckpt))
+    rc = main(["run", "--eval-only", "--pair", "news_to_forum", "--model", str(ckpt), "--registry", str(tiny_registry),
+               "--data-dir", str(tiny_env["data_dir"]), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
+               "--protocol", tiny_env["protocol"]])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "id2label" in err and "'bad', 'good'" in err
