@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--check", action="store_true", help="exit 1 if any card on disk is stale")
     _common(card)
 
+    nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
+    nightly.add_argument("--results-dir", default="results")
+    nightly.add_argument("--cache-dir")
+    nightly.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    _common(nightly)
+
     cache = sub.add_parser("cache", help="show or trim the caches (fine-tuned weights, checkpoints, tokens)")
     cache.add_argument("action", choices=["info", "prune"])
     cache.add_argument("--cache-dir", help="default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench")
@@ -154,6 +160,22 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    from shiftbench.nightly import run_nightly
+
+    outcome = run_nightly(Path(args.results_dir), data_dir=args.data_dir, cache_dir=args.cache_dir,
+                          registries=tuple(args.registry), report=not args.no_report)  # fmt: skip
+    print(f"{outcome.new_runs} new run(s); leaderboard {Path(args.results_dir) / 'leaderboard.parquet'}")
+    if outcome.report is not None:
+        print(f"report {outcome.report}")
+    if outcome.moves.empty:
+        print("nothing moved outside the previous 95 % intervals")
+    else:
+        print("moved significantly since the previous leaderboard:")
+        print(outcome.moves.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return 0
+
+
 def _cmd_cache(args: argparse.Namespace) -> int:
     import os
 
@@ -173,7 +195,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache}
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

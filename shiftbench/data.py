@@ -208,6 +208,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
 
     splits: dict[str, SplitData] = {}
     files: list[Path] = []
+    hub_content: dict[str, str] = {}  # split -> content hash, for data that came from the Hub
     for role in sorted(load_roles):
         split = spec.splits[role]
         ds, path = _load_split(spec, data_dir, split)
@@ -222,6 +223,9 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         splits[role] = SplitData(tuple(texts[i] for i in keep), tuple(labels[i] for i in keep))
         if path is not None:
             files.append(path)
+        else:
+            blob = json.dumps([list(texts), [str(x) for x in labels]], ensure_ascii=False)
+            hub_content[split] = hashlib.sha256(blob.encode()).hexdigest()
 
     # Carve test first, then validation, each as `carve_fraction` of the original train split,
     # so FPB (train only, fraction 0.1) becomes the usual stratified 80/10/10.
@@ -241,7 +245,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
 
     label_names = tuple(sorted({lbl for s in splits.values() for lbl in s.labels}))
     identity = {k: as_plain(getattr(spec, k)) for k in _FINGERPRINT_FIELDS}
-    identity["files"] = {p.name: file_sha256(p) for p in files} if files else "hub"
+    identity["files"] = {p.name: file_sha256(p) for p in files} if files else {"hub": hub_content}
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return DomainData(spec, splits, label_names, fingerprint, tuple(files), "local" if files else "hub")
 
