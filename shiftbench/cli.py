@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--check", action="store_true", help="exit 1 if any card on disk is stale")
     _common(card)
 
+    cmp_ = sub.add_parser("compare", help="is checkpoint B really better than A out of domain? (paired tests)")
+    cmp_.add_argument("a", help="baseline: MODEL or MODEL@PROTOCOL (default protocol: standard)")
+    cmp_.add_argument("b", help="candidate: MODEL or MODEL@PROTOCOL")
+    cmp_.add_argument("--pair", action="append", default=[], help="only this pair (repeatable; default: every shared pair)")
+    cmp_.add_argument("--metric", default="macro_f1", help="accuracy or macro_f1")
+    cmp_.add_argument("--results-dir", default="results")
+    cmp_.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    cmp_.add_argument("--fail-on-regression", action="store_true", help="exit 1 if B is significantly worse OOD on any pair")
+
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
     nightly.add_argument("--cache-dir")
@@ -160,6 +169,22 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from shiftbench.compare import compare
+
+    if args.n_boot < 100:
+        raise ShiftbenchError(f"--n-boot: use at least 100 resamples, got {args.n_boot}")
+    result = compare(Path(args.results_dir), args.a, args.b, pairs=args.pair or None, metric=args.metric, n_boot=args.n_boot)
+    for path, why in result.skipped_files:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    print(result.to_text())
+    if args.fail_on_regression and result.regressions:
+        where = ", ".join(f"{p}/{t}" for p, t in result.regressions)
+        print(f"regression: {args.b} is significantly worse than {args.a} out of domain on {where}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_nightly(args: argparse.Namespace) -> int:
     from shiftbench.nightly import run_nightly
 
@@ -195,7 +220,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly}
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly, "compare": _cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,9 @@
 One row per (model, model sha, pair, source, target, task, metric, protocol, protocol hash,
 source and target data fingerprints, schema version): rows that differ in any of these are
 never pooled. Columns: number of seeds, mean and std over seeds of ID, OOD, gap and relative
-gap, and a 95 % t-interval over seeds for each (null with one seed).
+gap, and a 95 % confidence interval for each: a t-interval over seeds, or, for a single seed,
+a percentile bootstrap over test examples (ID and OOD resampled independently) from the stored
+predictions (``ci_method`` says which; accuracy and macro-F1 only).
 """
 
 from __future__ import annotations
@@ -65,9 +67,53 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def build_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
-    loaded = read_runs(results_dir)
-    return aggregate(loaded.table.to_pandas()), loaded.skipped
+N_BOOT = 1000
+
+
+def _bootstrap_single_seed(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    """Fill the CI columns of one-seed rows from a bootstrap over the run's test examples."""
+    from shiftbench.compare import load_predictions
+    from shiftbench.errors import ShiftbenchError
+    from shiftbench.stats import COUNT_METRICS, confusion_codes, resampled_counts
+
+    board = board.copy()
+    board["ci_method"] = np.where(board["n_seeds"] >= 2, "t over seeds", None)
+    todo = board.index[(board["n_seeds"] == 1) & board["metric"].isin(list(COUNT_METRICS))]
+    if len(todo) == 0:
+        return board
+    run_of = runs.drop_duplicates(GROUP_KEYS).set_index(GROUP_KEYS)["run_id"]
+    for i in todo:
+        row = board.loc[i]
+        try:
+            preds = load_predictions(results_dir, run_of.loc[tuple(row[GROUP_KEYS])])
+        except (ShiftbenchError, KeyError):
+            continue  # no predictions kept: the row keeps no interval
+        fn, rng = COUNT_METRICS[row["metric"]], np.random.default_rng(0)
+        k = int(max(preds.id_labels.max(), preds.id_preds.max(), preds.ood_labels.max(), preds.ood_preds.max())) + 1
+
+        def draws(labels: np.ndarray, p: np.ndarray) -> np.ndarray:
+            codes = confusion_codes(labels, p, k)[:, None]
+            return fn(resampled_counts(codes, k * k, N_BOOT, rng).reshape(N_BOOT, k, k))
+
+        id_rep, ood_rep = draws(preds.id_labels, preds.id_preds), draws(preds.ood_labels, preds.ood_preds)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps = {"id_score": id_rep, "ood_score": ood_rep, "gap": id_rep - ood_rep,
+                    "relative_gap": (id_rep - ood_rep) / id_rep}  # fmt: skip
+        for col, rep in reps.items():
+            rep = rep[np.isfinite(rep)]  # a resample with ID score 0 has no relative gap
+            lo, hi = np.quantile(rep, [0.025, 0.975]) if rep.size else (np.nan, np.nan)
+            board.loc[i, [f"{col}_ci_low", f"{col}_ci_high"]] = [lo, hi]
+        board.loc[i, "ci_method"] = "bootstrap over examples"
+    return board
+
+
+def build_leaderboard(results_dir: Path, bootstrap: bool = True) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
+    loaded = read_runs(results_dir, columns=[*GROUP_KEYS, "seed", "run_id", *VALUES])
+    runs = loaded.table.to_pandas()
+    board = aggregate(runs)
+    if bootstrap and not board.empty:
+        board = _bootstrap_single_seed(board, runs, Path(results_dir))
+    return board, loaded.skipped
 
 
 def rebuild_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:

@@ -5,7 +5,8 @@ selected pair, label spaces, model directories, the results dir) before any trai
 so a broken target file fails in seconds rather than after a fine-tune.
 
 Identity (DomainBed style): a fine-tune is the hash of (model sha256, source data fingerprint,
-protocol hash, seed, runner version); a run is that plus (pair, target, target fingerprint).
+protocol hash, seed, runner version); a run is that plus (model name, pair, target, target
+fingerprint), so two aliases of the same weights share one fine-tune but keep their own rows.
 A run whose file exists in the results dir is done and is skipped.
 """
 
@@ -130,7 +131,7 @@ def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
                             overlap = count_overlap(source.role("train").texts, target.role("test").texts)
                             if settings.dedup:
                                 target = without_overlap(target, source)
-                        run_id = short_hash(ft_id, pair.name, t, target.fingerprint)
+                        run_id = short_hash(ft_id, model.name, pair.name, t, target.fingerprint)
                         done = is_done(settings.results_dir, run_id)
                         targets.append(ScoredTarget(pair, target, run_id, done, overlap))
                 space = spaces[next(p.name for p in pairs if p.source == source_name)]

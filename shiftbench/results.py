@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -197,25 +198,28 @@ class LoadedRuns:
     skipped: tuple[tuple[Path, str], ...]  # (file, reason) for unreadable or foreign files
 
 
-def read_runs(results_dir: Path) -> LoadedRuns:
-    """All run rows; a corrupt or foreign file is reported in ``skipped`` and never touched."""
+def read_runs(results_dir: Path, columns: Sequence[str] | None = None) -> LoadedRuns:
+    """All run rows (only ``columns``, when given: reading less is most of the cost of a large
+    leaderboard). A corrupt or foreign file is reported in ``skipped`` and never touched."""
     runs = Path(results_dir) / RUNS_DIR
+    schema = RUN_SCHEMA if columns is None else pa.schema([RUN_SCHEMA.field(c) for c in columns])
     tables, skipped = [], []
     for path in sorted(runs.glob("*.parquet")) if runs.is_dir() else []:
         try:
-            table = pq.read_table(path)
-        except Exception as exc:  # any unreadable file: report and move on
-            skipped.append((path, f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"))
-            continue
-        version = (table.schema.metadata or {}).get(b"shiftbench.schema_version")
-        if version != str(SCHEMA_VERSION).encode():
-            skipped.append((path, f"schema version {version!r}, expected {SCHEMA_VERSION}"))
-            continue
-        try:
-            tables.append(table.select(RUN_SCHEMA.names).cast(RUN_SCHEMA))
-        except (KeyError, pa.ArrowInvalid, ValueError) as exc:
-            skipped.append((path, f"columns do not match the run schema ({exc})"))
-    table = pa.concat_tables(tables) if tables else RUN_SCHEMA.empty_table()
+            file_schema = pq.read_schema(path)
+            version = (file_schema.metadata or {}).get(b"shiftbench.schema_version")
+            if version != str(SCHEMA_VERSION).encode():
+                skipped.append((path, f"schema version {version!r}, expected {SCHEMA_VERSION}"))
+                continue
+            missing = [n for n in RUN_SCHEMA.names if n not in file_schema.names]
+            if missing:
+                skipped.append((path, f"columns do not match the run schema (missing {', '.join(missing)})"))
+                continue
+            tables.append(pq.read_table(path, columns=schema.names).cast(schema))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            skipped.append((path, f"unreadable ({reason})"))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
     return LoadedRuns(table, tuple(skipped))
 
 

@@ -193,6 +193,8 @@ def tiny_protocol(tmp_path_factory) -> Path:
 def tiny_env(tiny_registry, tiny_data_dir, tiny_protocol, tmp_path, monkeypatch):
     """Keywords for shiftbench.run against the tiny world, with fresh results and cache dirs."""
     monkeypatch.delenv("SHIFTBENCH_REGISTRY", raising=False)
+    # Tiny models are all overhead: one intra-op thread is fastest and immune to a busy machine.
+    monkeypatch.setenv("SHIFTBENCH_NUM_THREADS", "1")
     return {
         "registries": [tiny_registry],
         "data_dir": tiny_data_dir,

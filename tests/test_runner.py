@@ -182,3 +182,26 @@ def test_eval_only_refuses_a_head_with_other_labels(tiny_env, tiny_registry, tmp
                "--protocol", tiny_env["protocol"]])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "id2label" in err and "'bad', 'good'" in err
+
+
+def test_two_aliases_of_the_same_weights_share_a_finetune_but_keep_their_rows(tiny_env, tiny_model_dir, tmp_path):
+    alias = tmp_path / "alias.yaml"
+    alias.write_text(f"models:\n  tiny_copy:\n    path: {tiny_model_dir}\n")
+    env = {**tiny_env, "registries": [*tiny_env["registries"], alias], "models": ["tiny", "tiny_copy"]}
+    summary = shiftbench.run(pairs=["news_to_forum"], seeds=[0], **env)
+    a, b = sorted(summary.new_results, key=lambda r: r.model)
+    assert (a.model, b.model) == ("tiny", "tiny_copy")
+    assert a.model_sha256 == b.model_sha256 and a.finetune_id == b.finetune_id and a.run_id != b.run_id
+    assert a.ood_scores == b.ood_scores
+    assert b.train_seconds == a.train_seconds  # the second alias reused the cached fine-tune
+
+
+def test_single_seed_rows_get_a_bootstrap_interval(tiny_env):
+    summary = shiftbench.run(pairs=["news_to_forum"], seeds=[0], **tiny_env)
+    board = summary.leaderboard
+    f1 = board[board.metric == "macro_f1"].iloc[0]
+    assert f1.n_seeds == 1 and f1.ci_method == "bootstrap over examples"
+    assert f1.ood_score_ci_low <= f1.ood_score_mean <= f1.ood_score_ci_high
+    assert f1.gap_ci_low <= f1.gap_mean <= f1.gap_ci_high and f1.gap_ci_high > f1.gap_ci_low
+    ece = board[board.metric == "ece"].iloc[0]
+    assert ece.ci_method is None and np.isnan(ece.gap_ci_low)  # not bootstrappable from labels alone

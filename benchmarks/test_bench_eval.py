@@ -1,0 +1,93 @@
+"""Evaluation throughput: ``shiftbench.evaluation.predict`` of MiniLM over the TFNS test split
+(2388 finance tweets, the ``fpb_to_tfns`` target), eval batch 128, fp32.
+
+Two members of one group, the same ``predict`` code with only the batch order changed:
+
+- ``sorted``: as shipped, batches cut from the examples in order of decreasing length, so each
+  batch pads to a similar length;
+- ``unsorted``: batches of the same size cut from a random permutation (the ``sorted_batches``
+  used by ``predict`` is swapped for a random one), so each batch pads to its longest member.
+
+``extra_info``: examples/s, real tokens/s, the padding efficiency (real / padded tokens) and,
+on the second member, the speed-up of sorting.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import EVAL_EXAMPLES, EVAL_ROUNDS, SEED, head, median_seconds
+from shiftbench import evaluation
+from shiftbench.batching import sorted_batches
+from shiftbench.encode import encode_split
+from shiftbench.models import load_classifier
+from shiftbench.train import seed_everything
+
+_SECONDS: dict[str, float] = {}
+_PROBS: dict[str, np.ndarray] = {}
+
+
+def random_order_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches of ``batch_size`` in a fixed random order (the unsorted baseline)."""
+    order = np.random.default_rng(SEED).permutation(len(lengths))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@pytest.fixture(scope="module")
+def tfns_test(fpb_to_tfns, minilm_tokenizer, protocol):
+    _, target, space = fpb_to_tfns
+    return head(encode_split(target.role("test"), minilm_tokenizer, space, protocol.max_length), EVAL_EXAMPLES)
+
+
+@pytest.fixture(scope="module")
+def eval_model(minilm, fpb_to_tfns, minilm_tokenizer, runtime, tfns_test, protocol):
+    """MiniLM with a fresh 3-class head (the weights do not change the cost), warmed up once."""
+    _, _, space = fpb_to_tfns
+    seed_everything(SEED)
+    net = load_classifier(minilm, space, minilm_tokenizer.pad_token_id).to(runtime.device)
+    evaluation.predict(net, head(tfns_test, protocol.eval_batch_size), protocol.eval_batch_size,
+                       minilm_tokenizer.pad_token_id, runtime)  # fmt: skip
+    return net
+
+
+def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
+    return int(sum(len(b) * int(lengths[b].max()) for b in batches))
+
+
+@pytest.mark.benchmark(group="eval-tfns")
+@pytest.mark.parametrize("order", ["sorted", "unsorted"])
+def test_predict_tfns(benchmark, report, monkeypatch, order, eval_model, tfns_test, minilm_tokenizer, runtime, protocol):
+    make_batches = sorted_batches if order == "sorted" else random_order_batches
+    if order == "unsorted":
+        monkeypatch.setattr(evaluation, "sorted_batches", random_order_batches)
+    bs, pad_id = protocol.eval_batch_size, minilm_tokenizer.pad_token_id
+    seconds: list[float] = []
+
+    def target():
+        t0 = time.perf_counter()
+        out = evaluation.predict(eval_model, tfns_test, bs, pad_id, runtime)
+        seconds.append(time.perf_counter() - t0)
+        return out
+
+    preds = benchmark.pedantic(target, rounds=EVAL_ROUNDS, iterations=1)
+    s = median_seconds(seconds)
+    lengths = tfns_test.lengths
+    padded = padded_tokens(lengths, make_batches(lengths, bs))
+    info = {
+        "examples": len(tfns_test), "batch_size": bs, "seconds": s,
+        "examples_per_s": len(tfns_test) / s, "tokens_per_s": tfns_test.n_tokens / s,
+        "real_tokens": tfns_test.n_tokens, "padded_tokens": padded, "padding_efficiency": tfns_test.n_tokens / padded,
+        "device": str(runtime.device),
+    }  # fmt: skip
+    _SECONDS[order], _PROBS[order] = s, preds.probs
+    if len(_SECONDS) == 2:
+        info["sorted_speedup"] = _SECONDS["unsorted"] / _SECONDS["sorted"]
+        # Same predictions whatever the batch order (padding is masked out).
+        agree = float(np.mean(_PROBS["sorted"].argmax(1) == _PROBS["unsorted"].argmax(1)))
+        info["argmax_agreement"] = agree
+        assert agree >= 0.99, f"sorted and unsorted batches disagree on {1 - agree:.1%} of predictions"
+    show = ("examples_per_s", "tokens_per_s", "padding_efficiency") + (("sorted_speedup",) if "sorted_speedup" in info else ())
+    report(benchmark, info, show=show)

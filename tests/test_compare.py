@@ -1,0 +1,194 @@
+"""shiftbench.compare on synthetic run files (fast), plus one comparison of real tiny runs."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import shiftbench
+from shiftbench.compare import ModelRef, compare
+from shiftbench.errors import ShiftbenchError
+from shiftbench.metrics import classification_metrics
+from shiftbench.results import RunResult, predictions_table, write_run
+
+
+def write_fake_run(
+    results_dir: Path, *, model: str, seed: int, id_labels, id_preds, ood_labels, ood_preds,
+    protocol: str = "standard", pair: str = "news_to_tweets", source: str = "news", target: str = "tweets",
+    source_fp: str = "src-fp", target_fp: str = "tgt-fp", protocol_hash: str = "proto-hash",
+    model_sha: str | None = None, created_at: datetime | None = None, num_labels: int = 3,
+) -> RunResult:  # fmt: skip
+    """Write a run file + predictions file exactly as the runner does (RunResult.to_table)."""
+    arrays = [np.asarray(x, dtype=np.int64) for x in (id_labels, id_preds, ood_labels, ood_preds)]
+    model_sha = model_sha or hashlib.sha256(model.encode()).hexdigest()
+    run_id = hashlib.sha256(repr((model_sha, protocol_hash, pair, target, seed, source_fp, target_fp)).encode()).hexdigest()[:16]
+    result = RunResult(
+        run_id=run_id, finetune_id=run_id, model=model, model_sha256=model_sha, pair=pair, source=source,
+        target=target, task="text-classification", seed=seed, protocol=protocol, protocol_hash=protocol_hash,
+        id_scores=classification_metrics(arrays[0], arrays[1]), ood_scores=classification_metrics(arrays[2], arrays[3]),
+        n_id=len(arrays[0]), n_ood=len(arrays[2]), label_space=tuple(f"l{i}" for i in range(num_labels)),
+        id_label_counts=tuple(np.bincount(arrays[0], minlength=num_labels).tolist()),
+        ood_label_counts=tuple(np.bincount(arrays[2], minlength=num_labels).tolist()),
+        overlap_exact=None, overlap_normalised=None, dedup=False, source_fingerprint=source_fp,
+        target_fingerprint=target_fp, selected_lr=1e-3, selected_epoch=1, selection_score=0.5, eval_only=False,
+        device="cpu", precision="fp32", num_threads=1, train_seconds=0.0, eval_seconds=0.0,
+        created_at=created_at or datetime(2024, 1, 1, tzinfo=timezone.utc), shiftbench_version="test",
+        runner_version=1, transformers_version="test", torch_version="test",
+    )  # fmt: skip
+
+    def split(labels, preds):
+        return labels, preds, np.eye(num_labels, dtype=np.float32)[preds]
+
+    write_run(results_dir, result, predictions_table({"id_test": split(*arrays[:2]), "ood_test": split(*arrays[2:])}))
+    return result
+
+
+def _preds(labels: np.ndarray, n_right: int, rng: np.random.Generator) -> np.ndarray:
+    """Predictions right on exactly ``n_right`` randomly chosen examples (3 classes)."""
+    preds = (labels + 1) % 3
+    right = rng.permutation(len(labels))[:n_right]
+    preds[right] = labels[right]
+    return preds
+
+
+@pytest.fixture()
+def synthetic(tmp_path):
+    """A: 60 % right OOD; B: same ID, right on A's OOD hits plus 60 more of 400; C only seed 1."""
+    rng = np.random.default_rng(0)
+    y_id, y_ood = rng.integers(0, 3, 300), rng.integers(0, 3, 400)
+    for seed in (0, 1):
+        id_a = _preds(y_id, 240, rng)
+        ood_a = _preds(y_ood, 240, rng)
+        ood_b = ood_a.copy()
+        wrong = np.flatnonzero(ood_a != y_ood)[:60]
+        ood_b[wrong] = y_ood[wrong]
+        write_fake_run(tmp_path, model="alpha", seed=seed, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_a)
+        write_fake_run(tmp_path, model="beta", seed=seed, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_b)
+    write_fake_run(tmp_path, model="gamma", seed=2, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_a)
+    return tmp_path
+
+
+def test_model_ref_parsing():
+    assert ModelRef.parse("minilm-l6@lora") == ModelRef("minilm-l6", "lora")
+    assert ModelRef.parse("minilm-l6") == ModelRef("minilm-l6", "standard")
+    assert str(ModelRef.parse("tiny")) == "tiny@standard"
+    with pytest.raises(ShiftbenchError):
+        ModelRef.parse("tiny@")
+
+
+def test_compare_verdicts_and_regressions(synthetic):
+    better = compare(synthetic, "alpha", "beta@standard", n_boot=500)
+    [t] = better.targets
+    assert (t.pair, t.target, t.seeds, t.n_id, t.n_ood) == ("news_to_tweets", "tweets", (0, 1), 300, 400)
+    assert better.a == "alpha@standard" and better.b == "beta@standard"
+    assert t.verdict == "better" and better.regressions == []
+    assert t.id_diff == type(t.id_diff)(0.0, 0.0, 0.0)  # identical ID predictions
+    assert t.mcnemar_ood.b == 0 and t.mcnemar_ood.c == 120 and t.mcnemar_ood.p_value < 1e-20
+    assert t.gap_diff.estimate == pytest.approx(-t.ood_diff.estimate)
+    acc = compare(synthetic, "alpha", "beta", metric="accuracy", n_boot=500).targets[0]
+    assert acc.ood_diff.estimate == pytest.approx(60 / 400)
+    assert (acc.ood_a, acc.ood_b) == (pytest.approx(0.6), pytest.approx(0.75))
+    worse = compare(synthetic, "beta", "alpha", n_boot=500)
+    assert worse.targets[0].verdict == "worse"
+    assert worse.regressions == [("news_to_tweets", "tweets")]
+    text = worse.to_text()
+    assert "regressions (B significantly worse OOD): news_to_tweets/tweets" in text
+    assert "news_to_tweets (source news)" in text and "2 seeds" in text
+
+
+def test_compare_unknown_model_suggests_names(synthetic):
+    with pytest.raises(ShiftbenchError, match=r"no runs of alpah@standard .*did you mean 'alpha@standard'"):
+        compare(synthetic, "alpah", "beta")
+    with pytest.raises(ShiftbenchError, match=r"no runs of beta@lora .*did you mean 'beta@standard'"):
+        compare(synthetic, "alpha", "beta@lora")
+
+
+def test_compare_no_shared_seed(synthetic):
+    expected = r"news_to_tweets/tweets: no seed in common \(alpha@standard: seeds \[0, 1\]; gamma@standard: seeds \[2\]\)"
+    with pytest.raises(ShiftbenchError, match=expected):
+        compare(synthetic, "alpha", "gamma")
+
+
+def test_compare_fingerprint_mismatch(tmp_path):
+    y = np.array([0, 1, 2, 0])
+    write_fake_run(tmp_path, model="alpha", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
+    write_fake_run(tmp_path, model="beta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, target_fp="other-fp")
+    with pytest.raises(ShiftbenchError) as err:
+        compare(tmp_path, "alpha", "beta")
+    msg = str(err.value)
+    assert "news_to_tweets/tweets" in msg and "tgt-fp" in msg and "other-fp" in msg and "\n" not in msg
+
+
+def test_compare_label_mismatch_and_pair_selection(tmp_path):
+    y = np.array([0, 1, 2, 0])
+    write_fake_run(tmp_path, model="alpha", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
+    write_fake_run(tmp_path, model="beta", seed=0, id_labels=y, id_preds=y, ood_labels=y[::-1], ood_preds=y)
+    with pytest.raises(ShiftbenchError, match="different OOD test labels"):
+        compare(tmp_path, "alpha", "beta")
+    with pytest.raises(ShiftbenchError, match=r"pair 'news_to_tweet' .*did you mean 'news_to_tweets'"):
+        compare(tmp_path, "alpha", "beta", pairs=["news_to_tweet"])
+    write_fake_run(tmp_path, model="delta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, pair="other_pair")
+    with pytest.raises(ShiftbenchError, match="no pair/target in common"):
+        compare(tmp_path, "alpha", "delta")
+    with pytest.raises(ShiftbenchError, match="cannot be bootstrapped"):
+        compare(tmp_path, "alpha", "beta", metric="macro_recall")
+
+
+def test_compare_refuses_to_pool_protocol_versions(tmp_path):
+    y = np.array([0, 1, 2, 0])
+    for seed, ph in ((0, "old-hash"), (1, "new-hash")):
+        write_fake_run(tmp_path, model="alpha", seed=seed, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, protocol_hash=ph,
+                       created_at=datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=seed))  # fmt: skip
+        write_fake_run(tmp_path, model="beta", seed=seed, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
+    with pytest.raises(ShiftbenchError, match="alpha@standard has runs from 2 different protocol versions"):
+        compare(tmp_path, "alpha", "beta")
+
+
+def test_compare_real_tiny_runs_same_weights(tiny_env, tiny_model_dir, tmp_path, monkeypatch):
+    """Two aliases of the same checkpoint, fine-tuned with the same seed: no difference at all.
+
+    ``num_layers: 2`` (the model has 2 layers, so the weights are unchanged) gives the alias its
+    own model sha256; a plain second ``path:`` alias has the same sha, hence the same run ids,
+    and the runner would treat its runs as already done.
+    """
+    monkeypatch.setenv("SHIFTBENCH_NUM_THREADS", "1")  # a tiny model: one thread avoids contention on a busy box
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(f"models:\n  tiny2:\n    path: {tiny_model_dir}\n    num_layers: 2\n")
+    env = {**tiny_env, "registries": [*tiny_env["registries"], extra], "models": ["tiny", "tiny2"]}
+    shiftbench.run(pairs=["news_to_tweets"], seeds=[0], **env)
+    results = env["results_dir"]
+    cmp = compare(results, "tiny@tiny", "tiny2@tiny", n_boot=500)
+    assert [(t.pair, t.target) for t in cmp.targets] == [("news_to_tweets", "forum"), ("news_to_tweets", "tweets")]
+    for t in cmp.targets:
+        assert t.verdict == "no significant difference"
+        for iv in (t.id_diff, t.ood_diff, t.gap_diff):
+            assert (iv.estimate, iv.low, iv.high) == (0.0, 0.0, 0.0)
+        assert (t.mcnemar_ood.b, t.mcnemar_ood.c, t.mcnemar_ood.p_value) == (0, 0, 1.0)
+        assert t.seeds == (0,) and t.n_ood == 30
+    assert cmp.regressions == []
+    text = cmp.to_text()
+    print(text)
+    assert "B = tiny2@tiny vs A = tiny@tiny" in text and "no significant difference" in text
+    with pytest.raises(ShiftbenchError, match="did you mean 'tiny@tiny'"):
+        compare(results, "tiny", "tiny2@tiny")
+
+
+def test_compare_cli_exit_codes(synthetic, capsys):
+    from shiftbench.cli import main
+
+    base = ["compare", "--results-dir", str(synthetic), "--n-boot", "300"]
+    assert main([*base, "alpha", "beta"]) == 0
+    assert "better" in capsys.readouterr().out
+    assert main([*base, "alpha", "beta", "--fail-on-regression"]) == 0  # B is better: no regression
+    assert main([*base, "beta", "alpha", "--fail-on-regression"]) == 1
+    err = capsys.readouterr().err
+    assert "regression: alpha is significantly worse than beta out of domain on news_to_tweets/tweets" in err
+    assert main([*base, "beta", "alpha"]) == 0  # without the flag a regression is only reported
+    capsys.readouterr()
+    assert main([*base, "alpha", "gamma"]) == 2  # no shared seed: refused
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("shiftbench: error:") and "seed" in err

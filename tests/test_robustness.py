@@ -1,0 +1,109 @@
+"""Effective robustness on synthetic run files whose (ID, OOD) points are constructed exactly."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from shiftbench.errors import ShiftbenchError
+from shiftbench.robustness import COLUMNS, RobustnessFit, effective_robustness, logit, sigmoid
+from tests.test_compare import write_fake_run
+
+N = 2000
+SLOPE, INTERCEPT = 0.8, -0.5
+ON_LINE = {"m1": 0.60, "m2": 0.70, "m3": 0.90}  # ID accuracy of models exactly on the trend
+OUTLIER_ID, OUTLIER_LIFT = 0.75, 0.08  # "robust": OOD 8 points above the trend
+
+
+def _line(id_acc: float) -> float:
+    return float(sigmoid(SLOPE * logit(id_acc) + INTERCEPT))
+
+
+def _preds(labels: np.ndarray, acc: float, rng: np.random.Generator) -> np.ndarray:
+    preds = (labels + 1) % 3
+    right = rng.permutation(len(labels))[: round(acc * len(labels))]
+    preds[right] = labels[right]
+    return preds
+
+
+def _write(results_dir, rng, model, id_acc, ood_acc, seed=0, target="tweets", **kw):
+    y_id = np.random.default_rng(100).integers(0, 3, N)  # same examples for every run
+    y_ood = np.random.default_rng(200 + len(target)).integers(0, 3, N)
+    write_fake_run(results_dir, model=model, seed=seed, target=target, id_labels=y_id, id_preds=_preds(y_id, id_acc, rng),
+                   ood_labels=y_ood, ood_preds=_preds(y_ood, ood_acc, rng), target_fp=f"fp-{target}", **kw)  # fmt: skip
+
+
+@pytest.fixture()
+def results(tmp_path):
+    rng = np.random.default_rng(0)
+    for model, id_acc in ON_LINE.items():
+        _write(tmp_path, rng, model, id_acc, _line(id_acc))
+        _write(tmp_path, rng, model, id_acc, _line(id_acc), target="forum")  # trend only, no outlier
+    _write(tmp_path, rng, "m1", ON_LINE["m1"], _line(ON_LINE["m1"]), seed=1)  # a second seed, same scores
+    _write(tmp_path, rng, "robust", OUTLIER_ID, _line(OUTLIER_ID) + OUTLIER_LIFT, protocol="lora", protocol_hash="lora-hash")
+    for model in ("m1", "m2"):  # two models only: left out
+        _write(tmp_path, rng, model, 0.7, 0.6, target="reviews")
+    return tmp_path
+
+
+def test_points_on_the_line_have_zero_effective_robustness(results):
+    fits, df = effective_robustness(results, n_boot=200)
+    forum = next(f for f in fits if f.target == "forum")
+    assert forum.slope == pytest.approx(SLOPE, abs=1e-3) and forum.intercept == pytest.approx(INTERCEPT, abs=1e-3)
+    assert forum.n_models == 3 and forum.metric == "accuracy" and forum.protocol_hash_set == ("proto-hash",)
+    rows = df[df["target"] == "forum"]
+    assert np.abs(rows["effective_robustness"]).max() < 1e-3  # only rounding to 1/N off the line
+    assert (rows["er_ci_low"] <= rows["effective_robustness"]).all() and (rows["effective_robustness"] <= rows["er_ci_high"]).all()
+
+
+def test_the_model_above_the_line_is_more_robust(results):
+    fits, df = effective_robustness(results, n_boot=300)
+    assert list(df.columns) == COLUMNS
+    assert {(f.pair, f.target) for f in fits} == {("news_to_tweets", "forum"), ("news_to_tweets", "tweets")}  # reviews: 2 < 3
+    tweets = next(f for f in fits if f.target == "tweets")
+    assert isinstance(tweets, RobustnessFit) and tweets.n_models == 4
+    assert tweets.protocol_hash_set == ("lora-hash", "proto-hash")
+    rows = df[df["target"] == "tweets"].set_index("model")
+    robust = rows.loc["robust"]
+    assert robust["protocol"] == "lora" and robust["n_seeds"] == 1
+    # The least-squares line goes through all 4 points, so it absorbs about 1/4 of the lift: the
+    # robust model keeps ~3/4 of it and the others sit ~1/4 of it below the line (not exactly 0).
+    assert robust["effective_robustness"] > 0.6 * OUTLIER_LIFT
+    assert robust["er_ci_low"] > 0  # significant: the CI excludes 0
+    others = rows.drop(index="robust")["effective_robustness"]
+    assert ((others < 0) & (others > -0.4 * OUTLIER_LIFT)).all()
+    logit_residuals = logit(rows["ood_mean"].to_numpy()) - tweets.slope * logit(rows["id_mean"].to_numpy()) - tweets.intercept
+    assert logit_residuals.sum() == pytest.approx(0, abs=1e-12)  # least squares with an intercept
+    assert rows.loc["m1", "n_seeds"] == 2
+    assert rows.loc["m1", "id_mean"] == pytest.approx(0.6) and rows.loc["m1", "ood_mean"] == pytest.approx(_line(0.6), abs=1e-3)
+    # predicted_ood + ER = OOD, and the residuals agree with the returned line
+    assert (rows["predicted_ood"] + rows["effective_robustness"]).to_numpy() == pytest.approx(rows["ood_mean"].to_numpy())
+    expected = sigmoid(tweets.slope * logit(rows["id_mean"].to_numpy()) + tweets.intercept)
+    assert rows["predicted_ood"].to_numpy() == pytest.approx(expected)
+    # deterministic for a given seed
+    assert df.equals(effective_robustness(results, n_boot=300)[1])
+
+
+def test_min_models_macro_f1_and_errors(results):
+    fits, df = effective_robustness(results, n_boot=50, min_models=5)
+    assert fits == [] and df.empty and list(df.columns) == COLUMNS
+    fits, df = effective_robustness(results, metric="macro_f1", n_boot=50)
+    assert len(fits) == 2 and (df["metric"] == "macro_f1").all()
+    with pytest.raises(ShiftbenchError, match="cannot be bootstrapped"):
+        effective_robustness(results, metric="macro_recall")
+    with pytest.raises(ShiftbenchError, match="min_models"):
+        effective_robustness(results, min_models=1)
+
+
+def test_superseded_versions_are_not_pooled(tmp_path):
+    rng = np.random.default_rng(1)
+    for model, id_acc in ON_LINE.items():
+        _write(tmp_path, rng, model, id_acc, _line(id_acc))
+    # an older protocol version of m2 with a very different score is ignored
+    _write(tmp_path, rng, "m2", 0.3, 0.1, seed=1, protocol_hash="old-hash", created_at=datetime(2023, 1, 1, tzinfo=timezone.utc))
+    fits, df = effective_robustness(tmp_path, n_boot=50)
+    assert fits[0].protocol_hash_set == ("proto-hash",)
+    m2 = df.set_index("model").loc["m2"]
+    assert m2["n_seeds"] == 1 and m2["id_mean"] == pytest.approx(0.7)
