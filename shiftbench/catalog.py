@@ -15,7 +15,6 @@ once everything is loaded, so a user file may refer to built-in entries and vice
 from __future__ import annotations
 
 import dataclasses
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -90,12 +90,10 @@ def _bootstrap_single_seed(board: pd.DataFrame, runs: pd.DataFrame, results_dir:
             continue  # no predictions kept: the row keeps no interval
         fn, rng = COUNT_METRICS[row["metric"]], np.random.default_rng(0)
         k = int(max(preds.id_labels.max(), preds.id_preds.max(), preds.ood_labels.max(), preds.ood_preds.max())) + 1
-
-        def draws(labels: np.ndarray, p: np.ndarray) -> np.ndarray:
-            codes = confusion_codes(labels, p, k)[:, None]
-            return fn(resampled_counts(codes, k * k, N_BOOT, rng).reshape(N_BOOT, k, k))
-
-        id_rep, ood_rep = draws(preds.id_labels, preds.id_preds), draws(preds.ood_labels, preds.ood_preds)
+        id_rep, ood_rep = (
+            fn(resampled_counts(confusion_codes(y, p, k)[:, None], k * k, N_BOOT, rng).reshape(N_BOOT, k, k))
+            for y, p in ((preds.id_labels, preds.id_preds), (preds.ood_labels, preds.ood_preds))
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             reps = {"id_score": id_rep, "ood_score": ood_rep, "gap": id_rep - ood_rep,
                     "relative_gap": (id_rep - ood_rep) / id_rep}  # fmt: skip

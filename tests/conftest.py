@@ -67,6 +67,36 @@ def balanced_labels(n: int, names: list[str], seed: int) -> list[str]:
     return labels
 
 
+def user_error(capsys, argv, *needles) -> str:
+    """Run the CLI; assert the house rule (exit 2, one line on stderr, no traceback) and that
+    every needle is in that line."""
+    from shiftbench.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert rc == 2, f"rc={rc}\nstdout={out}\nstderr={err}"
+    assert "Traceback" not in err
+    assert err.endswith("\n") and err.count("\n") == 1, f"not one line on stderr: {err!r}"
+    line = err.rstrip("\n")
+    assert line.startswith("shiftbench: error: "), line
+    for needle in needles:
+        assert str(needle) in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def clean_env(monkeypatch):
+    """No registry, data dir or thread setting leaks in from the caller's environment."""
+    for var in ("SHIFTBENCH_REGISTRY", "SHIFTBENCH_DATA_DIR", "SHIFTBENCH_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 16-wide random BERT with a word-level vocab covering the tiny data."""

@@ -23,7 +23,7 @@ from shiftbench.api import make_plan
 from shiftbench.cli import main
 from shiftbench.errors import ShiftbenchError
 
-from .conftest import balanced_labels, make_texts, write_split
+from .conftest import user_error, balanced_labels, make_texts, write_split
 
 REPO = Path(__file__).resolve().parent.parent
 THREE = ["negative", "neutral", "positive"]
@@ -50,25 +50,9 @@ suites:
 """
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    monkeypatch.delenv("SHIFTBENCH_REGISTRY", raising=False)
-    monkeypatch.delenv("SHIFTBENCH_DATA_DIR", raising=False)
-    monkeypatch.delenv("SHIFTBENCH_NUM_THREADS", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def user_error(capsys, argv, *needles) -> str:
-    """Run the CLI; assert the house rule and that every needle is in the one error line."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 2, f"rc={rc}\nstdout={out}\nstderr={err}"
-    assert "Traceback" not in err
-    assert err.endswith("\n") and err.count("\n") == 1, f"not one line on stderr: {err!r}"
-    line = err.rstrip("\n")
-    assert line.startswith("shiftbench: error: "), line
-    for needle in needles:
-        assert str(needle) in line, f"{needle!r} not in {line!r}"
-    return line
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -19,30 +19,14 @@ from shiftbench.cli import main
 from shiftbench.errors import ShiftbenchError
 from shiftbench.protocol import Protocol, builtin_protocol_dir, builtin_protocols, load_protocol
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    monkeypatch.delenv("SHIFTBENCH_REGISTRY", raising=False)
-    monkeypatch.delenv("SHIFTBENCH_DATA_DIR", raising=False)
+from .conftest import user_error, write
 
 
-def user_error(capsys, argv, *needles) -> str:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 2, f"rc={rc}\nstdout={out}\nstderr={err}"
-    assert "Traceback" not in err
-    assert err.endswith("\n") and err.count("\n") == 1, f"not one line on stderr: {err!r}"
-    line = err.rstrip("\n")
-    assert line.startswith("shiftbench: error: "), line
-    for needle in needles:
-        assert str(needle) in line, f"{needle!r} not in {line!r}"
-    return line
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+
+
 
 
 @pytest.fixture()

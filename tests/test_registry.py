@@ -25,33 +25,14 @@ from shiftbench.records import from_mapping
 from shiftbench.registry import Registry
 from shiftbench.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
 
-from .conftest import balanced_labels, make_texts, write_split
+from .conftest import user_error, write, balanced_labels, make_texts, write_split
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    monkeypatch.delenv("SHIFTBENCH_REGISTRY", raising=False)
-    monkeypatch.delenv("SHIFTBENCH_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def user_error(capsys, argv, *needles) -> str:
-    """Run the CLI; assert the house rule and that every needle is in the one error line."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 2, f"rc={rc}\nstdout={out}\nstderr={err}"
-    assert "Traceback" not in err
-    assert err.endswith("\n") and err.count("\n") == 1, f"not one line on stderr: {err!r}"
-    line = err.rstrip("\n")
-    assert line.startswith("shiftbench: error: "), line
-    for needle in needles:
-        assert str(needle) in line, f"{needle!r} not in {line!r}"
-    return line
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 GOOD = """
