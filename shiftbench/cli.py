@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     cmp_.add_argument("--fail-on-regression", action="store_true", help="exit 1 if B is significantly worse OOD on any pair")
 
+    rep = sub.add_parser("report", help="one self-contained HTML report (+ PNG plots) of a results dir")
+    rep.add_argument("--results-dir", default="results")
+    rep.add_argument("--out", help="HTML file (default: <results-dir>/report.html)")
+    rep.add_argument("--cards-dir", default="data_cards", help="data cards to summarise per pair")
+    rep.add_argument("--metric", default="macro_f1")
+
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
     nightly.add_argument("--cache-dir")
@@ -185,6 +191,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from shiftbench.report import write_report
+
+    out = write_report(Path(args.results_dir), out=Path(args.out) if args.out else None,
+                       cards_dir=Path(args.cards_dir), metric=args.metric)  # fmt: skip
+    print(f"report written to {out} (plots under {Path(args.results_dir) / 'plots'})")
+    return 0
+
+
 def _cmd_nightly(args: argparse.Namespace) -> int:
     from shiftbench.nightly import run_nightly
 
@@ -220,7 +235,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly, "compare": _cmd_compare}
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly, "compare": _cmd_compare, "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,307 @@
+"""One self-contained HTML report of a results directory.
+
+``write_report(results_dir)`` reads every run file (as the leaderboard does) and writes
+``<results_dir>/report.html``: no external scripts, fonts, style sheets or URLs, plots inlined as
+``data:`` PNGs, a small inline style sheet. Per pair it shows the leaderboard (means with 95 %
+CIs over seeds), the ID vs OOD scatter per target (with the effective-robustness baseline when
+:mod:`shiftbench.robustness` can fit one, i.e. with at least three models), the gap bars, the
+effective-robustness table, the label priors of the source test split vs each target test split,
+the ID/OOD text overlap counts and the pair's data card (``<cards_dir>/pairs/<pair>.md``).
+
+The same PNGs are written to ``<results_dir>/plots/`` (``<pair>__scatter__<target>.png``,
+``<pair>__gaps.png``). Every file is written atomically. The report holds no timestamp of its
+own, so the same results give the same bytes (see :mod:`shiftbench.plots` for the PNGs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import shiftbench
+from shiftbench.atomic import write_atomic, write_text_atomic
+from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.leaderboard import build_leaderboard
+from shiftbench.report_html import (
+    CSS,
+    esc,
+    file_part,
+    anchor,
+    fmt_num,
+    with_ci,
+    pct_ci,
+    html_table,
+    img_tag,
+    markdown_to_html,
+)
+from shiftbench.results import read_runs
+
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
+
+def _leaderboard_section(rows: pd.DataFrame) -> str:
+    header = ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap"]
+    body = []
+    for r in rows.sort_values(["target", "model", "protocol", "model_sha256", "protocol_hash"], kind="mergesort").itertuples():
+        body.append([
+            r.model, r.protocol, r.target, str(r.n_seeds),
+            with_ci(r.id_score_mean, r.id_score_ci_low, r.id_score_ci_high),
+            with_ci(r.ood_score_mean, r.ood_score_ci_low, r.ood_score_ci_high),
+            with_ci(r.gap_mean, r.gap_ci_low, r.gap_ci_high),
+            pct_ci(r.relative_gap_mean, r.relative_gap_ci_low, r.relative_gap_ci_high),
+        ])  # fmt: skip
+    return html_table(header, body, [False, False, False, True, True, True, True, True], cls="leaderboard")
+
+
+def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str | None) -> str:
+    parts = ["<h3>Effective robustness</h3>"]
+    if note:
+        parts.append(f'<p class="note">{esc(note)}</p>')
+        return "".join(parts)
+    if fits:
+        parts.append(
+            '<p class="note">Baseline per target: OOD = sigmoid(slope · logit(ID) + intercept), fitted across models; '
+            "effective robustness is a model's OOD score minus the baseline's prediction at its ID score "
+            "(95 % bootstrap interval).</p>"
+        )
+        parts.append(html_table(
+            ["target", "protocol hashes", "models", "slope", "intercept"],
+            [[f.target, ", ".join(h[:12] for h in f.protocol_hash_set), str(f.n_models), fmt_num(f.slope), fmt_num(f.intercept)]
+             for f in sorted(fits, key=lambda f: (f.target, tuple(f.protocol_hash_set)))],
+            [False, False, True, True, True],
+        ))  # fmt: skip
+    if er is None or er.empty:
+        parts.append('<p class="note">No effective-robustness estimate for this pair: it needs at least three '
+                     "models scored on the same target under the same protocol.</p>")  # fmt: skip
+        return "".join(parts)
+    body = []
+    for r in er.sort_values(["target", "model", "protocol"], kind="mergesort").itertuples():
+        body.append([
+            r.model, r.protocol, r.target, str(r.n_seeds), fmt_num(r.id_mean), fmt_num(r.ood_mean), fmt_num(r.predicted_ood),
+            with_ci(r.effective_robustness, r.er_ci_low, r.er_ci_high),
+        ])  # fmt: skip
+    parts.append(html_table(
+        ["model", "protocol", "target", "n seeds", "ID", "OOD", "predicted OOD", "effective robustness"],
+        body, [False, False, False, True, True, True, True, True], cls="robustness",
+    ))  # fmt: skip
+    return "".join(parts)
+
+
+def _counts_cell(n: int, total: int) -> str:
+    return f"{n} ({100.0 * n / total:.1f} %)" if total else str(n)
+
+
+def _tv_distance(a: dict[str, int], b: dict[str, int]) -> float | None:
+    ta, tb = sum(a.values()), sum(b.values())
+    if not ta or not tb:
+        return None
+    return 0.5 * sum(abs(a.get(k, 0) / ta - b.get(k, 0) / tb) for k in set(a) | set(b))
+
+
+def _priors_section(runs: pd.DataFrame) -> str:
+    """Label priors of the source test split vs every target test split, from the run rows."""
+    keys = ["target", "source", "source_fingerprint", "target_fingerprint", "dedup"]
+    variants = []
+    seen = set()
+    for r in runs.sort_values(keys + ["run_id"], kind="mergesort").itertuples():
+        space = [str(x) for x in (r.label_space if r.label_space is not None else [])]
+        id_counts = [int(x) for x in (r.id_label_counts if r.id_label_counts is not None else [])]
+        ood_counts = [int(x) for x in (r.ood_label_counts if r.ood_label_counts is not None else [])]
+        ident = (r.target, r.source_fingerprint, r.target_fingerprint, bool(r.dedup), tuple(space),
+                 tuple(id_counts), tuple(ood_counts))  # fmt: skip
+        if ident in seen:
+            continue
+        seen.add(ident)
+        variants.append({
+            "target": r.target, "source": r.source, "tfp": r.target_fingerprint, "sfp": r.source_fingerprint,
+            "dedup": bool(r.dedup), "id": dict(zip(space, id_counts)), "ood": dict(zip(space, ood_counts)),
+            "space": space, "n_ood": int(r.n_ood), "exact": r.overlap_exact, "norm": r.overlap_normalised,
+        })  # fmt: skip
+    if not variants:
+        return ""
+    labels: list[str] = []
+    for v in variants:
+        labels += [x for x in v["space"] if x not in labels]
+    per_target = pd.Series([v["target"] for v in variants]).value_counts()
+    ambiguous = len({(v["sfp"], tuple(sorted(v["id"].items()))) for v in variants}) > 1
+
+    def name(v: dict, role: str) -> str:
+        base = f"{v['source']} test (ID)" if role == "id" else f"{v['target']} test (OOD)"
+        extra = []
+        if role == "id" and ambiguous:
+            extra.append(f"data {str(v['sfp'])[:8]}")
+        if role == "ood" and per_target[v["target"]] > 1:
+            extra.append(f"data {str(v['tfp'])[:8]}" + (", dedup" if v["dedup"] else ""))
+        return base + (f" [{'; '.join(extra)}]" if extra else "")
+
+    columns: list[tuple[str, dict[str, int]]] = []
+    id_seen = set()
+    for v in variants:
+        key = (v["sfp"], tuple(sorted(v["id"].items())))
+        if key not in id_seen:
+            id_seen.add(key)
+            columns.append((name(v, "id"), v["id"]))
+    columns += [(name(v, "ood"), v["ood"]) for v in variants]
+    totals = [sum(c.values()) for _, c in columns]
+    body = [[lab] + [_counts_cell(c.get(lab, 0), t) for (_, c), t in zip(columns, totals)] for lab in labels]
+    body.append(["examples"] + [str(t) for t in totals])
+    parts = ["<h3>Label priors: source test vs target test</h3>",
+             html_table(["label"] + [c[0] for c in columns], body, [False] + [True] * len(columns), cls="priors")]  # fmt: skip
+    tv = []
+    for v in variants:
+        d = _tv_distance(v["id"], v["ood"])
+        tv.append(f"{name(v, 'ood')}: {fmt_num(d, 3)}")
+    parts.append(f'<p class="note">Total variation distance between the source test and target test label priors: '
+                 f"{esc('; '.join(tv))}.</p>")  # fmt: skip
+    parts.append("<h3>Overlap of target test texts with the source train split</h3>")
+    parts.append('<p class="note">Target test examples whose text also occurs in the source train split, exactly and '
+                 "after normalisation (lower-case, URLs and @mentions removed, whitespace collapsed); "
+                 "“–” means not checked.</p>")  # fmt: skip
+    body = []
+    for v in variants:
+        n = v["n_ood"]
+        cells = [name(v, "ood").removesuffix(" test (OOD)"), str(n)]
+        for k in ("exact", "norm"):
+            x = v[k]
+            cells.append("–" if x is None or (isinstance(x, float) and math.isnan(x)) else _counts_cell(int(x), n))
+        cells.append("yes" if v["dedup"] else "no")
+        body.append(cells)
+    parts.append(html_table(["target", "scored examples", "exact", "normalised", "removed (--dedup)"], body,
+                        [False, True, True, True, False], cls="overlap"))  # fmt: skip
+    return "".join(parts)
+
+
+def _card_section(pair: str, cards_dir: Path | None) -> str:
+    if cards_dir is None:
+        return ""
+    path = Path(cards_dir) / "pairs" / f"{pair}.md"
+    if not path.is_file():
+        return f'<p class="note">No data card for this pair ({esc(path)} not found).</p>'
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ShiftbenchError(f"cannot read data card {path}: {exc}") from None
+    return (f"<details class=\"card\"><summary>Data card: {esc(pair)} ({esc(path)})</summary>"
+            f"{markdown_to_html(text)}</details>")  # fmt: skip
+
+
+def _robustness(results_dir: Path, metric: str) -> tuple[list[Any], pd.DataFrame | None, str | None]:
+    """(fits, per-model table, note): the note says why there is nothing, if so."""
+    try:
+        from shiftbench import robustness
+    except ModuleNotFoundError as exc:
+        if exc.name != "shiftbench.robustness":
+            raise
+        return [], None, "Effective robustness is not available in this installation (no shiftbench.robustness)."
+    try:
+        fits, table = robustness.effective_robustness(results_dir, metric=metric)
+    except ShiftbenchError as exc:
+        return [], None, f"Effective robustness could not be estimated: {exc}"
+    return list(fits), table, None
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | None = Path("data_cards"),
+                 metric: str = "macro_f1") -> Path:  # fmt: skip
+    """Write the HTML report (default ``<results_dir>/report.html``) and the PNGs under
+    ``<results_dir>/plots/``; return the report's path.
+
+    ``cards_dir``: where ``pairs/<pair>.md`` data cards are looked up (None: no cards).
+    ``metric``: the metric shown (tables, plots, effective robustness).
+    """
+    from shiftbench.plots import gap_bars, id_ood_scatter
+
+    results_dir = Path(results_dir)
+    out = results_dir / REPORT_FILE if out is None else Path(out)
+    loaded = read_runs(results_dir)
+    if loaded.table.num_rows == 0:
+        raise ShiftbenchError(f"no results in {results_dir}")
+    runs_all = loaded.table.to_pandas()
+    metrics = sorted(set(runs_all["metric"]))
+    if metric not in metrics:
+        raise ShiftbenchError(f"no results for metric {metric!r} in {results_dir}{did_you_mean(metric, metrics)}")
+    runs = runs_all[runs_all["metric"] == metric]
+    full_board, _ = build_leaderboard(results_dir)  # with bootstrap intervals for one-seed rows
+    board = full_board[full_board["metric"] == metric].reset_index(drop=True)
+    fits, er, er_note = _robustness(results_dir, metric)
+
+    models = sorted(set(runs["model"]))
+    pairs = sorted(set(board["pair"]))
+    run_files = runs_all["run_id"].nunique()
+    versions = sorted(set(runs_all["shiftbench_version"].dropna()))
+    created = pd.to_datetime(runs_all["created_at"]).dropna()
+    span = f"{created.min():%Y-%m-%d %H:%M} – {created.max():%Y-%m-%d %H:%M} UTC" if len(created) else "–"
+    protocols = sorted(set(runs["protocol"]))
+
+    meta = [
+        ("shiftbench", f"{shiftbench.__version__} (report); runs written by {', '.join(versions) or '?'}"),
+        ("results", f"{results_dir}"),
+        ("runs", f"{run_files} run files ({len(runs_all)} rows), {runs['finetune_id'].nunique()} fine-tunes"),
+        ("models", ", ".join(models)),
+        ("pairs", ", ".join(pairs)),
+        ("protocols", ", ".join(protocols)),
+        ("metric", metric + (f" (also recorded: {', '.join(m for m in metrics if m != metric)})" if len(metrics) > 1 else "")),
+        ("runs created", span),
+    ]
+    doc = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',
+        f"<title>shiftbench report: {esc(', '.join(pairs))}</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<header><h1>shiftbench report</h1>",
+        f'<p class="note">Generated by <code>shiftbench.report</code> {esc(shiftbench.__version__)} from the run files in '
+        f"<code>{esc(results_dir)}</code>; ID is the source test split, OOD a target test split, gap = ID − OOD. "
+        "Scores are means over seeds with 95 % t-intervals in brackets (none with one seed).</p>",
+        html_table(None, meta, cls="meta"),
+    ]
+    if loaded.skipped:
+        doc.append(f'<p class="warn">{len(loaded.skipped)} file(s) in runs/ were skipped:</p><ul>')
+        doc += [f"<li><code>{esc(Path(p).name)}</code>: {esc(why)}</li>" for p, why in loaded.skipped]
+        doc.append("</ul>")
+    doc.append("<nav><ul>" + "".join(f'<li><a href="#{anchor(p)}">{esc(p)}</a></li>' for p in pairs) + "</ul></nav></header>")
+
+    plots_dir = results_dir / PLOTS_DIR
+    pngs: list[tuple[Path, bytes]] = []
+    for pair in pairs:
+        rows = board[board["pair"] == pair]
+        pair_runs = runs[runs["pair"] == pair]
+        first = pair_runs.iloc[0]
+        doc.append(f'<section id="{anchor(pair)}"><h2>Pair {esc(pair)}</h2>')
+        doc.append(f'<p class="note">{esc(first["source"])} → {esc(", ".join(sorted(set(rows["target"]))))} '
+                   f"({esc(first['task'])}); models: {esc(', '.join(sorted(set(rows['model']))))}.</p>")  # fmt: skip
+        doc.append(f"<h3>Leaderboard ({esc(metric)})</h3>")
+        doc.append(_leaderboard_section(rows))
+
+        pair_fits = [f for f in fits if f.pair == pair and f.metric == metric and int(f.n_models) >= 3]
+        doc.append("<h3>ID vs OOD</h3>")
+        for target in sorted(set(rows["target"])):
+            fit = [f for f in pair_fits if f.target == target]
+            png = id_ood_scatter(board, pair, target, metric, fit=fit or None)
+            pngs.append((plots_dir / f"{file_part(pair)}__scatter__{file_part(target)}.png", png))
+            doc.append(img_tag(png, f"{pair}: ID vs OOD {metric} on {target}"))
+        png = gap_bars(board, pair, metric)
+        pngs.append((plots_dir / f"{file_part(pair)}__gaps.png", png))
+        doc.append(f"<h3>Gap per target ({esc(metric)})</h3>")
+        doc.append(img_tag(png, f"{pair}: gap in {metric} per target"))
+
+        pair_er = None
+        if er is not None and not er.empty:
+            pair_er = er[(er["pair"] == pair) & (er["metric"] == metric)]
+        doc.append(_robustness_section(pair_er, pair_fits, er_note))
+        doc.append(_priors_section(pair_runs))
+        doc.append(_card_section(pair, cards_dir))
+        doc.append("</section>")
+    doc.append("</body></html>\n")
+
+    for path, png in pngs:
+        write_atomic(path, lambda p, png=png: p.write_bytes(png))
+    write_text_atomic(out, "\n".join(doc))
+    return out
