@@ -168,7 +168,8 @@ def fine_tune(
             if best_meta is None or score > best_meta[0]:  # ties keep the earlier (lr, epoch)
                 best_meta = (score, lr, epoch)
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            if checkpoints is not None:
+            last = lr_index == len(protocol.learning_rates) - 1 and (epoch == protocol.epochs or step >= total_steps)
+            if checkpoints is not None and not last:  # after the last epoch the result itself is cached
                 save_checkpoint(checkpoints, TrainState(
                     lr_index=lr_index, epoch=epoch, step=step, history=[asdict(h) for h in history],
                     best=best_meta, elapsed=elapsed + time.perf_counter() - t_start,
