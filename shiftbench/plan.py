@@ -117,20 +117,26 @@ def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
 
     jobs: list[FineTuneJob] = []
     sources = list(dict.fromkeys(p.source for p in pairs))
-    for model in models:
-        for source_name in sources:
-            source = sources_[source_name]
-            for seed in settings.seeds:
+    # Target test texts also seen in the source train split, once per (source, target).
+    seen: dict[tuple[str, str], tuple[Overlap, DomainData]] = {}
+    for pair in pairs:
+        src = sources_[pair.source]
+        for t in pair.targets:
+            if "train" in src.splits and (pair.source, t) not in seen:
+                deduped = without_overlap(domains[t], src) if settings.dedup else domains[t]
+                seen[(pair.source, t)] = (count_overlap(src.role("train").texts, domains[t].role("test").texts), deduped)
+    # Seed-major: every model gets its first seed before any gets a second, so a long suite
+    # that is stopped early still compares all models (and can fit effective robustness).
+    for seed in settings.seeds:
+        for model in models:
+            for source_name in sources:
+                source = sources_[source_name]
                 kind = "eval-only" if settings.eval_only else "fine-tune"
                 ft_id = short_hash(kind, model.sha256, source.fingerprint, settings.protocol.hash, seed, RUNNER_VERSION)
                 targets = []
                 for pair in (p for p in pairs if p.source == source_name):
                     for t in pair.targets:
-                        target, overlap = domains[t], None
-                        if "train" in source.splits:
-                            overlap = count_overlap(source.role("train").texts, target.role("test").texts)
-                            if settings.dedup:
-                                target = without_overlap(target, source)
+                        overlap, target = seen.get((source_name, t), (None, domains[t]))
                         run_id = short_hash(ft_id, model.name, pair.name, t, target.fingerprint)
                         done = is_done(settings.results_dir, run_id)
                         targets.append(ScoredTarget(pair, target, run_id, done, overlap))
