@@ -67,6 +67,27 @@ def balanced_labels(n: int, names: list[str], seed: int) -> list[str]:
     return labels
 
 
+# A minimal valid registry: one source, one target, one pair (datasets acme/src and acme/tgt).
+MINI_REGISTRY = """
+datasets:
+  src:
+    hub_id: acme/src
+    text_column: text
+    label_column: label
+    splits: {train: train}
+  tgt:
+    hub_id: acme/tgt
+    text_column: text
+    label_column: label
+    splits: {test: test}
+pairs:
+  src_to_tgt:
+    task: text-classification
+    source: src
+    targets: [tgt]
+"""
+
+
 def user_error(capsys, argv, *needles) -> str:
     """Run the CLI; assert the house rule (exit 2, one line on stderr, no traceback) and that
     every needle is in that line."""

@@ -23,36 +23,17 @@ from shiftbench.api import make_plan
 from shiftbench.cli import main
 from shiftbench.errors import ShiftbenchError
 
-from .conftest import user_error, balanced_labels, make_texts, write_split
+from .conftest import MINI_REGISTRY, user_error, balanced_labels, make_texts, write_split
 
 REPO = Path(__file__).resolve().parent.parent
 THREE = ["negative", "neutral", "positive"]
-REGISTRY = """
-datasets:
-  src:
-    hub_id: acme/src
-    text_column: text
-    label_column: label
-    splits: {train: train}
-  tgt:
-    hub_id: acme/tgt
-    text_column: text
-    label_column: label
-    splits: {test: test}
-pairs:
-  src_to_tgt:
-    task: text-classification
-    source: src
-    targets: [tgt]
-suites:
+REGISTRY = MINI_REGISTRY + """suites:
   mine:
     pairs: [src_to_tgt]
 """
 
 
 pytestmark = pytest.mark.usefixtures("clean_env")
-
-
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

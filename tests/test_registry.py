@@ -25,34 +25,13 @@ from shiftbench.records import from_mapping
 from shiftbench.registry import Registry
 from shiftbench.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
 
-from .conftest import user_error, write, balanced_labels, make_texts, write_split
+from .conftest import MINI_REGISTRY, user_error, write, balanced_labels, make_texts, write_split
 
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-
-
-
-
-GOOD = """
-datasets:
-  src:
-    hub_id: acme/src
-    text_column: text
-    label_column: label
-    splits: {train: train}
-  tgt:
-    hub_id: acme/tgt
-    text_column: text
-    label_column: label
-    splits: {test: test}
-pairs:
-  src_to_tgt:
-    task: text-classification
-    source: src
-    targets: [tgt]
-"""
+GOOD = MINI_REGISTRY
 
 
 def test_good_user_registry_lists(tmp_path, capsys):
