@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan (what trains, what is done) and stop")
     run.add_argument("--eval-only", action="store_true",
                      help="score already fine-tuned checkpoints (--model DIR with a head over the pair's labels) without training")  # fmt: skip
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="run fine-tunes here, or as one Ray task per (model, source, seed)")  # fmt: skip
+    run.add_argument("--address", help="Ray cluster address (default: start a local cluster)")
+    run.add_argument("--cpus-per-task", type=int, default=1, help="Ray CPUs per task (also its torch threads)")
+    run.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per task")
     run.add_argument("--dedup", action="store_true", help="drop target test texts that also occur in the source train split")
     run.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's custom code to run")
     run.add_argument("--allow-pickle", action="store_true", help="allow pickle-based weights (.bin/.pt)")
@@ -100,7 +105,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         registries=args.registry, dry_run=args.dry_run, precision=args.precision, data_dir=args.data_dir,
         results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, dedup=args.dedup,
-        eval_only=args.eval_only,
+        eval_only=args.eval_only, executor=args.executor, ray_address=args.address,
+        cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
     )  # fmt: skip
     print(plan.describe(), flush=True)
     if args.dry_run:

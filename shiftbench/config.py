@@ -43,6 +43,10 @@ class RunSettings:
     eval_only: bool = False
     dry_run: bool = False
     dedup: bool = False  # drop target test texts that also occur in the source train split
+    executor: str = "local"  # "local" or "ray"
+    ray_address: str | None = None  # None: start a local Ray cluster; else e.g. "ray://head:10001" or "auto"
+    cpus_per_task: int = 1  # Ray resources per (model, source, seed) task
+    gpus_per_task: float = 0.0
 
 
 def parse_seeds(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -95,6 +99,10 @@ def resolve_settings(
     eval_only: bool = False,
     dry_run: bool = False,
     dedup: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    cpus_per_task: int = 1,
+    gpus_per_task: float = 0.0,
 ) -> RunSettings:
     if suite is not None and pairs:
         raise ShiftbenchError("give either --suite or --pair, not both")
@@ -114,6 +122,12 @@ def resolve_settings(
         proto = load_protocol_override(proto, precision)
     check_device(device)
     num_threads_from_env()
+    if executor not in ("local", "ray"):
+        raise ShiftbenchError(f"--executor: unknown executor {executor!r} (use local or ray)")
+    if cpus_per_task < 1 or gpus_per_task < 0:
+        raise ShiftbenchError(f"--cpus-per-task must be >= 1 and --gpus-per-task >= 0, got {cpus_per_task} and {gpus_per_task}")
+    if ray_address is not None and executor != "ray":
+        raise ShiftbenchError("--address is only meaningful with --executor ray")
     cache = Path(cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
     return RunSettings(
         pairs=pair_names,
@@ -128,6 +142,10 @@ def resolve_settings(
         eval_only=eval_only,
         dry_run=dry_run,
         dedup=dedup,
+        executor=executor,
+        ray_address=ray_address,
+        cpus_per_task=cpus_per_task,
+        gpus_per_task=gpus_per_task,
     )
 
 

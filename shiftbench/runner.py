@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import numpy as np
+import pyarrow as pa
 import torch
 import transformers
 
@@ -58,7 +60,10 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
     return ft
 
 
-def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
+def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[RunResult, pa.Table]]:
+    """Fine-tune (or reuse the cached fine-tune) and yield, per pending target, the run record and
+    its per-example predictions. Writes nothing to the results dir: the caller does, so a remote
+    worker can compute and the driver can write."""
     settings = plan.settings
     protocol = job.protocol
     tokenizer = load_tokenizer(job.model, settings.load)
@@ -81,7 +86,6 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
     id_pred = score(job.source)
     id_seconds = time.perf_counter() - t0
     id_scores = _scores(id_pred)
-    results = []
     for t in job.pending:
         t1 = time.perf_counter()
         ood_pred = score(t.target)
@@ -108,17 +112,30 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
             {"id_test": (id_pred.labels, id_pred.preds, id_pred.probs),
              "ood_test": (ood_pred.labels, ood_pred.preds, ood_pred.probs)}  # fmt: skip
         )
-        write_run(settings.results_dir, result, preds)
+        yield result, preds
+
+
+def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
+    """Score a job and write each run as soon as it is scored."""
+    results = []
+    for result, preds in score_job(job, plan, runtime):
+        write_run(plan.settings.results_dir, result, preds)
         results.append(result)
     return results
 
 
 def execute(plan: Plan) -> list[RunResult]:
-    """Run every pending job. Each fine-tune is claimed with a lock file in the results dir, so
-    concurrent processes on one results dir never train or write the same run twice: whoever
-    waits for a claim re-checks what is done once it gets it."""
+    """Run every pending job, here or on a Ray cluster (``settings.executor``).
+
+    Locally each fine-tune is claimed with a lock file in the results dir, so concurrent
+    processes on one results dir never train or write the same run twice: whoever waits for a
+    claim re-checks what is done once it gets it."""
     settings = plan.settings
     check_results_dir(settings.results_dir)
+    if settings.executor == "ray":
+        from shiftbench.ray_executor import execute_on_ray
+
+        return execute_on_ray(plan)
     runtime = make_runtime(settings.device, settings.protocol.precision)
     results: list[RunResult] = []
     for job in plan.pending_jobs:
