@@ -39,6 +39,7 @@ class ResolvedModel:
     num_layers: int | None = None
     random_init: bool = False
     sha256: str = ""
+    gguf_file: str | None = None  # config, tokenizer and (quantized) weights in one file, dequantized on load
 
     @property
     def location(self) -> str:
@@ -74,8 +75,13 @@ def _weight_files(path: Path, allow_pickle: bool) -> list[Path]:
     return pickled
 
 
-def check_model_dir(path: Path, options: LoadOptions) -> list[Path]:
+def check_model_dir(path: Path, options: LoadOptions, gguf_file: str | None = None) -> list[Path]:
     """Validate a local model directory before anything is trained; returns its weight files."""
+    if gguf_file is not None:
+        gguf = path / gguf_file
+        if not gguf.is_file():
+            raise ShiftbenchError(f"model dir {path}: GGUF file {gguf_file!r} not found")
+        return [gguf]  # GGUF holds tensors and metadata only: no code, no pickle
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ShiftbenchError(f"model dir {path}: no config.json")
@@ -109,7 +115,7 @@ def _from_spec(spec: ModelSpec, catalog: Catalog, options: LoadOptions, chain: t
         base = _from_spec(catalog.models.get(spec.base), catalog, options, chain + (spec.base,))
         num_layers = spec.num_layers if spec.num_layers is not None else base.num_layers
         random_init = spec.random_init or base.random_init
-        return _finish(spec.name, base.path, base.hub_id, base.revision, num_layers, random_init, options)
+        return _finish(spec.name, base.path, base.hub_id, base.revision, num_layers, random_init, options, base.gguf_file)
     if spec.package is not None:
         root = package_dir(spec.package)
         if root is None:
@@ -118,28 +124,28 @@ def _from_spec(spec: ModelSpec, catalog: Catalog, options: LoadOptions, chain: t
         path = root / spec.package_path
         if not path.is_dir():
             raise ShiftbenchError(f"model {spec.name!r}: {path} does not exist inside package {spec.package!r}")
-        return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options)
+        return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options, spec.gguf_file)
     if spec.path is not None:
         path = Path(spec.path).expanduser()
         if not path.is_dir():
             raise ShiftbenchError(f"model {spec.name!r}: field 'path': {path} is not a directory")
-        return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options)
-    return _finish(spec.name, None, spec.hub_id, spec.revision, spec.num_layers, spec.random_init, options)
+        return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options, spec.gguf_file)
+    return _finish(spec.name, None, spec.hub_id, spec.revision, spec.num_layers, spec.random_init, options, spec.gguf_file)
 
 
 def _finish(
     name: str, path: Path | None, hub_id: str | None, revision: str | None,
-    num_layers: int | None, random_init: bool, options: LoadOptions,
+    num_layers: int | None, random_init: bool, options: LoadOptions, gguf_file: str | None = None,
 ) -> ResolvedModel:  # fmt: skip
     variant = {"num_layers": num_layers, "random_init": random_init}
     if path is not None:
-        files = check_model_dir(path, options)
+        files = check_model_dir(path, options, gguf_file)
         sha = _content_sha(files, variant)
     else:
         _check_hub_reachable(name, hub_id, revision)
         # A Hub checkpoint is identified by id and pinned revision until it is downloaded.
         sha = hashlib.sha256(json.dumps([hub_id, revision, variant]).encode()).hexdigest()
-    return ResolvedModel(name, path, hub_id, revision, num_layers, random_init, sha)
+    return ResolvedModel(name, path, hub_id, revision, num_layers, random_init, sha, gguf_file)
 
 
 def _check_hub_reachable(name: str, hub_id: str | None, revision: str | None) -> None:
@@ -179,12 +185,16 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _gguf(model: ResolvedModel) -> dict[str, str]:
+    return {"gguf_file": model.gguf_file} if model.gguf_file else {}
+
+
 def load_tokenizer(model: ResolvedModel, options: LoadOptions = LoadOptions()) -> Any:
     from transformers import AutoTokenizer
 
     _quiet_transformers()
     tok = AutoTokenizer.from_pretrained(
-        model.location, revision=model.revision, trust_remote_code=options.trust_remote_code
+        model.location, revision=model.revision, trust_remote_code=options.trust_remote_code, **_gguf(model)
     )
     if tok.pad_token is None:
         # Decoder checkpoints (GPT-2, Llama) ship without a pad token; padding is masked out
@@ -206,7 +216,7 @@ def load_classifier(
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
-    common = {"revision": model.revision, "trust_remote_code": options.trust_remote_code}
+    common = {"revision": model.revision, "trust_remote_code": options.trust_remote_code, **_gguf(model)}
     config = AutoConfig.from_pretrained(
         model.location,
         num_labels=len(label_space),
@@ -225,8 +235,9 @@ def load_classifier(
     if model.random_init:
         net = AutoModelForSequenceClassification.from_config(config, trust_remote_code=options.trust_remote_code)
     else:
+        safetensors_only = None if model.gguf_file or options.allow_pickle else True
         net = AutoModelForSequenceClassification.from_pretrained(
-            model.location, config=config, use_safetensors=not options.allow_pickle or None, **common
+            model.location, config=config, use_safetensors=safetensors_only, **common
         )
     return net
 

@@ -129,6 +129,7 @@ class ModelSpec:
     hub_id: str | None = None
     revision: str | None = None
     base: str | None = None
+    gguf_file: str | None = None  # a GGUF file in the model dir (config, tokenizer and weights in one; dequantized)
     num_layers: int | None = None  # keep only the first N transformer layers
     random_init: bool = False  # same architecture, weights drawn from the config's initializer
     description: str = ""
