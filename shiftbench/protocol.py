@@ -30,6 +30,10 @@ OPTIMIZERS = ("adamw",)
 SCHEDULES = ("linear", "constant")
 PRECISIONS = ("fp32", "bf16")
 SELECTION_METRICS = ("macro_f1", "accuracy")
+REMEDIES = ("none", "augment", "adversarial")
+# Fields added after the first protocols were hashed: left out of the hash while no remedy is
+# used, so `standard` and `quick` keep the hashes their stored results carry.
+_REMEDY_FIELDS = ("remedy", "augment_strength", "adversarial_epsilon")
 # Fields that describe a protocol but do not change what it computes: left out of the hash.
 _NOT_HASHED = ("name", "description", "base")
 
@@ -50,6 +54,9 @@ class Protocol:
     selection_metric: str = "macro_f1"  # measured on the source validation split only
     precision: str = "fp32"
     max_steps: int | None = None  # cap on optimizer steps per learning rate (None: full epochs)
+    remedy: str = "none"  # none | augment (social-media-style source text) | adversarial (FGM on embeddings)
+    augment_strength: float = 0.3  # augment: per-operation probability (see shiftbench.remedies)
+    adversarial_epsilon: float = 1.0  # adversarial: L2 norm of the embedding perturbation
     description: str = ""
     base: str | None = None
 
@@ -72,11 +79,16 @@ class Protocol:
             raise bad("max_grad_norm", "must be > 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise bad("max_steps", "must be >= 1 or null")
+        if not 0 < self.augment_strength <= 1:
+            raise bad("augment_strength", "must be in (0, 1]")
+        if self.adversarial_epsilon <= 0:
+            raise bad("adversarial_epsilon", "must be > 0")
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("precision", PRECISIONS),
             ("selection_metric", SELECTION_METRICS),
+            ("remedy", REMEDIES),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -84,7 +96,8 @@ class Protocol:
 
     def canonical(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if k not in _NOT_HASHED}
+        skip = set(_NOT_HASHED) | (set(_REMEDY_FIELDS) if self.remedy == "none" else set())
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if k not in skip}
 
     @property
     def hash(self) -> str:

@@ -24,6 +24,7 @@ from shiftbench.metrics import expected_calibration_error
 from shiftbench.models import load_classifier, load_finetuned_classifier, load_tokenizer
 from shiftbench.locks import claim
 from shiftbench.plan import FineTuneJob, Plan, refresh
+from shiftbench.remedies import augmented_source
 from shiftbench.results import RunResult, check_results_dir, now_utc, predictions_table, write_run
 from shiftbench.train import FineTuned, fine_tune
 
@@ -46,7 +47,10 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
     if cached is not None:
         _log(f"reusing fine-tuned weights {job.finetune_id} from {settings.cache_dir}")
         return cached
-    train, val = encoder(job.source, "train"), encoder(job.source, "validation")
+    source = job.source
+    if job.protocol.remedy == "augment":
+        source = augmented_source(source, job.seed, job.protocol.augment_strength)
+    train, val = encoder(source, "train"), encoder(job.source, "validation")
     faults.checkpoint("tokenize")
     _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
     ft = fine_tune(

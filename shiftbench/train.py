@@ -82,6 +82,21 @@ def _schedule(protocol: Protocol, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon: float, runtime: Runtime) -> None:
+    """FGM: add epsilon * g / ||g|| to the input embedding matrix (g: its gradient from the clean
+    loss), accumulate the gradient of the loss on that perturbed input, then restore the
+    embeddings. No host sync: the norm stays on the device."""
+    emb = model.get_input_embeddings().weight
+    if emb.grad is None:
+        return
+    delta = epsilon * emb.grad / (emb.grad.norm() + 1e-12)
+    emb.data.add_(delta)
+    with runtime.autocast():
+        adv_logits = model(**batch).logits
+    F.cross_entropy(adv_logits.float(), labels).backward()
+    emb.data.sub_(delta)
+
+
 def fine_tune(
     make_model: Callable[[], torch.nn.Module],
     train: EncodedSplit,
@@ -149,6 +164,8 @@ def fine_tune(
                     logits = model(**batch).logits
                 loss = F.cross_entropy(logits.float(), labels)
                 loss.backward()
+                if protocol.remedy == "adversarial":
+                    _fgm_step(model, batch, labels, protocol.adversarial_epsilon, runtime)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), protocol.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
