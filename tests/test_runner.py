@@ -205,3 +205,11 @@ def test_single_seed_rows_get_a_bootstrap_interval(tiny_env):
     assert f1.gap_ci_low <= f1.gap_mean <= f1.gap_ci_high and f1.gap_ci_high > f1.gap_ci_low
     ece = board[board.metric == "ece"].iloc[0]
     assert ece.ci_method is None and np.isnan(ece.gap_ci_low)  # not bootstrappable from labels alone
+
+
+def test_bf16_precision_is_its_own_protocol(tiny_env):
+    fp32 = shiftbench.run(pairs=["news_to_forum"], seeds=[0], **tiny_env).new_results[0]
+    bf16 = shiftbench.run(pairs=["news_to_forum"], seeds=[0], precision="bf16", **tiny_env).new_results[0]
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    assert bf16.protocol_hash != fp32.protocol_hash and bf16.finetune_id != fp32.finetune_id
+    assert 0.0 <= bf16.ood_scores["macro_f1"] <= 1.0
