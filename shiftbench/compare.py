@@ -93,8 +93,8 @@ def check_metric(metric: str) -> None:
 
 def load_run_frame(results_dir: Path, metric: str) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
     """One row per run (its ``metric`` row), deduplicated by run id."""
-    loaded = read_runs(results_dir)
-    frame = loaded.table.select(_RUN_COLUMNS).to_pandas()
+    loaded = read_runs(results_dir, columns=_RUN_COLUMNS)  # read only what is used
+    frame = loaded.table.to_pandas()
     frame = frame[frame["metric"] == metric].drop_duplicates("run_id").reset_index(drop=True)
     return frame, loaded.skipped
 
