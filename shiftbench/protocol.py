@@ -30,10 +30,19 @@ OPTIMIZERS = ("adamw",)
 SCHEDULES = ("linear", "constant")
 PRECISIONS = ("fp32", "bf16")
 SELECTION_METRICS = ("macro_f1", "accuracy")
-REMEDIES = ("none", "augment", "adversarial")
-# Fields added after the first protocols were hashed: left out of the hash while no remedy is
-# used, so `standard` and `quick` keep the hashes their stored results carry.
-_REMEDY_FIELDS = ("remedy", "augment_strength", "adversarial_epsilon")
+# Each remedy and the protocol fields that configure it. A remedy's fields are hashed only when
+# that remedy is chosen (and "remedy" itself only when it is not "none"), so `standard` and
+# `quick` keep the hashes their stored results carry and adding a remedy changes no other hash.
+REMEDY_FIELDS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "augment": ("augment_strength",),
+    "adversarial": ("adversarial_epsilon",),
+    "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets"),
+    "distill": ("distill_teacher", "distill_teacher_protocol", "distill_temperature", "distill_alpha"),
+    "icl": ("icl_shots", "icl_template", "icl_instruction"),
+}
+REMEDIES = tuple(REMEDY_FIELDS)
+_ALL_REMEDY_FIELDS = ("remedy",) + tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
 # Fields that describe a protocol but do not change what it computes: left out of the hash.
 _NOT_HASHED = ("name", "description", "base")
 
@@ -54,9 +63,23 @@ class Protocol:
     selection_metric: str = "macro_f1"  # measured on the source validation split only
     precision: str = "fp32"
     max_steps: int | None = None  # cap on optimizer steps per learning rate (None: full epochs)
-    remedy: str = "none"  # none | augment (social-media-style source text) | adversarial (FGM on embeddings)
+    # none | augment (social-media-style source text) | adversarial (FGM on embeddings) |
+    # lora (low-rank adapters, peft) | distill (soft targets from a fine-tuned teacher) |
+    # icl (few-shot prompting of a causal LM, no weight update)
+    remedy: str = "none"
     augment_strength: float = 0.3  # augment: per-operation probability (see shiftbench.remedies)
     adversarial_epsilon: float = 1.0  # adversarial: L2 norm of the embedding perturbation
+    lora_r: int = 8  # lora: rank of the adapter matrices
+    lora_alpha: int = 16  # lora: scaling numerator (the update is scaled by alpha / r)
+    lora_dropout: float = 0.1  # lora: dropout on the adapter input
+    lora_targets: tuple[str, ...] | None = None  # lora: module names; None = peft's default for the architecture
+    distill_teacher: str | None = None  # distill: model alias of the teacher (fine-tuned on the same source and seed)
+    distill_teacher_protocol: str = "standard"  # distill: protocol the teacher is fine-tuned under
+    distill_temperature: float = 2.0  # distill: softmax temperature of the soft targets
+    distill_alpha: float = 0.5  # distill: weight of the hard-label loss (1 - alpha on the soft one)
+    icl_shots: int = 8  # icl: labelled source-train examples in the prompt
+    icl_template: str = "Text: {text}\nLabel: {label}\n\n"  # icl: one demonstration; the query ends before {label}
+    icl_instruction: str = ""  # icl: text put before the demonstrations
     description: str = ""
     base: str | None = None
 
@@ -83,6 +106,20 @@ class Protocol:
             raise bad("augment_strength", "must be in (0, 1]")
         if self.adversarial_epsilon <= 0:
             raise bad("adversarial_epsilon", "must be > 0")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise bad("lora_r" if self.lora_r < 1 else "lora_alpha", "must be >= 1")
+        if not 0 <= self.lora_dropout < 1:
+            raise bad("lora_dropout", "must be in [0, 1)")
+        if self.remedy == "distill" and not self.distill_teacher:
+            raise bad("distill_teacher", "the distill remedy needs a teacher model alias")
+        if self.distill_temperature <= 0:
+            raise bad("distill_temperature", "must be > 0")
+        if not 0 <= self.distill_alpha <= 1:
+            raise bad("distill_alpha", "must be in [0, 1]")
+        if self.icl_shots < 0:
+            raise bad("icl_shots", "must be >= 0")
+        if self.remedy == "icl" and ("{text}" not in self.icl_template or "{label}" not in self.icl_template):
+            raise bad("icl_template", "must contain {text} and {label}")
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
@@ -96,7 +133,8 @@ class Protocol:
 
     def canonical(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        skip = set(_NOT_HASHED) | (set(_REMEDY_FIELDS) if self.remedy == "none" else set())
+        hashed_remedy = set(REMEDY_FIELDS[self.remedy]) | ({"remedy"} if self.remedy != "none" else set())
+        skip = set(_NOT_HASHED) | (set(_ALL_REMEDY_FIELDS) - hashed_remedy)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if k not in skip}
 
     @property
