@@ -38,12 +38,13 @@ def tiny_bert(tmp_path_factory, catalog):
     synthetic 3-class texts whose lengths spread like sentences (some longer than 128 tokens).
     Needs neither the real checkpoint nor the data mirror."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     d = tmp_path_factory.mktemp("tiny-bert-h64")
     words = [f"w{i}" for i in range(2000)]
-    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
-    BertTokenizerFast(vocab_file=str(d / "vocab.txt"), do_lower_case=True).save_pretrained(str(d))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    # transformers 5 ignores `vocab_file=` (every word would be [UNK]): pass the vocab itself.
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(str(d))
     config = BertConfig(
         vocab_size=5 + len(words), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=256, max_position_embeddings=512, pad_token_id=0,

@@ -16,7 +16,7 @@ import numpy as np
 
 from shiftbench.atomic import write_text_atomic
 from shiftbench.catalog import Catalog, load_catalog
-from shiftbench.data import DomainData, SplitData, load_domain, pair_label_space, resolve_data_dir
+from shiftbench.data import TOKEN_TASK, DomainData, SplitData, load_domain, pair_label_space, resolve_data_dir
 from shiftbench.errors import ShiftbenchError
 from shiftbench.models import load_tokenizer, package_dir, resolve_model
 from shiftbench.overlap import count_overlap
@@ -91,7 +91,7 @@ class CardContext:
     def length_cells(self, name: str, role: str, split: SplitData) -> list[str]:
         """Examples, mean tokens, 95th percentile (nearest rank) and how many exceed max_length."""
         if (name, role) not in self._lengths:
-            texts, tok = list(split.texts), self.tokenizer
+            texts, tok = list(split.plain_texts()), self.tokenizer
             ids = tok(texts, add_special_tokens=True, truncation=False)["input_ids"] if tok is not None and texts else []
             counts = [len(t.split()) for t in texts] if tok is None else [len(x) for x in ids]
             self._lengths[(name, role)] = np.asarray(counts, dtype=np.int64)
@@ -147,7 +147,8 @@ def render_dataset_card(spec: DatasetSpec, ctx: CardContext) -> str:
              f"- Columns: text `{spec.text_column}`, label `{spec.label_column}`",
              f"- License: {_md(spec.license)}" + ("" if spec.redistributable else "; texts not redistributable")]  # fmt: skip
     if spec.label_map:
-        lines.append("- Label map: " + ", ".join(f"`{k}` → " + ("dropped" if v is None else f"`{v}`")
+        dropped = "`O` (type dropped)" if spec.task == TOKEN_TASK else "dropped"
+        lines.append("- Label map: " + ", ".join(f"`{k}` → " + (dropped if v is None else f"`{v}`")
                                                  for k, v in sorted(spec.label_map.items(), key=str)))
     lines += _provenance(spec, ctx.data_dir)
     data, target = ctx.domain(spec.name), ctx.domain(spec.name, ("test",))
@@ -159,20 +160,29 @@ def render_dataset_card(spec: DatasetSpec, ctx: CardContext) -> str:
             f"as a source ({', '.join(roles)}): `{data.fingerprint}`; {fp}")  # fmt: skip
     lines += [f"- Data fingerprint {fp}", "", "## Split roles", "", "Examples per role, after any label_map drops.", "",
               *_table(["role", "examples", "origin"], [[r, str(len(split[r])), _split_origin(spec, r)] for r in roles])]
-    cells = [[f"`{lbl}`", *(_share(split[r].labels.count(lbl), len(split[r])) for r in roles)] for lbl in data.label_names]
-    lines += ["", "## Labels", "", *_table(["label", *roles], cells)]
+    counts = {r: split[r].label_counts(data.label_names) for r in roles}  # words per tag for token classification
+    cells = [[f"`{lbl}`", *(_share(int(counts[r][i]), int(counts[r].sum())) for r in roles)] for i, lbl in enumerate(data.label_names)]
+    unit = "Share of words per BIO tag." if spec.task == TOKEN_TASK else "Share of examples per label."
+    lines += ["", "## Labels", "", unit, "", *_table(["label", *roles], cells)]
     if "train" in roles:
-        train = set(split["train"].texts)
-        dup = _share(sum(t in train for t in split["test"].texts), len(split["test"]))
+        train = set(split["train"].plain_texts())
+        dup = _share(sum(t in train for t in split["test"].plain_texts()), len(split["test"]))
         lines += ["", f"Test examples whose exact text also occurs in train: {dup}."]
     lines += ctx.length_section([(spec.name, r, split[r]) for r in roles], with_dataset=False) + ["", "## Examples", ""]
     if not spec.redistributable:
         return "\n".join([*lines, f"Examples withheld because of the license: {_md(spec.license)}."]) + "\n"
-    texts = {" ".join(t.split()): lbl for t, lbl in zip(split["test"].texts, split["test"].labels)}
+    shown_labels = [_entities(lbl) if spec.task == TOKEN_TASK else lbl for lbl in split["test"].labels]
+    texts = {" ".join(t.split()): lbl for t, lbl in zip(split["test"].plain_texts(), shown_labels)}
     for text in sorted(texts, key=lambda t: (len(t) > EXAMPLE_CHARS, hashlib.sha256(t.encode()).digest()))[:2]:
         shown = text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…"  # short ones first, hash order
         lines.append(f"- `{texts[text]}`: {_md(shown)}")
     return "\n".join(lines) + "\n"
+
+
+def _entities(tags: tuple[str, ...]) -> str:
+    """The entity types of one tagged sentence, for an example line: ``PER, LOC`` or ``no entity``."""
+    types = [t[2:] for t in tags if t.startswith("B-")]
+    return ", ".join(types) if types else "no entity"
 
 
 def render_pair_card(pair: PairSpec, ctx: CardContext) -> str:
@@ -186,9 +196,9 @@ def render_pair_card(pair: PairSpec, ctx: CardContext) -> str:
         return "\n".join(lines + ["", f"**Data not available** for {missing}: statistics omitted."]) + "\n"
     space = pair_label_space(data[pair.source], [data[t] for t in pair.targets], pair.name)
     cols = [(n, r, data[n].splits[r]) for n in names for r in card_roles(data[n].spec)]
-    counts = {(n, r): np.array([s.labels.count(lbl) for lbl in space], dtype=float) for n, r, s in cols}
+    counts = {(n, r): s.label_counts(space).astype(float) for n, r, s in cols}  # words per tag for NER
     priors = {c: v / max(v.sum(), 1) for c, v in counts.items()}
-    rows = [[f"`{lbl}`", *(f"{100.0 * counts[(n, r)][i] / max(len(s), 1):.1f} %" for n, r, s in cols)]  # as _share rounds
+    rows = [[f"`{lbl}`", *(f"{100.0 * counts[(n, r)][i] / max(counts[(n, r)].sum(), 1):.1f} %" for n, r, s in cols)]  # as _share rounds
             for i, lbl in enumerate(space)]  # fmt: skip
     src = priors[(pair.source, "train")]
     tv = ", ".join(f"`{t}` {0.5 * np.abs(priors[(t, 'test')] - src).sum():.3f}" for t in pair.targets)
@@ -197,8 +207,8 @@ def render_pair_card(pair: PairSpec, ctx: CardContext) -> str:
               *_table(["label", *(f"{n} {r}" for n, r, _ in cols)], rows), "",
               f"Total variation distance between source train and target test priors: {tv}."]
     lines += ctx.length_section(cols, with_dataset=True)
-    train = data[pair.source].splits["train"].texts
-    found = {t: count_overlap(train, data[t].splits["test"].texts) for t in pair.targets}
+    train = data[pair.source].splits["train"].plain_texts()
+    found = {t: count_overlap(train, data[t].splits["test"].plain_texts()) for t in pair.targets}
     rows = [[f"`{t}`", str(o.n_test), _share(o.exact, o.n_test), _share(o.normalised, o.n_test)] for t, o in found.items()]
     lines += ["", "## Overlap with the source train split", "", "Target test examples whose text also occurs in the "
               "source train split, exactly and after normalisation (lower-case, URLs and @mentions removed, whitespace "

@@ -32,6 +32,7 @@ _SEED_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
 @dataclass(frozen=True)
 class RunSettings:
     pairs: tuple[str, ...]
+    suite: str | None
     models: tuple[str, ...]
     seeds: tuple[int, ...]
     protocol: Protocol
@@ -131,6 +132,7 @@ def resolve_settings(
     cache = Path(cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
     return RunSettings(
         pairs=pair_names,
+        suite=chosen.name if chosen is not None else None,
         models=model_names,
         seeds=seed_tuple,
         protocol=proto,

@@ -8,6 +8,11 @@ Labels are resolved by *name* (ClassLabel names, or raw values for plain columns
 through the entry's ``label_map`` (unmentioned labels keep their name, ``null`` drops the
 example) and only then turned into ids by the pair's sorted label space. A missing validation
 or test role is carved out of train: stratified, with the entry's fixed ``split_seed``.
+
+Token classification (``task: token-classification``): the text column holds a list of words
+and the label column a list of BIO tags (a list of ClassLabel ids on the Hub). ``label_map``
+then maps entity *types* (``person: PER``; ``null`` turns that type's words into ``O``), and
+the label space is the BIO tag list of the mapped types (``O``, ``B-LOC``, ``I-LOC``, ...).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from shiftbench.errors import ShiftbenchError
+from shiftbench.errors import DataUnavailable, ShiftbenchError
 from shiftbench.specs import DatasetSpec, as_plain
 
 # WILDS-style names that say which side of the shift a split is on.
@@ -34,19 +39,57 @@ _FINGERPRINT_FIELDS = (
 )  # fmt: skip
 
 
+TOKEN_TASK = "token-classification"
+
+
 @dataclass(frozen=True)
 class SplitData:
-    """Texts and their canonical label names, in file order (after drops and carving)."""
+    """Texts and their canonical label names, in file order (after drops and carving).
 
-    texts: tuple[str, ...]
-    labels: tuple[str, ...]
+    For token classification each text is a tuple of words and each label a tuple of BIO tags
+    (one per word)."""
+
+    texts: tuple
+    labels: tuple
+    task: str = "text-classification"
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def is_tokens(self) -> bool:
+        return self.task == TOKEN_TASK
+
+    def subset(self, idx) -> SplitData:
+        return SplitData(tuple(self.texts[i] for i in idx), tuple(self.labels[i] for i in idx), self.task)
+
     def label_ids(self, label_space: tuple[str, ...]) -> np.ndarray:
+        """(N,) label ids; for token classification the word tags of every example, concatenated."""
         index = {name: i for i, name in enumerate(label_space)}
-        return np.fromiter((index[lbl] for lbl in self.labels), dtype=np.int64, count=len(self.labels))
+        flat = (t for tags in self.labels for t in tags) if self.is_tokens else self.labels
+        return np.fromiter((index[lbl] for lbl in flat), dtype=np.int64)
+
+    def tag_ids(self, label_space: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+        """Token classification: one array of tag ids per example."""
+        index = {name: i for i, name in enumerate(label_space)}
+        return tuple(np.fromiter((index[t] for t in tags), dtype=np.int64, count=len(tags)) for tags in self.labels)
+
+    def label_counts(self, label_space: tuple[str, ...]) -> np.ndarray:
+        """Examples per label (words per tag for token classification), in ``label_space`` order."""
+        return np.bincount(self.label_ids(label_space), minlength=len(label_space))
+
+    def plain_texts(self) -> tuple[str, ...]:
+        """Each example as one string (words joined by spaces for token classification)."""
+        return tuple(" ".join(t) for t in self.texts) if self.is_tokens else self.texts
+
+
+def bio_tags(entity_types) -> tuple[str, ...]:
+    """The BIO label space of a set of entity types: ``O`` first, then B-/I- per sorted type.
+
+    >>> bio_tags({"PER", "LOC"})
+    ('O', 'B-LOC', 'I-LOC', 'B-PER', 'I-PER')
+    """
+    return ("O",) + tuple(f"{p}-{t}" for t in sorted(entity_types) for p in ("B", "I"))
 
 
 @dataclass(frozen=True)
@@ -124,13 +167,13 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
         return ds, path
     if not _hub_allowed():
         where = f"{local_dir}" if local_dir is not None else "no data dir set (--data-dir or SHIFTBENCH_DATA_DIR)"
-        raise ShiftbenchError(
+        raise DataUnavailable(
             f"dataset {spec.name!r} ({spec.hub_id}) not found locally ({where}) and the Hub is offline (HF_HUB_OFFLINE=1)"
         )
     try:  # pragma: no cover - needs the network
         ds = datasets.load_dataset(spec.hub_id, spec.config, split=split, revision=spec.revision)
     except Exception as exc:  # pragma: no cover
-        raise ShiftbenchError(f"dataset {spec.name!r}: cannot load {spec.hub_id} [{spec.config}/{split}] from the Hub: {exc}") from None
+        raise DataUnavailable(f"dataset {spec.name!r}: cannot load {spec.hub_id} [{spec.config}/{split}] from the Hub: {exc}") from None
     return ds, None
 
 
@@ -142,9 +185,55 @@ def _label_names_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
         raise ShiftbenchError(f"{where}: label column {spec.label_column!r} not found (columns: {', '.join(ds.column_names)})")
     feature = ds.features[spec.label_column]
     raw = ds[spec.label_column]
+    if spec.task == TOKEN_TASK:
+        inner = getattr(feature, "feature", None)  # List(ClassLabel) / Sequence(ClassLabel)
+        if inner is None:
+            raise ShiftbenchError(f"{where}: label column {spec.label_column!r} must hold a list of tags per example for token classification")
+        if isinstance(inner, datasets.ClassLabel):
+            return [[inner.names[v] if v is not None and v >= 0 else None for v in row] if row is not None else None for row in raw]
+        return [list(row) if row is not None else None for row in raw]
     if isinstance(feature, datasets.ClassLabel):
         return [feature.names[v] if v is not None and v >= 0 else None for v in raw]
     return list(raw)
+
+
+def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[tuple[str, ...]]:
+    """BIO tags with entity types passed through ``label_map`` (a ``null`` type becomes ``O``)."""
+    mapping = {str(k): v for k, v in (spec.label_map or {}).items()}
+    out = []
+    for row_no, row in enumerate(raw_rows):
+        if row is None:
+            raise ShiftbenchError(f"{where}: label column {spec.label_column!r} row {row_no}: missing tag list")
+        tags = []
+        for tag in row:
+            if tag == "O":
+                tags.append("O")
+                continue
+            prefix, sep, etype = str(tag).partition("-")
+            if tag is None or prefix not in ("B", "I") or not sep or not etype:
+                raise ShiftbenchError(
+                    f"{where}: label column {spec.label_column!r} row {row_no}: tag {tag!r} is not BIO ('O', 'B-<TYPE>', 'I-<TYPE>')"
+                )
+            mapped = mapping.get(etype, etype)
+            tags.append("O" if mapped is None else f"{prefix}-{mapped}")
+        out.append(tuple(tags))
+    return out
+
+
+def _words_of(ds: Any, spec: DatasetSpec, tags: list[tuple[str, ...]], where: str) -> list[tuple[str, ...]]:
+    if spec.text_column not in ds.column_names:
+        raise ShiftbenchError(f"{where}: text column {spec.text_column!r} not found (columns: {', '.join(ds.column_names)})")
+    out = []
+    for i, (words, row_tags) in enumerate(zip(ds[spec.text_column], tags)):
+        # An empty-string word occurs in real data (BTC test): it has no sub-token and is predicted O.
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+            raise ShiftbenchError(f"{where}: text column {spec.text_column!r} row {i}: expected a non-empty list of words (strings)")
+        if len(words) != len(row_tags):
+            raise ShiftbenchError(
+                f"{where}: row {i}: {len(words)} words in {spec.text_column!r} but {len(row_tags)} tags in {spec.label_column!r}"
+            )
+        out.append(tuple(words))
+    return out
 
 
 def _canonical(raw_names: list[Any], spec: DatasetSpec, where: str) -> list[str | None]:
@@ -188,10 +277,6 @@ def _carve(labels: list[str], fraction: float, seed: int) -> tuple[np.ndarray, n
     return kept, carved_idx
 
 
-def _subset(split: SplitData, idx: np.ndarray) -> SplitData:
-    return SplitData(tuple(split.texts[i] for i in idx), tuple(split.labels[i] for i in idx))
-
-
 def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str, ...]) -> DomainData:
     """Load the requested roles (train/validation/test) of one dataset, carving missing ones."""
     data_dir = resolve_data_dir(data_dir)
@@ -215,12 +300,16 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         where = str(path) if path is not None else f"{spec.hub_id}[{spec.config}/{split}]"
         if len(ds) == 0:
             raise ShiftbenchError(f"{where}: split {split!r} of dataset {spec.name!r} is empty")
-        texts = _texts_of(ds, spec, where)
-        labels = _canonical(_label_names_of(ds, spec, where), spec, where)
+        if spec.task == TOKEN_TASK:
+            labels = _canonical_tags(_label_names_of(ds, spec, where), spec, where)
+            texts = _words_of(ds, spec, labels, where)
+        else:
+            texts = _texts_of(ds, spec, where)
+            labels = _canonical(_label_names_of(ds, spec, where), spec, where)
         keep = [i for i, lbl in enumerate(labels) if lbl is not None]
         if not keep:
             raise ShiftbenchError(f"{where}: every example of dataset {spec.name!r} was dropped by its label_map")
-        splits[role] = SplitData(tuple(texts[i] for i in keep), tuple(labels[i] for i in keep))
+        splits[role] = SplitData(tuple(texts[i] for i in keep), tuple(labels[i] for i in keep), spec.task)
         if path is not None:
             files.append(path)
         else:
@@ -237,13 +326,19 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
             if role not in carve_from_train:
                 continue
             share = frac * n_total / len(splits["train"])
-            kept, carved = _carve(list(splits["train"].labels), share, spec.split_seed + i)
-            splits[role] = _subset(splits["train"], carved)
-            splits["train"] = _subset(splits["train"], kept)
+            strata = list(splits["train"].labels)
+            if spec.task == TOKEN_TASK:  # stratify by the entity types a sentence mentions
+                strata = ["|".join(sorted({t[2:] for t in tags if t != "O"})) for tags in strata]
+            kept, carved = _carve(strata, share, spec.split_seed + i)
+            splits[role] = splits["train"].subset(carved)
+            splits["train"] = splits["train"].subset(kept)
         if "train" not in needed:
             del splits["train"]
 
-    label_names = tuple(sorted({lbl for s in splits.values() for lbl in s.labels}))
+    if spec.task == TOKEN_TASK:
+        label_names = bio_tags({t[2:] for s in splits.values() for tags in s.labels for t in tags if t != "O"})
+    else:
+        label_names = tuple(sorted({lbl for s in splits.values() for lbl in s.labels}))
     identity = {k: as_plain(getattr(spec, k)) for k in _FINGERPRINT_FIELDS}
     identity["files"] = {p.name: file_sha256(p) for p in files} if files else {"hub": hub_content}
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

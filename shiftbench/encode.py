@@ -1,5 +1,10 @@
 """Tokenize a split once into variable-length id sequences (padding happens per batch), with an
-on-disk cache so a split is tokenized once per tokenizer and max length, not once per run."""
+on-disk cache so a split is tokenized once per tokenizer and max length, not once per run.
+
+Token classification: words are tokenized with ``is_split_into_words`` and each word's tag goes
+on its first sub-token; later sub-tokens and special tokens are ignored by the loss (-100), and
+predictions are read at the first sub-token of every word (a word cut off by truncation is
+predicted ``O``, the first tag of every BIO label space)."""
 
 from __future__ import annotations
 
@@ -18,14 +23,35 @@ from shiftbench.data import DomainData, SplitData
 from shiftbench.errors import ShiftbenchError
 
 
+IGNORE = -100  # label of positions the loss skips (torch's cross_entropy default ignore_index)
+
+
 @dataclass(frozen=True)
 class EncodedSplit:
     input_ids: tuple[np.ndarray, ...]  # one int64 array per example, unpadded, truncated
-    labels: np.ndarray  # (N,) int64 label ids in the pair's label space
+    # (N,) int64 label ids in the pair's label space; for token classification the gold tag of
+    # every word of every example, concatenated (word_labels split it per example)
+    labels: np.ndarray
     n_truncated: int  # examples longer than max_length before truncation
+    word_starts: tuple[np.ndarray, ...] | None = None  # token classification: first sub-token position per word, -1 if none
+    word_labels: tuple[np.ndarray, ...] | None = None  # token classification: gold tag id of every word
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.word_labels is not None
+
+    def batch_labels(self, idx: np.ndarray) -> np.ndarray:
+        """Training targets of a batch: (B,) ids, or (B, longest) tag ids with IGNORE elsewhere."""
+        if self.word_labels is None or self.word_starts is None:
+            return self.labels[idx]
+        out = np.full((len(idx), max(len(self.input_ids[i]) for i in idx)), IGNORE, dtype=np.int64)
+        for row, i in enumerate(idx):
+            kept = self.word_starts[i] >= 0
+            out[row, self.word_starts[i][kept]] = self.word_labels[i][kept]
+        return out
 
     @property
     def lengths(self) -> np.ndarray:
@@ -36,17 +62,48 @@ class EncodedSplit:
         return int(self.lengths.sum())
 
 
+def _truncate(seq: list, max_length: int, keep_last: bool) -> list:
+    # Keep the final special token (e.g. [SEP] / EOS) the model was trained to see.
+    if len(seq) <= max_length:
+        return seq
+    return seq[: max_length - 1] + seq[-1:] if keep_last else seq[:max_length]
+
+
 def encode_split(split: SplitData, tokenizer: Any, label_space: tuple[str, ...], max_length: int) -> EncodedSplit:
+    if split.is_tokens:
+        return _encode_words(split, tokenizer, label_space, max_length)
     # One call over the whole split: the fast (Rust) tokenizer batches internally.
     enc = tokenizer(list(split.texts), truncation=False, add_special_tokens=True)["input_ids"]
     n_truncated = sum(len(ids) > max_length for ids in enc)
-    ids = []
-    for seq in enc:
-        if len(seq) > max_length:
-            # Keep the final special token (e.g. [SEP] / EOS) the model was trained to see.
-            seq = seq[: max_length - 1] + seq[-1:] if tokenizer.sep_token_id is not None else seq[:max_length]
-        ids.append(np.asarray(seq, dtype=np.int64))
+    keep_last = tokenizer.sep_token_id is not None
+    ids = [np.asarray(_truncate(seq, max_length, keep_last), dtype=np.int64) for seq in enc]
     return EncodedSplit(tuple(ids), split.label_ids(label_space), n_truncated)
+
+
+def _encode_words(split: SplitData, tokenizer: Any, label_space: tuple[str, ...], max_length: int) -> EncodedSplit:
+    """Token classification: sub-token ids plus, per example, where each word starts."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ShiftbenchError(f"token classification needs a fast tokenizer (word alignment); {type(tokenizer).__name__} is not one")
+    try:
+        enc = tokenizer([list(w) for w in split.texts], is_split_into_words=True, truncation=False, add_special_tokens=True)
+    except (ValueError, TypeError) as exc:  # e.g. byte-level BPE without add_prefix_space=True
+        raise ShiftbenchError(f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {str(exc).splitlines()[0]}") from None
+    keep_last = tokenizer.sep_token_id is not None
+    ids, starts, n_truncated = [], [], 0
+    for i, seq in enumerate(enc["input_ids"]):
+        word_ids = enc.word_ids(i)
+        n_truncated += len(seq) > max_length
+        seq, word_ids = _truncate(seq, max_length, keep_last), _truncate(list(word_ids), max_length, keep_last)
+        first: dict[int, int] = {}
+        for pos, w in enumerate(word_ids):
+            if w is not None and w not in first:
+                first[w] = pos
+        # -1: a word cut off by truncation, or one that tokenizes to nothing; it is predicted O.
+        ids.append(np.asarray(seq, dtype=np.int64))
+        starts.append(np.asarray([first.get(w, -1) for w in range(len(split.texts[i]))], dtype=np.int64))
+    word_labels = split.tag_ids(label_space)
+    flat = np.concatenate(word_labels) if word_labels else np.zeros(0, dtype=np.int64)
+    return EncodedSplit(tuple(ids), flat, n_truncated, tuple(starts), word_labels)
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
@@ -75,22 +132,37 @@ class Encoder:
         ).hexdigest()[:20]
         path = self.cache_dir / f"{key}.parquet"
         try:
-            table = pq.read_table(path)
-            ids = table.column("input_ids").to_numpy(zero_copy_only=False)
-            return EncodedSplit(
-                tuple(np.asarray(x, dtype=np.int64) for x in ids),
-                table.column("label").to_numpy().astype(np.int64),
-                int((table.schema.metadata or {}).get(b"n_truncated", b"0")),
-            )
+            return _from_table(pq.read_table(path), split.is_tokens)
         except (OSError, pa.ArrowInvalid, KeyError):
             pass  # not cached yet, or damaged: tokenize again
         enc = encode_split(split, self.tokenizer, self.label_space, self.max_length)
-        table = pa.table(
-            {"input_ids": pa.array([x.astype(np.int32) for x in enc.input_ids], type=pa.list_(pa.int32())),
-             "label": pa.array(enc.labels, type=pa.int64())}  # fmt: skip
-        ).replace_schema_metadata({"n_truncated": str(enc.n_truncated)})
+        table = _to_table(enc)
         try:
             write_atomic(path, lambda p: pq.write_table(table, p))
         except ShiftbenchError:
             pass  # a full disk makes the cache miss, never the run fail
         return enc
+
+
+def _ragged(arrays: tuple[np.ndarray, ...]) -> pa.Array:
+    return pa.array([x.astype(np.int32) for x in arrays], type=pa.list_(pa.int32()))
+
+
+def _to_table(enc: EncodedSplit) -> pa.Table:
+    if enc.word_starts is not None and enc.word_labels is not None:
+        cols = {"input_ids": _ragged(enc.input_ids), "word_starts": _ragged(enc.word_starts), "word_labels": _ragged(enc.word_labels)}
+    else:
+        cols = {"input_ids": _ragged(enc.input_ids), "label": pa.array(enc.labels, type=pa.int64())}
+    return pa.table(cols).replace_schema_metadata({"n_truncated": str(enc.n_truncated)})
+
+
+def _from_table(table: pa.Table, is_tokens: bool) -> EncodedSplit:
+    def ragged(name: str) -> tuple[np.ndarray, ...]:
+        return tuple(np.asarray(x, dtype=np.int64) for x in table.column(name).to_numpy(zero_copy_only=False))
+
+    n_truncated = int((table.schema.metadata or {}).get(b"n_truncated", b"0"))
+    if is_tokens:
+        word_labels = ragged("word_labels")
+        flat = np.concatenate(word_labels) if word_labels else np.zeros(0, dtype=np.int64)
+        return EncodedSplit(ragged("input_ids"), flat, n_truncated, ragged("word_starts"), word_labels)
+    return EncodedSplit(ragged("input_ids"), table.column("label").to_numpy().astype(np.int64), n_truncated)

@@ -20,6 +20,10 @@ class ShiftbenchError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class DataUnavailable(ShiftbenchError):
+    """A dataset's files are not in the data dir and cannot be fetched (offline, or the Hub refused)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Suffix suggesting the closest known names, or listing them when nothing is close.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftbench.catalog import Catalog
-from shiftbench.data import file_sha256
+from shiftbench.data import TOKEN_TASK, file_sha256
 from shiftbench.errors import ShiftbenchError, did_you_mean
 from shiftbench.specs import ModelSpec
 
@@ -205,16 +205,25 @@ def load_tokenizer(model: ResolvedModel, options: LoadOptions = LoadOptions()) -
     return tok
 
 
+def _auto_class(task: str) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification if task == TOKEN_TASK else AutoModelForSequenceClassification
+
+
 def load_classifier(
-    model: ResolvedModel, label_space: tuple[str, ...], pad_token_id: int, options: LoadOptions = LoadOptions()
-) -> Any:
-    """The checkpoint with a fresh classification head over ``label_space``.
+    model: ResolvedModel, label_space: tuple[str, ...], pad_token_id: int, options: LoadOptions = LoadOptions(),
+    task: str = "text-classification",
+) -> Any:  # fmt: skip
+    """The checkpoint with a fresh classification head over ``label_space`` (a sequence head,
+    or a per-token head for ``token-classification``).
 
     Call ``torch.manual_seed`` first: the head (and, for ``random_init``, every weight) is
     drawn from the global generator, which is what makes a seed reproducible.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
+    auto = _auto_class(task)
     _quiet_transformers()
     common = {"revision": model.revision, "trust_remote_code": options.trust_remote_code, **_gguf(model)}
     config = AutoConfig.from_pretrained(
@@ -233,10 +242,10 @@ def load_classifier(
         config.num_hidden_layers = model.num_layers
     config.pad_token_id = pad_token_id
     if model.random_init:
-        net = AutoModelForSequenceClassification.from_config(config, trust_remote_code=options.trust_remote_code)
+        net = auto.from_config(config, trust_remote_code=options.trust_remote_code)
     else:
         safetensors_only = None if model.gguf_file or options.allow_pickle else True
-        net = AutoModelForSequenceClassification.from_pretrained(
+        net = auto.from_pretrained(
             model.location, config=config, use_safetensors=safetensors_only, **common
         )
     return net
@@ -255,16 +264,16 @@ def check_head_labels(model: ResolvedModel, label_space: tuple[str, ...]) -> Non
         )
 
 
-def load_finetuned_classifier(model: ResolvedModel, label_space: tuple[str, ...], options: LoadOptions = LoadOptions()) -> tuple[Any, list[int]]:
+def load_finetuned_classifier(
+    model: ResolvedModel, label_space: tuple[str, ...], options: LoadOptions = LoadOptions(), task: str = "text-classification"
+) -> tuple[Any, list[int]]:  # fmt: skip
     """An already fine-tuned checkpoint, as it is (``run --eval-only``).
 
     Its head must know the pair's labels by name (``config.id2label``). Returns the model and,
     for each label of ``label_space`` in order, the logit column that scores it.
     """
-    from transformers import AutoModelForSequenceClassification
-
     _quiet_transformers()
-    net = AutoModelForSequenceClassification.from_pretrained(
+    net = _auto_class(task).from_pretrained(
         model.location, revision=model.revision, trust_remote_code=options.trust_remote_code,
         use_safetensors=not options.allow_pickle or None,
     )  # fmt: skip

@@ -221,3 +221,41 @@ def ner_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence
     per_type = _prf(c.tp, c.fp, c.fn)[2]
     out.update({f"f1_{t}": float(v) for t, v in zip(c.types, per_type)})
     return out
+
+
+def token_classification_scores(labels, preds, lengths, tags: Sequence[str]) -> dict[str, float]:
+    """The scores shiftbench records for token classification, from flat word-level tag ids.
+
+    ``entity_micro_f1`` (the headline), entity micro precision/recall, ``macro_f1`` = the mean
+    entity F1 over the label space's entity types (so every run reports the same types and a
+    protocol that selects on macro_f1 works for both tasks), ``accuracy`` = word accuracy, and
+    ``f1_<TYPE>`` for every entity type of the label space.
+
+    >>> tags = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
+    >>> s = token_classification_scores([3, 4, 0, 1], [3, 4, 0, 0], [3, 1], tags)
+    >>> {k: round(v, 3) for k, v in s.items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'entity_micro_f1': 0.667, 'entity_micro_precision': 1.0, 'entity_micro_recall': 0.5,
+     'macro_f1': 0.5, 'accuracy': 0.75, 'f1_LOC': 0.0, 'f1_PER': 1.0}
+    """
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if labels.shape != preds.shape or int(lengths.sum()) != len(labels):
+        raise ValueError(f"{len(labels)} labels, {len(preds)} preds and {int(lengths.sum())} words in lengths must agree")
+    names = np.asarray(tags, dtype=object)
+    cuts = np.cumsum(lengths)[:-1]
+    true_tags = [list(x) for x in np.split(names[labels], cuts)]
+    pred_tags = [list(x) for x in np.split(names[preds], cuts)]
+    types = sorted({t[2:] for t in tags if t != "O"})
+    counts = entity_counts(true_tags, pred_tags)
+    by_type = dict(zip(counts.types, per_type_f1_from_counts(counts.counts)))
+    p, r, f = _prf(counts.tp.sum(), counts.fp.sum(), counts.fn.sum())
+    per_type = {t: float(by_type.get(t, 0.0)) for t in types}
+    out = {
+        "entity_micro_f1": float(f),
+        "entity_micro_precision": float(p),
+        "entity_micro_recall": float(r),
+        "macro_f1": float(np.mean(list(per_type.values()))) if per_type else 0.0,
+        "accuracy": float((labels == preds).mean()) if len(labels) else 0.0,
+    }
+    out.update({f"f1_{t}": v for t, v in per_type.items()})
+    return out

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from shiftbench.data import DomainData, SplitData
+from shiftbench.data import DomainData
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MENTION = re.compile(r"@\w+")
@@ -55,7 +55,7 @@ def without_overlap(target: DomainData, source: DomainData) -> DomainData:
     Its fingerprint changes with the source's, so deduplicated scores are never pooled with raw ones.
     """
     test = target.role("test")
-    keep = [i for i, (_, loose) in enumerate(_flags(source.role("train").texts, test.texts)) if not loose]
-    kept = SplitData(tuple(test.texts[i] for i in keep), tuple(test.labels[i] for i in keep))
+    flags = _flags(source.role("train").plain_texts(), test.plain_texts())
+    kept = test.subset([i for i, (_, loose) in enumerate(flags) if not loose])
     fp = hashlib.sha256(f"{target.fingerprint}|dedup|{source.fingerprint}".encode()).hexdigest()[:16]
     return replace(target, splits={**target.splits, "test": kept}, fingerprint=fp)

@@ -13,6 +13,8 @@ A run whose file exists in the results dir is done and is skipped.
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Callable
 import hashlib
 import json
 from dataclasses import dataclass
@@ -20,12 +22,17 @@ from dataclasses import dataclass
 from shiftbench import RUNNER_VERSION
 from shiftbench.catalog import Catalog
 from shiftbench.config import RunSettings
-from shiftbench.data import DomainData, load_domain, pair_label_space
+from shiftbench.data import TOKEN_TASK, DomainData, load_domain, pair_label_space
+from shiftbench.errors import DataUnavailable, ShiftbenchError
 from shiftbench.models import ResolvedModel, check_head_labels, resolve_model
 from shiftbench.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.protocol import Protocol
 from shiftbench.results import is_done
 from shiftbench.specs import PairSpec
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def short_hash(*parts: object) -> str:
@@ -54,6 +61,15 @@ class FineTuneJob:
     @property
     def pending(self) -> tuple[ScoredTarget, ...]:
         return tuple(t for t in self.targets if not t.done)
+
+    @property
+    def task(self) -> str:
+        return self.source.spec.task
+
+    @property
+    def tags(self) -> tuple[str, ...] | None:
+        """The BIO label space for token classification (what entity scoring parses), else None."""
+        return self.label_space if self.task == TOKEN_TASK else None
 
 
 @dataclass(frozen=True)
@@ -97,22 +113,41 @@ def refresh(job: FineTuneJob, results_dir) -> FineTuneJob:
     return dataclasses.replace(job, targets=targets)
 
 
-def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
-    pairs = [catalog.pairs.get(name) for name in settings.pairs]
-    models = [resolve_model(name, catalog, settings.load) for name in settings.models]
+SOURCE_ROLES = ("train", "validation", "test")  # also for --eval-only: same fingerprint, overlap known
 
-    # Load every dataset once (fingerprints, label sets, file validation) before any training.
-    source_roles = ("train", "validation", "test")  # also for --eval-only: same fingerprint, overlap known
-    # Sources and targets are cached apart: a dataset's fingerprint covers the files of the roles
-    # it is used in, so a target's run id never depends on which other pairs were selected.
-    sources_: dict[str, DomainData] = {}
-    domains: dict[str, DomainData] = {}  # as targets
-    for pair in pairs:
-        if pair.source not in sources_:
-            sources_[pair.source] = load_domain(catalog.datasets.get(pair.source), settings.data_dir, source_roles)
-        for target in pair.targets:
-            if target not in domains:
-                domains[target] = load_domain(catalog.datasets.get(target), settings.data_dir, ("test",))
+
+def _load_pairs(settings: RunSettings, catalog: Catalog, log: Callable[[str], None]):
+    """Every dataset of every selected pair, loaded once (fingerprints, label sets, file checks).
+
+    Sources and targets are kept apart: a dataset's fingerprint covers the files of the roles it
+    is used in, so a target's run id never depends on which other pairs were selected. A suite
+    skips a pair whose ``optional`` dataset cannot be loaded (with a warning); a pair asked for
+    with ``--pair`` fails instead."""
+    pairs: list[PairSpec] = []
+    sources: dict[str, DomainData] = {}
+    targets: dict[str, DomainData] = {}
+    for pair in (catalog.pairs.get(name) for name in settings.pairs):
+        try:
+            if pair.source not in sources:
+                sources[pair.source] = load_domain(catalog.datasets.get(pair.source), settings.data_dir, SOURCE_ROLES)
+            for target in pair.targets:
+                if target not in targets:
+                    targets[target] = load_domain(catalog.datasets.get(target), settings.data_dir, ("test",))
+        except DataUnavailable as exc:
+            needed = [catalog.datasets.get(n) for n in (pair.source, *pair.targets)]
+            if settings.suite is None or not any(d.optional for d in needed):
+                raise
+            log(f"warning: suite {settings.suite!r}: skipping pair {pair.name!r}: {exc}")
+            continue
+        pairs.append(pair)
+    if not pairs:
+        raise ShiftbenchError(f"suite {settings.suite!r}: no pair has its data available")
+    return pairs, sources, targets
+
+
+def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], None] = _warn) -> Plan:
+    pairs, sources_, domains = _load_pairs(settings, catalog, log)
+    models = [resolve_model(name, catalog, settings.load) for name in settings.models]
     spaces = {p.name: pair_label_space(sources_[p.source], [domains[t] for t in p.targets], p.name) for p in pairs}
 
     jobs: list[FineTuneJob] = []
@@ -124,7 +159,7 @@ def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
         for t in pair.targets:
             if "train" in src.splits and (pair.source, t) not in seen:
                 deduped = without_overlap(domains[t], src) if settings.dedup else domains[t]
-                seen[(pair.source, t)] = (count_overlap(src.role("train").texts, domains[t].role("test").texts), deduped)
+                seen[(pair.source, t)] = (count_overlap(src.role("train").plain_texts(), domains[t].role("test").plain_texts()), deduped)
     # Seed-major: every model gets its first seed before any gets a second, so a long suite
     # that is stopped early still compares all models (and can fit effective robustness).
     for seed in settings.seeds:

@@ -16,6 +16,7 @@ import hashlib
 import random
 
 from shiftbench.data import DomainData, SplitData
+from shiftbench.errors import ShiftbenchError
 
 
 def augment_text(text: str, rng: random.Random, p: float) -> str:
@@ -60,6 +61,9 @@ def augment_split(split: SplitData, seed: int, strength: float) -> SplitData:
 def augmented_source(source: DomainData, seed: int, strength: float) -> DomainData:
     """The source with its train role augmented and a fingerprint that says so (so the token
     cache and the data identity never confuse it with the original)."""
+    if source.role("train").is_tokens:
+        # Word-level edits (hashtags, dropout) would shift the word/tag alignment.
+        raise ShiftbenchError(f"dataset {source.spec.name!r}: the augment remedy supports text classification only, not token classification")
     train = augment_split(source.role("train"), seed, strength)
     fp = hashlib.sha256(f"{source.fingerprint}|augment|{strength}|{seed}".encode()).hexdigest()[:16]
     return dataclasses.replace(source, splits={**source.splits, "train": train}, fingerprint=fp)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,9 @@ import pyarrow.parquet as pq
 from shiftbench import faults
 from shiftbench.atomic import write_atomic
 from shiftbench.errors import ShiftbenchError
+
+if TYPE_CHECKING:
+    from shiftbench.evaluation import Predictions
 
 SCHEMA_VERSION = 1
 RUNS_DIR = "runs"
@@ -80,15 +84,19 @@ RUN_SCHEMA = pa.schema(
     metadata={"shiftbench.schema_version": str(SCHEMA_VERSION)},
 )
 
+# Version 2 added `position` (token classification); version-1 files (no such column) are
+# read as sequence-level predictions.
+PREDICTIONS_SCHEMA_VERSION = 2
 PREDICTIONS_SCHEMA = pa.schema(
     [
         ("split", pa.string()),  # id_test or ood_test
-        ("index", pa.int32()),  # position in the split as loaded (after label_map drops/carving)
+        ("index", pa.int32()),  # example position in the split as loaded (after label_map drops/carving)
+        ("position", pa.int32()),  # token classification: word position in the example; null otherwise
         ("label", pa.int16()),
         ("pred", pa.int16()),
         ("probs", pa.list_(pa.float32())),
     ],
-    metadata={"shiftbench.schema_version": str(SCHEMA_VERSION)},
+    metadata={"shiftbench.schema_version": str(PREDICTIONS_SCHEMA_VERSION)},
 )
 
 
@@ -170,16 +178,22 @@ def is_done(results_dir: Path, run_id: str) -> bool:
     return run_path(results_dir, run_id).is_file()
 
 
-def predictions_table(splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:
-    """``splits`` maps split name -> (labels, preds, probs)."""
-    cols: dict[str, list] = {"split": [], "index": [], "label": [], "pred": [], "probs": []}
-    for name, (labels, preds, probs) in splits.items():
-        n = len(labels)
+def predictions_table(splits: dict[str, Predictions]) -> pa.Table:
+    """``splits`` maps split name (id_test, ood_test) -> its predictions; one row per example, or
+    per word (``index`` = example, ``position`` = word) for token classification."""
+    cols: dict[str, list] = {"split": [], "index": [], "position": [], "label": [], "pred": [], "probs": []}
+    for name, p in splits.items():
+        n = len(p.labels)
         cols["split"] += [name] * n
-        cols["index"] += list(range(n))
-        cols["label"] += labels.tolist()
-        cols["pred"] += preds.tolist()
-        cols["probs"] += np.round(probs.astype(np.float32), 6).tolist()
+        if p.lengths is None:
+            cols["index"] += list(range(n))
+            cols["position"] += [None] * n
+        else:
+            cols["index"] += np.repeat(np.arange(len(p.lengths)), p.lengths).tolist()
+            cols["position"] += np.concatenate([np.arange(k) for k in p.lengths]).tolist() if n else []
+        cols["label"] += p.labels.tolist()
+        cols["pred"] += p.preds.tolist()
+        cols["probs"] += np.round(p.probs.astype(np.float32), 6).tolist()
     return pa.Table.from_pydict(cols, schema=PREDICTIONS_SCHEMA)
 
 

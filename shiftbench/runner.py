@@ -37,6 +37,10 @@ def _counts(p: Predictions, label_space: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(int(c) for c in np.bincount(p.labels, minlength=len(label_space)))
 
 
+def _n_examples(p: Predictions) -> int:
+    return len(p.lengths) if p.lengths is not None else len(p.labels)  # sentences, not words, for NER
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -54,10 +58,10 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
     faults.checkpoint("tokenize")
     _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
     ft = fine_tune(
-        lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load),
+        lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task),
         train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
         desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}", log=_log,
-        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id),
+        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), tags=job.tags,
     )  # fmt: skip
     save_finetuned(settings.cache_dir, job.finetune_id, ft)
     clear_checkpoints(checkpoint_dir(settings.cache_dir, job.finetune_id))
@@ -75,16 +79,16 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
     columns = None
     if settings.eval_only:
         ft = None
-        model, columns = load_finetuned_classifier(job.model, job.label_space, settings.load)
+        model, columns = load_finetuned_classifier(job.model, job.label_space, settings.load, job.task)
     else:
         ft = _fine_tuned(job, plan, tokenizer, encoder, runtime)
-        model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load)
+        model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task)
         model.load_state_dict(ft.state)
     model.to(runtime.device)
 
     def score(domain):
         data = encoder(domain, "test")
-        return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime, columns)
+        return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime, columns, job.tags)
 
     t0 = time.perf_counter()
     id_pred = score(job.source)
@@ -98,7 +102,7 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
             run_id=t.run_id, finetune_id=job.finetune_id, model=job.model.name, model_sha256=job.model.sha256,
             pair=t.pair.name, source=job.source.spec.name, target=t.target.spec.name, task=t.pair.task,
             seed=job.seed, protocol=protocol.name, protocol_hash=protocol.hash,
-            id_scores=id_scores, ood_scores=_scores(ood_pred), n_id=len(id_pred.labels), n_ood=len(ood_pred.labels),
+            id_scores=id_scores, ood_scores=_scores(ood_pred), n_id=_n_examples(id_pred), n_ood=_n_examples(ood_pred),
             label_space=job.label_space, id_label_counts=_counts(id_pred, job.label_space),
             ood_label_counts=_counts(ood_pred, job.label_space),
             overlap_exact=t.overlap.exact if t.overlap else None,
@@ -112,10 +116,7 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
             transformers_version=transformers.__version__, torch_version=torch.__version__,
             history=tuple(asdict(h) for h in ft.history) if ft else (),
         )  # fmt: skip
-        preds = predictions_table(
-            {"id_test": (id_pred.labels, id_pred.preds, id_pred.probs),
-             "ood_test": (ood_pred.labels, ood_pred.preds, ood_pred.probs)}  # fmt: skip
-        )
+        preds = predictions_table({"id_test": id_pred, "ood_test": ood_pred})
         yield result, preds
 
 

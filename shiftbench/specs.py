@@ -39,6 +39,10 @@ class DatasetSpec:
     # independent of the training seed so every seed is scored on the same test examples.
     split_seed: int = 0
     carve_fraction: float = 0.1
+    # Not in the data mirror and possibly absent (e.g. CoNLL-2003, not redistributable): a suite
+    # skips the pairs that need it, with a warning, when its data cannot be loaded; a pair asked
+    # for by name still fails.
+    optional: bool = False
     base: str | None = None  # inherit fields from another dataset entry
 
     def __post_init__(self) -> None:

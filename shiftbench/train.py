@@ -27,7 +27,7 @@ from shiftbench import faults
 from shiftbench.batching import collate, length_grouped_batches
 from shiftbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from shiftbench.device import Runtime
-from shiftbench.encode import EncodedSplit
+from shiftbench.encode import IGNORE, EncodedSplit
 from shiftbench.evaluation import predict
 from shiftbench.protocol import Protocol
 
@@ -82,6 +82,12 @@ def _schedule(protocol: Protocol, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (nats) over the labelled positions: (B, C) logits with (B,) labels, or
+    (B, T, C) with (B, T) tag ids where IGNORE (-100) marks sub-tokens, specials and padding."""
+    return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=IGNORE)
+
+
 def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon: float, runtime: Runtime) -> None:
     """FGM: add epsilon * g / ||g|| to the input embedding matrix (g: its gradient from the clean
     loss), accumulate the gradient of the loss on that perturbed input, then restore the
@@ -93,7 +99,7 @@ def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon
     emb.data.add_(delta)
     with runtime.autocast():
         adv_logits = model(**batch).logits
-    F.cross_entropy(adv_logits.float(), labels).backward()
+    _loss(adv_logits, labels).backward()
     emb.data.sub_(delta)
 
 
@@ -108,11 +114,13 @@ def fine_tune(
     desc: str = "",
     log: Callable[[str], None] = lambda message: None,
     checkpoints: Path | None = None,
+    tags: tuple[str, ...] | None = None,
 ) -> FineTuned:
     """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
 
     With ``checkpoints`` set, the full training state is saved after every epoch and a later
     call resumes from the newest one, giving the same result as an uninterrupted run.
+    ``tags``: the BIO label space, for token classification (scores are entity-level).
     """
     steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
     total_steps = protocol.epochs * steps_per_epoch
@@ -159,10 +167,10 @@ def fine_tune(
             bar = tqdm(batches, desc=f"{desc} lr={lr:g} epoch {epoch}/{protocol.epochs}", leave=False, disable=None)
             for idx in bar:
                 batch = collate(train.input_ids, idx, pad_id, runtime.device)
-                labels = torch.from_numpy(train.labels[idx]).to(runtime.device)
+                labels = torch.from_numpy(train.batch_labels(idx)).to(runtime.device)
                 with runtime.autocast():
                     logits = model(**batch).logits
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = _loss(logits, labels)
                 loss.backward()
                 if protocol.remedy == "adversarial":
                     _fgm_step(model, batch, labels, protocol.adversarial_epsilon, runtime)
@@ -175,7 +183,7 @@ def fine_tune(
                 step += 1
                 faults.checkpoint("train_step")
             seconds = time.perf_counter() - t0
-            scores = predict(model, val, protocol.eval_batch_size, pad_id, runtime).scores()
+            scores = predict(model, val, protocol.eval_batch_size, pad_id, runtime, tags=tags).scores()
             history.append(
                 EpochRecord(lr, epoch, len(batches), float(loss_sum) / max(1, len(batches)), scores, seconds, tokens)
             )

@@ -26,11 +26,19 @@ def test_dataset_metadata_is_complete(name):
 @pytest.mark.parametrize("name", CATALOG.datasets.names())
 def test_dataset_loads_from_the_mirror(name):
     spec = CATALOG.datasets.get(name)
+    if spec.optional and not (REAL_DATA_DIR / spec.local_dirname).is_dir():
+        pytest.skip(f"{name} is optional and not in the mirror (e.g. not redistributable)")
     roles = ("train", "validation", "test") if "train" in spec.splits else tuple(spec.splits)
     domain = load_domain(spec, REAL_DATA_DIR, roles)
     assert set(domain.splits) == set(roles)
     for split in domain.splits.values():
-        assert len(split) > 0 and all(isinstance(t, str) and t.strip() for t in split.texts)
+        assert len(split) > 0
+        if spec.task != "token-classification":
+            assert all(isinstance(t, str) and t.strip() for t in split.texts)
+        else:  # a few real sentences hold an empty-string word (BTC test), so no strip() check
+            assert all(len(w) > 0 for w in split.texts)
+            assert all(len(w) == len(tags) for w, tags in zip(split.texts, split.labels))
+            assert {t for tags in split.labels for t in tags} <= set(domain.label_names)
     assert len(domain.label_names) >= 2
     # Carving is deterministic and disjoint.
     again = load_domain(spec, REAL_DATA_DIR, roles)
@@ -41,11 +49,17 @@ def test_dataset_loads_from_the_mirror(name):
 @pytest.mark.parametrize("name", CATALOG.pairs.names())
 def test_pair_label_spaces_agree(name):
     pair = CATALOG.pairs.get(name)
+    if any(CATALOG.datasets.get(d).optional and not (REAL_DATA_DIR / CATALOG.datasets.get(d).local_dirname).is_dir()
+           for d in (pair.source, *pair.targets)):  # fmt: skip
+        pytest.skip(f"{name} needs an optional dataset that is not in the mirror")
     source = load_domain(CATALOG.datasets.get(pair.source), REAL_DATA_DIR, ("train", "validation", "test"))
     targets = [load_domain(CATALOG.datasets.get(t), REAL_DATA_DIR, ("test",)) for t in pair.targets]
     space = pair_label_space(source, targets, name)
-    assert space == tuple(sorted(space))
-    assert {"negative", "positive"} <= set(space)
+    if pair.task == "token-classification":
+        assert space == ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER")  # the shared PER/ORG/LOC space
+    else:
+        assert space == tuple(sorted(space))
+        assert {"negative", "positive"} <= set(space)
 
 
 @pytest.mark.parametrize("name", CATALOG.suites.names())

@@ -13,6 +13,7 @@ import shiftbench
 from shiftbench.compare import ModelRef, compare
 from shiftbench.errors import ShiftbenchError
 from shiftbench.metrics import classification_metrics
+from shiftbench.evaluation import Predictions
 from shiftbench.results import RunResult, predictions_table, write_run
 
 
@@ -41,7 +42,7 @@ def write_fake_run(
     )  # fmt: skip
 
     def split(labels, preds):
-        return labels, preds, np.eye(num_labels, dtype=np.float32)[preds]
+        return Predictions(labels, preds, np.eye(num_labels, dtype=np.float32)[preds])
 
     write_run(results_dir, result, predictions_table({"id_test": split(*arrays[:2]), "ood_test": split(*arrays[2:])}))
     return result

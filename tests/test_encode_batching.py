@@ -21,7 +21,8 @@ def test_truncation_keeps_the_final_special_token(tiny_registry):
     tok, _ = _tokenizer(tiny_registry)
     split = SplitData(("good " * 40, "bad day"), ("positive", "negative"))
     enc = encode_split(split, tok, ("negative", "positive"), max_length=10)
-    assert [len(x) for x in enc.input_ids] == [10, 4]
+    assert [len(x) for x in enc.input_ids] == [10, 6]  # [CLS] bad d ##a ##y [SEP]
+    assert tok.convert_ids_to_tokens(enc.input_ids[1].tolist()) == ["[CLS]", "bad", "d", "##a", "##y", "[SEP]"]
     assert enc.input_ids[0][0] == tok.cls_token_id and enc.input_ids[0][-1] == tok.sep_token_id
     assert enc.n_truncated == 1
     assert enc.labels.tolist() == [1, 0]
