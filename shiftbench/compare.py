@@ -28,7 +28,11 @@ import pyarrow.parquet as pq
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
 from shiftbench.results import predictions_path, read_runs
-from shiftbench.stats import COUNT_METRICS, Interval, McNemarResult, bootstrap_differences, mcnemar, percentile_interval
+from shiftbench.ner_metrics import NER_SUM_METRICS, ner_sum_metric, sentence_stats
+from shiftbench.stats import (
+    COUNT_METRICS, Interval, McNemarResult, SumMetric, bootstrap_differences, bootstrap_sum_differences, mcnemar,
+    percentile_interval,
+)  # fmt: skip
 
 DEFAULT_PROTOCOL = "standard"
 _RUN_COLUMNS = ["run_id", "model", "model_sha256", "pair", "source", "target", "seed", "protocol",
@@ -64,31 +68,59 @@ class RunPredictions:
     id_preds: np.ndarray
     ood_labels: np.ndarray
     ood_preds: np.ndarray
+    # Token classification: rows are words; words per sentence (the bootstrap resamples sentences).
+    id_lengths: np.ndarray | None = None
+    ood_lengths: np.ndarray | None = None
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.id_lengths is not None
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(labels, preds, lengths) of "id" or "ood"."""
+        return getattr(self, f"{name}_labels"), getattr(self, f"{name}_preds"), getattr(self, f"{name}_lengths")
 
 
 def load_predictions(results_dir: Path, run_id: str) -> RunPredictions:
     path = predictions_path(results_dir, run_id)
     try:
-        table = pq.read_table(path, columns=["split", "index", "label", "pred"]).to_pandas()
+        names = pq.read_schema(path).names
+        cols = ["split", "index", "label", "pred"] + (["position"] if "position" in names else [])  # v1 files have none
+        table = pq.read_table(path, columns=cols).to_pandas()
     except FileNotFoundError:
         raise ShiftbenchError(f"{path}: predictions of run {run_id} are missing") from None
     except Exception as exc:  # unreadable or foreign file: one line naming it
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
-    out = {}
+    out, lengths = {}, {}
+    tokens = "position" in table.columns and table["position"].notna().any()
     for split in ("id_test", "ood_test"):
-        part = table[table["split"] == split].sort_values("index")
+        part = table[table["split"] == split].sort_values(["index", "position"] if tokens else "index")
         if part.empty:
             raise ShiftbenchError(f"{path}: no {split} predictions")
         out[split] = (part["label"].to_numpy(np.int64), part["pred"].to_numpy(np.int64))
         if min(a.min() for a in out[split]) < 0:
             raise ShiftbenchError(f"{path}: negative class ids in the {split} labels or predictions")
-    return RunPredictions(run_id, *out["id_test"], *out["ood_test"])
+        lengths[split] = part.groupby("index", sort=True).size().to_numpy(np.int64) if tokens else None
+    return RunPredictions(run_id, *out["id_test"], *out["ood_test"], lengths["id_test"], lengths["ood_test"])
 
 
-def check_metric(metric: str) -> None:
-    if metric not in COUNT_METRICS:
-        raise ShiftbenchError(f"metric {metric!r} cannot be bootstrapped from predictions{did_you_mean(metric, COUNT_METRICS)}")
+def split_stats(p: RunPredictions, split: str, metric: str, tags: Sequence[str]) -> tuple[np.ndarray, SumMetric]:
+    """Token classification: per-sentence statistics of one split and the metric on their sums."""
+    labels, preds, lengths = p.split(split)
+    n_types = sum(t.startswith("B-") for t in tags)
+    return sentence_stats(labels, preds, lengths, tags), ner_sum_metric(metric, n_types)
+
+
+BOOTSTRAP_METRICS = tuple(dict.fromkeys([*COUNT_METRICS, *NER_SUM_METRICS]))
+
+
+def check_metric(metric: str, token_task: bool | None = None) -> None:
+    """``metric`` can be recomputed from stored predictions (for the task, when given)."""
+    allowed = BOOTSTRAP_METRICS if token_task is None else NER_SUM_METRICS if token_task else tuple(COUNT_METRICS)
+    if metric not in allowed:
+        kind = "" if token_task is None else " for token classification" if token_task else " for text classification"
+        raise ShiftbenchError(f"metric {metric!r} cannot be bootstrapped from predictions{kind}{did_you_mean(metric, allowed)}")
 
 
 def load_run_frame(results_dir: Path, metric: str) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
@@ -224,11 +256,18 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
                     f"{pair}/{target}: run {p.run_id} has different {split.upper()} test labels than run {first.run_id}; "
                     "predictions are not paired"
                 )
-    k = max(len(ra["label_space"].iloc[0]), 1 + max(
-        int(max(x.max() for x in (p.id_labels, p.id_preds, p.ood_labels, p.ood_preds))) for p in preds[a] + preds[b]))  # fmt: skip
+    tags = tuple(ra["label_space"].iloc[0])
+    check_metric(metric, first.is_tokens)
     ss_id, ss_ood = np.random.SeedSequence(seed).spawn(2)  # independent ID and OOD resamples
     draws = {}
     for split, ss in (("id", ss_id), ("ood", ss_ood)):
+        if first.is_tokens:  # resample sentences, score entities
+            fn = split_stats(first, split, metric, tags)[1]
+            stats = {ref: [split_stats(p, split, metric, tags)[0] for p in preds[ref]] for ref in (a, b)}
+            draws[split] = bootstrap_sum_differences(fn, stats[a], stats[b], n_boot, np.random.default_rng(ss))
+            continue
+        k = max(len(tags), 1 + max(
+            int(max(x.max() for x in (p.id_labels, p.id_preds, p.ood_labels, p.ood_preds))) for p in preds[a] + preds[b]))  # fmt: skip
         draws[split] = bootstrap_differences(
             metric, getattr(first, f"{split}_labels"),
             [getattr(p, f"{split}_preds") for p in preds[a]], [getattr(p, f"{split}_preds") for p in preds[b]],
@@ -240,7 +279,8 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
     correct = {ref: np.concatenate([p.ood_preds == p.ood_labels for p in preds[ref]]) for ref in (a, b)}
     return TargetComparison(
         pair=pair, source=ra["source"].iloc[0], target=target, seeds=tuple(int(s) for s in seeds),
-        n_id=len(first.id_labels), n_ood=len(first.ood_labels),
+        n_id=len(first.id_lengths) if first.is_tokens else len(first.id_labels),
+        n_ood=len(first.ood_lengths) if first.is_tokens else len(first.ood_labels),
         id_a=d_id.estimate_a, id_b=d_id.estimate_b, ood_a=d_ood.estimate_a, ood_b=d_ood.estimate_b,
         id_diff=percentile_interval(d_id.estimate, d_id.replicates, alpha), ood_diff=ood_ci,
         gap_diff=percentile_interval(d_id.estimate - d_ood.estimate, d_id.replicates - d_ood.replicates, alpha),

@@ -5,7 +5,8 @@ source and target data fingerprints, schema version): rows that differ in any of
 never pooled. Columns: number of seeds, mean and std over seeds of ID, OOD, gap and relative
 gap, and a 95 % confidence interval for each: a t-interval over seeds, or, for a single seed,
 a percentile bootstrap over test examples (ID and OOD resampled independently) from the stored
-predictions (``ci_method`` says which; accuracy and macro-F1 only).
+predictions (``ci_method`` says which; accuracy and macro-F1, and for token classification the
+entity-level scores, resampling sentences).
 """
 
 from __future__ import annotations
@@ -70,30 +71,49 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 N_BOOT = 1000
 
 
+def _label_space(results_dir: Path, run_id: str) -> tuple[str, ...]:
+    """One run's label space, read only where needed (a list column is slow to read for 1M rows)."""
+    from shiftbench.results import run_path
+
+    return tuple(pq.read_table(run_path(results_dir, run_id), columns=["label_space"]).column(0)[0].as_py())
+
+
 def _bootstrap_single_seed(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     """Fill the CI columns of one-seed rows from a bootstrap over the run's test examples."""
-    from shiftbench.compare import load_predictions
+    from shiftbench.compare import load_predictions, split_stats
     from shiftbench.errors import ShiftbenchError
-    from shiftbench.stats import COUNT_METRICS, confusion_codes, resampled_counts
+    from shiftbench.ner_metrics import NER_SUM_METRICS
+    from shiftbench.stats import COUNT_METRICS, confusion_codes, resampled_counts, resampled_sums
 
     board = board.copy()
     board["ci_method"] = np.where(board["n_seeds"] >= 2, "t over seeds", None)
-    todo = board.index[(board["n_seeds"] == 1) & board["metric"].isin(list(COUNT_METRICS))]
+    tokens = board["task"] == "token-classification"
+    can = np.where(tokens, board["metric"].isin(NER_SUM_METRICS), board["metric"].isin(list(COUNT_METRICS)))
+    todo = board.index[(board["n_seeds"] == 1) & can]
     if len(todo) == 0:
         return board
-    run_of = runs.drop_duplicates(GROUP_KEYS).set_index(GROUP_KEYS)["run_id"]
+    first_run = runs.drop_duplicates(GROUP_KEYS).set_index(GROUP_KEYS)
     for i in todo:
         row = board.loc[i]
         try:
-            preds = load_predictions(results_dir, run_of.loc[tuple(row[GROUP_KEYS])])
+            run = first_run.loc[tuple(row[GROUP_KEYS])]
+            preds = load_predictions(results_dir, run["run_id"])
         except (ShiftbenchError, KeyError):
             continue  # no predictions kept: the row keeps no interval
-        fn, rng = COUNT_METRICS[row["metric"]], np.random.default_rng(0)
-        k = int(max(preds.id_labels.max(), preds.id_preds.max(), preds.ood_labels.max(), preds.ood_preds.max())) + 1
-        id_rep, ood_rep = (
-            fn(resampled_counts(confusion_codes(y, p, k)[:, None], k * k, N_BOOT, rng).reshape(N_BOOT, k, k))
-            for y, p in ((preds.id_labels, preds.id_preds), (preds.ood_labels, preds.ood_preds))
-        )
+        rng = np.random.default_rng(0)
+        if preds.is_tokens:  # resample sentences
+            reps = []
+            for split in ("id", "ood"):
+                values, fn = split_stats(preds, split, row["metric"], _label_space(results_dir, run["run_id"]))
+                reps.append(fn(resampled_sums(values.astype(np.float64), N_BOOT, rng)))
+            id_rep, ood_rep = reps
+        else:
+            fn = COUNT_METRICS[row["metric"]]
+            k = int(max(preds.id_labels.max(), preds.id_preds.max(), preds.ood_labels.max(), preds.ood_preds.max())) + 1
+            id_rep, ood_rep = (
+                fn(resampled_counts(confusion_codes(y, p, k)[:, None], k * k, N_BOOT, rng).reshape(N_BOOT, k, k))
+                for y, p in ((preds.id_labels, preds.id_preds), (preds.ood_labels, preds.ood_preds))
+            )
         with np.errstate(invalid="ignore", divide="ignore"):
             reps = {"id_score": id_rep, "ood_score": ood_rep, "gap": id_rep - ood_rep,
                     "relative_gap": (id_rep - ood_rep) / id_rep}  # fmt: skip

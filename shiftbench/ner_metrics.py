@@ -259,3 +259,45 @@ def token_classification_scores(labels, preds, lengths, tags: Sequence[str]) -> 
     }
     out.update({f"f1_{t}": v for t, v in per_type.items()})
     return out
+
+
+NER_SUM_METRICS = ("entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "macro_f1", "accuracy")
+
+
+def sentence_stats(labels, preds, lengths, tags: Sequence[str]) -> np.ndarray:
+    """Per-sentence sufficient statistics for a bootstrap over sentences: ``(n_sentences,
+    3 * n_types + 2)`` = (tp, fp, fn) per entity type of ``tags`` (flattened), then correct and
+    total words. Summed over any resample, :func:`ner_sum_metric` turns them into a score.
+
+    >>> tags = ("O", "B-PER", "I-PER")
+    >>> sentence_stats([1, 2, 0, 0], [1, 2, 0, 1], [3, 1], tags).tolist()
+    [[1, 0, 0, 3, 3], [0, 1, 0, 0, 1]]
+    """
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    names = np.asarray(tags, dtype=object)
+    cuts = np.cumsum(lengths)[:-1]
+    true_tags = [list(x) for x in np.split(names[labels], cuts)]
+    pred_tags = [list(x) for x in np.split(names[preds], cuts)]
+    types = sorted({t[2:] for t in tags if t != "O"})
+    counts = sentence_counts(true_tags, pred_tags, types).reshape(len(true_tags), -1)
+    correct = np.add.reduceat((labels == preds).astype(np.int64), np.concatenate([[0], cuts])) if len(labels) else np.zeros(0, np.int64)
+    return np.concatenate([counts, correct[:, None], np.asarray(lengths, dtype=np.int64)[:, None]], axis=1)
+
+
+def ner_sum_metric(metric: str, n_types: int):
+    """``metric`` (one of :data:`NER_SUM_METRICS`) as a function of summed :func:`sentence_stats`
+    (..., 3 * n_types + 2) -> (...), equal to :func:`token_classification_scores` on the same data."""
+    if metric not in NER_SUM_METRICS:
+        raise ValueError(f"metric {metric!r} cannot be bootstrapped for token classification; supported: {', '.join(NER_SUM_METRICS)}")
+
+    def fn(sums: np.ndarray) -> np.ndarray:
+        counts = sums[..., : 3 * n_types].reshape(*sums.shape[:-1], n_types, 3)
+        if metric == "accuracy":
+            return np.divide(sums[..., -2], sums[..., -1], out=np.zeros(sums.shape[:-1]), where=sums[..., -1] > 0)
+        if metric == "macro_f1":
+            return per_type_f1_from_counts(counts).mean(axis=-1) if n_types else np.zeros(sums.shape[:-1])
+        total = counts.sum(axis=-2)
+        p, r, f = _prf(total[..., 0], total[..., 1], total[..., 2])
+        return {"entity_micro_f1": f, "entity_micro_precision": p, "entity_micro_recall": r}[metric]
+
+    return fn

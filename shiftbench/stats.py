@@ -128,19 +128,50 @@ def resampled_counts(codes: np.ndarray, n_cells: int, n_boot: int, rng: np.rando
     ``codes``, shape (n, M)); every column sees the same resample in a given replicate."""
     codes = np.asarray(codes, dtype=np.int64)
     n, m = codes.shape
-    exact32 = n < 2**24  # integer sums stay exact in float32 below 2^24
-    dtype = np.float32 if exact32 else np.float64
+    dtype = np.float32 if n < 2**24 else np.float64  # integer sums stay exact in float32 below 2^24
     onehot = np.zeros((n, m * n_cells), dtype=dtype)
     onehot[np.arange(n)[:, None], np.arange(m) * n_cells + codes] = 1
-    out = np.empty((n_boot, m * n_cells), dtype=np.float64)
+    return resampled_sums(onehot, n_boot, rng).reshape(n_boot, m, n_cells)
+
+
+def resampled_sums(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Column sums (n_boot, D) of ``n_boot`` bootstrap resamples of the rows of ``values`` (n, D):
+    per-unit sufficient statistics (a one-hot confusion cell per example, or per-sentence entity
+    counts for NER), so a replicate is one multinomial weight vector times the matrix."""
+    n = values.shape[0]
+    out = np.empty((n_boot, values.shape[1]), dtype=np.float64)
     chunk = max(1, min(n_boot, (1 << 22) // max(n, 1)))  # ~4M multiplicities per chunk
     for start in range(0, n_boot, chunk):
         r = min(chunk, n_boot - start)
         itype = np.int32 if r * n < 2**31 else np.int64  # int32 draws are ~3x faster
         idx = rng.integers(0, n, size=(r, n), dtype=itype) + (np.arange(r, dtype=itype) * n)[:, None]
-        weights = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(dtype)
-        out[start : start + r] = weights @ onehot
-    return out.reshape(n_boot, m, n_cells)
+        weights = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(values.dtype)
+        out[start : start + r] = weights @ values
+    return out
+
+
+SumMetric = Callable[[np.ndarray], np.ndarray]  # summed unit statistics (..., D) -> scores (...)
+
+
+def bootstrap_sum_differences(
+    metric_fn: SumMetric, stats_a: Sequence[np.ndarray], stats_b: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator
+) -> BootstrapDraws:
+    """As :func:`bootstrap_differences`, for metrics of summed per-unit statistics: ``stats_a`` and
+    ``stats_b`` hold one (n_units, D) array per seed (e.g. per-sentence entity counts), all over
+    the same units; one shared resample of the units per replicate."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if len(stats_a) != len(stats_b) or not stats_a:
+        raise ValueError(f"need the same number (>= 1) of seeds for A and B, got {len(stats_a)} and {len(stats_b)}")
+    shapes = {np.shape(x) for x in (*stats_a, *stats_b)}
+    if len(shapes) != 1:
+        raise ValueError(f"unit statistics differ in shape: {sorted(shapes)}")
+    n, d = shapes.pop()
+    cols = np.concatenate([x for pair in zip(stats_a, stats_b) for x in pair], axis=1).astype(np.float64)  # a_0, b_0, a_1, ...
+    point = metric_fn(cols.sum(axis=0).reshape(-1, 2, d))  # (S, 2)
+    reps = metric_fn(resampled_sums(cols, n_boot, rng).reshape(n_boot, -1, 2, d))  # (R, S, 2)
+    est_a, est_b = float(point[:, 0].mean()), float(point[:, 1].mean())
+    return BootstrapDraws(est_a, est_b, float((point[:, 1] - point[:, 0]).mean()), (reps[..., 1] - reps[..., 0]).mean(axis=1))
 
 
 def _per_seed(values, n_seeds: int | None, name: str) -> np.ndarray:
@@ -261,7 +292,7 @@ def t_interval(values, alpha: float = 0.05) -> Interval:
 
 __all__ = [
     "COUNT_METRICS", "BootstrapDraws", "CountMetric", "Interval", "McNemarResult",
-    "accuracy_from_counts", "bootstrap_differences", "confusion_codes", "count_metric", "full_counts",
+    "accuracy_from_counts", "bootstrap_differences", "bootstrap_sum_differences", "resampled_sums", "confusion_codes", "count_metric", "full_counts",
     "macro_f1_from_counts", "mcnemar", "paired_bootstrap", "percentile_interval", "resampled_counts",
     "t_interval",
 ]  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 import shiftbench
 from shiftbench.data import bio_tags, load_domain
 from shiftbench.encode import IGNORE, encode_split
+from shiftbench.errors import ShiftbenchError
 from shiftbench.results import PREDICTIONS_DIR, read_runs
 from shiftbench.specs import DatasetSpec
 from tests.conftest import FILLER, user_error, write
@@ -259,3 +260,62 @@ def test_tiny_model_learns_the_entities(ner_env, tmp_path):
     r = shiftbench.run(**{**ner_env, "protocol": str(proto)}, seeds=[0]).new_results[0]
     assert r.id_scores["entity_micro_f1"] > 0.8, r.id_scores
     assert r.selection_score == max(h["val_scores"]["macro_f1"] for h in r.history)
+
+
+def test_compare_and_leaderboard_bootstrap_sentences(ner_env, tmp_path, capsys):
+    """compare and the single-seed leaderboard CI work on NER runs (sentence bootstrap, entity F1)."""
+    from shiftbench.compare import compare
+    from shiftbench.leaderboard import build_leaderboard
+
+    proto = write(tmp_path / "learn.yaml", "base: quick\nlearning_rates: [1.0e-2]\nepochs: 4\nbatch_size: 8\nmax_length: 32\n")
+    shiftbench.run(**ner_env, seeds=[0])
+    shiftbench.run(**{**ner_env, "protocol": str(proto)}, seeds=[0])
+    a, b = "tiny@tiny", "tiny@learn"
+    for metric in ("entity_micro_f1", "macro_f1", "accuracy"):
+        c = compare(ner_env["results_dir"], a, b, metric=metric, n_boot=200)
+        (t,) = c.targets
+        assert t.n_id >= 10 and t.n_ood == 40  # sentences
+        runs = read_runs(ner_env["results_dir"]).table.to_pandas()
+        got = runs[(runs["metric"] == metric)].set_index("protocol")
+        assert t.ood_b - t.ood_a == pytest.approx(got.loc["learn", "ood_score"] - got.loc["tiny", "ood_score"])
+        assert t.ood_diff.low <= t.ood_diff.estimate <= t.ood_diff.high
+    assert c.targets[0].verdict in ("better", "worse", "no significant difference")
+    with pytest.raises(ShiftbenchError, match="cannot be bootstrapped"):
+        compare(ner_env["results_dir"], a, b, metric="macro_precision")
+    board, _ = build_leaderboard(ner_env["results_dir"])
+    row = board[(board["metric"] == "entity_micro_f1") & (board["protocol"] == "learn")].iloc[0]
+    assert row["ci_method"] == "bootstrap over examples"
+    assert row["ood_score_ci_low"] <= row["ood_score_mean"] <= row["ood_score_ci_high"]
+
+
+def test_suite_skips_a_pair_whose_optional_dataset_is_absent(ner_world, tmp_path, capsys, clean_env):
+    """Like CoNLL-2003 (not redistributable): a suite warns and goes on; --pair fails with exit 2."""
+    from shiftbench.cli import main
+
+    data_dir, reg = ner_world
+    extra = write(tmp_path / "extra.yaml", """
+datasets:
+  private_news:
+    hub_id: acme/private-news
+    task: token-classification
+    text_column: tokens
+    label_column: ner_tags
+    splits: {train: train}
+    optional: true
+pairs:
+  private_to_tweetner:
+    task: token-classification
+    source: private_news
+    targets: [tweetner]
+suites:
+  both:
+    pairs: [wiki_to_tweetner, private_to_tweetner]
+    models: [tiny]
+""")
+    rc = main(["run", "--registry", str(reg), "--registry", str(extra), "--data-dir", str(data_dir), "--suite", "both", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "skipping pair 'private_to_tweetner'" in err and "acme/private-news" in err
+    assert "wiki_to_tweetner" in out and "private_to_tweetner" not in out
+    user_error(capsys, ["run", "--registry", reg, "--registry", extra, "--data-dir", data_dir, "--pair", "private_to_tweetner",
+                        "--model", "tiny", "--dry-run"], "private_news", "not found locally")  # fmt: skip

@@ -40,7 +40,11 @@ def test_workflow_is_valid_yaml_with_the_expected_shape():
 def test_nightly_suite_is_the_default_pairs_with_minilm_one_seed_standard():
     catalog = load_catalog(include_env=False)
     nightly, default = catalog.suites.get("nightly"), catalog.suites.get("default")
-    assert nightly.pairs == default.pairs
+    assert nightly.pairs[: len(default.pairs)] == default.pairs
+    # ... plus the NER pairs, CoNLL-2003 ones included (skipped with a warning where it is absent).
+    extra = [catalog.pairs.get(p) for p in nightly.pairs[len(default.pairs) :]]
+    assert {p.task for p in extra} == {"token-classification"}
+    assert any(catalog.datasets.get(p.source).optional for p in extra)
     assert nightly.models == ("minilm-l6",) and nightly.seeds == (0,) and nightly.protocol == "standard"
 
 
