@@ -82,8 +82,10 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
         model, columns = load_finetuned_classifier(job.model, job.label_space, settings.load, job.task)
     else:
         ft = _fine_tuned(job, plan, tokenizer, encoder, runtime)
-        model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task)
-        model.load_state_dict(ft.state)
+        model = ft.model  # just trained: already holds the selected weights
+        if model is None:  # from the fine-tune cache
+            model = load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task)
+            model.load_state_dict(ft.state)
     model.to(runtime.device)
 
     def score(domain):
