@@ -21,6 +21,7 @@ from shiftbench import RUNNER_VERSION
 from shiftbench.catalog import Catalog
 from shiftbench.config import RunSettings
 from shiftbench.data import DomainData, load_domain, pair_label_space
+from shiftbench.lora import require_peft
 from shiftbench.models import ResolvedModel, check_head_labels, resolve_model
 from shiftbench.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.protocol import Protocol
@@ -100,6 +101,8 @@ def refresh(job: FineTuneJob, results_dir) -> FineTuneJob:
 def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
     pairs = [catalog.pairs.get(name) for name in settings.pairs]
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
+    if settings.protocol.remedy == "lora" and not settings.eval_only:
+        require_peft()  # fail before any data is loaded, not after the first fine-tune starts
 
     # Load every dataset once (fingerprints, label sets, file validation) before any training.
     source_roles = ("train", "validation", "test")  # also for --eval-only: same fingerprint, overlap known

@@ -111,6 +111,7 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
             created_at=now_utc(), shiftbench_version=__version__, runner_version=RUNNER_VERSION,
             transformers_version=transformers.__version__, torch_version=torch.__version__,
             history=tuple(asdict(h) for h in ft.history) if ft else (),
+            trainable_params=ft.trainable_params if ft else None,
         )  # fmt: skip
         preds = predictions_table(
             {"id_test": (id_pred.labels, id_pred.preds, id_pred.probs),

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from shiftbench import faults
+from shiftbench import faults, lora
 from shiftbench.batching import collate, length_grouped_batches
 from shiftbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from shiftbench.device import Runtime
@@ -51,6 +51,7 @@ class FineTuned:
     selection_score: float  # source-validation score of the selected (lr, epoch)
     history: tuple[EpochRecord, ...]
     train_seconds: float
+    trainable_params: int | None = None  # parameters the optimizer updated (None: cached before it was recorded)
 
 
 def seed_everything(seed: int) -> None:
@@ -97,6 +98,13 @@ def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon
     emb.data.sub_(delta)
 
 
+def _build(make_model: Callable[[], torch.nn.Module], protocol: Protocol) -> torch.nn.Module:
+    model = make_model()
+    if protocol.remedy == "lora":  # frozen checkpoint + trainable low-rank adapters and head
+        model = lora.wrap(model, protocol)
+    return model
+
+
 def fine_tune(
     make_model: Callable[[], torch.nn.Module],
     train: EncodedSplit,
@@ -124,6 +132,7 @@ def fine_tune(
     best_meta = resume.best if resume else None  # (score, lr, epoch)
     best_state = resume.best_state if resume else None
     elapsed = resume.elapsed if resume else 0.0
+    trainable_params = None
     if resume:
         log(f"{desc} resuming after lr #{resume.lr_index + 1} epoch {resume.epoch} from {checkpoints}")
     t_start = time.perf_counter()
@@ -131,7 +140,11 @@ def fine_tune(
     for lr_index in range(resume.lr_index if resume else 0, len(protocol.learning_rates)):
         lr = protocol.learning_rates[lr_index]
         seed_everything(seed)
-        model = make_model().to(runtime.device)
+        model = _build(make_model, protocol).to(runtime.device)
+        if trainable_params is None:
+            trainable_params = lora.count_trainable(model)
+            total = sum(p.numel() for p in model.parameters())
+            log(f"{desc} {trainable_params:,} trainable parameters ({trainable_params / total:.2%} of {total:,})")
         optimizer = torch.optim.AdamW(
             _param_groups(model, protocol.weight_decay), lr=lr, fused=runtime.device.type == "cuda" or None
         )
@@ -201,4 +214,7 @@ def fine_tune(
 
     assert best_meta is not None and best_state is not None  # >= 1 learning rate and epoch
     score, lr, epoch = best_meta
-    return FineTuned(best_state, lr, epoch, score, tuple(history), elapsed + time.perf_counter() - t_start)
+    if protocol.remedy == "lora":  # kept (and cached) as a plain classifier: scoring needs no peft
+        best_state = lora.merged_state(_build(make_model, protocol), best_state)
+    seconds = elapsed + time.perf_counter() - t_start
+    return FineTuned(best_state, lr, epoch, score, tuple(history), seconds, trainable_params)
