@@ -27,6 +27,7 @@ from shiftbench import faults, lora
 from shiftbench.batching import collate, length_grouped_batches
 from shiftbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from shiftbench.device import Runtime
+from shiftbench.distill import distillation_loss
 from shiftbench.encode import EncodedSplit
 from shiftbench.evaluation import predict
 from shiftbench.protocol import Protocol
@@ -37,7 +38,7 @@ class EpochRecord:
     learning_rate: float
     epoch: int  # 1-based
     steps: int  # optimizer steps taken in this epoch
-    train_loss: float  # mean cross-entropy over the epoch's steps (nats)
+    train_loss: float  # mean training loss over the epoch's steps (nats: cross-entropy, or the distill loss)
     val_scores: dict[str, float]  # source validation only
     seconds: float  # wall time of the epoch's training steps (validation excluded)
     train_tokens: int  # real (non-padding) tokens processed in the epoch
@@ -116,12 +117,16 @@ def fine_tune(
     desc: str = "",
     log: Callable[[str], None] = lambda message: None,
     checkpoints: Path | None = None,
+    soft_targets: np.ndarray | None = None,
 ) -> FineTuned:
     """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
 
     With ``checkpoints`` set, the full training state is saved after every epoch and a later
     call resumes from the newest one, giving the same result as an uninterrupted run.
+    ``soft_targets`` (the distill remedy, and only it): a teacher's (N, C) logits on ``train``.
     """
+    if (soft_targets is not None) != (protocol.remedy == "distill"):
+        raise ValueError("fine_tune: soft_targets go with the distill remedy, and only with it")
     steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
     total_steps = protocol.epochs * steps_per_epoch
     if protocol.max_steps is not None:
@@ -175,7 +180,11 @@ def fine_tune(
                 labels = torch.from_numpy(train.labels[idx]).to(runtime.device)
                 with runtime.autocast():
                     logits = model(**batch).logits
-                loss = F.cross_entropy(logits.float(), labels)
+                if soft_targets is None:
+                    loss = F.cross_entropy(logits.float(), labels)
+                else:  # distill: gold labels mixed with the teacher's tempered distribution
+                    teacher = torch.from_numpy(soft_targets[idx]).to(runtime.device)
+                    loss = distillation_loss(logits.float(), labels, teacher, protocol.distill_temperature, protocol.distill_alpha)
                 loss.backward()
                 if protocol.remedy == "adversarial":
                     _fgm_step(model, batch, labels, protocol.adversarial_epsilon, runtime)
