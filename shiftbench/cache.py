@@ -42,6 +42,7 @@ def save_finetuned(cache_dir: Path, finetune_id: str, ft: FineTuned) -> None:
             "selection_score": ft.selection_score,
             "train_seconds": ft.train_seconds,
             "history": [asdict(h) for h in ft.history],
+            "trainable_params": ft.trainable_params,
         }
         (tmp / "finetune.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         os.replace(tmp, final)
@@ -57,7 +58,7 @@ def load_finetuned(cache_dir: Path, finetune_id: str) -> FineTuned | None:
         state: dict[str, torch.Tensor] = load_file(str(path / "model.safetensors"))
         history = tuple(EpochRecord(**h) for h in meta["history"])
         return FineTuned(state, meta["selected_lr"], meta["selected_epoch"], meta["selection_score"],
-                         history, meta["train_seconds"])  # fmt: skip
+                         history, meta["train_seconds"], meta.get("trainable_params"))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or damaged: fine-tune again
 

@@ -5,7 +5,8 @@ selected pair, label spaces, model directories, the results dir) before any trai
 so a broken target file fails in seconds rather than after a fine-tune.
 
 Identity (DomainBed style): a fine-tune is the hash of (model sha256, source data fingerprint,
-protocol hash, seed, runner version); a run is that plus (model name, pair, target, target
+protocol hash, seed, runner version; for the distill remedy also the teacher's fine-tune id,
+computed the same way); a run is that plus (model name, pair, target, target
 fingerprint), so two aliases of the same weights share one fine-tune but keep their own rows.
 A run whose file exists in the results dir is done and is skipped.
 """
@@ -23,7 +24,9 @@ from shiftbench import RUNNER_VERSION
 from shiftbench.catalog import Catalog
 from shiftbench.config import RunSettings
 from shiftbench.data import TOKEN_TASK, DomainData, load_domain, pair_label_space
+from shiftbench.distill import Teacher, resolve_teacher
 from shiftbench.errors import DataUnavailable, ShiftbenchError
+from shiftbench.lora import require_peft
 from shiftbench.models import ResolvedModel, check_head_labels, resolve_model
 from shiftbench.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.protocol import Protocol
@@ -37,6 +40,14 @@ def _warn(message: str) -> None:
 
 def short_hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finetune_id(model_sha256: str, source_fingerprint: str, protocol: Protocol, seed: int,
+                eval_only: bool = False, teacher_id: str | None = None) -> str:  # fmt: skip
+    """The identity of one fine-tune (of a distill student: with its teacher's fine-tune id)."""
+    kind = "eval-only" if eval_only else "fine-tune"
+    parts = (kind, model_sha256, source_fingerprint, protocol.hash, seed, RUNNER_VERSION)
+    return short_hash(*parts, *((teacher_id,) if teacher_id is not None else ()))
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class FineTuneJob:
     label_space: tuple[str, ...]
     finetune_id: str
     targets: tuple[ScoredTarget, ...]  # every (pair, target) of the selection sharing this source
+    teacher: Teacher | None = None  # distill: the teacher, with its fine-tune id on this source and seed
 
     @property
     def pending(self) -> tuple[ScoredTarget, ...]:
@@ -94,6 +106,8 @@ class Plan:
                 f"(train {len(job.source.role('train')) if 'train' in job.source.splits else '-'}) "
                 f"seed {job.seed}  id={job.finetune_id}"
             )
+            if job.teacher is not None:
+                lines.append(f"    teacher: {job.teacher.model.name} under {job.teacher.protocol.name}  id={job.teacher.finetune_id}")
             for t in job.targets:
                 mark = "done" if t.done else "todo"
                 seen = f", {t.overlap.normalised}/{t.overlap.n_test} target texts seen in source train" if t.overlap else ""
@@ -146,6 +160,12 @@ def _load_pairs(settings: RunSettings, catalog: Catalog, log: Callable[[str], No
 
 
 def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], None] = _warn) -> Plan:
+    if settings.protocol.remedy == "lora" and not settings.eval_only:
+        require_peft()  # fail before any data is loaded, not after the first fine-tune starts
+    teacher = None
+    if settings.protocol.remedy == "distill" and not settings.eval_only:
+        tasks = {catalog.pairs.get(name).task for name in settings.pairs}
+        teacher = resolve_teacher(settings.protocol, catalog, settings.load, tasks)
     pairs, sources_, domains = _load_pairs(settings, catalog, log)
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
     spaces = {p.name: pair_label_space(sources_[p.source], [domains[t] for t in p.targets], p.name) for p in pairs}
@@ -166,8 +186,12 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
         for model in models:
             for source_name in sources:
                 source = sources_[source_name]
-                kind = "eval-only" if settings.eval_only else "fine-tune"
-                ft_id = short_hash(kind, model.sha256, source.fingerprint, settings.protocol.hash, seed, RUNNER_VERSION)
+                job_teacher = None
+                if teacher is not None:
+                    t_id = finetune_id(teacher.model.sha256, source.fingerprint, teacher.protocol, seed)
+                    job_teacher = dataclasses.replace(teacher, finetune_id=t_id)
+                ft_id = finetune_id(model.sha256, source.fingerprint, settings.protocol, seed, settings.eval_only,
+                                    job_teacher.finetune_id if job_teacher else None)  # fmt: skip
                 targets = []
                 for pair in (p for p in pairs if p.source == source_name):
                     for t in pair.targets:
@@ -178,5 +202,5 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
                 space = spaces[next(p.name for p in pairs if p.source == source_name)]
                 if settings.eval_only:
                     check_head_labels(model, space)
-                jobs.append(FineTuneJob(model, source, seed, settings.protocol, space, ft_id, tuple(targets)))
+                jobs.append(FineTuneJob(model, source, seed, settings.protocol, space, ft_id, tuple(targets), job_teacher))
     return Plan(settings, tuple(jobs))

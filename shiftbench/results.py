@@ -142,13 +142,14 @@ class RunResult:
     transformers_version: str
     torch_version: str
     history: tuple[dict, ...] = ()  # per-epoch source-validation history (EpochRecord as dicts)
+    trainable_params: int | None = None  # parameters the fine-tune updated (lora: adapters + head)
 
     def gap(self, metric: str) -> float:
         return self.id_scores[metric] - self.ood_scores[metric]
 
     def to_table(self) -> pa.Table:
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for k in ("id_scores", "ood_scores", "history"):
+        for k in ("id_scores", "ood_scores", "history", "trainable_params"):
             base.pop(k)
         rows = []
         for metric in self.id_scores:
@@ -159,6 +160,8 @@ class RunResult:
         table = pa.Table.from_pylist(rows, schema=RUN_SCHEMA)
         meta = dict(RUN_SCHEMA.metadata)
         meta[b"shiftbench.history"] = json.dumps(list(self.history)).encode()
+        if self.trainable_params is not None:  # schema metadata, not a column: RUN_SCHEMA is unchanged
+            meta[b"shiftbench.trainable_params"] = str(self.trainable_params).encode()
         return table.replace_schema_metadata(meta)
 
 
@@ -240,6 +243,12 @@ def read_runs(results_dir: Path, columns: Sequence[str] | None = None) -> Loaded
 def read_history(path: Path) -> list[dict]:
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta.get(b"shiftbench.history", b"[]"))
+
+
+def read_trainable_params(path: Path) -> int | None:
+    """Trainable-parameter count of a run file's fine-tune (None: not recorded)."""
+    value = (pq.read_schema(path).metadata or {}).get(b"shiftbench.trainable_params")
+    return int(value) if value is not None else None
 
 
 def check_results_dir(results_dir: Path) -> Path:

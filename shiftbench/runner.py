@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from shiftbench import RUNNER_VERSION, __version__
-from shiftbench import faults
+from shiftbench import distill, faults
 from shiftbench.cache import load_finetuned, save_finetuned
 from shiftbench.checkpoint import checkpoint_dir, clear_checkpoints
 from shiftbench.device import Runtime, make_runtime
@@ -56,12 +56,15 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
         source = augmented_source(source, job.seed, job.protocol.augment_strength)
     train, val = encoder(source, "train"), encoder(job.source, "validation")
     faults.checkpoint("tokenize")
+    soft_targets = None
+    if job.teacher is not None:  # distill: the fine-tuned teacher's logits on the source train split
+        soft_targets = distill.soft_targets(job, plan, train, runtime, fine_tuned=_fine_tuned)
     _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
     ft = fine_tune(
         lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task),
         train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
         desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}", log=_log,
-        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), tags=job.tags,
+        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), tags=job.tags, soft_targets=soft_targets,
     )  # fmt: skip
     save_finetuned(settings.cache_dir, job.finetune_id, ft)
     clear_checkpoints(checkpoint_dir(settings.cache_dir, job.finetune_id))
@@ -117,6 +120,7 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
             created_at=now_utc(), shiftbench_version=__version__, runner_version=RUNNER_VERSION,
             transformers_version=transformers.__version__, torch_version=torch.__version__,
             history=tuple(asdict(h) for h in ft.history) if ft else (),
+            trainable_params=ft.trainable_params if ft else None,
         )  # fmt: skip
         preds = predictions_table({"id_test": id_pred, "ood_test": ood_pred})
         yield result, preds

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from shiftbench import faults
+from shiftbench import faults, lora
 from shiftbench.batching import collate, length_grouped_batches
 from shiftbench.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from shiftbench.device import Runtime
+from shiftbench.distill import distillation_loss
 from shiftbench.encode import IGNORE, EncodedSplit
 from shiftbench.evaluation import predict
 from shiftbench.protocol import Protocol
@@ -37,7 +38,7 @@ class EpochRecord:
     learning_rate: float
     epoch: int  # 1-based
     steps: int  # optimizer steps taken in this epoch
-    train_loss: float  # mean cross-entropy over the epoch's steps (nats)
+    train_loss: float  # mean training loss over the epoch's steps (nats: cross-entropy, or the distill loss)
     val_scores: dict[str, float]  # source validation only
     seconds: float  # wall time of the epoch's training steps (validation excluded)
     train_tokens: int  # real (non-padding) tokens processed in the epoch
@@ -51,6 +52,7 @@ class FineTuned:
     selection_score: float  # source-validation score of the selected (lr, epoch)
     history: tuple[EpochRecord, ...]
     train_seconds: float
+    trainable_params: int | None = None  # parameters the optimizer updated (None: cached before it was recorded)
     model: Any = field(default=None, compare=False, repr=False)  # the trained module holding `state`, if in memory
 
 
@@ -104,6 +106,13 @@ def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon
     emb.data.sub_(delta)
 
 
+def _build(make_model: Callable[[], torch.nn.Module], protocol: Protocol) -> torch.nn.Module:
+    model = make_model()
+    if protocol.remedy == "lora":  # frozen checkpoint + trainable low-rank adapters and head
+        model = lora.wrap(model, protocol)
+    return model
+
+
 def fine_tune(
     make_model: Callable[[], torch.nn.Module],
     train: EncodedSplit,
@@ -116,13 +125,17 @@ def fine_tune(
     log: Callable[[str], None] = lambda message: None,
     checkpoints: Path | None = None,
     tags: tuple[str, ...] | None = None,
+    soft_targets: np.ndarray | None = None,
 ) -> FineTuned:
     """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
 
     With ``checkpoints`` set, the full training state is saved after every epoch and a later
     call resumes from the newest one, giving the same result as an uninterrupted run.
     ``tags``: the BIO label space, for token classification (scores are entity-level).
+    ``soft_targets`` (the distill remedy, and only it): a teacher's (N, C) logits on ``train``.
     """
+    if (soft_targets is not None) != (protocol.remedy == "distill"):
+        raise ValueError("fine_tune: soft_targets go with the distill remedy, and only with it")
     steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
     total_steps = protocol.epochs * steps_per_epoch
     if protocol.max_steps is not None:
@@ -133,6 +146,7 @@ def fine_tune(
     best_meta = resume.best if resume else None  # (score, lr, epoch)
     best_state = resume.best_state if resume else None
     elapsed = resume.elapsed if resume else 0.0
+    trainable_params = None
     if resume:
         log(f"{desc} resuming after lr #{resume.lr_index + 1} epoch {resume.epoch} from {checkpoints}")
     t_start = time.perf_counter()
@@ -140,7 +154,11 @@ def fine_tune(
     for lr_index in range(resume.lr_index if resume else 0, len(protocol.learning_rates)):
         lr = protocol.learning_rates[lr_index]
         seed_everything(seed)
-        model = make_model().to(runtime.device)
+        model = _build(make_model, protocol).to(runtime.device)
+        if trainable_params is None:
+            trainable_params = lora.count_trainable(model)
+            total = sum(p.numel() for p in model.parameters())
+            log(f"{desc} {trainable_params:,} trainable parameters ({trainable_params / total:.2%} of {total:,})")
         optimizer = torch.optim.AdamW(
             # Fused AdamW (CUDA and CPU alike, as transformers' Trainer defaults to): one kernel over
             # all parameters; on 2 CPU cores the per-tensor foreach path cost ~3x the update time.
@@ -173,7 +191,11 @@ def fine_tune(
                 labels = torch.from_numpy(train.batch_labels(idx)).to(runtime.device)
                 with runtime.autocast():
                     logits = model(**batch).logits
-                loss = _loss(logits, labels)
+                if soft_targets is None:
+                    loss = _loss(logits, labels)
+                else:  # distill: gold labels mixed with the teacher's tempered distribution
+                    teacher = torch.from_numpy(soft_targets[idx]).to(runtime.device)
+                    loss = distillation_loss(logits.float(), labels, teacher, protocol.distill_temperature, protocol.distill_alpha)
                 loss.backward()
                 if protocol.remedy == "adversarial":
                     _fgm_step(model, batch, labels, protocol.adversarial_epsilon, runtime)
@@ -214,8 +236,12 @@ def fine_tune(
 
     assert best_meta is not None and best_state is not None  # >= 1 learning rate and epoch
     score, lr, epoch = best_meta
+    if protocol.remedy == "lora":  # kept (and cached) as a plain classifier: scoring needs no peft
+        best_state = lora.merged_state(_build(make_model, protocol), best_state)
+        model = None  # the peft-wrapped module is not what scoring loads
+    else:
+        # The last learning rate's module, with the selected weights: scoring uses it directly
+        # instead of building the model a second time from the checkpoint files.
+        model.load_state_dict(best_state)
     seconds = elapsed + time.perf_counter() - t_start
-    # The last learning rate's module, with the selected weights: scoring uses it directly
-    # instead of building the model a second time from the checkpoint files.
-    model.load_state_dict(best_state)
-    return FineTuned(best_state, lr, epoch, score, tuple(history), seconds, model=model)
+    return FineTuned(best_state, lr, epoch, score, tuple(history), seconds, trainable_params, model=model)
