@@ -7,7 +7,8 @@ Every recipe's time includes loading its data, tokenizer and model.
   (a) the seeds' recipe: transformers `Trainer`, every example padded to max length;
   (b) a tuned `Trainer`: dynamic padding + length-grouped sampling;
   (c) shiftbench's runner (`shiftbench.run`, end to end: loading, training, source-validation
-      model selection, ID and OOD scoring, writing results).
+      model selection, ID and OOD scoring, writing results);
+  (d) (c) with `precision: bf16` (autocast; opt-in, in the protocol hash), for its speed and F1.
 
 Prints wall time per phase, the speed ratios, macro-F1 and MFU (6 x non-embedding parameters x
 real tokens + attention FLOPs, per training second, against a fp32 matmul peak measured in the
@@ -16,6 +17,7 @@ same run), and writes them as JSON under benchmarks/results/.
     python benchmarks/side_by_side.py                 # single pair, seed 0
     python benchmarks/side_by_side.py --seeds 0,1,2   # F1 noise across seeds
     python benchmarks/side_by_side.py --suite         # also: default suite, (b) once per pair vs (c)
+    python benchmarks/side_by_side.py --only b,c,d    # no (a); (d) = (c) in bf16
 """
 
 from __future__ import annotations
@@ -113,13 +115,13 @@ def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
             "ood_macro_f1": f1}  # fmt: skip
 
 
-def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path) -> dict:
-    proto = work / "one_epoch.yaml"
-    proto.write_text(f"base: standard\nlearning_rates: [{lr}]\nepochs: 1\n")
+def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path, precision: str = "fp32") -> dict:
+    proto = work / f"one_epoch_{precision}.yaml"
+    proto.write_text(f"base: standard\nlearning_rates: [{lr}]\nepochs: 1\nprecision: {precision}\n")
     t0 = time.perf_counter()
     summary = shiftbench.run(pairs=pairs, models=["minilm-l6"], seeds=[seed], protocol=str(proto),
-                             data_dir=ctx["data_dir"], results_dir=work / f"results-{seed}",
-                             cache_dir=work / f"cache-{seed}", device=ctx["device"])  # fmt: skip
+                             data_dir=ctx["data_dir"], results_dir=work / f"results-{seed}-{precision}",
+                             cache_dir=work / f"cache-{seed}-{precision}", device=ctx["device"])  # fmt: skip
     total = time.perf_counter() - t0
     r = summary.new_results
     train_s = sum({x.finetune_id: x.train_seconds for x in r}.values())
@@ -176,12 +178,12 @@ def main() -> int:
     print(f"non-embedding parameters {n_params / 1e6:.2f}M; one epoch = {lengths.sum()} real tokens = {flops / 1e12:.2f} TFLOP")
 
     work = Path(tempfile.mkdtemp(prefix="sbs-"))
-    rows: dict[str, list[dict]] = {k: [] for k in "abc" if k in only}
+    rows: dict[str, list[dict]] = {k: [] for k in "abcd" if k in only}
     for seed in seeds:
         for key in sorted(rows):
             print(f"-- seed {seed}: ({key}) ...", flush=True)
-            if key == "c":
-                r = run_shiftbench(ctx, seed, args.lr, ["fpb_to_tfns"], work)
+            if key in ("c", "d"):
+                r = run_shiftbench(ctx, seed, args.lr, ["fpb_to_tfns"], work, "bf16" if key == "d" else "fp32")
             else:
                 r = run_trainer(key == "b", ctx, seed, args.lr)
             r["mfu"] = flops / r["train_s"] / 1e9 / peak
@@ -206,6 +208,11 @@ def main() -> int:
         report["time_c_over_b"] = med["c"] / med["b"]
         print(f"(c) takes {report['time_c_over_b']:.2f}x the wall time of (b) (target <= 1.05x)")
 
+    if "c" in med and "d" in med:
+        report["speedup_bf16_over_fp32"] = med["c"] / med["d"]
+        df1 = np.mean([d["ood_macro_f1"] - c["ood_macro_f1"] for c, d in zip(rows["c"], rows["d"])])
+        report["bf16_minus_fp32_ood_macro_f1"] = float(df1)
+        print(f"(d) bf16 is {report['speedup_bf16_over_fp32']:.2f}x faster than (c) fp32; OOD macro-F1 change {df1:+.4f}")
     if args.suite:
         report["suite"] = suite_comparison(ctx, args, work)
     out = Path(args.out)
