@@ -71,7 +71,7 @@ class Plan:
             f"protocol {s.protocol.name} ({s.protocol.hash}), seeds {list(s.seeds)}, results in {s.results_dir}",
         ]
         for job in self.jobs:
-            verb = "evaluate" if s.eval_only else "fine-tune"
+            verb = "evaluate" if s.eval_only else "prompt (icl)" if s.protocol.remedy == "icl" else "fine-tune"
             state = "pending" if job.pending else "done"
             lines.append(
                 f"[{state}] {verb} {job.model.name} on {job.source.spec.name} "
@@ -100,6 +100,10 @@ def refresh(job: FineTuneJob, results_dir) -> FineTuneJob:
 def build_plan(settings: RunSettings, catalog: Catalog) -> Plan:
     pairs = [catalog.pairs.get(name) for name in settings.pairs]
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
+    if settings.protocol.remedy == "icl":  # causal LMs and text classification only, checked before any work
+        from shiftbench.icl import check_icl
+
+        check_icl(settings, pairs, models)
 
     # Load every dataset once (fingerprints, label sets, file validation) before any training.
     source_roles = ("train", "validation", "test")  # also for --eval-only: same fingerprint, overlap known
