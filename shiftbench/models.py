@@ -284,3 +284,122 @@ def load_finetuned_classifier(
             f"{list(label_space)}, but its config.id2label names {sorted(names)}"
         )
     return net, [names[label] for label in label_space]
+
+
+# Causal LMs, for remedies that prompt the checkpoint instead of fine-tuning it (``icl``).
+_CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel")
+# GGUF architectures that are encoders (llama.cpp ships embedding models too).
+_GGUF_ENCODERS = ("bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5", "t5encoder", "roberta", "xlm-roberta")
+
+
+def _not_causal(model: ResolvedModel, what: str) -> ShiftbenchError:
+    return ShiftbenchError(
+        f"model {model.name!r}: the icl remedy needs a causal LM checkpoint (a decoder such as smollm2-135m), "
+        f"but {model.location} is {what}"
+    )
+
+
+def gguf_architecture(path: Path) -> str | None:
+    """``general.architecture`` from a GGUF header, read without loading the file (None if absent).
+
+    A truncated or malformed header raises ``ValueError``.
+    """
+    import struct
+
+    scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+    with open(path, "rb") as fh:
+
+        def read(fmt: str) -> Any:
+            size = struct.calcsize("<" + fmt)
+            data = fh.read(size)
+            if len(data) != size:
+                raise ValueError(f"{path}: truncated GGUF header")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def skip(vtype: int) -> None:
+            if vtype in scalar:
+                fh.seek(struct.calcsize("<" + scalar[vtype]), 1)
+            elif vtype == 8:  # string
+                fh.seek(read("Q"), 1)
+            elif vtype == 9:  # array
+                item, n = read("I"), read("Q")
+                if item in scalar:
+                    fh.seek(n * struct.calcsize("<" + scalar[item]), 1)
+                else:
+                    for _ in range(n):
+                        skip(item)
+            else:
+                raise ValueError(f"{path}: unknown GGUF value type {vtype}")
+
+        if fh.read(4) != b"GGUF":
+            return None
+        read("I"), read("Q")  # version, tensor count
+        for _ in range(read("Q")):
+            key = fh.read(read("Q")).decode("utf-8", "replace")
+            vtype = read("I")
+            if key == "general.architecture" and vtype == 8:
+                return fh.read(read("Q")).decode("utf-8", "replace")
+            skip(vtype)
+    return None
+
+
+def check_causal_lm(model: ResolvedModel, options: LoadOptions = LoadOptions(), config: Any = None) -> None:
+    """Refuse, before anything runs, a checkpoint that is not a causal (decoder) language model.
+
+    A GGUF file is judged by its ``general.architecture`` header field (cheap; the full config is
+    checked again when the model is loaded), anything else by its config: the model type must
+    have a causal-LM class and no masked-LM one (BERT-style encoders have both), and the saved
+    architecture, when named, must be a causal LM head.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if config is None and model.gguf_file and model.path is not None:
+        try:
+            arch = gguf_architecture(model.path / model.gguf_file)
+        except (OSError, ValueError):
+            arch = None
+        if arch is not None and (arch in _GGUF_ENCODERS or arch.replace("-", "_") in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+            raise _not_causal(model, f"a GGUF {arch!r} encoder")
+        return
+    if config is None:
+        from transformers import AutoConfig
+
+        _quiet_transformers()
+        config = AutoConfig.from_pretrained(
+            model.location, revision=model.revision, trust_remote_code=options.trust_remote_code, **_gguf(model)
+        )
+    kind = getattr(config, "model_type", "")
+    names = list(getattr(config, "architectures", None) or [])
+    if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise _not_causal(model, f"a {kind or 'unknown'!r} model ({', '.join(names) or 'no architecture named'})")
+    if names and not any(n.endswith(_CAUSAL_HEADS) for n in names):
+        raise _not_causal(model, f"saved as {', '.join(names)} (no causal LM head)")
+
+
+def load_causal_lm(model: ResolvedModel, options: LoadOptions = LoadOptions()) -> Any:
+    """The checkpoint as a causal language model (``AutoModelForCausalLM``), in eval mode.
+
+    Same safety rules as :func:`load_classifier` (safetensors only unless ``allow_pickle``, no
+    remote code unless asked) and the same variants (``num_layers``, ``random_init``: call
+    ``torch.manual_seed`` first). Not a causal LM: a one-line :class:`ShiftbenchError`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    _quiet_transformers()
+    common = {"revision": model.revision, "trust_remote_code": options.trust_remote_code, **_gguf(model)}
+    config = AutoConfig.from_pretrained(model.location, **common)
+    check_causal_lm(model, options, config)
+    if model.num_layers is not None:
+        available = config.num_hidden_layers
+        if model.num_layers > available:
+            raise ShiftbenchError(f"model {model.name!r}: num_layers {model.num_layers} > the {available} layers it has")
+        config.num_hidden_layers = model.num_layers
+    if model.random_init:
+        net = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code)
+    else:
+        safetensors_only = None if model.gguf_file or options.allow_pickle else True
+        net = AutoModelForCausalLM.from_pretrained(model.location, config=config, use_safetensors=safetensors_only, **common)
+    return net.eval()

@@ -99,7 +99,7 @@ class Plan:
             f"protocol {s.protocol.name} ({s.protocol.hash}), seeds {list(s.seeds)}, results in {s.results_dir}",
         ]
         for job in self.jobs:
-            verb = "evaluate" if s.eval_only else "fine-tune"
+            verb = "evaluate" if s.eval_only else "prompt (icl)" if s.protocol.remedy == "icl" else "fine-tune"
             state = "pending" if job.pending else "done"
             lines.append(
                 f"[{state}] {verb} {job.model.name} on {job.source.spec.name} "
@@ -166,8 +166,12 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
     if settings.protocol.remedy == "distill" and not settings.eval_only:
         tasks = {catalog.pairs.get(name).task for name in settings.pairs}
         teacher = resolve_teacher(settings.protocol, catalog, settings.load, tasks)
-    pairs, sources_, domains = _load_pairs(settings, catalog, log)
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
+    if settings.protocol.remedy == "icl":  # causal LMs and text classification only, checked before any work
+        from shiftbench.icl import check_icl
+
+        check_icl(settings, [catalog.pairs.get(name) for name in settings.pairs], models)
+    pairs, sources_, domains = _load_pairs(settings, catalog, log)
     spaces = {p.name: pair_label_space(sources_[p.source], [domains[t] for t in p.targets], p.name) for p in pairs}
 
     jobs: list[FineTuneJob] = []

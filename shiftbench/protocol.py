@@ -79,7 +79,7 @@ class Protocol:
     distill_alpha: float = 0.5  # distill: weight of the hard-label loss (1 - alpha on the soft one)
     icl_shots: int = 8  # icl: labelled source-train examples in the prompt
     icl_template: str = "Text: {text}\nLabel: {label}\n\n"  # icl: one demonstration; the query ends before {label}
-    icl_instruction: str = ""  # icl: text put before the demonstrations
+    icl_instruction: str = ""  # icl: text put before the demonstrations; "{labels}" becomes the label names
     description: str = ""
     base: str | None = None
 
@@ -118,8 +118,8 @@ class Protocol:
             raise bad("distill_alpha", "must be in [0, 1]")
         if self.icl_shots < 0:
             raise bad("icl_shots", "must be >= 0")
-        if self.remedy == "icl" and ("{text}" not in self.icl_template or "{label}" not in self.icl_template):
-            raise bad("icl_template", "must contain {text} and {label}")
+        if self.remedy == "icl" and not 0 <= self.icl_template.find("{text}") < self.icl_template.find("{label}"):
+            raise bad("icl_template", "must contain {text} and then {label}")
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),

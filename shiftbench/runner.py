@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
 import numpy as np
@@ -17,9 +17,11 @@ from shiftbench import RUNNER_VERSION, __version__
 from shiftbench import distill, faults
 from shiftbench.cache import load_finetuned, save_finetuned
 from shiftbench.checkpoint import checkpoint_dir, clear_checkpoints
+from shiftbench.data import DomainData
 from shiftbench.device import Runtime, make_runtime
 from shiftbench.encode import Encoder
 from shiftbench.evaluation import Predictions, predict
+from shiftbench.icl import icl_scorer
 from shiftbench.metrics import expected_calibration_error
 from shiftbench.models import load_classifier, load_finetuned_classifier, load_tokenizer
 from shiftbench.locks import claim
@@ -71,10 +73,8 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
     return ft
 
 
-def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[RunResult, pa.Table]]:
-    """Fine-tune (or reuse the cached fine-tune) and yield, per pending target, the run record and
-    its per-example predictions. Writes nothing to the results dir: the caller does, so a remote
-    worker can compute and the driver can write."""
+def _classifier_scorer(job: FineTuneJob, plan: Plan, runtime: Runtime) -> tuple[FineTuned | None, Callable[[DomainData], Predictions]]:
+    """The fine-tuned (or, with --eval-only, the given) classifier and ``score(domain)`` for its test split."""
     settings = plan.settings
     protocol = job.protocol
     tokenizer = load_tokenizer(job.model, settings.load)
@@ -94,6 +94,20 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
     def score(domain):
         data = encoder(domain, "test")
         return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime, columns, job.tags)
+
+    return ft, score
+
+
+def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[RunResult, pa.Table]]:
+    """Fine-tune (or reuse the cached fine-tune; the icl remedy prompts the checkpoint instead) and
+    yield, per pending target, the run record and its per-example predictions. Writes nothing to the results dir: the caller does, so a remote
+    worker can compute and the driver can write."""
+    settings = plan.settings
+    protocol = job.protocol
+    if protocol.remedy == "icl":  # few-shot prompting: nothing is fine-tuned or cached
+        ft, score = None, icl_scorer(job, settings.load, runtime, log=_log)
+    else:
+        ft, score = _classifier_scorer(job, plan, runtime)
 
     t0 = time.perf_counter()
     id_pred = score(job.source)

@@ -39,7 +39,7 @@ def run_with(tiny_registry, tiny_data_dir):
 
 
 def test_builtins_load():
-    assert builtin_protocols() == ["adversarial", "augment", "decoder-quick", "distill", "lora", "quick", "standard"]
+    assert builtin_protocols() == ["adversarial", "augment", "decoder-quick", "distill", "icl", "lora", "quick", "standard"]
     std, quick = load_protocol("standard"), load_protocol("quick")
     assert std.learning_rates == (2e-5, 5e-5, 1e-4) and std.epochs == 3 and std.batch_size == 32
     assert (quick.name, quick.base, quick.epochs, quick.learning_rates, quick.max_length) == ("quick", "standard", 1, (1e-4,), 64)
