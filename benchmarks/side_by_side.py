@@ -188,9 +188,12 @@ def main() -> int:
             else:
                 r = run_trainer(key == "b", ctx, seed, args.lr)
             r["mfu"] = flops / r["train_s"] / 1e9 / peak
+            if "history" in r:  # (c)/(d): the training steps alone (no validation pass, no model build)
+                r["step_mfu"] = flops / sum(h["seconds"] for h in r["history"]) / 1e9 / peak
             rows[key].append(r)
             print(f"   ({key}) train {r['train_s']:.1f} s, eval {r['eval_s']:.1f} s, total {r['total_s']:.1f} s, "
-                  f"OOD macro-F1 {r['ood_macro_f1']:.4f}, MFU {r['mfu']:.1%}", flush=True)  # fmt: skip
+                  f"OOD macro-F1 {r['ood_macro_f1']:.4f}, MFU {r['mfu']:.1%}"
+                  + (f" (training steps alone {r['step_mfu']:.1%})" if "step_mfu" in r else ""), flush=True)  # fmt: skip
 
     report = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "device": args.device, "matmul_peak_gflops": peak,
