@@ -117,7 +117,8 @@ class Plan:
                 )
         n_runs = sum(len(j.targets) for j in self.jobs)
         n_todo = sum(len(j.pending) for j in self.jobs)
-        lines.append(f"{len(self.pending_jobs)} of {len(self.jobs)} fine-tunes and {n_todo} of {n_runs} runs to do")
+        unit = "evaluations" if s.eval_only else "prompt jobs (icl)" if s.protocol.remedy == "icl" else "fine-tunes"
+        lines.append(f"{len(self.pending_jobs)} of {len(self.jobs)} {unit} and {n_todo} of {n_runs} runs to do")
         return "\n".join(lines)
 
 
