@@ -233,6 +233,14 @@ def load_classifier(
         label2id={name: i for i, name in enumerate(label_space)},
         **common,
     )
+    config.pad_token_id = pad_token_id
+    return _instantiate(auto, model, config, options, common)
+
+
+def _instantiate(auto: Any, model: ResolvedModel, config: Any, options: LoadOptions, common: dict[str, Any]) -> Any:
+    """``auto`` (an ``AutoModelFor...`` class) built from ``config`` with the model's variant
+    settings: the first ``num_layers`` layers, random weights for ``random_init``, and
+    safetensors only unless pickle is allowed."""
     if model.num_layers is not None:
         available = config.num_hidden_layers
         if model.num_layers > available:
@@ -240,15 +248,10 @@ def load_classifier(
         # Loading a deeper checkpoint into a shallower config keeps the first N layers and
         # drops the rest (reported as unexpected keys, which is what we want).
         config.num_hidden_layers = model.num_layers
-    config.pad_token_id = pad_token_id
     if model.random_init:
-        net = auto.from_config(config, trust_remote_code=options.trust_remote_code)
-    else:
-        safetensors_only = None if model.gguf_file or options.allow_pickle else True
-        net = auto.from_pretrained(
-            model.location, config=config, use_safetensors=safetensors_only, **common
-        )
-    return net
+        return auto.from_config(config, trust_remote_code=options.trust_remote_code)
+    safetensors_only = None if model.gguf_file or options.allow_pickle else True
+    return auto.from_pretrained(model.location, config=config, use_safetensors=safetensors_only, **common)
 
 
 def check_head_labels(model: ResolvedModel, label_space: tuple[str, ...]) -> None:
@@ -392,14 +395,4 @@ def load_causal_lm(model: ResolvedModel, options: LoadOptions = LoadOptions()) -
     common = {"revision": model.revision, "trust_remote_code": options.trust_remote_code, **_gguf(model)}
     config = AutoConfig.from_pretrained(model.location, **common)
     check_causal_lm(model, options, config)
-    if model.num_layers is not None:
-        available = config.num_hidden_layers
-        if model.num_layers > available:
-            raise ShiftbenchError(f"model {model.name!r}: num_layers {model.num_layers} > the {available} layers it has")
-        config.num_hidden_layers = model.num_layers
-    if model.random_init:
-        net = AutoModelForCausalLM.from_config(config, trust_remote_code=options.trust_remote_code)
-    else:
-        safetensors_only = None if model.gguf_file or options.allow_pickle else True
-        net = AutoModelForCausalLM.from_pretrained(model.location, config=config, use_safetensors=safetensors_only, **common)
-    return net.eval()
+    return _instantiate(AutoModelForCausalLM, model, config, options, common).eval()
