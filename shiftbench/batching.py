@@ -34,17 +34,22 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(
-    input_ids: tuple[np.ndarray, ...], idx: np.ndarray, pad_id: int, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Right-pad the selected sequences to the longest one in the batch."""
-    seqs = [input_ids[i] for i in idx]
+def pad_right(seqs, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention mask), both (len(seqs), longest) int64: each sequence right-padded with ``pad_id``."""
     width = max(len(s) for s in seqs)
     ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
     for row, s in enumerate(seqs):
         ids[row, : len(s)] = s
         mask[row, : len(s)] = 1
+    return ids, mask
+
+
+def collate(
+    input_ids: tuple[np.ndarray, ...], idx: np.ndarray, pad_id: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Right-pad the selected sequences to the longest one in the batch."""
+    ids, mask = pad_right([input_ids[i] for i in idx], pad_id)
     pin = device.type == "cuda"
     out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
     if pin:

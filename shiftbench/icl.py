@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftbench.batching import pad_right
 from shiftbench.data import DomainData, SplitData
 from shiftbench.device import Runtime
 from shiftbench.errors import ShiftbenchError
@@ -337,11 +338,7 @@ def label_logliks(
 
 
 def _padded(seqs: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)], mask[r, : len(s)] = s, 1
+    ids, mask = pad_right(seqs, pad)
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
