@@ -38,7 +38,6 @@ schedule, selection metric, max steps) do not apply and are ignored; ``max_lengt
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftbench import console
 from shiftbench.batching import pad_right
 from shiftbench.data import DomainData, SplitData
 from shiftbench.device import Runtime
@@ -422,7 +422,7 @@ def icl_scorer(job: Any, options: Any, runtime: Runtime, log: Callable[[str], No
     classifies the domain's test split with the job's few-shot prompt."""
     from shiftbench.models import load_causal_lm, load_tokenizer
 
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    log = log or console.log
     protocol = job.protocol
     tokenizer = load_tokenizer(job.model, options)
     torch.manual_seed(job.seed)  # only matters for a random_init model

@@ -14,13 +14,12 @@ A run whose file exists in the results dir is done and is skipped.
 from __future__ import annotations
 
 import dataclasses
-import sys
-from collections.abc import Callable
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from shiftbench import RUNNER_VERSION
+from shiftbench import RUNNER_VERSION, console
 from shiftbench.catalog import Catalog
 from shiftbench.config import RunSettings
 from shiftbench.data import TOKEN_TASK, DomainData, load_domain, pair_label_space
@@ -32,10 +31,6 @@ from shiftbench.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.protocol import Protocol
 from shiftbench.results import is_done
 from shiftbench.specs import PairSpec
-
-
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def short_hash(*parts: object) -> str:
@@ -98,8 +93,10 @@ class Plan:
         lines = [
             f"protocol {s.protocol.name} ({s.protocol.hash}), seeds {list(s.seeds)}, results in {s.results_dir}",
         ]
+        # What a job does, and what a count of jobs is called.
+        verb, unit = (("evaluate", "evaluations") if s.eval_only else ("prompt (icl)", "prompt jobs (icl)")
+                      if s.protocol.remedy == "icl" else ("fine-tune", "fine-tunes"))  # fmt: skip
         for job in self.jobs:
-            verb = "evaluate" if s.eval_only else "prompt (icl)" if s.protocol.remedy == "icl" else "fine-tune"
             state = "pending" if job.pending else "done"
             lines.append(
                 f"[{state}] {verb} {job.model.name} on {job.source.spec.name} "
@@ -117,7 +114,6 @@ class Plan:
                 )
         n_runs = sum(len(j.targets) for j in self.jobs)
         n_todo = sum(len(j.pending) for j in self.jobs)
-        unit = "evaluations" if s.eval_only else "prompt jobs (icl)" if s.protocol.remedy == "icl" else "fine-tunes"
         lines.append(f"{len(self.pending_jobs)} of {len(self.jobs)} {unit} and {n_todo} of {n_runs} runs to do")
         return "\n".join(lines)
 
@@ -160,7 +156,7 @@ def _load_pairs(settings: RunSettings, catalog: Catalog, log: Callable[[str], No
     return pairs, sources, targets
 
 
-def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], None] = _warn) -> Plan:
+def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], None] = console.log) -> Plan:
     if settings.protocol.remedy == "lora" and not settings.eval_only:
         require_peft()  # fail before any data is loaded, not after the first fine-tune starts
     teacher = None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from shiftbench import RUNNER_VERSION, __version__
 from shiftbench import distill, faults
 from shiftbench.cache import load_finetuned, save_finetuned
 from shiftbench.checkpoint import checkpoint_dir, clear_checkpoints
+from shiftbench.console import log as _log
 from shiftbench.data import DomainData
 from shiftbench.device import Runtime, make_runtime
 from shiftbench.encode import Encoder
@@ -41,10 +41,6 @@ def _counts(p: Predictions, label_space: tuple[str, ...]) -> tuple[int, ...]:
 
 def _n_examples(p: Predictions) -> int:
     return len(p.lengths) if p.lengths is not None else len(p.labels)  # sentences, not words, for NER
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runtime: Runtime) -> FineTuned:
