@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
 from shiftbench.results import predictions_path, read_runs
-from shiftbench.ner_metrics import NER_SUM_METRICS, ner_sum_metric, sentence_stats
+from shiftbench.ner_metrics import NER_SUM_METRICS, entity_types, ner_sum_metric, sentence_stats
 from shiftbench.stats import (
     COUNT_METRICS, Interval, McNemarResult, SumMetric, bootstrap_differences, bootstrap_sum_differences, mcnemar,
     percentile_interval,
@@ -105,11 +105,14 @@ def load_predictions(results_dir: Path, run_id: str) -> RunPredictions:
     return RunPredictions(run_id, *out["id_test"], *out["ood_test"], lengths["id_test"], lengths["ood_test"])
 
 
-def split_stats(p: RunPredictions, split: str, metric: str, tags: Sequence[str]) -> tuple[np.ndarray, SumMetric]:
-    """Token classification: per-sentence statistics of one split and the metric on their sums."""
-    labels, preds, lengths = p.split(split)
-    n_types = sum(t.startswith("B-") for t in tags)
-    return sentence_stats(labels, preds, lengths, tags), ner_sum_metric(metric, n_types)
+def split_stats(p: RunPredictions, split: str, tags: Sequence[str]) -> np.ndarray:
+    """Token classification: per-sentence statistics of one split ("id" or "ood")."""
+    return sentence_stats(*p.split(split), tags)
+
+
+def sum_metric(metric: str, tags: Sequence[str]) -> SumMetric:
+    """Token classification: ``metric`` on summed :func:`split_stats` of a run with label space ``tags``."""
+    return ner_sum_metric(metric, len(entity_types(tags)))
 
 
 BOOTSTRAP_METRICS = tuple(dict.fromkeys([*COUNT_METRICS, *NER_SUM_METRICS]))
@@ -262,9 +265,8 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
     draws = {}
     for split, ss in (("id", ss_id), ("ood", ss_ood)):
         if first.is_tokens:  # resample sentences, score entities
-            fn = split_stats(first, split, metric, tags)[1]
-            stats = {ref: [split_stats(p, split, metric, tags)[0] for p in preds[ref]] for ref in (a, b)}
-            draws[split] = bootstrap_sum_differences(fn, stats[a], stats[b], n_boot, np.random.default_rng(ss))
+            stats = {ref: [split_stats(p, split, tags) for p in preds[ref]] for ref in (a, b)}
+            draws[split] = bootstrap_sum_differences(sum_metric(metric, tags), stats[a], stats[b], n_boot, np.random.default_rng(ss))
             continue
         k = max(len(tags), 1 + max(
             int(max(x.max() for x in (p.id_labels, p.id_preds, p.ood_labels, p.ood_preds))) for p in preds[a] + preds[b]))  # fmt: skip

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from shiftbench.errors import DataUnavailable, ShiftbenchError
+from shiftbench.ner_metrics import entity_types, parse_tag
 from shiftbench.specs import DatasetSpec, as_plain
 
 # WILDS-style names that say which side of the shift a split is on.
@@ -205,16 +206,14 @@ def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[
         if row is None:
             raise ShiftbenchError(f"{where}: label column {spec.label_column!r} row {row_no}: missing tag list")
         tags = []
-        for tag in row:
-            if tag == "O":
-                tags.append("O")
-                continue
-            prefix, sep, etype = str(tag).partition("-")
-            if tag is None or prefix not in ("B", "I") or not sep or not etype:
+        for pos, tag in enumerate(row):
+            try:
+                prefix, etype = parse_tag(tag, pos)
+            except ValueError:
                 raise ShiftbenchError(
                     f"{where}: label column {spec.label_column!r} row {row_no}: tag {tag!r} is not BIO ('O', 'B-<TYPE>', 'I-<TYPE>')"
-                )
-            mapped = mapping.get(etype, etype)
+                ) from None
+            mapped = mapping.get(etype, etype) if prefix != "O" else None
             tags.append("O" if mapped is None else f"{prefix}-{mapped}")
         out.append(tuple(tags))
     return out
@@ -328,7 +327,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
             share = frac * n_total / len(splits["train"])
             strata = list(splits["train"].labels)
             if spec.task == TOKEN_TASK:  # stratify by the entity types a sentence mentions
-                strata = ["|".join(sorted({t[2:] for t in tags if t != "O"})) for tags in strata]
+                strata = ["|".join(entity_types(tags)) for tags in strata]
             kept, carved = _carve(strata, share, spec.split_seed + i)
             splits[role] = splits["train"].subset(carved)
             splits["train"] = splits["train"].subset(kept)
@@ -336,7 +335,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
             del splits["train"]
 
     if spec.task == TOKEN_TASK:
-        label_names = bio_tags({t[2:] for s in splits.values() for tags in s.labels for t in tags if t != "O"})
+        label_names = bio_tags(entity_types(t for s in splits.values() for tags in s.labels for t in tags))
     else:
         label_names = tuple(sorted({lbl for s in splits.values() for lbl in s.labels}))
     identity = {k: as_plain(getattr(spec, k)) for k in _FINGERPRINT_FIELDS}

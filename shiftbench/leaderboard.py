@@ -80,7 +80,7 @@ def _label_space(results_dir: Path, run_id: str) -> tuple[str, ...]:
 
 def _bootstrap_single_seed(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     """Fill the CI columns of one-seed rows from a bootstrap over the run's test examples."""
-    from shiftbench.compare import load_predictions, split_stats
+    from shiftbench.compare import load_predictions, split_stats, sum_metric
     from shiftbench.errors import ShiftbenchError
     from shiftbench.ner_metrics import NER_SUM_METRICS
     from shiftbench.stats import COUNT_METRICS, confusion_codes, resampled_counts, resampled_sums
@@ -93,20 +93,23 @@ def _bootstrap_single_seed(board: pd.DataFrame, runs: pd.DataFrame, results_dir:
     if len(todo) == 0:
         return board
     first_run = runs.drop_duplicates(GROUP_KEYS).set_index(GROUP_KEYS)
+    loaded: dict[str, tuple] = {}  # run id -> (predictions, NER label space and sentence stats): read once per run, not per metric
     for i in todo:
         row = board.loc[i]
         try:
-            run = first_run.loc[tuple(row[GROUP_KEYS])]
-            preds = load_predictions(results_dir, run["run_id"])
+            run_id = first_run.loc[tuple(row[GROUP_KEYS]), "run_id"]
+            if run_id not in loaded:
+                preds = load_predictions(results_dir, run_id)
+                tags = _label_space(results_dir, run_id) if preds.is_tokens else None
+                stats = {split: split_stats(preds, split, tags).astype(np.float64) for split in ("id", "ood")} if tags else None
+                loaded[run_id] = (preds, tags, stats)
+            preds, tags, stats = loaded[run_id]
         except (ShiftbenchError, KeyError):
             continue  # no predictions kept: the row keeps no interval
         rng = np.random.default_rng(0)
-        if preds.is_tokens:  # resample sentences
-            reps = []
-            for split in ("id", "ood"):
-                values, fn = split_stats(preds, split, row["metric"], _label_space(results_dir, run["run_id"]))
-                reps.append(fn(resampled_sums(values.astype(np.float64), N_BOOT, rng)))
-            id_rep, ood_rep = reps
+        if stats is not None:  # token classification: resample sentences
+            fn = sum_metric(row["metric"], tags)
+            id_rep, ood_rep = (fn(resampled_sums(stats[split], N_BOOT, rng)) for split in ("id", "ood"))
         else:
             fn = COUNT_METRICS[row["metric"]]
             k = int(max(preds.id_labels.max(), preds.id_preds.max(), preds.ood_labels.max(), preds.ood_preds.max())) + 1

@@ -21,7 +21,7 @@ per type; resample its first axis, sum, and pass the sums to :func:`micro_f1_fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ NER_PRIMARY_METRIC = "entity_micro_f1"
 Span = tuple[str, int, int]
 
 
-def _parse_tag(tag: object, pos: int) -> tuple[str, str]:
+def parse_tag(tag: object, pos: int) -> tuple[str, str]:
     """Split one tag into ``(prefix, type)``; ``("O", "")`` for outside, ValueError if malformed."""
     if tag == "O":
         return "O", ""
@@ -62,7 +62,7 @@ def extract_entities(tags: Sequence[str]) -> list[Span]:
     cur: str | None = None
     start = 0
     for i, tag in enumerate(tags):
-        prefix, etype = _parse_tag(tag, i)
+        prefix, etype = parse_tag(tag, i)
         if cur is not None and (prefix != "I" or etype != cur):
             spans.append((cur, start, i))
             cur = None
@@ -223,13 +223,26 @@ def ner_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence
     return out
 
 
+def entity_types(tags: Iterable[str]) -> tuple[str, ...]:
+    """The entity types BIO tags name, sorted (``O`` names none).
+
+    >>> entity_types(["O", "B-PER", "I-PER", "I-LOC"])
+    ('LOC', 'PER')
+    """
+    return tuple(sorted({t[2:] for t in tags if t != "O"}))
+
+
+NER_SUM_METRICS = ("entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "macro_f1", "accuracy")
+
+
 def token_classification_scores(labels, preds, lengths, tags: Sequence[str]) -> dict[str, float]:
     """The scores shiftbench records for token classification, from flat word-level tag ids.
 
     ``entity_micro_f1`` (the headline), entity micro precision/recall, ``macro_f1`` = the mean
     entity F1 over the label space's entity types (so every run reports the same types and a
     protocol that selects on macro_f1 works for both tasks), ``accuracy`` = word accuracy, and
-    ``f1_<TYPE>`` for every entity type of the label space.
+    ``f1_<TYPE>`` for every entity type of the label space. Computed from the summed
+    :func:`sentence_stats`, so a bootstrap over sentences scores exactly the same way.
 
     >>> tags = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
     >>> s = token_classification_scores([3, 4, 0, 1], [3, 4, 0, 0], [3, 1], tags)
@@ -241,27 +254,12 @@ def token_classification_scores(labels, preds, lengths, tags: Sequence[str]) -> 
     lengths = np.asarray(lengths, dtype=np.int64)
     if labels.shape != preds.shape or int(lengths.sum()) != len(labels):
         raise ValueError(f"{len(labels)} labels, {len(preds)} preds and {int(lengths.sum())} words in lengths must agree")
-    names = np.asarray(tags, dtype=object)
-    cuts = np.cumsum(lengths)[:-1]
-    true_tags = [list(x) for x in np.split(names[labels], cuts)]
-    pred_tags = [list(x) for x in np.split(names[preds], cuts)]
-    types = sorted({t[2:] for t in tags if t != "O"})
-    counts = entity_counts(true_tags, pred_tags)
-    by_type = dict(zip(counts.types, per_type_f1_from_counts(counts.counts)))
-    p, r, f = _prf(counts.tp.sum(), counts.fp.sum(), counts.fn.sum())
-    per_type = {t: float(by_type.get(t, 0.0)) for t in types}
-    out = {
-        "entity_micro_f1": float(f),
-        "entity_micro_precision": float(p),
-        "entity_micro_recall": float(r),
-        "macro_f1": float(np.mean(list(per_type.values()))) if per_type else 0.0,
-        "accuracy": float((labels == preds).mean()) if len(labels) else 0.0,
-    }
-    out.update({f"f1_{t}": v for t, v in per_type.items()})
+    types = entity_types(tags)
+    sums = sentence_stats(labels, preds, lengths, tags).sum(axis=0)
+    out = {metric: float(ner_sum_metric(metric, len(types))(sums)) for metric in NER_SUM_METRICS}
+    per_type = per_type_f1_from_counts(sums[: 3 * len(types)].reshape(len(types), 3))
+    out.update({f"f1_{t}": float(v) for t, v in zip(types, per_type)})
     return out
-
-
-NER_SUM_METRICS = ("entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "macro_f1", "accuracy")
 
 
 def sentence_stats(labels, preds, lengths, tags: Sequence[str]) -> np.ndarray:
@@ -274,19 +272,22 @@ def sentence_stats(labels, preds, lengths, tags: Sequence[str]) -> np.ndarray:
     [[1, 0, 0, 3, 3], [0, 1, 0, 0, 1]]
     """
     labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    types = entity_types(tags)
+    if len(lengths) == 0:
+        return np.zeros((0, 3 * len(types) + 2), dtype=np.int64)
     names = np.asarray(tags, dtype=object)
     cuts = np.cumsum(lengths)[:-1]
     true_tags = [list(x) for x in np.split(names[labels], cuts)]
     pred_tags = [list(x) for x in np.split(names[preds], cuts)]
-    types = sorted({t[2:] for t in tags if t != "O"})
     counts = sentence_counts(true_tags, pred_tags, types).reshape(len(true_tags), -1)
-    correct = np.add.reduceat((labels == preds).astype(np.int64), np.concatenate([[0], cuts])) if len(labels) else np.zeros(0, np.int64)
-    return np.concatenate([counts, correct[:, None], np.asarray(lengths, dtype=np.int64)[:, None]], axis=1)
+    correct = np.add.reduceat((labels == preds).astype(np.int64), np.concatenate([[0], cuts])) if len(labels) else np.zeros(len(lengths), np.int64)
+    return np.concatenate([counts, correct[:, None], lengths[:, None]], axis=1)
 
 
 def ner_sum_metric(metric: str, n_types: int):
     """``metric`` (one of :data:`NER_SUM_METRICS`) as a function of summed :func:`sentence_stats`
-    (..., 3 * n_types + 2) -> (...), equal to :func:`token_classification_scores` on the same data."""
+    (..., 3 * n_types + 2) -> (...); :func:`token_classification_scores` applies it to the full sums."""
     if metric not in NER_SUM_METRICS:
         raise ValueError(f"metric {metric!r} cannot be bootstrapped for token classification; supported: {', '.join(NER_SUM_METRICS)}")
 
