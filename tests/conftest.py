@@ -111,6 +111,26 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+class Killed(Exception):
+    """Raised in-process at a fault point, standing in for a SIGKILL (see :func:`kill_at`)."""
+
+
+def kill_at(monkeypatch, point: str, n: int) -> None:
+    """Make the ``n``-th time ``point`` is reached (``shiftbench.faults``) raise :class:`Killed`;
+    undo with ``monkeypatch.setattr(faults, "checkpoint", lambda point: None)``."""
+    from shiftbench import faults
+
+    hits = []
+
+    def fault(reached: str) -> None:
+        if reached == point:
+            hits.append(reached)
+            if len(hits) == n:
+                raise Killed
+
+    monkeypatch.setattr(faults, "checkpoint", fault)
+
+
 @pytest.fixture()
 def clean_env(monkeypatch):
     """No registry, data dir or thread setting leaks in from the caller's environment."""

@@ -19,7 +19,7 @@ from shiftbench.errors import ShiftbenchError
 from shiftbench.models import LoadOptions, load_classifier, resolve_model
 from shiftbench.protocol import load_protocol
 
-from .conftest import FILLER, SPECIAL, WORDS, write
+from .conftest import FILLER, SPECIAL, WORDS, Killed, kill_at, write
 
 STUDENTS = """
 models:
@@ -195,28 +195,16 @@ def test_teacher_protocol_and_task_are_checked(env, tmp_path):
                   **{**env, "protocol": distill_protocol(env, tmp_path / "nope.yaml", distill_teacher="nope")})  # fmt: skip
 
 
-class _Killed(Exception):
-    pass
-
-
 # epoch_end hits: 1-4 are the teacher's (2 lr x 2 epochs), 5-8 the student's.
-@pytest.mark.parametrize("kill_at", [3, 6])
-def test_interrupted_distill_run_resumes_to_the_same_result(env, tmp_path, capsys, monkeypatch, kill_at):
+@pytest.mark.parametrize("kill_at_hit", [3, 6])
+def test_interrupted_distill_run_resumes_to_the_same_result(env, tmp_path, capsys, monkeypatch, kill_at_hit):
     from shiftbench import faults
 
     proto = distill_protocol(env, tmp_path / "d.yaml")
     ref = {**env, "results_dir": tmp_path / "ref" / "results", "cache_dir": tmp_path / "ref" / "cache"}
     (reference,) = run(ref, capsys, protocol=proto)[0].new_results
-    hits = []
-
-    def fault(point):
-        if point == "epoch_end":
-            hits.append(point)
-            if len(hits) == kill_at:
-                raise _Killed
-
-    monkeypatch.setattr(faults, "checkpoint", fault)
-    with pytest.raises(_Killed):
+    kill_at(monkeypatch, "epoch_end", kill_at_hit)
+    with pytest.raises(Killed):
         run(env, capsys, protocol=proto)
     monkeypatch.setattr(faults, "checkpoint", lambda point: None)
     summary, log = run(env, capsys, protocol=proto)

@@ -25,7 +25,7 @@ from shiftbench.protocol import load_protocol
 from shiftbench.results import RUNS_DIR, read_runs, read_trainable_params
 from shiftbench.train import fine_tune, seed_everything
 
-from .conftest import user_error
+from .conftest import Killed, kill_at, user_error
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -136,25 +136,13 @@ def test_merged_state_loads_into_a_plain_classifier_with_the_same_predictions(ti
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-class _Killed(Exception):
-    pass
-
-
-@pytest.mark.parametrize("kill_at", [1, 3])  # after lr #1 epoch 1 (same lr resumes), after lr #2 epoch 1
-def test_interrupted_lora_fine_tune_resumes_to_the_same_result(tiny, tmp_path, monkeypatch, kill_at):
+@pytest.mark.parametrize("kill_at_hit", [1, 3])  # after lr #1 epoch 1 (same lr resumes), after lr #2 epoch 1
+def test_interrupted_lora_fine_tune_resumes_to_the_same_result(tiny, tmp_path, monkeypatch, kill_at_hit):
     protocol = dataclasses.replace(tiny["protocol"], lora_dropout=0.1)  # dropout: the RNG state must resume too
     reference = _fine_tune(tiny, protocol=protocol)
-    hits = []
-
-    def fault(point):
-        if point == "epoch_end":
-            hits.append(point)
-            if len(hits) == kill_at:
-                raise _Killed
-
     ckpt = tmp_path / "ckpt"
-    monkeypatch.setattr(faults, "checkpoint", fault)
-    with pytest.raises(_Killed):
+    kill_at(monkeypatch, "epoch_end", kill_at_hit)
+    with pytest.raises(Killed):
         _fine_tune(tiny, protocol=protocol, checkpoints=ckpt)
     assert any(ckpt.glob("state-*"))
     monkeypatch.setattr(faults, "checkpoint", lambda point: None)
