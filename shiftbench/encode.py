@@ -39,6 +39,12 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @classmethod
+    def of_words(cls, input_ids, n_truncated: int, word_starts, word_labels) -> EncodedSplit:
+        """Token classification: ``labels`` is every word's tag, the examples concatenated."""
+        flat = np.concatenate(word_labels) if word_labels else np.zeros(0, dtype=np.int64)
+        return cls(tuple(input_ids), flat, n_truncated, tuple(word_starts), tuple(word_labels))
+
     @property
     def is_tokens(self) -> bool:
         return self.word_labels is not None
@@ -101,9 +107,7 @@ def _encode_words(split: SplitData, tokenizer: Any, label_space: tuple[str, ...]
         # -1: a word cut off by truncation, or one that tokenizes to nothing; it is predicted O.
         ids.append(np.asarray(seq, dtype=np.int64))
         starts.append(np.asarray([first.get(w, -1) for w in range(len(split.texts[i]))], dtype=np.int64))
-    word_labels = split.tag_ids(label_space)
-    flat = np.concatenate(word_labels) if word_labels else np.zeros(0, dtype=np.int64)
-    return EncodedSplit(tuple(ids), flat, n_truncated, tuple(starts), word_labels)
+    return EncodedSplit.of_words(ids, n_truncated, starts, split.tag_ids(label_space))
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
@@ -162,7 +166,5 @@ def _from_table(table: pa.Table, is_tokens: bool) -> EncodedSplit:
 
     n_truncated = int((table.schema.metadata or {}).get(b"n_truncated", b"0"))
     if is_tokens:
-        word_labels = ragged("word_labels")
-        flat = np.concatenate(word_labels) if word_labels else np.zeros(0, dtype=np.int64)
-        return EncodedSplit(ragged("input_ids"), flat, n_truncated, ragged("word_starts"), word_labels)
+        return EncodedSplit.of_words(ragged("input_ids"), n_truncated, ragged("word_starts"), ragged("word_labels"))
     return EncodedSplit(ragged("input_ids"), table.column("label").to_numpy().astype(np.int64), n_truncated)
