@@ -319,3 +319,19 @@ suites:
     assert "wiki_to_tweetner" in out and "private_to_tweetner" not in out
     user_error(capsys, ["run", "--registry", reg, "--registry", extra, "--data-dir", data_dir, "--pair", "private_to_tweetner",
                         "--model", "tiny", "--dry-run"], "private_news", "not found locally")  # fmt: skip
+
+
+def test_token_cache_round_trips(ner_world, tiny_model_dir, tmp_path):
+    """A token-classification split read back from the on-disk token cache equals the fresh one."""
+    from transformers import AutoTokenizer
+
+    from shiftbench.encode import Encoder
+
+    data_dir, _ = ner_world
+    dom = load_domain(_spec(name="wiki", hub_id="acme/wiki", splits={"train": "train"}), data_dir, ("train", "validation", "test"))
+    enc = Encoder(AutoTokenizer.from_pretrained(str(tiny_model_dir)), dom.label_names, 8, tmp_path / "cache")  # some cut
+    fresh, cached = enc(dom, "train"), enc(dom, "train")
+    assert any((tmp_path / "cache" / "tokens").glob("*.parquet"))
+    assert cached.n_truncated == fresh.n_truncated > 0 and np.array_equal(cached.labels, fresh.labels)
+    for name in ("input_ids", "word_starts", "word_labels"):
+        assert all(np.array_equal(a, b) for a, b in zip(getattr(cached, name), getattr(fresh, name), strict=True)), name
