@@ -1,19 +1,22 @@
 """Evaluation throughput: ``shiftbench.evaluation.predict`` of MiniLM over the TFNS test split
 (2388 finance tweets, the ``fpb_to_tfns`` target), eval batch 128, fp32.
 
-Two members of one group, the same ``predict`` code with only the batch order changed:
+Three members of one group, the same ``predict`` code with one thing changed each:
 
 - ``sorted``: as shipped, batches cut from the examples in order of decreasing length, so each
-  batch pads to a similar length;
+  batch pads to a similar length, and the last layer computes position 0 only
+  (``shiftbench.first_token``);
 - ``unsorted``: batches of the same size cut from a random permutation (the ``sorted_batches``
-  used by ``predict`` is swapped for a random one), so each batch pads to its longest member.
+  used by ``predict`` is swapped for a random one), so each batch pads to its longest member;
+- ``all_positions``: sorted, but the last layer computes every position (the stock forward).
 
 ``extra_info``: examples/s, real tokens/s, the padding efficiency (real / padded tokens) and,
-on the second member, the speed-up of sorting.
+once the baseline has run, the speed-up of sorting and of the first-token last layer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -57,12 +60,20 @@ def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
     return int(sum(len(b) * int(lengths[b].max()) for b in batches))
 
 
+@contextlib.contextmanager
+def stock_forward(model):
+    """Stand-in for ``first_token_only`` that leaves the model alone."""
+    yield False
+
+
 @pytest.mark.benchmark(group="eval-tfns")
-@pytest.mark.parametrize("order", ["sorted", "unsorted"])
+@pytest.mark.parametrize("order", ["sorted", "unsorted", "all_positions"])
 def test_predict_tfns(benchmark, report, monkeypatch, order, eval_model, tfns_test, minilm_tokenizer, runtime, protocol):
-    make_batches = sorted_batches if order == "sorted" else random_order_batches
+    make_batches = random_order_batches if order == "unsorted" else sorted_batches
     if order == "unsorted":
         monkeypatch.setattr(evaluation, "sorted_batches", random_order_batches)
+    if order == "all_positions":
+        monkeypatch.setattr(evaluation, "first_token_only", stock_forward)
     bs, pad_id = protocol.eval_batch_size, minilm_tokenizer.pad_token_id
     seconds: list[float] = []
 
@@ -83,11 +94,17 @@ def test_predict_tfns(benchmark, report, monkeypatch, order, eval_model, tfns_te
         "device": str(runtime.device),
     }  # fmt: skip
     _SECONDS[order], _PROBS[order] = s, preds.probs
-    if len(_SECONDS) == 2:
+    if order == "unsorted" and "sorted" in _SECONDS:
         info["sorted_speedup"] = _SECONDS["unsorted"] / _SECONDS["sorted"]
         # Same predictions whatever the batch order (padding is masked out).
         agree = float(np.mean(_PROBS["sorted"].argmax(1) == _PROBS["unsorted"].argmax(1)))
         info["argmax_agreement"] = agree
         assert agree >= 0.99, f"sorted and unsorted batches disagree on {1 - agree:.1%} of predictions"
-    show = ("examples_per_s", "tokens_per_s", "padding_efficiency") + (("sorted_speedup",) if "sorted_speedup" in info else ())
+    if order == "all_positions" and "sorted" in _SECONDS:
+        info["first_token_speedup"] = _SECONDS["all_positions"] / _SECONDS["sorted"]
+        # The shortcut computes the same function: same batches, probabilities equal to rounding.
+        info["max_prob_difference"] = float(np.abs(_PROBS["sorted"] - _PROBS["all_positions"]).max())
+        assert info["max_prob_difference"] < 1e-4
+    speedups = tuple(k for k in ("sorted_speedup", "first_token_speedup") if k in info)
+    show = ("examples_per_s", "tokens_per_s", "padding_efficiency") + speedups
     report(benchmark, info, show=show)

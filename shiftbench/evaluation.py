@@ -11,6 +11,7 @@ import torch
 from shiftbench.batching import collate, sorted_batches
 from shiftbench.device import Runtime
 from shiftbench.encode import EncodedSplit
+from shiftbench.first_token import first_token_only
 from shiftbench.metrics import classification_metrics
 from shiftbench.ner_metrics import token_classification_scores
 
@@ -50,13 +51,14 @@ def predict(
     if data.word_starts is not None and data.word_labels is not None:
         return _predict_words(model, data, batch_size, pad_id, runtime, columns, n_out, tags)
     probs = np.zeros((len(data), n_out), dtype=np.float32)
-    for idx in sorted_batches(data.lengths, batch_size):
-        batch = collate(data.input_ids, idx, pad_id, runtime.device)
-        with runtime.autocast():
-            logits = model(**batch).logits
-        if columns is not None:
-            logits = logits[:, columns]
-        probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    with first_token_only(model):  # a classifier reads position 0 of the last layer only
+        for idx in sorted_batches(data.lengths, batch_size):
+            batch = collate(data.input_ids, idx, pad_id, runtime.device)
+            with runtime.autocast():
+                logits = model(**batch).logits
+            if columns is not None:
+                logits = logits[:, columns]
+            probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return Predictions(data.labels, probs.argmax(axis=1), probs)
 
 
