@@ -111,9 +111,18 @@ def _encode_words(split: SplitData, tokenizer: Any, label_space: tuple[str, ...]
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
-    """Content hash of a tokenizer: its full serialisation when it is a fast tokenizer."""
+    """Content hash of a tokenizer: its full serialisation when it is a fast tokenizer.
+
+    The serialisation's ``truncation`` and ``padding`` entries are left out: they are call
+    state (the last ``max_length`` it was called with), not what the tokenizer is, and would give
+    the same tokenizer a different identity after its first call."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    blob = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)
+        blob = json.dumps(spec, sort_keys=True)
+    else:
+        blob = repr(sorted(tokenizer.get_vocab().items()))
     extra = f"{type(tokenizer).__name__}|{tokenizer.sep_token_id}|{tokenizer.pad_token_id}"
     return hashlib.sha256((blob + extra).encode()).hexdigest()[:16]
 

@@ -72,3 +72,19 @@ def test_collate_right_pads_with_mask():
     batch = collate(ids, np.array([0, 1]), pad_id=0, device=torch.device("cpu"))
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_tokenizer_identity_does_not_change_when_the_tokenizer_is_used(tiny_model_dir):
+    """Calling a fast tokenizer with truncation stores that setting in its serialisation; the
+    token cache key must not depend on it (else every second Encoder misses the cache)."""
+    from transformers import AutoTokenizer
+
+    from shiftbench.encode import tokenizer_identity
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    before = tokenizer_identity(tok)
+    tok(["stocks rise"], truncation=True, max_length=7, padding="max_length")
+    assert tokenizer_identity(tok) == before
+    other = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    other.add_tokens(["newword"])
+    assert tokenizer_identity(other) != before
