@@ -254,17 +254,25 @@ def _instantiate(auto: Any, model: ResolvedModel, config: Any, options: LoadOpti
     return auto.from_pretrained(model.location, config=config, use_safetensors=safetensors_only, **common)
 
 
+def head_columns(model: ResolvedModel, id2label: dict, label_space: tuple[str, ...], where: str) -> list[int]:
+    """For each label of ``label_space`` in order, the logit column of a fine-tuned head that
+    scores it (the head's ``id2label`` must name exactly the pair's labels; ``where`` names the
+    config in the error)."""
+    names = {str(v): int(k) for k, v in (id2label or {}).items()}
+    if sorted(names) != sorted(label_space) or len(names) != len(id2label or {}):
+        raise ShiftbenchError(
+            f"model {model.name!r}: --eval-only needs a classification head over the pair's labels "
+            f"{list(label_space)}, but {where} id2label names {sorted(str(v) for v in (id2label or {}).values())}"
+        )
+    return [names[label] for label in label_space]
+
+
 def check_head_labels(model: ResolvedModel, label_space: tuple[str, ...]) -> None:
     """Before any work: a fine-tuned checkpoint's ``config.id2label`` must name the pair's labels."""
     if model.path is None:
         return  # a Hub checkpoint: checked when it is loaded
     config = json.loads((model.path / "config.json").read_text(encoding="utf-8"))
-    names = sorted(str(v) for v in (config.get("id2label") or {}).values())
-    if names != sorted(label_space):
-        raise ShiftbenchError(
-            f"model {model.name!r}: --eval-only needs a classification head over the pair's labels "
-            f"{list(label_space)}, but {model.path / 'config.json'} id2label names {names}"
-        )
+    head_columns(model, config.get("id2label"), label_space, str(model.path / "config.json"))
 
 
 def load_finetuned_classifier(
@@ -280,13 +288,7 @@ def load_finetuned_classifier(
         model.location, revision=model.revision, trust_remote_code=options.trust_remote_code,
         use_safetensors=not options.allow_pickle or None,
     )  # fmt: skip
-    names = {str(v): int(k) for k, v in net.config.id2label.items()}
-    if set(names) != set(label_space):
-        raise ShiftbenchError(
-            f"model {model.name!r}: --eval-only needs a classification head over the pair's labels "
-            f"{list(label_space)}, but its config.id2label names {sorted(names)}"
-        )
-    return net, [names[label] for label in label_space]
+    return net, head_columns(model, net.config.id2label, label_space, "its config")
 
 
 # Causal LMs, for remedies that prompt the checkpoint instead of fine-tuning it (``icl``).
