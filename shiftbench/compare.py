@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
-from shiftbench.results import predictions_path, read_runs
+from shiftbench.results import LoadedRuns, predictions_path, read_runs
 from shiftbench.ner_metrics import NER_SUM_METRICS, entity_types, ner_sum_metric, sentence_stats
 from shiftbench.stats import (
     COUNT_METRICS, Interval, McNemarResult, SumMetric, bootstrap_differences, bootstrap_sum_differences, mcnemar,
@@ -126,10 +126,13 @@ def check_metric(metric: str, token_task: bool | None = None) -> None:
         raise ShiftbenchError(f"metric {metric!r} cannot be bootstrapped from predictions{kind}{did_you_mean(metric, allowed)}")
 
 
-def load_run_frame(results_dir: Path, metric: str) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
-    """One row per run (its ``metric`` row), deduplicated by run id."""
-    loaded = read_runs(results_dir, columns=_RUN_COLUMNS)  # read only what is used
-    frame = loaded.table.to_pandas()
+def load_run_frame(
+    results_dir: Path, metric: str, loaded: LoadedRuns | None = None
+) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
+    """One row per run (its ``metric`` row), deduplicated by run id (``loaded``: the run files
+    already read, with at least these columns)."""
+    loaded = read_runs(results_dir, columns=_RUN_COLUMNS) if loaded is None else loaded  # read only what is used
+    frame = loaded.table.select(_RUN_COLUMNS).to_pandas()
     frame = frame[frame["metric"] == metric].drop_duplicates("run_id").reset_index(drop=True)
     return frame, loaded.skipped
 

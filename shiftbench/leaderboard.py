@@ -21,7 +21,7 @@ from scipy import stats
 
 from shiftbench.atomic import write_atomic
 from shiftbench.locks import claim
-from shiftbench.results import read_runs
+from shiftbench.results import LoadedRuns, read_runs
 
 LEADERBOARD_SCHEMA_VERSION = 1
 LEADERBOARD_FILE = "leaderboard.parquet"
@@ -128,9 +128,14 @@ def _bootstrap_single_seed(board: pd.DataFrame, runs: pd.DataFrame, results_dir:
     return board
 
 
-def build_leaderboard(results_dir: Path, bootstrap: bool = True) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
-    loaded = read_runs(results_dir, columns=[*GROUP_KEYS, "seed", "run_id", *VALUES])
-    runs = loaded.table.to_pandas()
+def build_leaderboard(
+    results_dir: Path, bootstrap: bool = True, loaded: LoadedRuns | None = None
+) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
+    """The leaderboard of every run under ``results_dir`` (``loaded``: its run files already
+    read, with at least the columns used here, so a caller reading them anyway reads once)."""
+    columns = [*GROUP_KEYS, "seed", "run_id", *VALUES]
+    loaded = read_runs(results_dir, columns=columns) if loaded is None else loaded
+    runs = loaded.table.select(columns).to_pandas()
     board = aggregate(runs)
     if bootstrap and not board.empty:
         board = _bootstrap_single_seed(board, runs, Path(results_dir))

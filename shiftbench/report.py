@@ -38,7 +38,7 @@ from shiftbench.report_html import (
     img_tag,
     markdown_to_html,
 )
-from shiftbench.results import read_runs
+from shiftbench.results import LoadedRuns, read_runs
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
@@ -189,7 +189,7 @@ def _card_section(pair: str, cards_dir: Path | None) -> str:
             f"{markdown_to_html(text)}</details>")  # fmt: skip
 
 
-def _robustness(results_dir: Path, metric: str) -> tuple[list[Any], pd.DataFrame | None, str | None]:
+def _robustness(results_dir: Path, metric: str, loaded: LoadedRuns) -> tuple[list[Any], pd.DataFrame | None, str | None]:
     """(fits, per-model table, note): the note says why there is nothing, if so."""
     try:
         from shiftbench import robustness
@@ -198,7 +198,7 @@ def _robustness(results_dir: Path, metric: str) -> tuple[list[Any], pd.DataFrame
             raise
         return [], None, "Effective robustness is not available in this installation (no shiftbench.robustness)."
     try:
-        fits, table = robustness.effective_robustness(results_dir, metric=metric)
+        fits, table = robustness.effective_robustness(results_dir, metric=metric, loaded=loaded)
     except ShiftbenchError as exc:
         return [], None, f"Effective robustness could not be estimated: {exc}"
     return list(fits), table, None
@@ -227,9 +227,9 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
     if metric not in metrics:
         raise ShiftbenchError(f"no results for metric {metric!r} in {results_dir}{did_you_mean(metric, metrics)}")
     runs = runs_all[runs_all["metric"] == metric]
-    full_board, _ = build_leaderboard(results_dir)  # with bootstrap intervals for one-seed rows
+    full_board, _ = build_leaderboard(results_dir, loaded=loaded)  # with bootstrap intervals for one-seed rows
     board = full_board[full_board["metric"] == metric].reset_index(drop=True)
-    fits, er, er_note = _robustness(results_dir, metric)
+    fits, er, er_note = _robustness(results_dir, metric, loaded)
 
     models = sorted(set(runs["model"]))
     pairs = sorted(set(board["pair"]))

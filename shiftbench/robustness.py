@@ -38,6 +38,7 @@ import pandas as pd
 
 from shiftbench.compare import check_metric, load_predictions, load_run_frame
 from shiftbench.errors import ShiftbenchError
+from shiftbench.results import LoadedRuns
 from shiftbench.stats import COUNT_METRICS, confusion_codes, full_counts, resampled_counts
 
 CLIP = 1e-4
@@ -114,13 +115,15 @@ def _split_codes(results_dir: Path, runs: pd.DataFrame, where: str) -> tuple[dic
 
 
 def effective_robustness(
-    results_dir: Path, metric: str = "accuracy", n_boot: int = 1000, seed: int = 0, min_models: int = 3
+    results_dir: Path, metric: str = "accuracy", n_boot: int = 1000, seed: int = 0, min_models: int = 3,
+    loaded: LoadedRuns | None = None,
 ) -> tuple[list[RobustnessFit], pd.DataFrame]:
     """Fit the ID -> OOD trend per (pair, target) and score each (model, protocol) against it.
 
     Returns one :class:`RobustnessFit` per fitted (pair, target, data fingerprints) and a
     DataFrame with one row per point and columns :data:`COLUMNS`. ``metric``: "accuracy" or
-    "macro_f1" (recomputed from the stored predictions so it can be bootstrapped).
+    "macro_f1" (recomputed from the stored predictions so it can be bootstrapped). ``loaded``:
+    the run files already read (all columns), to read them once.
     """
     check_metric(metric)
     if n_boot < 1:
@@ -129,7 +132,7 @@ def effective_robustness(
         raise ShiftbenchError(f"min_models must be >= 2 (a line needs two points), got {min_models}")
     results_dir = Path(results_dir)
     fn = COUNT_METRICS[metric]
-    frame, _ = load_run_frame(results_dir, metric)
+    frame, _ = load_run_frame(results_dir, metric, loaded)
     fits: list[RobustnessFit] = []
     rows: list[dict] = []
     for (pair, target, _, _), group in frame.groupby(_GROUP, sort=True):
