@@ -11,6 +11,8 @@ entity-level scores, resampling sentences).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,13 @@ from scipy import stats
 
 from shiftbench.atomic import write_atomic
 from shiftbench.locks import claim
-from shiftbench.results import LoadedRuns, read_runs
+from shiftbench.results import PREDICTIONS_DIR, RUNS_DIR, LoadedRuns, read_runs
 
 LEADERBOARD_SCHEMA_VERSION = 1
 LEADERBOARD_FILE = "leaderboard.parquet"
+_VERSION_KEY = b"shiftbench.leaderboard_schema_version"
+_SKIPPED_KEY = b"shiftbench.skipped_run_files"
+_INPUTS_KEY = b"shiftbench.built_from"
 GROUP_KEYS = [
     "model", "model_sha256", "pair", "source", "target", "task", "metric",
     "protocol", "protocol_hash", "source_fingerprint", "target_fingerprint", "schema_version",
@@ -144,17 +149,56 @@ def build_leaderboard(
 
 def rebuild_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
     """Read every run file and rewrite ``leaderboard.parquet``, serialised across processes so
-    the last rebuild always sees every run written before it started."""
+    the last rebuild always sees every run written before it started. When the run and
+    prediction files are exactly those it was built from (a re-run that found everything done),
+    the written file is current and is returned as it is."""
+    results_dir = Path(results_dir)
     with claim(results_dir, "leaderboard"):
+        inputs = _inputs_signature(results_dir)
+        current = _current_leaderboard(results_dir, inputs)
+        if current is not None:
+            return current
         board, skipped = build_leaderboard(results_dir)
-        write_leaderboard(board, Path(results_dir) / LEADERBOARD_FILE)
+        write_leaderboard(board, results_dir / LEADERBOARD_FILE, skipped, inputs)
     return board, skipped
 
 
-def write_leaderboard(board: pd.DataFrame, path: Path) -> None:
+def _inputs_signature(results_dir: Path) -> str:
+    """Hash of (name, size, modification time) of every run and prediction file: any file
+    added, replaced or removed changes it."""
+    entries = []
+    for folder in (RUNS_DIR, PREDICTIONS_DIR):
+        for path in sorted((results_dir / folder).glob("*.parquet")) if (results_dir / folder).is_dir() else []:
+            st = path.stat()
+            entries.append([folder, path.name, st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def _current_leaderboard(results_dir: Path, inputs: str) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]] | None:
+    """The written leaderboard and the files it skipped when it was built from exactly
+    ``inputs`` under this schema version; None when it must be rebuilt."""
+    path = results_dir / LEADERBOARD_FILE
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        if meta.get(_VERSION_KEY) != str(LEADERBOARD_SCHEMA_VERSION).encode() or meta.get(_INPUTS_KEY) != inputs.encode():
+            return None
+        skipped = tuple((Path(p), why) for p, why in json.loads(meta[_SKIPPED_KEY]))
+        return pq.read_table(path).to_pandas(), skipped
+    except (OSError, KeyError, ValueError, pa.ArrowException):  # missing, unreadable or foreign: rebuild it
+        return None
+
+
+def write_leaderboard(
+    board: pd.DataFrame, path: Path, skipped: tuple[tuple[Path, str], ...] = (), inputs: str | None = None
+) -> None:
     table = pa.Table.from_pandas(board, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[b"shiftbench.leaderboard_schema_version"] = str(LEADERBOARD_SCHEMA_VERSION).encode()
+    meta[_VERSION_KEY] = str(LEADERBOARD_SCHEMA_VERSION).encode()
+    # The run files the build skipped (corrupt or foreign), so a later run that finds the
+    # leaderboard current can still report them.
+    meta[_SKIPPED_KEY] = json.dumps([[str(p), why] for p, why in skipped]).encode()
+    if inputs is not None:  # what it was built from (a board written elsewhere is never reused)
+        meta[_INPUTS_KEY] = inputs.encode()
     table = table.replace_schema_metadata(meta)
     write_atomic(path, lambda p: pq.write_table(table, p))
 

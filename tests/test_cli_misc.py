@@ -61,3 +61,32 @@ def test_cache_info_and_prune(finished, capsys):
     # The results are untouched and a re-run needs nothing.
     again = shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
     assert again.new_results == ()
+
+
+def test_rerun_with_nothing_new_reuses_the_current_leaderboard(finished, monkeypatch):
+    """A re-run that finds everything done does not rebuild (its bootstrap is the slow part);
+    a run file added, removed or corrupt since then does trigger the rebuild, and skipped files
+    are still reported by a run that reuses the leaderboard."""
+    from shiftbench import leaderboard
+
+    results = finished["results_dir"]
+    path = results / leaderboard.LEADERBOARD_FILE
+    before = pq.read_table(path).to_pandas()
+    builds: list[int] = []
+    real_build = leaderboard.build_leaderboard
+    monkeypatch.setattr(leaderboard, "build_leaderboard", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+
+    again = shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
+    assert not again.new_results and not builds
+    assert again.leaderboard.equals(before)
+
+    bad = results / "runs" / "corrupt.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    third = shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
+    assert builds == [1] and [p.name for p, _ in third.skipped_files] == ["corrupt.parquet"]
+    fourth = shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)  # current again
+    assert builds == [1] and [p.name for p, _ in fourth.skipped_files] == ["corrupt.parquet"]
+
+    bad.unlink()  # deleting a run file changes its folder: rebuilt
+    shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
+    assert builds == [1, 1]
