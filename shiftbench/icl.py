@@ -37,6 +37,7 @@ schedule, selection metric, max steps) do not apply and are ignored; ``max_lengt
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -297,6 +298,13 @@ def _cache(config: Any, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
     return DynamicCache(ddp_cache_data=kv, config=config)
 
 
+def _with_cache(model: Any, cache: Any) -> dict[str, Any]:
+    """The forward keyword for a KV cache: ``cache`` since transformers 5.2x (which warns on the old
+    name once per process), ``past_key_values`` before."""
+    params = inspect.signature(model.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
 def _rows_per_batch(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> int:
     per_row = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in prefix_kv)
     return max(1, min(batch_size, CACHE_BUDGET_BYTES // max(per_row, 1)))
@@ -319,7 +327,7 @@ def label_logliks(
     if P:
         cache = _cache(config, [])
         with runtime.autocast():
-            model(input_ids=torch.as_tensor(enc.prefix_ids, device=device)[None], past_key_values=cache,
+            model(input_ids=torch.as_tensor(enc.prefix_ids, device=device)[None], **_with_cache(model, cache),
                   use_cache=True, logits_to_keep=1)  # fmt: skip
         prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
     rows = _rows_per_batch(prefix_kv, batch_size) if prefix_kv else batch_size
@@ -353,7 +361,7 @@ def _score_batch(model: Any, enc: EncodedQueries, idx: np.ndarray, prefix_kv, P:
     positions = (P + torch.arange(L, device=device)).expand(B, L)
     cache = _cache(config, [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix_kv])
     with runtime.autocast():
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, **_with_cache(model, cache),
                        use_cache=True, logits_to_keep=(qlens - 1)[:, None]).logits  # fmt: skip
     logp = torch.log_softmax(logits[:, 0].float(), dim=-1)  # (B, V): the next token after each query
     spans = [enc.label_ids[i] for i in idx]
@@ -376,7 +384,7 @@ def _score_batch(model: Any, enc: EncodedQueries, idx: np.ndarray, prefix_kv, P:
             attn2 = torch.cat([attn[rows], lmask], dim=1)
             pos2 = P + qlens[rows][:, None] + torch.arange(m, device=device)
             with runtime.autocast():
-                logits2 = model(input_ids=inp, attention_mask=attn2, position_ids=pos2, past_key_values=sub,
+                logits2 = model(input_ids=inp, attention_mask=attn2, position_ids=pos2, **_with_cache(model, sub),
                                 use_cache=True).logits  # fmt: skip
             lp2 = torch.log_softmax(logits2.float(), dim=-1).gather(2, tgt[..., None])[..., 0]
             total = (lp2 * lmask).sum(1).double()
