@@ -372,6 +372,35 @@ def test_plots_name_what_is_missing():
         gap_bars(board, "p", "accuracy")
 
 
+def test_a_series_keeps_its_colour_in_every_pairs_plots(monkeypatch):
+    from matplotlib.axes import Axes
+
+    board = synthetic_board()
+    # pair "q" holds only roberta: drawn on its own it would take the palette's first colour
+    q = board[board["model"] == "roberta"].assign(pair="q")
+    board = pd.concat([board, q], ignore_index=True)
+    seen: dict[tuple[str, str], list] = {}
+    real_errorbar, real_bar = Axes.errorbar, Axes.bar
+
+    def spy(real, kind):
+        def call(self, *args, **kwargs):
+            if "color" in kwargs:  # bar() draws its whiskers through errorbar() without one
+                seen.setdefault((kind, kwargs["label"]), []).append(tuple(kwargs["color"]))
+            return real(self, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(Axes, "errorbar", spy(real_errorbar, "scatter"))
+    monkeypatch.setattr(Axes, "bar", spy(real_bar, "bars"))
+    for pair in ("p", "q"):
+        id_ood_scatter(board, pair, "tweets", "macro_f1")
+        gap_bars(board, pair, "macro_f1")
+    colours = {c for key, cs in seen.items() if key[1] == "roberta@standard" for c in cs}
+    assert len(seen[("scatter", "roberta@standard")]) == 2 and len(seen[("bars", "roberta@standard")]) == 2
+    assert len(colours) == 1  # one colour for roberta in both pairs and both kinds of plot
+    others = {cs[0] for key, cs in seen.items() if key[1] != "roberta@standard"}
+    assert colours.isdisjoint(others)
+
+
 def test_series_labels_disambiguate_versions():
     board = synthetic_board()
     extra = board[board["model"] == "bert"].assign(model_sha256="t" * 64)
