@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
+import pytest
+
 from shiftbench.results import RUN_SCHEMA, SCHEMA_VERSION
 
 from .conftest import REPO
@@ -22,3 +25,15 @@ def test_readme_has_a_real_leaderboard_excerpt():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Leaderboard", 1)[1].split("\n## ", 1)[0]
     assert "| model |" in section and "fpb_to_tfns" in section
+    # every row shown is one the committed leaderboard holds, with the same numbers (not stale, not typed in)
+    board = pd.read_parquet(REPO / "results" / "leaderboard.parquet")
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| model ")]
+    assert len(rows) >= 12  # 4 checkpoints x 3 sentiment pairs at least
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        model, pair, target, protocol, metric, n_seeds, id_cell, ood_cell, gap_cell, _ = cells
+        key = dict(model=model, pair=pair, target=target, protocol=protocol, metric=metric, n_seeds=int(n_seeds))
+        hit = board[(board[list(key)] == pd.Series(key)).all(axis=1)]
+        assert len(hit) == 1, f"README leaderboard row not in results/leaderboard.parquet: {line}"
+        for cell, col in ((id_cell, "id_score_mean"), (ood_cell, "ood_score_mean"), (gap_cell, "gap_mean")):
+            assert float(cell.split()[0]) == pytest.approx(hit[col].iloc[0], abs=6e-5), f"{col} differs: {line}"
