@@ -92,6 +92,35 @@ def test_no_data_dir_and_hub_offline(world, capsys):
     user_error(capsys, world.argv(data_dir=None), "dataset 'src'", "no data dir set", "HF_HUB_OFFLINE=1")
 
 
+def test_dataset_missing_and_hub_unreachable_fails_fast(world, capsys, monkeypatch):
+    """Hub allowed but the machine has no network: one refused connect, no retries, one line."""
+    import datasets
+
+    from shiftbench import data
+
+    shutil.rmtree(world.data / "acme__tgt")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    monkeypatch.setattr(data, "_HUB_PROBE", {})
+    connects = []
+
+    def refuse(address, timeout=None):
+        connects.append((address, timeout))
+        raise OSError(-2, "Name or service not known")
+
+    real_load = datasets.load_dataset
+
+    def no_download(path, *args, **kwargs):
+        assert path == "parquet", f"the Hub ({path}) must not be tried when it is unreachable"
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(data.socket, "create_connection", refuse)
+    monkeypatch.setattr(datasets, "load_dataset", no_download)
+    user_error(capsys, world.argv(), "dataset 'tgt'", "acme/tgt", "Hub is not reachable",
+               "https://hub.invalid is unreachable (Name or service not known)")  # fmt: skip
+    assert connects == [(("hub.invalid", 443), 5)]
+
+
 def test_missing_split_file(world, capsys):
     world.tgt.unlink()
     user_error(capsys, world.argv(), "dataset 'tgt'", "split 'test' not found", world.tgt)
