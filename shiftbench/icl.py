@@ -30,6 +30,13 @@ Length. A query text is cut to ``max_length`` tokens. When the prefix plus the l
 query would not fit the model's positions, the demonstration texts (never the query) are cut
 to the largest equal token budget that fits.
 
+Calibration. Small LMs prefer some label names whatever the text (SmolLM2-135M, 8-shot on FPB,
+gives "neutral" ~2 % probability on every query and never predicts it). With ``icl_calibrate``
+(contextual calibration, Zhao et al. 2021) the same prompt is also scored with the content-free
+texts of :data:`CONTENT_FREE`; their mean label probabilities ``p_cf`` estimate that bias and
+every query's label probabilities are divided by them and renormalised (in log space:
+``loglik - log p_cf``), so a content-free text would get uniform probabilities.
+
 Protocol fields that configure fine-tuning (learning rates, epochs, batch size, optimizer,
 schedule, selection metric, max steps) do not apply and are ignored; ``max_length``,
 ``eval_batch_size`` (queries per batch, at most) and ``precision`` do.
@@ -399,12 +406,42 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def classify(model: Any, tokenizer: Any, prompt: FewShotPrompt, split: SplitData, batch_size: int, runtime: Runtime) -> Predictions:
-    """Predictions for every example of ``split``, in order."""
-    return _predictions(label_logliks(model, encode_queries(tokenizer, prompt, split.texts), batch_size, runtime), split, prompt)
+# Content-free query texts for contextual calibration, as in Zhao et al. (2021).
+CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
-def _predictions(logliks: np.ndarray, split: SplitData, prompt: FewShotPrompt) -> Predictions:
+def classify(
+    model: Any, tokenizer: Any, prompt: FewShotPrompt, split: SplitData, batch_size: int, runtime: Runtime,
+    calibration: np.ndarray | None = None,
+) -> Predictions:
+    """Predictions for every example of ``split``, in order; ``calibration``: the prompt's
+    :func:`content_free_logprobs`, to calibrate with."""
+    logliks = label_logliks(model, encode_queries(tokenizer, prompt, split.texts), batch_size, runtime)
+    return _predictions(logliks, split, prompt, calibration)
+
+
+def content_free_logprobs(model: Any, tokenizer: Any, prompt: FewShotPrompt, runtime: Runtime) -> np.ndarray:
+    """(C,) log of the mean label probabilities the prompt gives the :data:`CONTENT_FREE` texts."""
+    logliks = label_logliks(model, encode_queries(tokenizer, prompt, CONTENT_FREE), len(CONTENT_FREE), runtime)
+    return np.log(softmax(logliks).mean(axis=0))
+
+
+def calibrate(logliks: np.ndarray, content_free: np.ndarray) -> np.ndarray:
+    """Contextual calibration: divide each query's label probabilities by the content-free ones.
+
+    >>> p_cf = np.log([0.49, 0.02, 0.49])          # the prompt's bias against label 1
+    >>> query = np.log([[0.45, 0.10, 0.45]])        # label 1 five times as likely as content-free
+    >>> softmax(calibrate(query, p_cf)).round(3)    # -> it wins once the bias is divided out
+    array([[0.134, 0.731, 0.134]])
+    """
+    return logliks - content_free[None, :]
+
+
+def _predictions(
+    logliks: np.ndarray, split: SplitData, prompt: FewShotPrompt, calibration: np.ndarray | None = None
+) -> Predictions:
+    if calibration is not None:
+        logliks = calibrate(logliks, calibration)
     probs = softmax(logliks).astype(np.float32)
     return Predictions(split.label_ids(prompt.label_space), probs.argmax(axis=1), probs)
 
@@ -439,6 +476,10 @@ def icl_scorer(job: Any, options: Any, runtime: Runtime, log: Callable[[str], No
     prompt = FewShotPrompt.build(tokenizer, protocol, job.label_space, demos, max_positions(model.config))
     cut = f", demonstration texts cut to {prompt.demo_token_cap} tokens" if prompt.demo_token_cap is not None else ""
     log(f"icl: {job.model.name} prompted with {len(demos)} demonstrations from {job.source.spec.name} train, seed {job.seed}{cut}")
+    calibration = content_free_logprobs(model, tokenizer, prompt, runtime) if protocol.icl_calibrate else None
+    if calibration is not None:
+        shown = ", ".join(f"{name} {p:.3f}" for name, p in zip(job.label_space, np.exp(calibration)))
+        log(f"icl: contextual calibration, content-free label probabilities {shown}")
 
     def score(domain: DomainData) -> Predictions:
         split = domain.role("test")
@@ -446,7 +487,7 @@ def icl_scorer(job: Any, options: Any, runtime: Runtime, log: Callable[[str], No
         enc = encode_queries(tokenizer, prompt, split.texts)
         merged = f", {enc.n_merged} with label tokens merged into the prompt's" if enc.n_merged else ""
         log(f"icl: scoring {len(split)} {domain.spec.name} test examples after a cached prefix of {len(enc.prefix_ids)} tokens{merged}")
-        preds = _predictions(label_logliks(model, enc, protocol.eval_batch_size, runtime, log), split, prompt)
+        preds = _predictions(label_logliks(model, enc, protocol.eval_batch_size, runtime, log), split, prompt, calibration)
         secs = time.perf_counter() - t0
         log(f"icl: scored {len(split)} {domain.spec.name} test examples in {secs:.1f} s ({len(split) / max(secs, 1e-9):.2f}/s)")
         return preds

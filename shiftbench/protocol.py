@@ -39,8 +39,12 @@ REMEDY_FIELDS: dict[str, tuple[str, ...]] = {
     "adversarial": ("adversarial_epsilon",),
     "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets"),
     "distill": ("distill_teacher", "distill_teacher_protocol", "distill_temperature", "distill_alpha"),
-    "icl": ("icl_shots", "icl_template", "icl_instruction"),
+    "icl": ("icl_shots", "icl_template", "icl_instruction", "icl_calibrate"),
 }
+# Fields added after results were recorded under the protocols that have them, whose default
+# computes what the protocols did before: hashed only when set to something else, so those
+# results keep their hash.
+_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"icl_calibrate": False}
 REMEDIES = tuple(REMEDY_FIELDS)
 _ALL_REMEDY_FIELDS = ("remedy",) + tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
 # Fields that describe a protocol but do not change what it computes: left out of the hash.
@@ -80,6 +84,7 @@ class Protocol:
     icl_shots: int = 8  # icl: labelled source-train examples in the prompt
     icl_template: str = "Text: {text}\nLabel: {label}\n\n"  # icl: one demonstration; the query ends before {label}
     icl_instruction: str = ""  # icl: text put before the demonstrations; "{labels}" becomes the label names
+    icl_calibrate: bool = False  # icl: contextual calibration (Zhao et al. 2021) by content-free queries
     description: str = ""
     base: str | None = None
 
@@ -135,6 +140,7 @@ class Protocol:
         d = dataclasses.asdict(self)
         hashed_remedy = set(REMEDY_FIELDS[self.remedy]) | ({"remedy"} if self.remedy != "none" else set())
         skip = set(_NOT_HASHED) | (set(_ALL_REMEDY_FIELDS) - hashed_remedy)
+        skip |= {k for k, default in _HASHED_UNLESS_DEFAULT.items() if d[k] == default}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if k not in skip}
 
     @property

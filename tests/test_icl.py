@@ -8,6 +8,7 @@ join, as with real checkpoints), never downloaded.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections import Counter
 
 import numpy as np
@@ -240,6 +241,36 @@ def test_run_icl_end_to_end(icl_argv, decoder_dir, tmp_path, capsys):
     # A rerun finds everything done.
     assert main([str(a) for a in icl_argv(decoder_dir)]) == 0
     assert "0 new run(s)" in capsys.readouterr().out
+
+
+def test_icl_calibrated_divides_out_the_content_free_probabilities(icl_argv, decoder_dir, tmp_path, capsys):
+    plain = [str(a) for a in icl_argv(decoder_dir)]
+    calibrated = [str(a) for a in icl_argv(decoder_dir)]
+    calibrated[calibrated.index("icl")] = "icl-calibrated"
+    assert main(plain) == 0 and main(calibrated) == 0
+    err = capsys.readouterr().err
+    logged = re.search(r"content-free label probabilities negative ([0-9.]+), neutral ([0-9.]+), positive ([0-9.]+)", err)
+    p_cf = np.array([float(v) for v in logged.groups()])
+    assert np.isclose(p_cf.sum(), 1, atol=2e-3)
+    assert p_cf.max() - p_cf.min() > 0.01  # the random decoder has a label bias to remove (else this proves nothing)
+    rows = read_runs(tmp_path / "results").table.to_pandas().drop_duplicates("run_id")
+    assert sorted(rows.protocol) == ["icl", "icl", "icl-calibrated", "icl-calibrated"]
+    assert set(rows.protocol_hash) == {load_protocol("icl").hash, load_protocol("icl-calibrated").hash}
+
+    def probs(protocol, target):
+        (run_id,) = rows[(rows.protocol == protocol) & (rows.target == target)].run_id
+        preds = pq.read_table(tmp_path / "results" / PREDICTIONS_DIR / f"{run_id}.parquet").to_pandas()
+        return np.stack(preds.probs).astype(np.float64), preds
+
+    for target in ("forum", "tweets"):
+        p_plain, _ = probs("icl", target)
+        p_cal, preds = probs("icl-calibrated", target)
+        # calibrated = plain / p_cf, renormalised: the per-row ratio is one vector, prop. to 1 / p_cf
+        ratio = p_cal / p_plain
+        ratio /= ratio.sum(axis=1, keepdims=True)
+        assert np.allclose(ratio, ratio[0], atol=1e-4)
+        assert np.allclose(ratio[0], (1 / p_cf) / (1 / p_cf).sum(), atol=3e-3)  # the logged p_cf has 3 decimals
+        assert (preds.pred == p_cal.argmax(1)).all() and np.allclose(p_cal.sum(1), 1, atol=1e-5)
 
 
 def test_icl_refuses_an_encoder_before_any_work(icl_argv, capsys):

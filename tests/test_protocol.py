@@ -39,7 +39,8 @@ def run_with(tiny_registry, tiny_data_dir):
 
 
 def test_builtins_load():
-    assert builtin_protocols() == ["adversarial", "augment", "decoder-quick", "distill", "icl", "lora", "quick", "standard"]
+    assert builtin_protocols() == ["adversarial", "augment", "decoder-quick", "distill", "icl", "icl-calibrated", "lora",
+                                   "quick", "standard"]  # fmt: skip
     std, quick = load_protocol("standard"), load_protocol("quick")
     assert std.learning_rates == (2e-5, 5e-5, 1e-4) and std.epochs == 3 and std.batch_size == 32
     assert (quick.name, quick.base, quick.epochs, quick.learning_rates, quick.max_length) == ("quick", "standard", 1, (1e-4,), 64)
@@ -234,3 +235,26 @@ def test_fuzz_load_protocol_documents(doc):
 @given(st.one_of(st.lists(st.sampled_from(YAML_TOKENS), max_size=30).map("".join).map(str.encode), st.binary(max_size=64)))
 def test_fuzz_load_protocol_text(payload):
     _load_protocol_from(payload)
+
+
+# The hashes the committed results (results/runs) were recorded under: a change to the Protocol
+# record (a new field, a new default) must not move them, or every stored run is orphaned.
+RECORDED_HASHES = {
+    "standard": "eff8f18e4c31d47c", "augment": "33a1ea06f3a33bdc", "adversarial": "f3d57a6ad3756bbf",
+    "lora": "5d6bd13c5f03df08", "distill": "b2b6890c5560feaf", "icl": "1b96f9f962538a5e",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED_HASHES))
+def test_hashes_of_recorded_protocols_do_not_move(name):
+    assert load_protocol(name).hash == RECORDED_HASHES[name]
+
+
+def test_a_later_field_is_hashed_only_when_set():
+    icl, calibrated = load_protocol("icl"), load_protocol("icl-calibrated")
+    assert not icl.icl_calibrate and calibrated.icl_calibrate and calibrated.base == "icl"
+    assert "icl_calibrate" not in icl.canonical() and calibrated.canonical()["icl_calibrate"] is True
+    assert calibrated.hash != icl.hash
+    assert icl.with_overrides(icl_calibrate=True).hash == calibrated.hash
+    # outside the icl remedy the field is not hashed at all
+    assert load_protocol("standard").with_overrides(icl_calibrate=True).hash == RECORDED_HASHES["standard"]
