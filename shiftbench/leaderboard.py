@@ -208,11 +208,16 @@ def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
     rows = board[board["metric"] == metric]
     if rows.empty:
         return f"(no results for metric {metric})"
-    header = f"{'model':<22} {'pair':<20} {'target':<28} {'protocol':<10} {'n':>2} {'ID':>7} {'OOD':>7} {'gap':>7} {'rel':>6}"
+    # Text columns as wide as their longest value: a cut name ("icl-calibr") could be another one.
+    text = ("model", "pair", "target", "protocol")
+    width = {c: max(len(c), *(len(str(v)) for v in rows[c])) for c in text}
+    head = " ".join(f"{c:<{width[c]}}" for c in text)
+    header = f"{head} {'n':>2} {'ID':>7} {'OOD':>7} {'gap':>7} {'rel':>6}"
     lines = [f"{metric}", header, "-" * len(header)]
     for r in rows.itertuples():
+        names = " ".join(f"{str(getattr(r, c)):<{width[c]}}" for c in text)
         lines.append(
-            f"{r.model[:22]:<22} {r.pair[:20]:<20} {r.target[:28]:<28} {r.protocol[:10]:<10} {r.n_seeds:>2} "
+            f"{names} {r.n_seeds:>2} "
             f"{r.id_score_mean:7.4f} {r.ood_score_mean:7.4f} {r.gap_mean:7.4f} {r.relative_gap_mean:6.1%}"
         )
     return "\n".join(lines)

@@ -90,3 +90,20 @@ def test_rerun_with_nothing_new_reuses_the_current_leaderboard(finished, monkeyp
     bad.unlink()  # deleting a run file changes its folder: rebuilt
     shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
     assert builds == [1, 1]
+
+
+def test_summary_table_never_cuts_names():
+    import pandas as pd
+
+    from shiftbench.leaderboard import summary_table
+
+    row = {"metric": "macro_f1", "model": "a-local-checkpoint-with-a-long-name", "pair": "fpb_to_tweeteval",
+           "target": "tweeteval_sentiment_binary", "protocol": "icl-calibrated", "n_seeds": 3,
+           "id_score_mean": 0.8, "ood_score_mean": 0.6, "gap_mean": 0.2, "relative_gap_mean": 0.25}  # fmt: skip
+    board = pd.DataFrame([row, {**row, "model": "m", "protocol": "icl"}])
+    lines = summary_table(board).splitlines()
+    assert lines[0] == "macro_f1" and len({len(line) for line in lines[1:]}) == 1  # one width for every line
+    for value in ("a-local-checkpoint-with-a-long-name", "tweeteval_sentiment_binary", "icl-calibrated"):
+        assert value in lines[3]
+    assert lines[4].split()[:4] == ["m", "fpb_to_tweeteval", "tweeteval_sentiment_binary", "icl"]
+    assert summary_table(board, "accuracy") == "(no results for metric accuracy)"
