@@ -179,8 +179,9 @@ def id_ood_scatter(board: pd.DataFrame, pair: str, target: str, metric: str, fit
             if grid[0] >= grid[-1]:
                 continue
             curve = expit(float(f.slope) * logit(grid) + float(f.intercept))
-            n = getattr(f, "n_models", None)
-            name = "effective-robustness fit" + (f" ({n} models)" if n is not None else "")
+            n, on = getattr(f, "n_models", None), getattr(f, "fitted_on", ())
+            name = "effective-robustness fit" + (f" ({n} {'/'.join(on)} points)" if n is not None and on else
+                                                 f" ({n} models)" if n is not None else "")  # fmt: skip
             ax.plot(grid, curve, linestyle=("-", "-.", ":")[k % 3], color="black", linewidth=1.2, label=name, zorder=2)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)

@@ -64,15 +64,17 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
         return "".join(parts)
     if fits:
         parts.append(
-            '<p class="note">Baseline per target: OOD = sigmoid(slope · logit(ID) + intercept), fitted across models; '
-            "effective robustness is a model's OOD score minus the baseline's prediction at its ID score "
-            "(95 % bootstrap interval).</p>"
+            '<p class="note">Baseline per target: OOD = sigmoid(slope · logit(ID) + intercept), fitted through the '
+            "standard fine-tunes (through every point when there are fewer than three); effective robustness is a "
+            "model's OOD score minus the baseline's prediction at its ID score (95 % bootstrap interval), remedies "
+            "included.</p>"
         )
         parts.append(html_table(
-            ["target", "protocol hashes", "models", "slope", "intercept"],
-            [[f.target, ", ".join(h[:12] for h in f.protocol_hash_set), str(f.n_models), fmt_num(f.slope), fmt_num(f.intercept)]
+            ["target", "fitted on", "protocol hashes", "points", "slope", "intercept"],
+            [[f.target, ", ".join(getattr(f, "fitted_on", ())), ", ".join(h[:12] for h in f.protocol_hash_set),
+              str(f.n_models), fmt_num(f.slope), fmt_num(f.intercept)]
              for f in sorted(fits, key=lambda f: (f.target, tuple(f.protocol_hash_set)))],
-            [False, False, True, True, True],
+            [False, False, False, True, True, True],
         ))  # fmt: skip
     if er is None or er.empty:
         parts.append('<p class="note">No effective-robustness estimate for this pair: it needs at least three '

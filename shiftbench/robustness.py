@@ -6,10 +6,16 @@ that sits above the line is. For every (pair, target) -- and only among runs sco
 same source and target data (equal fingerprints) -- this module:
 
 1. takes one point per (model, protocol): the mean over seeds of its ID and OOD score;
-2. fits ``logit(OOD) = a * logit(ID) + b`` by least squares through all points (scores
-   clipped to [1e-4, 1 - 1e-4] first, so a perfect or zero score stays finite);
-3. reports each point's effective robustness ``ER = OOD - sigmoid(a * logit(ID) + b)``, in
-   score units (e.g. accuracy points).
+2. fits ``logit(OOD) = a * logit(ID) + b`` by least squares through the *baseline* points,
+   those of the ``standard`` protocol (plain fine-tunes; scores clipped to [1e-4, 1 - 1e-4]
+   first, so a perfect or zero score stays finite). As in Taori et al., the trend is that of
+   standard training: a remedy (``augment``, ``lora``, ...) is judged against it and does
+   not pull the line towards itself. With fewer than ``min_models`` baseline points (a board
+   of other protocols) the line goes through every point instead; ``RobustnessFit.fitted_on``
+   names the protocols it was fitted on;
+3. reports every point's effective robustness ``ER = OOD - sigmoid(a * logit(ID) + b)``, in
+   score units (e.g. accuracy points), remedies included (``in_fit`` says which points made
+   the line).
 
 How to read it: ER > 0 means the model is more robust than the trend of the models around it
 predicts at the same ID score (it keeps more of its ID score out of domain); ER < 0 means
@@ -22,6 +28,8 @@ OOD test examples (independently of each other, but the same resample for every 
 seed), recomputes every point's scores from the stored predictions, refits the line and
 recomputes every residual; the interval is the 95 % percentile one. It therefore covers test-set
 noise and the uncertainty of the fitted line, not the choice of models.
+
+``baseline_protocols=None`` fits through every point instead (all protocols alike).
 
 If a (model, protocol) has runs from several model weights or protocol versions on the same
 data, only its most recently created version is used (older versions are superseded, never
@@ -43,7 +51,8 @@ from shiftbench.stats import COUNT_METRICS, confusion_codes, full_counts, resamp
 
 CLIP = 1e-4
 COLUMNS = ["model", "protocol", "pair", "target", "metric", "n_seeds", "id_mean", "ood_mean",
-           "predicted_ood", "effective_robustness", "er_ci_low", "er_ci_high"]  # fmt: skip
+           "predicted_ood", "effective_robustness", "er_ci_low", "er_ci_high", "in_fit"]  # fmt: skip
+BASELINE_PROTOCOLS = ("standard",)
 _GROUP = ["pair", "target", "source_fingerprint", "target_fingerprint"]
 
 
@@ -57,7 +66,8 @@ class RobustnessFit:
     protocol_hash_set: tuple[str, ...]  # protocol versions of the fitted points
     slope: float
     intercept: float
-    n_models: int
+    n_models: int  # points the line was fitted through
+    fitted_on: tuple[str, ...] = ()  # protocol names of those points
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -79,9 +89,14 @@ def fit_lines(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray
     return slope, y.mean(axis=-1) - slope * x.mean(axis=-1)
 
 
-def residuals(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(slope, intercept, predicted OOD, ER) for points (..., P)."""
-    slope, intercept = fit_lines(id_scores, ood_scores)
+def residuals(
+    id_scores: np.ndarray, ood_scores: np.ndarray, fit: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(slope, intercept, predicted OOD, ER) for points (..., P); the line is fitted through the
+    points ``fit`` selects (a boolean mask over P; None: all of them)."""
+    id_scores, ood_scores = np.asarray(id_scores), np.asarray(ood_scores)
+    chosen = slice(None) if fit is None else np.asarray(fit, dtype=bool)
+    slope, intercept = fit_lines(id_scores[..., chosen], ood_scores[..., chosen])
     predicted = sigmoid(slope[..., None] * logit(id_scores) + intercept[..., None])
     return slope, intercept, predicted, np.asarray(ood_scores) - predicted
 
@@ -116,14 +131,15 @@ def _split_codes(results_dir: Path, runs: pd.DataFrame, where: str) -> tuple[dic
 
 def effective_robustness(
     results_dir: Path, metric: str = "accuracy", n_boot: int = 1000, seed: int = 0, min_models: int = 3,
-    loaded: LoadedRuns | None = None,
+    loaded: LoadedRuns | None = None, baseline_protocols: tuple[str, ...] | None = BASELINE_PROTOCOLS,
 ) -> tuple[list[RobustnessFit], pd.DataFrame]:
     """Fit the ID -> OOD trend per (pair, target) and score each (model, protocol) against it.
 
     Returns one :class:`RobustnessFit` per fitted (pair, target, data fingerprints) and a
     DataFrame with one row per point and columns :data:`COLUMNS`. ``metric``: "accuracy" or
     "macro_f1" (recomputed from the stored predictions so it can be bootstrapped). ``loaded``:
-    the run files already read (all columns), to read them once.
+    the run files already read (all columns), to read them once. ``baseline_protocols``: the
+    protocols whose points make the line (None: every point).
     """
     check_metric(metric)
     if n_boot < 1:
@@ -138,7 +154,10 @@ def effective_robustness(
     for (pair, target, _, _), group in frame.groupby(_GROUP, sort=True):
         runs = _latest_versions(group).sort_values(["model", "protocol", "seed"]).reset_index(drop=True)
         points = list(dict.fromkeys(zip(runs["model"], runs["protocol"])))
-        if len(points) < min_models:
+        in_fit = np.array([baseline_protocols is None or protocol in baseline_protocols for _, protocol in points])
+        if in_fit.sum() < min_models:  # not enough baseline points: the trend of every point
+            in_fit[:] = True
+        if in_fit.sum() < min_models:
             continue
         codes, k = _split_codes(results_dir, runs, f"{pair}/{target}")
         # averaging matrix: run j contributes 1/n_seeds to its point's mean
@@ -153,19 +172,21 @@ def effective_robustness(
             scores[split] = fn(full) @ avg  # (P,)
             resampled = resampled_counts(codes[split], k * k, n_boot, np.random.default_rng(ss))
             boot[split] = fn(resampled.reshape(n_boot, len(runs), k, k)) @ avg  # (R, P)
-        slope, intercept, predicted, er = residuals(scores["id"], scores["ood"])
-        er_boot = residuals(boot["id"], boot["ood"])[3]
+        slope, intercept, predicted, er = residuals(scores["id"], scores["ood"], in_fit)
+        er_boot = residuals(boot["id"], boot["ood"], in_fit)[3]
         low, high = np.quantile(er_boot, [0.025, 0.975], axis=0)
-        fits.append(RobustnessFit(pair, target, metric, tuple(sorted(set(runs["protocol_hash"]))),
-                                  float(slope), float(intercept), len(points)))  # fmt: skip
+        fitted_hashes = runs.loc[in_fit[member], "protocol_hash"]
+        fits.append(RobustnessFit(pair, target, metric, tuple(sorted(set(fitted_hashes))),
+                                  float(slope), float(intercept), int(in_fit.sum()),
+                                  tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f}))))  # fmt: skip
         for i, (model, protocol) in enumerate(points):
             rows.append({
                 "model": model, "protocol": protocol, "pair": pair, "target": target, "metric": metric,
                 "n_seeds": int(n_seeds[i]), "id_mean": float(scores["id"][i]), "ood_mean": float(scores["ood"][i]),
                 "predicted_ood": float(predicted[i]), "effective_robustness": float(er[i]),
-                "er_ci_low": float(low[i]), "er_ci_high": float(high[i]),
+                "er_ci_low": float(low[i]), "er_ci_high": float(high[i]), "in_fit": bool(in_fit[i]),
             })  # fmt: skip
     return fits, pd.DataFrame(rows, columns=COLUMNS)
 
 
-__all__ = ["COLUMNS", "RobustnessFit", "effective_robustness", "fit_lines", "logit", "residuals", "sigmoid"]
+__all__ = ["BASELINE_PROTOCOLS", "COLUMNS", "RobustnessFit", "effective_robustness", "fit_lines", "logit", "residuals", "sigmoid"]

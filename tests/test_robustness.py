@@ -63,19 +63,20 @@ def test_the_model_above_the_line_is_more_robust(results):
     assert list(df.columns) == COLUMNS
     assert {(f.pair, f.target) for f in fits} == {("news_to_tweets", "forum"), ("news_to_tweets", "tweets")}  # reviews: 2 < 3
     tweets = next(f for f in fits if f.target == "tweets")
-    assert isinstance(tweets, RobustnessFit) and tweets.n_models == 4
-    assert tweets.protocol_hash_set == ("lora-hash", "proto-hash")
+    # The line is that of the standard fine-tunes (m1, m2, m3, exactly on the trend); the lora
+    # remedy is scored against it and does not pull it towards itself.
+    assert isinstance(tweets, RobustnessFit) and tweets.n_models == 3
+    assert tweets.protocol_hash_set == ("proto-hash",) and tweets.fitted_on == ("standard",)
+    assert tweets.slope == pytest.approx(SLOPE, abs=1e-3) and tweets.intercept == pytest.approx(INTERCEPT, abs=1e-3)
     rows = df[df["target"] == "tweets"].set_index("model")
     robust = rows.loc["robust"]
-    assert robust["protocol"] == "lora" and robust["n_seeds"] == 1
-    # The least-squares line goes through all 4 points, so it absorbs about 1/4 of the lift: the
-    # robust model keeps ~3/4 of it and the others sit ~1/4 of it below the line (not exactly 0).
-    assert robust["effective_robustness"] > 0.6 * OUTLIER_LIFT
+    assert robust["protocol"] == "lora" and robust["n_seeds"] == 1 and not robust["in_fit"]
+    assert robust["effective_robustness"] == pytest.approx(OUTLIER_LIFT, abs=1e-3)  # all of its lift
     assert robust["er_ci_low"] > 0  # significant: the CI excludes 0
-    others = rows.drop(index="robust")["effective_robustness"]
-    assert ((others < 0) & (others > -0.4 * OUTLIER_LIFT)).all()
-    logit_residuals = logit(rows["ood_mean"].to_numpy()) - tweets.slope * logit(rows["id_mean"].to_numpy()) - tweets.intercept
-    assert logit_residuals.sum() == pytest.approx(0, abs=1e-12)  # least squares with an intercept
+    others = rows.drop(index="robust")
+    assert others["in_fit"].all() and np.abs(others["effective_robustness"]).max() < 1e-3
+    logit_residuals = logit(others["ood_mean"].to_numpy()) - tweets.slope * logit(others["id_mean"].to_numpy()) - tweets.intercept
+    assert logit_residuals.sum() == pytest.approx(0, abs=1e-9)  # least squares with an intercept, over the fitted points
     assert rows.loc["m1", "n_seeds"] == 2
     assert rows.loc["m1", "id_mean"] == pytest.approx(0.6) and rows.loc["m1", "ood_mean"] == pytest.approx(_line(0.6), abs=1e-3)
     # predicted_ood + ER = OOD, and the residuals agree with the returned line
@@ -84,6 +85,23 @@ def test_the_model_above_the_line_is_more_robust(results):
     assert rows["predicted_ood"].to_numpy() == pytest.approx(expected)
     # deterministic for a given seed
     assert df.equals(effective_robustness(results, n_boot=300)[1])
+
+
+def test_fitting_through_every_protocol_is_a_choice(results):
+    """baseline_protocols=None: the remedy is one of the fitted points and absorbs part of its lift."""
+    fits, df = effective_robustness(results, n_boot=100, baseline_protocols=None)
+    tweets = next(f for f in fits if f.target == "tweets")
+    assert tweets.n_models == 4 and tweets.protocol_hash_set == ("lora-hash", "proto-hash")
+    assert tweets.fitted_on == ("lora", "standard")
+    rows = df[df["target"] == "tweets"].set_index("model")
+    assert rows["in_fit"].all()
+    assert 0.6 * OUTLIER_LIFT < rows.loc["robust", "effective_robustness"] < 0.9 * OUTLIER_LIFT
+    others = rows.drop(index="robust")["effective_robustness"]
+    assert ((others < 0) & (others > -0.4 * OUTLIER_LIFT)).all()
+    # fewer baseline points than min_models (one lora point): the line of every point again
+    fallback, df2 = effective_robustness(results, n_boot=100, baseline_protocols=("lora",))
+    assert [(f.slope, f.intercept, f.fitted_on) for f in fallback] == [(f.slope, f.intercept, f.fitted_on) for f in fits]
+    assert df2.equals(df)
 
 
 def test_min_models_macro_f1_and_errors(results):
