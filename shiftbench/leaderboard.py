@@ -35,6 +35,11 @@ GROUP_KEYS = [
     "protocol", "protocol_hash", "source_fingerprint", "target_fingerprint", "schema_version",
 ]  # fmt: skip
 VALUES = ["id_score", "ood_score", "gap", "relative_gap"]
+# Where each value can lie: every metric is a score in [0, 1] (accuracy, F1, precision, recall,
+# ECE), so gap = ID - OOD is in [-1, 1] and relative gap = gap / ID is at most 1. A t-interval
+# over 2-3 seeds can reach past these; its ends are clipped to them (a CI of [0.11, 1.12] for an
+# F1 says no more than [0.11, 1]).
+BOUNDS = {"id_score": (0.0, 1.0), "ood_score": (0.0, 1.0), "gap": (-1.0, 1.0), "relative_gap": (-np.inf, 1.0)}
 
 
 def _t_halfwidth(std: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -66,8 +71,9 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         half = _t_halfwidth(std.to_numpy(), n)
         out[f"{col}_mean"] = mean
         out[f"{col}_std"] = std
-        out[f"{col}_ci_low"] = mean.to_numpy() - half
-        out[f"{col}_ci_high"] = mean.to_numpy() + half
+        low, high = BOUNDS[col]
+        out[f"{col}_ci_low"] = np.clip(mean.to_numpy() - half, low, high)
+        out[f"{col}_ci_high"] = np.clip(mean.to_numpy() + half, low, high)
     out = out.reset_index()
     out["leaderboard_schema_version"] = LEADERBOARD_SCHEMA_VERSION
     return out

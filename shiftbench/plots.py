@@ -179,9 +179,11 @@ def id_ood_scatter(board: pd.DataFrame, pair: str, target: str, metric: str, fit
             if grid[0] >= grid[-1]:
                 continue
             curve = expit(float(f.slope) * logit(grid) + float(f.intercept))
-            n, on = getattr(f, "n_models", None), getattr(f, "fitted_on", ())
-            name = "effective-robustness fit" + (f" ({n} {'/'.join(on)} points)" if n is not None and on else
-                                                 f" ({n} models)" if n is not None else "")  # fmt: skip
+            n, on = getattr(f, "n_models", None), tuple(getattr(f, "fitted_on", ()))
+            if n is not None and len(on) == 1:
+                name = f"trend of {n} {on[0]} fine-tunes"
+            else:
+                name = "effective-robustness fit" + (f" ({n} models)" if n is not None else "")
             ax.plot(grid, curve, linestyle=("-", "-.", ":")[k % 3], color="black", linewidth=1.2, label=name, zorder=2)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)

@@ -107,3 +107,30 @@ def test_summary_table_never_cuts_names():
         assert value in lines[3]
     assert lines[4].split()[:4] == ["m", "fpb_to_tweeteval", "tweeteval_sentiment_binary", "icl"]
     assert summary_table(board, "accuracy") == "(no results for metric accuracy)"
+
+
+def test_t_intervals_stay_inside_what_a_score_can_be():
+    """Two seeds far apart: the t-interval (t = 12.7 at 1 df) would pass 1 and 0; it is clipped."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from shiftbench.leaderboard import GROUP_KEYS, aggregate
+
+    base = {k: "x" for k in GROUP_KEYS} | {"schema_version": 1}
+    runs = pd.DataFrame([
+        {**base, "seed": 0, "id_score": 0.95, "ood_score": 0.90, "gap": 0.05, "relative_gap": 0.05 / 0.95},
+        {**base, "seed": 1, "id_score": 0.55, "ood_score": 0.10, "gap": 0.45, "relative_gap": 0.45 / 0.55},
+    ])  # fmt: skip
+    (row,) = aggregate(runs).itertuples()
+    half = stats.t.ppf(0.975, 1) * np.std([0.95, 0.55], ddof=1) / np.sqrt(2)
+    assert row.id_score_mean == pytest.approx(0.75) and 0.75 + half > 1 and 0.75 - half < 0  # unclipped: past both ends
+    assert (row.id_score_ci_low, row.id_score_ci_high) == (0.0, 1.0)
+    assert (row.ood_score_ci_low, row.ood_score_ci_high) == (0.0, 1.0)
+    assert (row.gap_ci_low, row.gap_ci_high) == (-1.0, 1.0)  # 0.25 -/+ 2.54
+    assert row.relative_gap_ci_high == 1.0
+    # a narrow interval is left as it is
+    runs["id_score"] = [0.80, 0.81]
+    (row,) = aggregate(runs).itertuples()
+    half = stats.t.ppf(0.975, 1) * np.std([0.80, 0.81], ddof=1) / np.sqrt(2)
+    assert (row.id_score_ci_low, row.id_score_ci_high) == (pytest.approx(0.805 - half), pytest.approx(0.805 + half))
