@@ -169,10 +169,15 @@ def rebuild_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Pa
     return board, skipped
 
 
+# Bumped whenever the aggregation computes other numbers from the same run files (2: t-interval
+# ends clipped to the value's range), so a leaderboard written by older code is not reused.
+AGGREGATION_VERSION = 2
+
+
 def _inputs_signature(results_dir: Path) -> str:
-    """Hash of (name, size, modification time) of every run and prediction file: any file
-    added, replaced or removed changes it."""
-    entries = []
+    """Hash of the aggregation version and (name, size, modification time) of every run and
+    prediction file: any file added, replaced or removed, or another aggregation, changes it."""
+    entries: list = [["aggregation", AGGREGATION_VERSION]]
     for folder in (RUNS_DIR, PREDICTIONS_DIR):
         for path in sorted((results_dir / folder).glob("*.parquet")) if (results_dir / folder).is_dir() else []:
             st = path.stat()

@@ -91,6 +91,11 @@ def test_rerun_with_nothing_new_reuses_the_current_leaderboard(finished, monkeyp
     shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
     assert builds == [1, 1]
 
+    # a leaderboard written by another aggregation (older code) is not reused either
+    monkeypatch.setattr(leaderboard, "AGGREGATION_VERSION", leaderboard.AGGREGATION_VERSION + 1)
+    shiftbench.run(pairs=["news_to_tweets"], seeds="0,1", **finished)
+    assert builds == [1, 1, 1]
+
 
 def test_summary_table_never_cuts_names():
     import pandas as pd
