@@ -44,6 +44,7 @@ schedule, selection metric, max steps) do not apply and are ignored; ``max_lengt
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import time
@@ -308,8 +309,13 @@ def _cache(config: Any, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
 def _with_cache(model: Any, cache: Any) -> dict[str, Any]:
     """The forward keyword for a KV cache: ``cache`` since transformers 5.2x (which warns on the old
     name once per process), ``past_key_values`` before."""
-    params = inspect.signature(model.forward).parameters
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+    return {_cache_keyword(type(model)): cache}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(model_class: type) -> str:
+    """Read once per model class, not on every forward of a scoring batch."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _rows_per_batch(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> int:

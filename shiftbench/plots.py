@@ -75,12 +75,13 @@ def _colours(labels: Iterable[str]) -> dict[str, Any]:
     return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
 
 
-def _board_series(board: pd.DataFrame, metric: str) -> tuple[pd.Series, dict[str, Any]]:
-    """Series labels of every board row of ``metric`` (indexed like ``board``) and one colour per
-    label, both over the whole board: a model@protocol keeps its label and colour in every plot of
-    the report, whichever pair it is drawn for."""
+def _board_series(board: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.Series, dict[str, Any]]:
+    """The board with one index label per row, the series label of each of its rows of ``metric``
+    (indexed like it) and one colour per label, both over the whole board: a model@protocol
+    keeps its label and colour in every plot of the report, whichever pair it is drawn for."""
+    board = board.reset_index(drop=True)
     labels = series_labels(_rows(board, metric))
-    return labels, _colours(labels)
+    return board, labels, _colours(labels)
 
 
 def _err(mean: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray | None:
@@ -140,9 +141,8 @@ def id_ood_scatter(board: pd.DataFrame, pair: str, target: str, metric: str, fit
     """
     from scipy.special import expit, logit
 
-    board = board.reset_index(drop=True)  # .loc below needs one label per row
-    board_labels, colours = _board_series(board, metric)
-    rows = _sorted(_rows(_rows(board, metric, pair=pair), metric, target=target))
+    board, board_labels, colours = _board_series(board, metric)
+    rows = _sorted(_rows(board, metric, pair=pair, target=target))
     labels = board_labels.loc[rows.index]
     x, y = _col(rows, "id_score_mean"), _col(rows, "ood_score_mean")
     xerr = _err(x, _col(rows, "id_score_ci_low"), _col(rows, "id_score_ci_high"))
@@ -198,8 +198,7 @@ def id_ood_scatter(board: pd.DataFrame, pair: str, target: str, metric: str, fit
 def gap_bars(board: pd.DataFrame, pair: str, metric: str) -> bytes:
     """PNG: one group of bars per target, one bar per model@protocol, height the mean gap
     (ID - OOD) with its 95 % CI whisker where there are several seeds."""
-    board = board.reset_index(drop=True)  # .loc below needs one label per row
-    board_labels, colours = _board_series(board, metric)
+    board, board_labels, colours = _board_series(board, metric)
     rows = _sorted(_rows(board, metric, pair=pair))
     labels = board_labels.loc[rows.index]
     series = list(dict.fromkeys(labels))  # model, protocol order, as in the scatter's legend

@@ -42,9 +42,9 @@ REMEDY_FIELDS: dict[str, tuple[str, ...]] = {
     "icl": ("icl_shots", "icl_template", "icl_instruction", "icl_calibrate"),
 }
 # Fields added after results were recorded under the protocols that have them, whose default
-# computes what the protocols did before: hashed only when set to something else, so those
-# results keep their hash.
-_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"icl_calibrate": False}
+# computes what the protocols did before: hashed only when set to something other than their
+# default, so those results keep their hash.
+_HASHED_UNLESS_DEFAULT = ("icl_calibrate",)
 REMEDIES = tuple(REMEDY_FIELDS)
 _ALL_REMEDY_FIELDS = ("remedy",) + tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
 # Fields that describe a protocol but do not change what it computes: left out of the hash.
@@ -140,7 +140,8 @@ class Protocol:
         d = dataclasses.asdict(self)
         hashed_remedy = set(REMEDY_FIELDS[self.remedy]) | ({"remedy"} if self.remedy != "none" else set())
         skip = set(_NOT_HASHED) | (set(_ALL_REMEDY_FIELDS) - hashed_remedy)
-        skip |= {k for k, default in _HASHED_UNLESS_DEFAULT.items() if d[k] == default}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        skip |= {k for k in _HASHED_UNLESS_DEFAULT if d[k] == defaults[k]}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if k not in skip}
 
     @property
