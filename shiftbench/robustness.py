@@ -98,7 +98,7 @@ def residuals(
     chosen = slice(None) if fit is None else np.asarray(fit, dtype=bool)
     slope, intercept = fit_lines(id_scores[..., chosen], ood_scores[..., chosen])
     predicted = sigmoid(slope[..., None] * logit(id_scores) + intercept[..., None])
-    return slope, intercept, predicted, np.asarray(ood_scores) - predicted
+    return slope, intercept, predicted, ood_scores - predicted
 
 
 def _latest_versions(group: pd.DataFrame) -> pd.DataFrame:
@@ -154,11 +154,11 @@ def effective_robustness(
     for (pair, target, _, _), group in frame.groupby(_GROUP, sort=True):
         runs = _latest_versions(group).sort_values(["model", "protocol", "seed"]).reset_index(drop=True)
         points = list(dict.fromkeys(zip(runs["model"], runs["protocol"])))
+        if len(points) < min_models:
+            continue
         in_fit = np.array([baseline_protocols is None or protocol in baseline_protocols for _, protocol in points])
         if in_fit.sum() < min_models:  # not enough baseline points: the trend of every point
             in_fit[:] = True
-        if in_fit.sum() < min_models:
-            continue
         codes, k = _split_codes(results_dir, runs, f"{pair}/{target}")
         # averaging matrix: run j contributes 1/n_seeds to its point's mean
         member = np.array([points.index(key) for key in zip(runs["model"], runs["protocol"])])
