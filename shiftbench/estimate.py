@@ -302,7 +302,11 @@ def _pairwise_agreement(preds: np.ndarray) -> np.ndarray:
     return preds[i] == preds[j]
 
 
-def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+def fit_agreement_line(held_agreement: np.ndarray, target_agreement: np.ndarray, n_held: int | None = None,
+                       n_target: int | None = None) -> tuple[float, float, float]:  # fmt: skip
+    """(slope, bias, R^2) of the least-squares line probit(target) = slope * probit(held) over
+    model pairs' agreement rates (rates clipped to half an example of 0 and 1)."""
+    x, y = probit(held_agreement, n_held), probit(target_agreement, n_target)
     if np.ptp(x) == 0:  # every pair agrees equally in domain: no line; slope 1 through the mean shift
         return 1.0, float(np.mean(y - x)), 0.0
     slope, bias = np.polyfit(x, y, 1)
@@ -311,10 +315,14 @@ def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(slope), float(bias), float(1 - (resid**2).sum() / ss) if ss > 0 else 0.0
 
 
+def apply_line(slope: float, bias: float, held_accuracy: np.ndarray, n_held: int | None = None) -> np.ndarray:
+    """ALine-S: the agreement line applied to held-out accuracies, Phi(slope * probit(acc) + bias)."""
+    return stats.norm.cdf(slope * probit(held_accuracy, n_held) + bias)
+
+
 def _aline_point(held_agree: np.ndarray, target_agree: np.ndarray, held_correct: np.ndarray, n_h: int, n_t: int):
-    x, y = probit(held_agree.mean(axis=1), n_h), probit(target_agree.mean(axis=1), n_t)
-    slope, bias, r2 = _fit_line(x, y)
-    return slope, bias, r2, stats.norm.cdf(slope * probit(held_correct.mean(axis=1), n_h) + bias)
+    slope, bias, r2 = fit_agreement_line(held_agree.mean(axis=1), target_agree.mean(axis=1), n_h, n_t)
+    return slope, bias, r2, apply_line(slope, bias, held_correct.mean(axis=1), n_h)
 
 
 def aline_s(held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.ndarray,
@@ -346,5 +354,6 @@ def aline_s(held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.nd
 
 __all__ = [
     "AgreementLine", "AlineResult", "Estimate", "HeldOut", "LabelShift", "METHODS", "RunEstimates", "Target",
-    "aline_s", "atc_threshold", "bbse", "estimate_run", "fit_temperature", "total_variation",
+    "aline_s", "apply_line", "atc_threshold", "bbse", "estimate_run", "fit_agreement_line", "fit_temperature",
+    "total_variation",
 ]  # fmt: skip
