@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     shift.add_argument("--results-dir", default="results", help="the cache lives under <results-dir>/shift/")
     shift.add_argument("--sample", type=int, default=None, help="texts per side for MMD and PAD (default 1000; fixed seed)")
     shift.add_argument("--seed", type=int, default=0, help="subsample, permutation and CV-fold seed")
+    shift.add_argument("--format", choices=["text", "markdown"], default="text")
     _common(shift)
     return parser
 
@@ -214,7 +215,7 @@ def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
 
 
 def _cmd_shift(args: argparse.Namespace) -> int:
-    from shiftbench.shift import SAMPLE_SIZE, measure_pairs, to_text
+    from shiftbench.shift import SAMPLE_SIZE, measure_pairs, to_markdown, to_text
 
     sample = SAMPLE_SIZE if args.sample is None else args.sample
     if sample < 4:
@@ -224,7 +225,7 @@ def _cmd_shift(args: argparse.Namespace) -> int:
     rows = measure_pairs(args.pair, args.registry, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed)
     if not rows:
         raise ShiftbenchError("shift: no pair has its data present (give --data-dir or $SHIFTBENCH_DATA_DIR)")
-    print(to_text(rows))
+    print(to_text(rows) if args.format == "text" else to_markdown(rows).rstrip("\n"))
     print(f"(MMD and PAD on {sample} sampled texts per side, seed {args.seed}; cached under {Path(args.results_dir) / 'shift'})")
     return 0
 

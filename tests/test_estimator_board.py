@@ -110,3 +110,20 @@ def test_committed_estimator_leaderboard_no_drop_matches_the_run_rows(tmp_path):
     default = per_run[per_run["default"]]
     assert (default.loc[default["error"].abs() > 0.10, "trusted"] == False).all()  # noqa: E712  no bad estimate unflagged
     assert pd.notna(default["aline_r2"]).all()
+
+
+def test_readme_estimator_table_is_the_committed_one():
+    """The README's table is what `leaderboard --estimators` wrote to results/ (not typed in, not stale)."""
+    path = COMMITTED / ESTIMATOR_BOARD_FILE
+    if not path.is_file():
+        pytest.skip("no committed estimator leaderboard")
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("<!-- estimators:start -->", 1)[1].split("<!-- estimators:end -->", 1)[0]
+    summary = pq.read_table(path).to_pandas().set_index(["pair", "estimator"])
+    header, *rows = [line for line in table.strip().splitlines() if not line.startswith("|---")]
+    methods = [c.strip() for c in header.strip("|").split("|")][3:]
+    assert len(rows) == 4
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for method, cell in zip(methods, cells[3:]):
+            assert float(cell.split()[0]) == pytest.approx(summary.loc[(cells[0], method), "mae"], abs=5e-4), (cells[0], method)

@@ -128,3 +128,25 @@ def test_real_minilm_embeddings_are_unit_norm_sentence_vectors():
                       resolve_model("minilm-l6", load_catalog()))  # fmt: skip
     assert emb.shape == (3, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2  # paraphrases are closer than unrelated text
+
+
+def test_readme_shift_table_is_the_committed_cache():
+    from shiftbench.catalog import load_catalog
+
+    from .conftest import REPO
+
+    table = read_shift_table(REPO / "results").to_pylist()
+    if not table:
+        pytest.skip("no committed shift measures")
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("<!-- shift:start -->", 1)[1].split("<!-- shift:end -->", 1)[0]
+    rows = [line for line in section.strip().splitlines()[2:]]
+    assert len(rows) == 3
+    pairs = load_catalog(include_env=False).pairs
+    for line in rows:
+        name = line.strip("|").split("|")[0].strip()
+        pair = pairs.get(name)
+        hits = [shift.read_cached(p) for p in sorted((REPO / "results" / "shift").glob("*.parquet"))]
+        hits = [h for h in hits if h.source == pair.source and h.target == pair.targets[0]]
+        assert len(hits) == 1, name
+        assert shift.to_markdown([shift.PairShift(name, hits[0], True)]).splitlines()[2] == line
