@@ -202,7 +202,9 @@ def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
         raise ShiftbenchError("--estimators: prints markdown and writes Parquet, for the accuracy metric only")
     if args.n_boot < 0:
         raise ShiftbenchError(f"--n-boot: must be >= 0, got {args.n_boot}")
-    per_run = estimate_board(results_dir, n_boot=args.n_boot)
+    per_run, skipped = estimate_board(results_dir, n_boot=args.n_boot)
+    for path, why in skipped:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
     if per_run.empty:
         raise ShiftbenchError(f"--estimators: no labelled text-classification runs with predictions under {results_dir}")
     summary = summarise(per_run)
@@ -222,7 +224,9 @@ def _cmd_shift(args: argparse.Namespace) -> int:
         raise ShiftbenchError(f"--sample: at least 4 texts per side, got {sample}")
     if args.seed < 0:
         raise ShiftbenchError(f"--seed: must be >= 0, got {args.seed}")
-    rows = measure_pairs(args.pair, args.registry, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed)
+    rows, unavailable = measure_pairs(args.pair, args.registry, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed)
+    for why in unavailable:
+        print(f"warning: skipped {why}", file=sys.stderr)
     if not rows:
         raise ShiftbenchError("shift: no pair has its data present (give --data-dir or $SHIFTBENCH_DATA_DIR)")
     print(to_text(rows) if args.format == "text" else to_markdown(rows).rstrip("\n"))

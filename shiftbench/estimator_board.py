@@ -91,17 +91,28 @@ def labelled_runs(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, st
     return frame.drop_duplicates("run_id").sort_values(["pair", "target", "model", "protocol", "seed", "run_id"]).reset_index(drop=True), loaded.skipped
 
 
-def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
     """Per run and estimator: the OOD-accuracy estimate, its interval, the truth, the error,
     the label-free evidence and the verdict on that estimate (one row per (run, estimator);
-    ``default`` marks the run's headline estimate)."""
+    ``default`` marks the run's headline estimate). Also the files left out, with why: unreadable
+    run files, and runs whose predictions are missing or unreadable (as the leaderboard does,
+    they are reported and never touched)."""
     results_dir = Path(results_dir)
-    runs, _ = labelled_runs(results_dir)
+    runs, skipped = labelled_runs(results_dir)
+    skipped = list(skipped)
     rows = []
     for _, group in runs.groupby(_GROUP, sort=True):
-        probs = [load_run_probs(results_dir, r) for r in group["run_id"]]
+        kept, probs = [], []
+        for run in group.itertuples():
+            try:
+                probs.append(load_run_probs(results_dir, run.run_id))
+                kept.append(run)
+            except ShiftbenchError as exc:
+                skipped.append((predictions_path(results_dir, run.run_id), str(exc).split(": ", 1)[-1]))
+        if not probs:
+            continue
         assessed = assess([p.held_out for p in probs], [p.target for p in probs], n_boot=n_boot, seed=seed)
-        for run, p, a in zip(group.itertuples(), probs, assessed):
+        for run, p, a in zip(kept, probs, assessed):
             truth = float((p.target.preds == p.target_labels).mean()) if p.target_labels is not None else np.nan
             no_drop = Estimate("no_drop", "accuracy", a.run.held_out_accuracy, np.nan, np.nan)
             for e in (no_drop, *a.estimates):
@@ -117,7 +128,7 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> pd
                     **a.evidence.as_dict(), "trusted": verdict.trusted, "reasons": "; ".join(verdict.reasons),
                     "trusted_without_line": alone.trusted if e.method != "aline_s" else verdict.trusted,
                 })  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), tuple(skipped)
 
 
 def _mae_interval(abs_err: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:

@@ -346,9 +346,10 @@ class PairShift:
 
 def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = (), data_dir: str | Path | None = None,
                   results_dir: str | Path = "results", sample_size: int = SAMPLE_SIZE, seed: int = 0,
-                  n_permutations: int = N_PERMUTATIONS, encoder: str | None = None) -> list[PairShift]:  # fmt: skip
+                  n_permutations: int = N_PERMUTATIONS, encoder: str | None = None) -> tuple[list[PairShift], list[str]]:  # fmt: skip
     """Shift measures of every (source, target) of ``pairs`` (default: every text-classification
-    pair whose data are present), from the cache when it has them."""
+    pair whose data are present), from the cache when it has them; and, for the default
+    selection, why a pair was left out (its data are not available)."""
     from shiftbench.catalog import load_catalog
     from shiftbench.data import DataUnavailable, load_domain
     from shiftbench.models import resolve_model
@@ -361,16 +362,18 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
     chosen = names or [n for n, p in catalog.pairs.items() if p.task == "text-classification"]
     model = None
     out: list[PairShift] = []
+    unavailable: list[str] = []
     for name in chosen:
         pair = catalog.pairs.get(name)
         src_spec, tgt_specs = catalog.pair_datasets(pair)
         try:
             source = load_domain(src_spec, data_dir, ("train", "validation", "test"))  # carved exactly as the runner does
             targets = [load_domain(t, data_dir, ("test",)) for t in tgt_specs]
-        except DataUnavailable:
+        except DataUnavailable as exc:
             if names:
                 raise
-            continue  # the default selection skips pairs whose data are not mirrored
+            unavailable.append(f"pair {name!r}: {exc}")  # the default selection skips pairs whose data are absent
+            continue
         space = source.label_names
         train = source.role("train")
         for tgt in targets:
@@ -396,7 +399,7 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
             )  # fmt: skip
             write_cached(path, measures)
             out.append(PairShift(name, measures, False))
-    return out
+    return out, unavailable
 
 
 _HEADER = ["pair", "target", "n_src", "n_tgt", "vocab J", "OOV tok", "prior TV", "MMD2 [p]", "MMD2 src/src [p]",

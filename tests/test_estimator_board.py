@@ -85,7 +85,11 @@ def test_estimator_leaderboard_bad_input(board, tmp_path, capsys):
     empty.mkdir()
     user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(empty)], "no labelled text-classification runs")
     (results / "predictions" / "run0.parquet").write_bytes(b"PAR1 broken")
-    user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(results)], "run0.parquet", "unreadable predictions")
+    assert main(["leaderboard", "--estimators", "--results-dir", str(results), "--n-boot", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped" in err and "run0.parquet" in err and "unreadable predictions" in err
+    assert "| p | t | 3 |" in out  # the other three runs, still an agreement line
+    assert (results / "predictions" / "run0.parquet").read_bytes() == b"PAR1 broken"  # reported, never rewritten
 
 
 @pytest.mark.skipif(not any((COMMITTED / "runs").glob("*.parquet")), reason="no committed run files")
@@ -93,7 +97,8 @@ def test_committed_estimator_leaderboard_no_drop_matches_the_run_rows(tmp_path):
     results = tmp_path / "results"
     for sub in ("runs", "predictions"):
         shutil.copytree(COMMITTED / sub, results / sub)
-    per_run = estimate_board(results, n_boot=0)  # point estimates: the intervals are not what is checked
+    per_run, skipped = estimate_board(results, n_boot=0)  # point estimates: the intervals are not what is checked
+    assert not skipped
     summary = summarise(per_run, n_boot=200)
     rows = read_runs(results).table.to_pandas()
     rows = rows[(rows["task"] == "text-classification") & (rows["metric"] == "accuracy")]
