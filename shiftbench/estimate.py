@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import optimize, stats
 
 from shiftbench.errors import ShiftbenchError
 
@@ -129,19 +129,31 @@ def logits_of(probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(probs, 1e-12, None))
 
 
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-sum-exp (plain numpy: scipy's generic version is most of a bootstrap's time)."""
+    m = z.max(axis=1)
+    return m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 minimising the held-out NLL of softmax(logits / T), searched over log T in [-4, 4]."""
+    """The T > 0 minimising the held-out NLL of softmax(logits / T), searched over log T in [-4, 4]
+    (to 1e-3 in log T: a 0.1 % change of T moves no estimate by more than ~1e-4)."""
+    # The NLL of a row-shifted logit matrix is the same; shifting by the row max keeps exp finite.
+    z0 = logits - logits.max(axis=1, keepdims=True)
+    picked = z0[np.arange(len(labels)), labels]
 
     def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        return float((special.logsumexp(z, axis=1) - z[np.arange(len(labels)), labels]).mean())
+        t = np.exp(log_t)
+        return float((_logsumexp(z0 / t) - picked / t).mean())
 
-    res = optimize.minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded", options={"xatol": 1e-4})
+    res = optimize.minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded", options={"xatol": 1e-3})
     return float(np.exp(res.x))
 
 
 def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
-    return special.softmax(logits / temperature, axis=1)
+    z = logits / temperature
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def max_confidence(probs: np.ndarray) -> np.ndarray:
