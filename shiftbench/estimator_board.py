@@ -114,6 +114,8 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
         assessed = assess([p.held_out for p in probs], [p.target for p in probs], n_boot=n_boot, seed=seed)
         for run, p, a in zip(kept, probs, assessed):
             truth = float((p.target.preds == p.target_labels).mean()) if p.target_labels is not None else np.nan
+            k = p.held_out.probs.shape[1]
+            true_priors = (np.bincount(p.target_labels, minlength=k) / len(p.target_labels)).tolist() if p.target_labels is not None else None
             no_drop = Estimate("no_drop", "accuracy", a.run.held_out_accuracy, np.nan, np.nan)
             for e in (no_drop, *a.estimates):
                 verdict = a.verdicts.get(e.method) or judge(a.evidence, e.method)
@@ -127,6 +129,9 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
                     "error": e.value - truth, "default": e.method == a.default.method, "temperature": a.run.temperature,
                     **a.evidence.as_dict(), "trusted": verdict.trusted, "reasons": "; ".join(verdict.reasons),
                     "trusted_without_line": alone.trusted if e.method != "aline_s" else verdict.trusted,
+                    # label distributions (label-space order): held-out, BBSE's estimate for the target, and the truth
+                    "source_priors": list(a.run.source_priors), "estimated_target_priors": list(a.run.target_priors),
+                    "true_target_priors": true_priors,
                 })  # fmt: skip
     return pd.DataFrame(rows), tuple(skipped)
 
