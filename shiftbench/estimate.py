@@ -16,6 +16,9 @@ reads a target label. The estimators:
 ``aline_s``   agreement-on-the-line (Baek et al. 2022), across >= 3 models scored on the same
               examples: the line probit(target agreement) = a * probit(held-out agreement) + b
               fitted over model pairs, applied to each model's held-out accuracy
+``aline_d``   its refinement (ALine-D): with the slope a, the bias cancels between the accuracy
+              and agreement lines, leaving one linear equation per model pair in the models'
+              target accuracy probits, solved by least squares
 
 Temperature scaling is fitted on the held-out split (NLL, one scalar T) before every
 confidence-based estimate; stored probabilities are turned back into logits by ``log`` (a
@@ -43,7 +46,7 @@ N_BOOT = 200  # bootstrap replicates: percentile ends of a 95 % interval are sta
 ALPHA = 0.05
 _PROBIT_EPS = 1e-4  # agreement/accuracy are clipped to [eps, 1 - eps] before the probit (probit(1) = inf)
 PER_RUN_METHODS = ("avg_conf", "doc", "atc_mc", "atc_ne", "bbse")
-GROUP_METHODS = ("aline_s",)
+GROUP_METHODS = ("aline_s", "aline_d")
 METHODS = PER_RUN_METHODS + GROUP_METHODS
 
 
@@ -305,7 +308,8 @@ class AgreementLine:
 @dataclass(frozen=True)
 class AlineResult:
     line: AgreementLine
-    estimates: tuple[Estimate, ...]  # one per model, in input order (method "aline_s", accuracy)
+    aline_s: tuple[Estimate, ...]  # one per model, in input order
+    aline_d: tuple[Estimate, ...]
 
 
 def _pairwise_agreement(preds: np.ndarray) -> np.ndarray:
@@ -332,16 +336,36 @@ def apply_line(slope: float, bias: float, held_accuracy: np.ndarray, n_held: int
     return stats.norm.cdf(slope * probit(held_accuracy, n_held) + bias)
 
 
+def _aline_d_design(n_models: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair indices (i < j) and the (pairs, models) matrix averaging the two models of a pair."""
+    i, j = np.triu_indices(n_models, k=1)
+    design = np.zeros((len(i), n_models))
+    design[np.arange(len(i)), i] = design[np.arange(len(i)), j] = 0.5
+    return i, j, design
+
+
 def _aline_point(held_agree: np.ndarray, target_agree: np.ndarray, held_correct: np.ndarray, n_h: int, n_t: int):
-    slope, bias, r2 = fit_agreement_line(held_agree.mean(axis=1), target_agree.mean(axis=1), n_h, n_t)
-    return slope, bias, r2, apply_line(slope, bias, held_correct.mean(axis=1), n_h)
+    """(slope, bias, R^2, ALine-S estimates, ALine-D estimates) on one (resampled) set of examples.
+
+    ALine-D: subtracting the agreement line from the accuracy line for models i and j,
+    (x_i + x_j) / 2 = probit(target agr_ij) + slope * ((p_i + p_j) / 2 - probit(held agr_ij)),
+    with x the target accuracy probits and p the held-out ones; least squares over the pairs
+    (>= 3 models give at least as many equations as unknowns, full rank)."""
+    held_rate, target_rate = held_agree.mean(axis=1), target_agree.mean(axis=1)
+    slope, bias, r2 = fit_agreement_line(held_rate, target_rate, n_h, n_t)
+    acc = held_correct.mean(axis=1)
+    p = probit(acc, n_h)
+    i, j, design = _aline_d_design(len(acc))
+    rhs = probit(target_rate, n_t) + slope * (0.5 * (p[i] + p[j]) - probit(held_rate, n_h))
+    x = np.linalg.lstsq(design, rhs, rcond=None)[0]
+    return slope, bias, r2, apply_line(slope, bias, acc, n_h), stats.norm.cdf(x)
 
 
-def aline_s(held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.ndarray,
-            n_boot: int = N_BOOT, seed: int = 0) -> AlineResult:  # fmt: skip
-    """ALine-S over ``held_preds`` (models, n) and ``target_preds`` (models, m), the same examples
-    for every model. Held-out and target examples are resampled (jointly across models, which
-    keeps the agreements paired) for the intervals."""
+def aline(held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.ndarray,
+          n_boot: int = N_BOOT, seed: int = 0) -> AlineResult:  # fmt: skip
+    """ALine-S and ALine-D over ``held_preds`` (models, n) and ``target_preds`` (models, m), the
+    same examples for every model. Held-out and target examples are resampled (jointly across
+    models, which keeps the agreements paired) for the intervals."""
     held_preds, target_preds = np.asarray(held_preds), np.asarray(target_preds)
     n_models = held_preds.shape[0]
     if n_models < 3:
@@ -351,21 +375,21 @@ def aline_s(held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.nd
     ha, ta = _pairwise_agreement(held_preds), _pairwise_agreement(target_preds)
     hc = held_preds == held_labels[None, :]
     n, m = held_preds.shape[1], target_preds.shape[1]
-    slope, bias, r2, point = _aline_point(ha, ta, hc, n, m)
+    slope, bias, r2, point_s, point_d = _aline_point(ha, ta, hc, n, m)
     rng = np.random.default_rng(seed)
-    reps = np.empty((n_boot, n_models))
+    reps = np.empty((2, n_boot, n_models))
     for b in range(n_boot):
         ih, it = rng.integers(0, n, n), rng.integers(0, m, m)
-        reps[b] = _aline_point(ha[:, ih], ta[:, it], hc[:, ih], n, m)[3]
+        reps[:, b] = _aline_point(ha[:, ih], ta[:, it], hc[:, ih], n, m)[3:]
     out = []
-    for i in range(n_models):
-        lo, hi = _percentile(reps[:, i]) if n_boot else (float("nan"), float("nan"))
-        out.append(Estimate("aline_s", "accuracy", float(point[i]), lo, hi))
-    return AlineResult(AgreementLine(slope, bias, r2, n_models, len(ha)), tuple(out))
+    for method, point, rep in (("aline_s", point_s, reps[0]), ("aline_d", point_d, reps[1])):
+        ends = [_percentile(rep[:, i]) if n_boot else (float("nan"), float("nan")) for i in range(n_models)]
+        out.append(tuple(Estimate(method, "accuracy", float(point[i]), *ends[i]) for i in range(n_models)))
+    return AlineResult(AgreementLine(slope, bias, r2, n_models, len(ha)), *out)
 
 
 __all__ = [
     "AgreementLine", "AlineResult", "Estimate", "HeldOut", "LabelShift", "METHODS", "RunEstimates", "Target",
-    "aline_s", "apply_line", "atc_threshold", "bbse", "estimate_run", "fit_agreement_line", "fit_temperature",
+    "aline", "apply_line", "atc_threshold", "bbse", "estimate_run", "fit_agreement_line", "fit_temperature",
     "total_variation",
 ]  # fmt: skip

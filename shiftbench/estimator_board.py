@@ -10,8 +10,9 @@ two error rates (:mod:`shiftbench.verdict`).
 Held-out split: ``id_test`` (the runner stores no source-validation predictions yet); see
 :mod:`shiftbench.estimate`.
 
-``no_drop`` (OOD = ID accuracy) is the baseline every estimator must beat. ALine-S is fitted per
-(pair, target, data fingerprints) over every run on that board scored on the same examples.
+``no_drop`` (OOD = ID accuracy) is the baseline every estimator must beat. ALine-S and ALine-D are
+fitted per (pair, target, data fingerprints) over every run on that board scored on the same
+examples.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import pyarrow.parquet as pq
 
 from shiftbench.atomic import write_atomic
 from shiftbench.errors import ShiftbenchError
-from shiftbench.estimate import N_BOOT, Estimate, HeldOut, Target
+from shiftbench.estimate import GROUP_METHODS, N_BOOT, Estimate, HeldOut, Target
 from shiftbench.results import predictions_path, read_runs
 from shiftbench.verdict import assess, judge
 
 ESTIMATOR_BOARD_FILE = "estimator_leaderboard.parquet"
 ESTIMATES_FILE = "estimates.parquet"
 ESTIMATOR_BOARD_SCHEMA_VERSION = 1
-BOARD_ESTIMATORS = ("no_drop", "avg_conf", "doc", "atc_mc", "atc_ne", "bbse", "aline_s")
+BOARD_ESTIMATORS = ("no_drop", "avg_conf", "doc", "atc_mc", "atc_ne", "bbse", "aline_s", "aline_d")
 HELD_OUT_SPLIT = "id_test"  # the labelled in-domain split of the committed runs (no source-validation predictions stored)
 _GROUP = ["pair", "target", "source_fingerprint", "target_fingerprint"]
 _RUN_COLUMNS = ["run_id", "model", "protocol", "seed", "pair", "source", "target", "task", "metric",
@@ -121,14 +122,14 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
                 verdict = a.verdicts.get(e.method) or judge(a.evidence, e.method)
                 # The verdict a single model would get (no agreement line): what a user with one
                 # fine-tune sees, so its error rates are reported apart.
-                alone = judge(replace(a.evidence, aline_r2=None), e.method)
+                alone = judge(replace(a.evidence, aline_r2=None, aline_gap=None), e.method)
                 rows.append({
                     "run_id": run.run_id, "model": run.model, "protocol": run.protocol, "seed": int(run.seed),
                     "pair": run.pair, "source": run.source, "target": run.target, "held_out_split": HELD_OUT_SPLIT,
                     "estimator": e.method, "estimate": e.value, "low": e.low, "high": e.high, "true_accuracy": truth,
                     "error": e.value - truth, "default": e.method == a.default.method, "temperature": a.run.temperature,
                     **a.evidence.as_dict(), "trusted": verdict.trusted, "reasons": "; ".join(verdict.reasons),
-                    "trusted_without_line": alone.trusted if e.method != "aline_s" else verdict.trusted,
+                    "trusted_without_line": alone.trusted if e.method not in GROUP_METHODS else verdict.trusted,
                     # label distributions (label-space order): held-out, BBSE's estimate for the target, and the truth
                     "source_priors": list(a.run.source_priors), "estimated_target_priors": list(a.run.target_priors),
                     "true_target_priors": true_priors,
@@ -199,7 +200,7 @@ def to_markdown(summary: pd.DataFrame, held_out_split: str = HELD_OUT_SPLIT) -> 
     for m in methods:
         r = summary[(summary["pair"] == "all") & (summary["estimator"] == m)].iloc[0]
         cov = f"{r['interval_coverage']:.0%}" if pd.notna(r["interval_coverage"]) else "-"
-        alone = (["n/a (needs >= 3 models)"] * 2 if m in ("aline_s", "default") else
+        alone = (["n/a (needs >= 3 models)"] * 2 if m in (*GROUP_METHODS, "default") else
                  [_rate(int(r["missed_bad_without_line"]), int(r["n_bad"])), _rate(int(r["false_alarm_without_line"]), int(r["n_good"]))])  # fmt: skip
         lines.append(f"| {m} | {_rate(int(r['missed_bad']), int(r['n_bad']))} | {_rate(int(r['false_alarm']), int(r['n_good']))} | "
                      f"{alone[0]} | {alone[1]} | {cov} |")

@@ -8,7 +8,7 @@ from scipy import special, stats
 
 from shiftbench.errors import ShiftbenchError
 from shiftbench.estimate import (
-    HeldOut, Target, aline_s, apply_line, atc_threshold, bbse, estimate_run, fit_agreement_line, fit_temperature,
+    HeldOut, Target, aline, apply_line, atc_threshold, bbse, estimate_run, fit_agreement_line, fit_temperature,
     logits_of,
 )  # fmt: skip
 from shiftbench.verdict import MIN_LINE_R2, Evidence, assess, judge
@@ -96,6 +96,24 @@ def test_agreement_line_fit_recovers_a_planted_probit_line_and_applies_it_to_acc
     assert apply_line(a, b, acc) == pytest.approx(stats.norm.cdf(slope * stats.norm.ppf(acc) + bias), abs=0.01)
 
 
+def test_aline_d_solves_the_pair_equations_exactly_when_both_lines_hold():
+    """Rates built so that accuracy and agreement both follow the planted line: ALine-D (which
+    only uses the slope and the pairs' agreements) returns the planted target accuracies."""
+    from shiftbench.estimate import _aline_point
+
+    slope, bias = 0.9, -0.4
+    acc_id = np.array([0.62, 0.7, 0.78, 0.85, 0.9])
+    i, j = np.triu_indices(5, k=1)
+    agree_id = 1 - 0.5 * (np.abs(acc_id[i] - acc_id[j]) + 0.3 * (1 - acc_id[i]) * (1 - acc_id[j]))
+    line = lambda x: stats.norm.cdf(slope * stats.norm.ppf(x) + bias)  # noqa: E731
+    # _aline_point takes per-example indicator matrices; rates are their row means, so one
+    # "example" column per rate with value = the rate gives the same means.
+    as_matrix = lambda rates: np.asarray(rates, dtype=float)[:, None]  # noqa: E731
+    s, b, r2, est_s, est_d = _aline_point(as_matrix(agree_id), as_matrix(line(agree_id)), as_matrix(acc_id), None, None)
+    assert s == pytest.approx(slope) and b == pytest.approx(bias) and r2 == pytest.approx(1.0)
+    assert est_s == pytest.approx(line(acc_id)) and est_d == pytest.approx(line(acc_id), abs=1e-9)
+
+
 def test_aline_without_shift_is_the_identity_line_and_returns_the_held_out_accuracy():
     """Target = a fresh sample from the held-out distribution: the agreement line is the
     identity and ALine-S returns each model's accuracy on the target up to sampling noise."""
@@ -110,17 +128,18 @@ def test_aline_without_shift_is_the_identity_line_and_returns_the_held_out_accur
             preds.append(np.where(right, y, (y + rng.integers(1, K, n)) % K))
         return y, np.stack(preds)
     (yh, ph), (yt, pt) = draw(), draw()
-    res = aline_s(yh, ph, pt, n_boot=20)
+    res = aline(yh, ph, pt, n_boot=20)
     assert res.line.slope == pytest.approx(1.0, abs=0.1) and res.line.bias == pytest.approx(0.0, abs=0.05)
     assert res.line.r2 > 0.99
     truth = (pt == yt[None, :]).mean(1)
-    assert np.abs(np.array([e.value for e in res.estimates]) - truth).max() < 0.015
-    assert all(e.low <= e.value <= e.high for e in res.estimates)
+    for estimates in (res.aline_s, res.aline_d):
+        assert np.abs(np.array([e.value for e in estimates]) - truth).max() < 0.015
+        assert all(e.low <= e.value <= e.high for e in estimates)
 
 
 def test_aline_needs_three_models():
     with pytest.raises(ShiftbenchError, match="at least 3 models"):
-        aline_s(np.zeros(5, int), np.zeros((2, 5), int), np.zeros((2, 7), int))
+        aline(np.zeros(5, int), np.zeros((2, 5), int), np.zeros((2, 7), int))
 
 
 def test_bad_inputs_are_one_line_errors():
@@ -136,7 +155,7 @@ def test_verdict_flags_a_poor_agreement_line_and_trusts_a_good_one():
     good = Evidence(estimator_spread=0.02, prior_shift_tv=0.05, pred_shift_tv=0.05, aline_r2=0.95)
     assert judge(good, "aline_s").trusted and judge(good, "doc").trusted
     poor_line = Evidence(0.02, 0.05, 0.05, aline_r2=MIN_LINE_R2 - 0.1)
-    assert not judge(poor_line, "aline_s").trusted and not judge(poor_line, "doc").trusted
+    assert not any(judge(poor_line, m).trusted for m in ("aline_s", "aline_d", "doc"))
     assert "agreement line" in judge(poor_line, "aline_s").reasons[0]
     disagree = Evidence(0.3, 0.05, 0.05, aline_r2=None)
     assert not judge(disagree, "doc").trusted
@@ -152,6 +171,7 @@ def test_assess_picks_aline_with_three_models_and_doc_with_one():
         helds.append(HeldOut(yh, posterior(llh * s, UNIFORM)))
         targets.append(Target(posterior(llt * s, UNIFORM)))
     three = assess(helds, targets, n_boot=5)
-    assert [a.default.method for a in three] == ["aline_s"] * 3 and three[0].line.n_models == 3
+    assert [a.default.method for a in three] == ["aline_d"] * 3 and three[0].line.n_models == 3
+    assert {e.method for e in three[0].estimates} == {"avg_conf", "doc", "atc_mc", "atc_ne", "bbse", "aline_s", "aline_d"}
     one = assess(helds[:1], targets[:1], n_boot=5)
     assert one[0].default.method == "doc" and one[0].line is None and one[0].evidence.aline_r2 is None
