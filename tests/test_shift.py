@@ -3,8 +3,6 @@ on data built in the test (a tiny random encoder stands in for all-MiniLM-L6-v2)
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -57,12 +55,13 @@ def test_proxy_a_distance_zero_for_one_domain_two_for_separable_ones():
     assert apart < 0.02 and proxy_a_distance(apart) > 1.9
 
 
-def _hash_embed(texts):
-    """A stand-in encoder: bag of hashed words, unit norm (deterministic, no model)."""
-    out = np.zeros((len(texts), 64))
+def _bag_of_words_embed(texts, _index: dict = {}):  # noqa: B006  the shared index is the point
+    """A stand-in encoder: bag of words over a word index shared by every call (one dimension
+    per word, no collisions; deterministic, no model), unit norm."""
+    out = np.zeros((len(texts), 128))
     for i, t in enumerate(texts):
         for w in shift.words(t):
-            out[i, zlib.crc32(w.encode()) % 64] += 1.0  # not hash(): that changes with PYTHONHASHSEED
+            out[i, _index.setdefault(w, len(_index) % 128)] += 1.0
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
@@ -72,12 +71,12 @@ def test_same_distribution_lands_at_the_in_domain_baseline():
     texts = [" ".join(rng.choice(vocab, 8)) for _ in range(800)]
     labels = list(rng.choice(["neg", "pos"], 800))
     m = compute_measures("s", "t", "fs", "ft", texts[:400], texts[400:], ("neg", "pos"), labels[:400], labels[400:],
-                         _hash_embed, "hash", "0", sample_size=200, n_permutations=200)  # fmt: skip
+                         _bag_of_words_embed, "bag-of-words", "0", sample_size=200, n_permutations=200)  # fmt: skip
     assert m.mmd2_p_value > 0.05 and abs(m.mmd2 - m.mmd2_baseline) < 0.01
     assert m.pad < 0.6 and m.label_prior_tv < 0.1 and m.vocab_jaccard == 1.0
     other = [" ".join(rng.choice([f"v{i}" for i in range(40)], 8)) for _ in range(400)]
     far = compute_measures("s", "t", "fs", "ft", texts[:400], other, ("neg", "pos"), labels[:400], None,
-                           _hash_embed, "hash", "0", sample_size=200, n_permutations=200)  # fmt: skip
+                           _bag_of_words_embed, "bag-of-words", "0", sample_size=200, n_permutations=200)  # fmt: skip
     assert far.vocab_jaccard == 0.0 and far.target_oov_rate == 1.0
     assert far.mmd2_p_value < 0.01 and far.mmd2 > 10 * abs(far.mmd2_baseline) and far.pad > 1.9
     assert far.label_prior_tv is None and far.label_prior_method == "none"
