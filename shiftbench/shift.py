@@ -355,6 +355,8 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
     from shiftbench.models import resolve_model
 
     encoder = encoder or DEFAULT_ENCODER  # read at call time (tests swap in a tiny encoder)
+    if Path(results_dir).exists() and not Path(results_dir).is_dir():
+        raise ShiftbenchError(f"--results-dir {results_dir} exists and is not a directory")
     catalog = load_catalog(registries)
     names = list(dict.fromkeys(pairs))
     for p in names:

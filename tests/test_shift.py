@@ -113,9 +113,13 @@ def test_shift_cli_prints_measures_and_caches_them(tiny_shift, tmp_path, capsys,
     assert " yes" in capsys.readouterr().out
 
 
-def test_shift_cli_bad_input(tiny_shift, capsys):
+def test_shift_cli_bad_input(tiny_shift, tmp_path, capsys):
     user_error(capsys, ["shift", "--pair", "news_to_tweet", *tiny_shift], "news_to_tweet", "did you mean")
     user_error(capsys, ["shift", "--pair", "news_to_tweets", "--sample", "2", *tiny_shift], "--sample", "2")
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    user_error(capsys, ["shift", "--pair", "news_to_tweets", *tiny_shift, "--results-dir", not_a_dir], "--results-dir", "not a directory")
+    user_error(capsys, ["shift", "--pair", "news_to_tweets", *tiny_shift, "--data-dir", tmp_path / "nowhere"], "nowhere")
 
 
 @pytest.mark.slow
