@@ -305,6 +305,8 @@ def compute_measures(
         tgt_priors, method = _priors(target_labels, label_space), "labels"
     elif estimated_target_priors is not None:
         tgt_priors, method = tuple(float(x) for x in estimated_target_priors), "estimated"
+        if len(tgt_priors) != len(label_space) or not np.isclose(sum(tgt_priors), 1.0, atol=1e-6):
+            raise ShiftbenchError(f"estimated target priors {tgt_priors}: need {len(label_space)} values summing to 1 ({', '.join(label_space)})")
     else:
         tgt_priors, method = None, "none"
     # Fixed-seed subsample of m texts per side (fewer when the data are smaller). The baseline

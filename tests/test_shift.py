@@ -9,6 +9,7 @@ import pytest
 
 from shiftbench import shift
 from shiftbench.cli import main
+from shiftbench.errors import ShiftbenchError
 from shiftbench.shift import (
     compute_measures, domain_classifier_error, mmd2_test, proxy_a_distance, read_shift_table, vocabulary,
 )  # fmt: skip
@@ -80,6 +81,12 @@ def test_same_distribution_lands_at_the_in_domain_baseline():
     assert far.vocab_jaccard == 0.0 and far.target_oov_rate == 1.0
     assert far.mmd2_p_value < 0.01 and far.mmd2 > 10 * abs(far.mmd2_baseline) and far.pad > 1.9
     assert far.label_prior_tv is None and far.label_prior_method == "none"
+    est = compute_measures("s", "t", "fs", "ft", texts[:400], other, ("neg", "pos"), labels[:400], None, _bag_of_words_embed,
+                           "bag-of-words", "0", sample_size=20, n_permutations=20, estimated_target_priors=(0.9, 0.1))  # fmt: skip
+    assert est.label_prior_method == "estimated" and est.label_prior_tv == pytest.approx(abs(0.9 - est.source_priors[0]))
+    with pytest.raises(ShiftbenchError, match="need 2 values"):
+        compute_measures("s", "t", "fs", "ft", texts[:400], other, ("neg", "pos"), labels[:400], None, _bag_of_words_embed,
+                         "bag-of-words", "0", sample_size=20, n_permutations=20, estimated_target_priors=(1.0,))  # fmt: skip
 
 
 @pytest.fixture()
