@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", choices=["parquet", "csv", "markdown"], default="parquet")
     board.add_argument("--out", help="output file (default: <results-dir>/leaderboard.parquet, or stdout for csv/markdown)")
     board.add_argument("--metric", default=None, help="only this metric (csv/markdown)")
+    board.add_argument("--estimators", action="store_true",
+                       help="the label-free estimators' errors on OOD accuracy instead (markdown on stdout; Parquet to "
+                            "<results-dir>/estimator_leaderboard.parquet or --out, per-run rows to <results-dir>/estimates.parquet)")  # fmt: skip
+    board.add_argument("--n-boot", type=int, default=200, help="--estimators: bootstrap replicates per estimate (default 200)")
+
+    shift = sub.add_parser("shift", help="how far each target is from its source: vocabulary, label priors, MMD, proxy A-distance")
+    shift.add_argument("--pair", action="append", default=[], help="pair name (repeatable; default: every text-classification pair with data)")
+    shift.add_argument("--results-dir", default="results", help="the cache lives under <results-dir>/shift/")
+    shift.add_argument("--sample", type=int, default=None, help="texts per side for MMD and PAD (default 1000; fixed seed)")
+    shift.add_argument("--seed", type=int, default=0, help="subsample, permutation and CV-fold seed")
+    shift.add_argument("--format", choices=["text", "markdown"], default="text")
+    _common(shift)
     return parser
 
 
@@ -161,6 +173,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
         raise ShiftbenchError(f"--results-dir {results_dir} is not a directory")
+    if args.estimators:
+        return _estimator_board(args, results_dir)
     board, skipped = build_leaderboard(results_dir)
     for path, why in skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
@@ -178,6 +192,45 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.out), text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
+    from shiftbench.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_FILE, estimate_board, summarise, to_markdown, write_table
+
+    if args.format == "csv" or args.metric not in (None, "accuracy"):
+        raise ShiftbenchError("--estimators: prints markdown and writes Parquet, for the accuracy metric only")
+    if args.n_boot < 0:
+        raise ShiftbenchError(f"--n-boot: must be >= 0, got {args.n_boot}")
+    per_run, skipped = estimate_board(results_dir, n_boot=args.n_boot)
+    for path, why in skipped:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    if per_run.empty:
+        raise ShiftbenchError(f"--estimators: no labelled text-classification runs with predictions under {results_dir}")
+    summary = summarise(per_run)
+    out = Path(args.out) if args.out else results_dir / ESTIMATOR_BOARD_FILE
+    write_table(summary, out)
+    write_table(per_run, results_dir / ESTIMATES_FILE)
+    sys.stdout.write(to_markdown(summary))
+    print(f"\n{len(summary)} rows written to {out}; per-run estimates in {results_dir / ESTIMATES_FILE}")
+    return 0
+
+
+def _cmd_shift(args: argparse.Namespace) -> int:
+    from shiftbench.shift import SAMPLE_SIZE, measure_pairs, to_markdown, to_text
+
+    sample = SAMPLE_SIZE if args.sample is None else args.sample
+    if sample < 4:
+        raise ShiftbenchError(f"--sample: at least 4 texts per side, got {sample}")
+    if args.seed < 0:
+        raise ShiftbenchError(f"--seed: must be >= 0, got {args.seed}")
+    rows, unavailable = measure_pairs(args.pair, args.registry, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed)
+    for why in unavailable:
+        print(f"warning: skipped {why}", file=sys.stderr)
+    if not rows:
+        raise ShiftbenchError("shift: no pair has its data present (give --data-dir or $SHIFTBENCH_DATA_DIR)")
+    print(to_text(rows) if args.format == "text" else to_markdown(rows).rstrip("\n"))
+    print(f"(MMD and PAD on {sample} sampled texts per side, seed {args.seed}; cached under {Path(args.results_dir) / 'shift'})")
     return 0
 
 
@@ -241,7 +294,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly, "compare": _cmd_compare, "report": _cmd_report}
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly, "compare": _cmd_compare, "report": _cmd_report, "shift": _cmd_shift}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
