@@ -158,20 +158,38 @@ def resampled_counts(codes: np.ndarray, n_cells: int, n_boot: int, rng: np.rando
     return resampled_sums(onehot, n_boot, rng).reshape(n_boot, m, n_cells)
 
 
-def resampled_sums(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Column sums (n_boot, D) of ``n_boot`` bootstrap resamples of the rows of ``values`` (n, D):
-    per-unit sufficient statistics (a one-hot confusion cell per example, or per-sentence entity
-    counts for NER), so a replicate is one multinomial weight vector times the matrix."""
-    n = values.shape[0]
-    out = np.empty((n_boot, values.shape[1]), dtype=np.float64)
+def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicities (n_boot, n) of ``n_boot`` bootstrap resamples of n units (a multinomial draw
+    made with ``bincount``), as float32 (exact for counts, and what :func:`weighted_sums` multiplies)."""
+    out = np.empty((n_boot, n), dtype=np.float32)
     chunk = max(1, min(n_boot, (1 << 22) // max(n, 1)))  # ~4M multiplicities per chunk
     for start in range(0, n_boot, chunk):
         r = min(chunk, n_boot - start)
         itype = np.int32 if r * n < 2**31 else np.int64  # int32 draws are ~3x faster
         idx = rng.integers(0, n, size=(r, n), dtype=itype) + (np.arange(r, dtype=itype) * n)[:, None]
-        weights = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(values.dtype)
-        out[start : start + r] = weights @ values
+        out[start : start + r] = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n)
     return out
+
+
+def weighted_sums(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Column sums (n_boot, D) of the rows of ``values`` (n, D) under each row of ``weights``
+    (n_boot, n), as one float32 matrix product per chunk (BLAS; counts stay exact below 2^24, a
+    confidence sum is good to ~1e-7 relative, far below any interval's width)."""
+    n_boot, n = weights.shape
+    out = np.empty((n_boot, values.shape[1]), dtype=np.float64)
+    v = np.ascontiguousarray(values, dtype=np.float32 if n < 2**24 else np.float64)
+    chunk = max(1, min(n_boot, (1 << 24) // max(n, 1)))  # ~16M multiplicities (64 MB) per chunk
+    for start in range(0, n_boot, chunk):
+        w = weights[start : start + chunk]
+        out[start : start + chunk] = (w if w.dtype == v.dtype else w.astype(v.dtype)) @ v
+    return out
+
+
+def resampled_sums(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Column sums (n_boot, D) of ``n_boot`` bootstrap resamples of the rows of ``values`` (n, D):
+    per-unit sufficient statistics (a one-hot confusion cell per example, or per-sentence entity
+    counts for NER), so a replicate is one multinomial weight vector times the matrix."""
+    return weighted_sums(bootstrap_weights(values.shape[0], n_boot, rng), values)
 
 
 SumMetric = Callable[[np.ndarray], np.ndarray]  # summed unit statistics (..., D) -> scores (...)
@@ -480,7 +498,7 @@ def t_interval(values, alpha: float = 0.05) -> Interval:
 
 __all__ = [
     "COUNT_METRICS", "BootstrapDraws", "CountMetric", "Interval", "McNemarResult",
-    "accuracy_from_counts", "bootstrap_differences", "bootstrap_sum_differences", "resampled_sums", "confusion_codes", "count_metric", "full_counts",
+    "accuracy_from_counts", "bootstrap_differences", "bootstrap_weights", "weighted_sums", "bootstrap_sum_differences", "resampled_sums", "confusion_codes", "count_metric", "full_counts",
     "macro_f1_from_counts", "mcnemar", "paired_bootstrap", "percentile_interval", "resampled_counts",
     "SeedAwareInterval", "holm", "minimum_detectable", "seed_aware_interval", "seeds_needed", "t_interval",
 ]  # fmt: skip

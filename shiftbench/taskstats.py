@@ -19,8 +19,9 @@ Units and statistics (all float64, so sums of 0/1 counts stay exact far beyond 2
 
 Calibration block (per unit, summed over its words for NER): per confidence bin b (the runner's
 binning, :func:`shiftbench.metrics.expected_calibration_error`: B = 15 equal-width bins
-``(k/B, (k+1)/B]``, confidence 0 in the first) the count, the number correct and the sum of
-confidences, then the Brier sum ``sum_c (p_c - 1[y = c])^2``. Confidence is the largest stored
+``(k/B, (k+1)/B]``, confidence 0 in the first) the count, the number correct minus the sum of
+confidences (what ``ece`` reads, so it resamples 2B columns), and the sum of confidences, then
+the Brier sum ``sum_c (p_c - 1[y = c])^2``. Confidence is the largest stored
 probability, "correct" means the stored prediction equals the label.
 
 Metrics (:meth:`TaskKind.metrics`; lower is better for the calibration ones):
@@ -68,9 +69,19 @@ import pyarrow.parquet as pq
 from shiftbench.errors import ShiftbenchError, did_you_mean
 from shiftbench.ner_metrics import entity_types, ner_sum_metric, per_type_f1_from_counts, sentence_stats
 from shiftbench.results import predictions_path
+from shiftbench.stats import bootstrap_weights, weighted_sums
 
 N_BINS = 15  # the runner's ECE binning (metrics.expected_calibration_error's default)
-CAL_WIDTH = 3 * N_BINS + 1  # (count, correct, confidence sum) per bin + Brier sum
+CAL_WIDTH = 3 * N_BINS + 1  # (count, correct - confidence, confidence sum) per bin + Brier sum
+
+
+def _cal_columns(metric: str, start: int) -> np.ndarray:
+    """The columns of a calibration block starting at ``start`` that ``metric`` reads."""
+    if metric == "ece":
+        return np.arange(start, start + 2 * N_BINS)
+    if metric == "brier":
+        return np.r_[np.arange(start, start + N_BINS), start + 3 * N_BINS]
+    return np.arange(start, start + CAL_WIDTH)
 TEXT = "text-classification"
 TOKENS = "token-classification"
 LOWER_IS_BETTER = frozenset({"ece", "ece_debiased", "brier"})
@@ -101,7 +112,7 @@ def calibration_stats(probs: np.ndarray, labels: np.ndarray, preds: np.ndarray, 
     cell = group * N_BINS + _bins(confidence)
     size = n_groups * N_BINS
     out = np.zeros((n_groups, CAL_WIDTH))
-    for j, values in enumerate((w, w * correct, w * confidence)):
+    for j, values in enumerate((w, w * (correct - confidence), w * confidence)):
         out[:, j * N_BINS : (j + 1) * N_BINS] = np.bincount(cell, weights=values, minlength=size).reshape(n_groups, N_BINS)
     out[:, -1] = np.bincount(group, weights=w * brier, minlength=n_groups)
     return out
@@ -110,15 +121,16 @@ def calibration_stats(probs: np.ndarray, labels: np.ndarray, preds: np.ndarray, 
 def _calibration_metric(metric: str) -> SumMetric:
     def fn(block: np.ndarray) -> np.ndarray:
         count = block[..., :N_BINS]
-        correct = block[..., N_BINS : 2 * N_BINS]
-        conf = block[..., 2 * N_BINS : 3 * N_BINS]
+        diff = block[..., N_BINS : 2 * N_BINS]  # correct - confidence
         total = count.sum(axis=-1)
         safe_total = np.where(total > 0, total, 1.0)
         if metric == "ece":
-            return np.abs(correct - conf).sum(axis=-1) / safe_total
+            return np.abs(diff).sum(axis=-1) / safe_total
         if metric == "brier":
             return block[..., -1] / safe_total
         # debiased L2 (Kumar et al. 2019): per bin (acc - conf)^2 minus the binomial variance of acc
+        conf = block[..., 2 * N_BINS : 3 * N_BINS]
+        correct = diff + conf
         ok = count >= 2
         n = np.where(ok, count, 2.0)
         acc, mean_conf = correct / n, conf / n
@@ -155,6 +167,12 @@ class TextClassification:
         out[np.arange(n), labels * k + preds] = 1.0
         out[:, k * k :] = calibration_stats(np.asarray(probs), labels, preds, np.arange(n), n)
         return out
+
+    def columns(self, metric: str, label_space: Sequence[str]) -> np.ndarray:
+        """Indices of the statistics ``metric`` reads (a bootstrap need resample only these)."""
+        _check(self, metric, label_space)
+        k = len(label_space)
+        return _cal_columns(metric, k * k) if metric in LOWER_IS_BETTER else np.arange(k * k)
 
     def metric_fn(self, metric: str, label_space: Sequence[str]) -> SumMetric:
         _check(self, metric, label_space)
@@ -204,6 +222,16 @@ class TokenClassification:
         words = calibration_stats(np.asarray(probs), labels, preds, sentence, n)
         ents = calibration_stats(np.asarray(probs), labels, preds, sentence, n, keep=is_entity)
         return np.concatenate([entity, words, ents], axis=1)
+
+    def columns(self, metric: str, label_space: Sequence[str]) -> np.ndarray:
+        """Indices of the statistics ``metric`` reads (a bootstrap need resample only these)."""
+        _check(self, metric, label_space)
+        base = 3 * len(entity_types(label_space)) + 2
+        if metric == "ece":
+            return _cal_columns(metric, base)
+        if metric in LOWER_IS_BETTER:
+            return _cal_columns(metric, base + CAL_WIDTH)
+        return np.arange(base)
 
     def metric_fn(self, metric: str, label_space: Sequence[str]) -> SumMetric:
         _check(self, metric, label_space)
@@ -347,6 +375,33 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
     return stats
 
 
+def resampled_unit_sums(blocks: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator | None,
+                        columns: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Sums (n_boot, M, D) of ``n_boot`` bootstrap resamples of the units, one resample shared by
+    the M blocks (each (n_units, D), the same units: e.g. every seed of both models on one test
+    split). ``columns``: only these statistics are resampled (the others stay 0). ``weights``:
+    the multiplicities (n_boot, n_units) to use instead of drawing them from ``rng``."""
+    m, (n, d) = len(blocks), blocks[0].shape
+    cols = np.arange(d) if columns is None else np.asarray(columns)
+    stacked = np.concatenate([b[:, cols] for b in blocks], axis=1)
+    if weights is None:
+        assert rng is not None
+        weights = bootstrap_weights(n, n_boot, rng)
+    out = np.zeros((n_boot, m, d))
+    out[:, :, cols] = weighted_sums(weights, stacked).reshape(n_boot, m, len(cols))
+    return out
+
+
+def replicate_scores(blocks: Sequence[np.ndarray], task: str, metric: str, label_space: Sequence[str], n_boot: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(points (M,), replicates (n_boot, M)) of ``metric`` for M blocks of unit statistics over the
+    same units, under one shared resample per replicate."""
+    kind = task_kind(task)
+    fn = kind.metric_fn(metric, label_space)
+    points = fn(np.stack([b.sum(axis=0) for b in blocks]))
+    return points, fn(resampled_unit_sums(blocks, n_boot, rng, kind.columns(metric, label_space)))
+
+
 def check_metric(metric: str, task: str, label_space: Sequence[str], where: str = "") -> None:
     """One-line error unless ``task`` defines ``metric`` (``where``: e.g. the pair, for the message)."""
     kind = task_kind(task)
@@ -358,5 +413,5 @@ def check_metric(metric: str, task: str, label_space: Sequence[str], where: str 
 
 __all__ = [
     "CAL_WIDTH", "N_BINS", "RunStats", "SplitStats", "TaskKind", "TextClassification", "TokenClassification",
-    "calibration_stats", "check_metric", "headline_metric", "load_run_stats", "lower_is_better", "task_kind",
+    "calibration_stats", "check_metric", "headline_metric", "load_run_stats", "lower_is_better", "replicate_scores", "resampled_unit_sums", "task_kind",
 ]  # fmt: skip

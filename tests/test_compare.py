@@ -97,8 +97,11 @@ def test_compare_verdicts_and_regressions(synthetic):
     assert worse.targets[0].verdict == "worse"
     assert worse.regressions == [("news_to_tweets", "tweets")]
     text = worse.to_text()
-    assert "regressions (B significantly worse OOD): news_to_tweets/tweets" in text
-    assert "news_to_tweets (source news)" in text and "2 seeds" in text
+    assert "regressions (B significantly worse OOD, Holm-adjusted one-sided p <= 0.05): news_to_tweets/tweets" in text
+    assert "news_to_tweets (source news)" in text and " recipe " in text and "0,1" in text
+    t = worse.targets[0]
+    assert t.question == "recipe" and t.ood.v_seed < t.ood.v_example  # (almost) the same effect in both seeds
+    assert 0 < t.mde_ood < 0.15 and t.p_holm == pytest.approx(t.p_regression)  # one test: Holm changes nothing
 
 
 def test_compare_unknown_model_suggests_names(synthetic):
@@ -135,8 +138,8 @@ def test_compare_label_mismatch_and_pair_selection(tmp_path):
     write_fake_run(tmp_path, model="delta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, pair="other_pair")
     with pytest.raises(ShiftbenchError, match="no pair/target in common"):
         compare(tmp_path, "alpha", "delta")
-    with pytest.raises(ShiftbenchError, match="cannot be bootstrapped"):
-        compare(tmp_path, "alpha", "beta", metric="macro_recall")
+    with pytest.raises(ShiftbenchError, match=r"metric 'f1_PER' is not defined for text-classification \(pair news_to_tweets\)"):
+        compare(tmp_path, "alpha", "beta", metric="f1_PER")
 
 
 def test_compare_refuses_to_pool_protocol_versions(tmp_path):
@@ -188,6 +191,14 @@ def test_compare_cli_exit_codes(synthetic, capsys):
     assert main([*base, "beta", "alpha", "--fail-on-regression"]) == 1
     err = capsys.readouterr().err
     assert "regression: alpha is significantly worse than beta out of domain on news_to_tweets/tweets" in err
+    assert main([*base, "beta", "alpha", "--fail-on-regression", "--margin", "0.5"]) == 0  # worse, but by less than 0.5
+    capsys.readouterr()
+    for flag, value in (("--margin", "0"), ("--margin", "1"), ("--effect", "0"), ("--effect", "-0.1")):
+        assert main([*base, "beta", "alpha", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and flag in err and value in err
+    assert main([*base, "alpha", "beta", "--metric", "entity_micro_f1"]) == 2
+    assert "metric 'entity_micro_f1' is not defined for text-classification" in capsys.readouterr().err
     assert main([*base, "beta", "alpha"]) == 0  # without the flag a regression is only reported
     capsys.readouterr()
     assert main([*base, "alpha", "gamma"]) == 2  # no shared seed: refused
