@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results-dir", default="results")
     rep.add_argument("--out", help="HTML file (default: <results-dir>/report.html)")
     rep.add_argument("--cards-dir", default="data_cards", help="data cards to summarise per pair")
-    rep.add_argument("--metric", default="macro_f1")
+    rep.add_argument("--metric", default=None, help="default: each task's headline (macro_f1 text, entity_micro_f1 NER)")
 
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
