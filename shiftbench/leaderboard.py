@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy import stats
+from scipy import special
 
 from shiftbench.atomic import write_atomic
 from shiftbench.locks import claim
@@ -63,7 +63,7 @@ def _t_halfwidth(std: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Half-width of the 95 % t-interval of a mean over n seeds (NaN for n < 2)."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.where(n >= 2, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
+        q = np.where(n >= 2, special.stdtrit(np.maximum(n - 1, 1), 0.975), np.nan)
         return q * np.asarray(std, dtype=float) / np.sqrt(n)
 
 
@@ -190,7 +190,7 @@ def _ranks(board: pd.DataFrame) -> np.ndarray:
     half = board["ood_score_half"].to_numpy(float) if "ood_score_half" in board else np.full(len(board), np.nan)
     half = np.where(np.isfinite(half), half, 0.0)
     mean = board["ood_score_mean"].to_numpy(float)
-    one_sided = stats.norm.ppf(0.95) / stats.norm.ppf(0.975)
+    one_sided = special.ndtri(0.95) / special.ndtri(0.975)
     for (_, _, metric, _), idx in board.groupby(["pair", "target", "metric", "protocol"], sort=False).indices.items():
         sign = -1.0 if lower_is_better(metric) else 1.0
         left = sorted(idx, key=lambda j: -sign * mean[j])

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats as _sps
+from scipy import special as _spc  # not scipy.stats: importing it costs ~1 s per command
 
 CountMetric = Callable[[np.ndarray], np.ndarray]  # counts (..., K, K) -> scores (...)
 
@@ -314,10 +314,10 @@ def mcnemar(correct_a, correct_b) -> McNemarResult:
     if n == 0:
         return McNemarResult(b, c, 0.0, 1.0, "exact")
     if n < 25:
-        p = min(1.0, 2.0 * float(_sps.binom.cdf(min(b, c), n, 0.5)))
+        p = min(1.0, 2.0 * float(_spc.bdtr(min(b, c), n, 0.5)))
         return McNemarResult(b, c, float(min(b, c)), p, "exact")
     stat = (abs(b - c) - 1.0) ** 2 / n
-    return McNemarResult(b, c, float(stat), float(_sps.chi2.sf(stat, 1)), "chi2-cc")
+    return McNemarResult(b, c, float(stat), float(_spc.chdtrc(1, stat)), "chi2-cc")
 
 
 _PIVOT_DRAWS = 20_000
@@ -367,14 +367,14 @@ class SeedAwareInterval:
         if not self.se > 0:
             return 0.0 if self.estimate < threshold else 1.0
         _, scale = self._scales()
-        return float(_sps.norm.cdf((self.estimate - threshold) / scale).mean())
+        return float(_spc.ndtr((self.estimate - threshold) / scale).mean())
 
     def p_above(self, threshold: float = 0.0) -> float:
         """One-sided (generalized) p-value of H0: true value <= ``threshold``."""
         if not self.se > 0:
             return 0.0 if self.estimate > threshold else 1.0
         _, scale = self._scales()
-        return float(_sps.norm.sf((self.estimate - threshold) / scale).mean())
+        return float(_spc.ndtr((threshold - self.estimate) / scale).mean())
 
     def minimum_detectable(self, power: float = 0.8) -> float:
         """:func:`minimum_detectable` of this interval."""
@@ -391,7 +391,7 @@ def _pivot_scales(v_example: float, v_seed: float, v_own: float, n_seeds: int) -
 
 def _half_width(v_example: float, v_seed: float, n_seeds: int, alpha: float, v_own: float = 0.0) -> float:
     if n_seeds < 2 or v_seed <= v_own:  # the seeds vary no more than their own example noise explains
-        return float(_sps.norm.ppf(1 - alpha / 2) * np.sqrt(v_example + max(v_seed, v_own, 0.0)))
+        return float(_spc.ndtri(1 - alpha / 2) * np.sqrt(v_example + max(v_seed, v_own, 0.0)))
     z, scale = _pivot_scales(v_example, v_seed, v_own, n_seeds)
     return float(np.quantile(np.abs(z) * scale, 1 - alpha))
 
@@ -440,7 +440,7 @@ def minimum_detectable(half_width: float, se: float, power: float = 0.8) -> floa
     >>> round(minimum_detectable(1.96 * 0.01, 0.01), 4)  # (1.96 + 0.84) * 0.01
     0.028
     """
-    return float(half_width + _sps.norm.ppf(power) * se)
+    return float(half_width + _spc.ndtri(power) * se)
 
 
 def seeds_needed(effect: float, v_example: float, seed_var: float, alpha: float = 0.05, power: float = 0.8,
@@ -456,7 +456,7 @@ def seeds_needed(effect: float, v_example: float, seed_var: float, alpha: float 
     """
     if effect <= 0:
         raise ValueError(f"effect must be > 0, got {effect}")
-    z = float(_sps.norm.ppf(1 - alpha / 2))
+    z = float(_spc.ndtri(1 - alpha / 2))
     if minimum_detectable(z * np.sqrt(v_example), np.sqrt(v_example), power) >= effect:
         return None
     for s in range(2, max_seeds + 1):
@@ -492,7 +492,7 @@ def t_interval(values, alpha: float = 0.05) -> Interval:
     mean = float(x.mean())
     if x.size < 2:
         return Interval(mean, float("nan"), float("nan"))
-    half = float(_sps.t.ppf(1 - alpha / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    half = float(_spc.stdtrit(x.size - 1, 1 - alpha / 2) * x.std(ddof=1) / np.sqrt(x.size))
     return Interval(mean, mean - half, mean + half)
 
 
