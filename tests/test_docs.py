@@ -53,12 +53,14 @@ def test_readme_remedy_verdicts_are_the_ones_compare_gives():
 
     readme = (REPO / "README.md").read_text()
     section = readme.split("<!-- remedies:start -->", 1)[1].split("<!-- remedies:end -->", 1)[0]
-    quoted = _re.findall(r"`(\S+)` vs `(\S+)` on (\S+): OOD ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\], MDE ([0-9.]+)", section)
-    assert len(quoted) >= 5, "the remedy verdicts are not quoted in the expected form"
+    quoted = _re.findall(r"`(\S+)` vs `(\S+)` on (\S+): OOD ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\], MDE ([0-9.]+|–)", section)
+    assert len(quoted) >= 6, "the remedy verdicts are not quoted in the expected form"
     num = lambda x: float(x.replace("−", "-"))  # noqa: E731
-    for a, b, pair, est, low, high, mde in quoted:
+    for b, a, pair, est, low, high, mde in quoted:  # quoted as "`B` vs `A`"
         [t] = [t for t in compare(REPO / "results", a, b, pairs=[pair]).targets]
         assert (t.ood_diff.estimate, t.ood_diff.low, t.ood_diff.high) == (
             pytest.approx(num(est), abs=6e-4), pytest.approx(num(low), abs=6e-4), pytest.approx(num(high), abs=6e-4)), (a, b)
-        if t.verdict != "needs >= 2 seeds per side":
+        if t.verdict == "needs >= 2 seeds per side":
+            assert mde == "–", (a, b)
+        else:
             assert t.mde_ood == pytest.approx(num(mde), abs=6e-4), (a, b)
