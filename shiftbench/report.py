@@ -308,7 +308,7 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
     plots_dir = results_dir / PLOTS_DIR
     pngs: list[tuple[Path, bytes]] = []
     for pair in pairs:
-        metric = pair_metric[pair]  # noqa: PLW2901 (the metric shown for this pair)
+        metric = pair_metric[pair]  # the metric shown for this pair
         rows = board[board["pair"] == pair]
         pair_runs = runs[runs["pair"] == pair]
         first = pair_runs.iloc[0]

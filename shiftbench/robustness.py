@@ -61,8 +61,8 @@ import pandas as pd
 from shiftbench.compare import load_run_frame
 from shiftbench.errors import ShiftbenchError
 from shiftbench.results import LoadedRuns
-from shiftbench.stats import bootstrap_weights, seed_aware_interval
-from shiftbench.taskstats import check_metric, headline_metric, load_run_stats, replicate_scores, task_kind
+from shiftbench.stats import seed_aware_interval
+from shiftbench.taskstats import check_metric, headline_metric, load_run_stats, replicate_scores
 
 CLIP = 1e-4
 COLUMNS = ["model", "protocol", "pair", "target", "metric", "n_seeds", "id_mean", "ood_mean",

@@ -40,14 +40,12 @@ difference detected with probability ``power`` is h + z_power * se (:func:`minim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from scipy import special as _spc  # not scipy.stats: importing it costs ~1 s per command
 
-CountMetric = Callable[[np.ndarray], np.ndarray]  # counts (..., K, K) -> scores (...)
 
 
 @dataclass(frozen=True)
@@ -79,83 +77,7 @@ class McNemarResult:
     method: str = "exact"
 
 
-@dataclass(frozen=True)
-class BootstrapDraws:
-    """Point estimates (means over seeds) and the ``n_boot`` replicate differences B - A."""
-
-    estimate_a: float
-    estimate_b: float
-    estimate: float  # estimate_b - estimate_a
-    replicates: np.ndarray  # shape (n_boot,)
-
-
-# --------------------------------------------------------------------------- count metrics
-
-
-def accuracy_from_counts(counts: np.ndarray) -> np.ndarray:
-    """Accuracy of confusion counts of shape (..., K, K) (row = true, column = predicted)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return np.trace(counts, axis1=-2, axis2=-1) / counts.sum(axis=(-2, -1))
-
-
-def macro_f1_from_counts(counts: np.ndarray) -> np.ndarray:
-    """Macro-F1 of confusion counts (..., K, K), matching :func:`shiftbench.metrics.classification_metrics`:
-    the average runs over classes present in the labels *or* the predictions of that sample
-    (a class absent from a bootstrap resample does not count), F1 = 2tp / (2tp + fp + fn).
-
-    >>> float(macro_f1_from_counts(np.array([[1, 0, 0], [0, 0, 1], [0, 0, 2]])))
-    0.6
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    tp = np.diagonal(counts, axis1=-2, axis2=-1)
-    denom = counts.sum(axis=-1) + counts.sum(axis=-2)  # true count + predicted count = 2tp + fp + fn
-    present = denom > 0
-    f1 = np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=present)
-    return f1.sum(axis=-1) / present.sum(axis=-1)
-
-
-COUNT_METRICS: dict[str, CountMetric] = {"accuracy": accuracy_from_counts, "macro_f1": macro_f1_from_counts}
-
-
-def count_metric(metric: str | CountMetric) -> CountMetric:
-    """A metric name from :data:`COUNT_METRICS`, or a callable on counts, returned as a callable."""
-    if callable(metric):
-        return metric
-    try:
-        return COUNT_METRICS[metric]
-    except KeyError:
-        raise ValueError(f"metric {metric!r} cannot be bootstrapped; supported: {', '.join(COUNT_METRICS)}") from None
-
-
 # --------------------------------------------------------------------------- resampling core
-
-
-def confusion_codes(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> np.ndarray:
-    """Cell index ``label * K + pred`` per example (ids must lie in [0, K))."""
-    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
-    for name, arr in (("labels", labels), ("preds", preds)):
-        if arr.size and (arr.min() < 0 or arr.max() >= num_labels):
-            raise ValueError(f"{name} hold ids outside [0, {num_labels})")
-    return labels * num_labels + preds
-
-
-def full_counts(codes: np.ndarray, n_cells: int) -> np.ndarray:
-    """Counts (M, n_cells) of the unresampled data for codes of shape (n, M)."""
-    codes = np.asarray(codes, dtype=np.int64)
-    offsets = np.arange(codes.shape[1]) * n_cells
-    flat = np.bincount((codes + offsets).ravel(), minlength=codes.shape[1] * n_cells)
-    return flat.reshape(codes.shape[1], n_cells).astype(np.float64)
-
-
-def resampled_counts(codes: np.ndarray, n_cells: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Counts (n_boot, M, n_cells) of ``n_boot`` bootstrap resamples of the n examples (rows of
-    ``codes``, shape (n, M)); every column sees the same resample in a given replicate."""
-    codes = np.asarray(codes, dtype=np.int64)
-    n, m = codes.shape
-    dtype = np.float32 if n < 2**24 else np.float64  # integer sums stay exact in float32 below 2^24
-    onehot = np.zeros((n, m * n_cells), dtype=dtype)
-    onehot[np.arange(n)[:, None], np.arange(m) * n_cells + codes] = 1
-    return resampled_sums(onehot, n_boot, rng).reshape(n_boot, m, n_cells)
 
 
 def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -192,100 +114,12 @@ def resampled_sums(values: np.ndarray, n_boot: int, rng: np.random.Generator) ->
     return weighted_sums(bootstrap_weights(values.shape[0], n_boot, rng), values)
 
 
-SumMetric = Callable[[np.ndarray], np.ndarray]  # summed unit statistics (..., D) -> scores (...)
-
-
-def bootstrap_sum_differences(
-    metric_fn: SumMetric, stats_a: Sequence[np.ndarray], stats_b: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator
-) -> BootstrapDraws:
-    """As :func:`bootstrap_differences`, for metrics of summed per-unit statistics: ``stats_a`` and
-    ``stats_b`` hold one (n_units, D) array per seed (e.g. per-sentence entity counts), all over
-    the same units; one shared resample of the units per replicate."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if len(stats_a) != len(stats_b) or not stats_a:
-        raise ValueError(f"need the same number (>= 1) of seeds for A and B, got {len(stats_a)} and {len(stats_b)}")
-    shapes = {np.shape(x) for x in (*stats_a, *stats_b)}
-    if len(shapes) != 1:
-        raise ValueError(f"unit statistics differ in shape: {sorted(shapes)}")
-    n, d = shapes.pop()
-    cols = np.concatenate([x for pair in zip(stats_a, stats_b) for x in pair], axis=1).astype(np.float64)  # a_0, b_0, a_1, ...
-    point = metric_fn(cols.sum(axis=0).reshape(-1, 2, d))  # (S, 2)
-    reps = metric_fn(resampled_sums(cols, n_boot, rng).reshape(n_boot, -1, 2, d))  # (R, S, 2)
-    est_a, est_b = float(point[:, 0].mean()), float(point[:, 1].mean())
-    return BootstrapDraws(est_a, est_b, float((point[:, 1] - point[:, 0]).mean()), (reps[..., 1] - reps[..., 0]).mean(axis=1))
-
-
-def _per_seed(values, n_seeds: int | None, name: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim == 1:
-        arr = arr[None, :] if n_seeds is None else np.broadcast_to(arr, (n_seeds, arr.shape[0]))
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must be one non-empty 1-D array or a list of equal-length ones, got shape {arr.shape}")
-    if arr.dtype.kind not in "biu":
-        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
-
-
-def bootstrap_differences(
-    metric_fn: str | CountMetric,
-    labels: np.ndarray | Sequence[np.ndarray],
-    preds_a: np.ndarray | Sequence[np.ndarray],
-    preds_b: np.ndarray | Sequence[np.ndarray],
-    n_boot: int,
-    rng: np.random.Generator,
-    num_labels: int | None = None,
-) -> BootstrapDraws:
-    """Replicates of mean-over-seeds metric(B) - metric(A), one shared resample per replicate.
-
-    ``preds_a``/``preds_b``: one array (one seed) or one array per seed, all over the same n
-    examples; ``labels``: one array, or one per seed (they should be equal).
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    fn = count_metric(metric_fn)
-    a = _per_seed(preds_a, None, "preds_a")
-    b = _per_seed(preds_b, None, "preds_b")
-    if a.shape != b.shape:
-        raise ValueError(f"preds_a and preds_b differ in shape: {a.shape} vs {b.shape}")
-    y = _per_seed(labels, a.shape[0], "labels")
-    if y.shape != a.shape:
-        raise ValueError(f"labels of shape {y.shape} do not match predictions of shape {a.shape}")
-    k = int(num_labels) if num_labels is not None else int(max(y.max(), a.max(), b.max())) + 1
-    # columns: a_0, b_0, a_1, b_1, ...
-    codes = np.stack([confusion_codes(y[s], p[s], k) for s in range(a.shape[0]) for p in (a, b)], axis=1)
-    point = fn(full_counts(codes, k * k).reshape(-1, 2, k, k))  # (S, 2)
-    reps = fn(resampled_counts(codes, k * k, n_boot, rng).reshape(n_boot, -1, 2, k, k))  # (R, S, 2)
-    est_a, est_b = float(point[:, 0].mean()), float(point[:, 1].mean())
-    return BootstrapDraws(est_a, est_b, float((point[:, 1] - point[:, 0]).mean()), (reps[..., 1] - reps[..., 0]).mean(axis=1))
-
-
 def percentile_interval(estimate: float, replicates: np.ndarray, alpha: float = 0.05) -> Interval:
     """Percentile bootstrap CI: the alpha/2 and 1 - alpha/2 quantiles of the replicates."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     low, high = np.quantile(np.asarray(replicates, dtype=np.float64), [alpha / 2, 1 - alpha / 2])
     return Interval(float(estimate), float(low), float(high))
-
-
-def paired_bootstrap(
-    metric_fn: str | CountMetric,
-    labels: np.ndarray | Sequence[np.ndarray],
-    preds_a: np.ndarray | Sequence[np.ndarray],
-    preds_b: np.ndarray | Sequence[np.ndarray],
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    num_labels: int | None = None,
-) -> Interval:
-    """Percentile CI of metric(B) - metric(A) from a paired bootstrap over test examples.
-
-    ``metric_fn`` is "accuracy", "macro_f1" or a callable on confusion counts (..., K, K).
-    Pass lists (one array per seed, same examples) to average the per-seed difference under a
-    shared resample. Identical predictions give exactly ``[0, 0]``.
-    """
-    draws = bootstrap_differences(metric_fn, labels, preds_a, preds_b, n_boot, np.random.default_rng(seed), num_labels)
-    return percentile_interval(draws.estimate, draws.replicates, alpha)
 
 
 # --------------------------------------------------------------------------- tests on pairs
@@ -497,8 +331,6 @@ def t_interval(values, alpha: float = 0.05) -> Interval:
 
 
 __all__ = [
-    "COUNT_METRICS", "BootstrapDraws", "CountMetric", "Interval", "McNemarResult",
-    "accuracy_from_counts", "bootstrap_differences", "bootstrap_weights", "weighted_sums", "bootstrap_sum_differences", "resampled_sums", "confusion_codes", "count_metric", "full_counts",
-    "macro_f1_from_counts", "mcnemar", "paired_bootstrap", "percentile_interval", "resampled_counts",
-    "SeedAwareInterval", "holm", "minimum_detectable", "seed_aware_interval", "seeds_needed", "t_interval",
+    "Interval", "McNemarResult", "SeedAwareInterval", "bootstrap_weights", "holm", "mcnemar", "minimum_detectable",
+    "percentile_interval", "resampled_sums", "seed_aware_interval", "seeds_needed", "t_interval", "weighted_sums",
 ]  # fmt: skip
