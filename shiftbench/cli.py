@@ -170,6 +170,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     for path, why in skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
     if args.metric is not None:
+        known = sorted(set(board["metric"]))
+        if args.metric not in known:  # before anything is written
+            from shiftbench.errors import did_you_mean
+
+            raise ShiftbenchError(f"--metric: no leaderboard rows for metric {args.metric!r} in {results_dir}{did_you_mean(args.metric, known)}")
         board = board[board["metric"] == args.metric]
     if args.format == "parquet":
         out = Path(args.out) if args.out else results_dir / LEADERBOARD_FILE

@@ -121,6 +121,10 @@ def test_task_metrics_work_on_the_committed_results(tmp_path, capsys):
     assert err.count("\n") == 1 and "metric 'macro_precision' is not defined for token-classification" in err
     assert main(["leaderboard", "--results-dir", str(results), "--format", "markdown", "--metric", "ece"]) == 0
     assert "| ece |" in capsys.readouterr().out
+    board_file = tmp_path / "board.parquet"
+    assert main(["leaderboard", "--results-dir", str(results), "--metric", "ecee", "--out", str(board_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'ece'" in err and not board_file.exists()  # nothing written
     out = tmp_path / "ner.html"
     assert main(["report", "--results-dir", str(results), "--out", str(out), "--cards-dir", str(REPO / "data_cards"),
                  "--metric", "entity_micro_f1"]) == 0  # fmt: skip
