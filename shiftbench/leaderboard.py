@@ -52,11 +52,24 @@ GROUP_KEYS = [
     "protocol", "protocol_hash", "source_fingerprint", "target_fingerprint", "schema_version",
 ]  # fmt: skip
 VALUES = ["id_score", "ood_score", "gap", "relative_gap"]
-# Where each value can lie: every metric is a score in [0, 1] (accuracy, F1, precision, recall,
-# ECE), so gap = ID - OOD is in [-1, 1] and relative gap = gap / ID is at most 1. A t-interval
+# Where each value can lie: every metric but one is a score in [0, 1] (accuracy, F1, precision,
+# recall, ECE), so gap = ID - OOD is in [-1, 1] and relative gap = gap / ID is at most 1. A t-interval
 # over 2-3 seeds can reach past these; its ends are clipped to them (a CI of [0.11, 1.12] for an
 # F1 says no more than [0.11, 1]).
 BOUNDS = {"id_score": (0.0, 1.0), "ood_score": (0.0, 1.0), "gap": (-1.0, 1.0), "relative_gap": (-np.inf, 1.0)}
+# The exception: the multi-class Brier score (taskstats) lies in [0, 2], so its bounds scale by 2.
+_BOUND_SCALE = {"brier": 2.0}
+
+
+def _bounds(col: str, metric) -> tuple:
+    """Where ``col`` can lie for ``metric`` (a name, or an array of names: arrays of bounds)."""
+    low, high = BOUNDS[col]
+    scale = np.ones(np.shape(metric))
+    for name, factor in _BOUND_SCALE.items():  # vectorised: a leaderboard may have 1M rows
+        scale = np.where(np.asarray(metric) == name, factor, scale)
+    if col == "relative_gap":
+        return low, high
+    return low * scale, high * scale
 
 
 def _t_halfwidth(std: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -88,7 +101,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         half = _t_halfwidth(std.to_numpy(), n)
         out[f"{col}_mean"] = mean
         out[f"{col}_std"] = std
-        low, high = BOUNDS[col]
+        low, high = _bounds(col, out.index.get_level_values("metric").to_numpy())
         out[f"{col}_ci_low"] = np.clip(mean.to_numpy() - half, low, high)
         out[f"{col}_ci_high"] = np.clip(mean.to_numpy() + half, low, high)
         out[f"{col}_se"] = std.to_numpy() / np.sqrt(n)
@@ -167,7 +180,7 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
                 if not np.isfinite(points).all():
                     continue
                 ci = seed_aware_interval(points, reps)
-                lo, hi = BOUNDS[col]
+                lo, hi = _bounds(col, metric)
                 updates.setdefault(i, []).append((col, np.clip(ci.low, lo, hi), np.clip(ci.high, lo, hi), ci.se, ci.half_width))
             updates.setdefault(i, []).append(("ci_method", CI_SEEDS_EXAMPLES if len(run_ids) >= 2 else CI_EXAMPLES_ONLY))
     for i, items in updates.items():
