@@ -43,10 +43,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
-from shiftbench.results import LoadedRuns, predictions_path, read_runs
+from shiftbench.results import LoadedRuns, read_runs
 from shiftbench.stats import (
     Interval, McNemarResult, SeedAwareInterval, holm, mcnemar, percentile_interval, seed_aware_interval, seeds_needed,
 )  # fmt: skip
@@ -79,52 +78,6 @@ class ModelRef:
 
     def __str__(self) -> str:
         return f"{self.model}@{self.protocol}"
-
-
-@dataclass(frozen=True)
-class RunPredictions:
-    """Per-example labels and predictions of one run, ordered by example index."""
-
-    run_id: str
-    id_labels: np.ndarray
-    id_preds: np.ndarray
-    ood_labels: np.ndarray
-    ood_preds: np.ndarray
-    # Token classification: rows are words; words per sentence (the bootstrap resamples sentences).
-    id_lengths: np.ndarray | None = None
-    ood_lengths: np.ndarray | None = None
-
-    @property
-    def is_tokens(self) -> bool:
-        return self.id_lengths is not None
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(labels, preds, lengths) of "id" or "ood"."""
-        return getattr(self, f"{name}_labels"), getattr(self, f"{name}_preds"), getattr(self, f"{name}_lengths")
-
-
-def load_predictions(results_dir: Path, run_id: str) -> RunPredictions:
-    path = predictions_path(results_dir, run_id)
-    try:
-        names = pq.read_schema(path).names
-        cols = ["split", "index", "label", "pred"] + (["position"] if "position" in names else [])  # v1 files have none
-        table = pq.read_table(path, columns=cols).to_pandas()
-    except FileNotFoundError:
-        raise ShiftbenchError(f"{path}: predictions of run {run_id} are missing") from None
-    except Exception as exc:  # unreadable or foreign file: one line naming it
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
-    out, lengths = {}, {}
-    tokens = "position" in table.columns and table["position"].notna().any()
-    for split in ("id_test", "ood_test"):
-        part = table[table["split"] == split].sort_values(["index", "position"] if tokens else "index")
-        if part.empty:
-            raise ShiftbenchError(f"{path}: no {split} predictions")
-        out[split] = (part["label"].to_numpy(np.int64), part["pred"].to_numpy(np.int64))
-        if min(a.min() for a in out[split]) < 0:
-            raise ShiftbenchError(f"{path}: negative class ids in the {split} labels or predictions")
-        lengths[split] = part.groupby("index", sort=True).size().to_numpy(np.int64) if tokens else None
-    return RunPredictions(run_id, *out["id_test"], *out["ood_test"], lengths["id_test"], lengths["ood_test"])
 
 
 def load_run_frame(
@@ -439,6 +392,6 @@ def compare(
 
 
 __all__ = [
-    "CONDITIONAL", "FIXED", "NEEDS_SEEDS", "RECIPE", "Comparison", "ModelRef", "RunPredictions", "TargetComparison",
-    "compare", "load_predictions", "load_run_frame",
+    "CONDITIONAL", "FIXED", "NEEDS_SEEDS", "RECIPE", "Comparison", "ModelRef", "TargetComparison", "compare",
+    "load_run_frame",
 ]  # fmt: skip

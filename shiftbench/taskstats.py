@@ -362,8 +362,11 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         order = np.lexsort((position[rows].astype(np.int64), index[rows])) if tokens else np.argsort(index[rows], kind="stable")
         rows = rows[order]
         y, p = labels_all[rows], preds_all[rows]
-        if min(y.min(), p.min()) < 0 or max(y.max(), p.max()) >= width:
-            raise ShiftbenchError(f"{path}: {tag} class ids outside [0, {width}) of run {run_id}'s label space")
+        if min(y.min(), p.min()) < 0:
+            raise ShiftbenchError(f"{path}: negative class ids in the {tag} labels or predictions")
+        top = int(max(y.max(), p.max()))
+        if top >= width:
+            raise ShiftbenchError(f"{path}: class id {top} in the {tag} labels or predictions is outside the run's {width} labels")
         lengths = np.bincount(index[rows] - index[rows].min()) if tokens else None
         if lengths is not None:
             lengths = lengths[lengths > 0]

@@ -204,3 +204,20 @@ def test_compare_cli_exit_codes(synthetic, capsys):
     assert main([*base, "alpha", "gamma"]) == 2  # no shared seed: refused
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("shiftbench: error:") and "seed" in err
+
+
+def test_class_id_outside_the_label_space_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    y = np.array([0, 1, 2, 0])
+    for model in ("alpha", "beta"):
+        r = write_fake_run(tmp_path, model=model, seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
+    victim = tmp_path / "predictions" / f"{r.run_id}.parquet"
+    table = pq.read_table(victim)
+    preds = table.column("pred").to_numpy().copy()
+    preds[0] = 32767
+    column = table.schema.get_field_index("pred")
+    pq.write_table(table.set_column(column, table.schema.field("pred"), pa.array(preds)), victim)
+    with pytest.raises(ShiftbenchError, match=r"class id 32767 in the id_test labels or predictions is outside the run's 3 labels"):
+        compare(tmp_path, "alpha", "beta", n_boot=100)
