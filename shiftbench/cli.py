@@ -64,16 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("a", help="baseline: MODEL or MODEL@PROTOCOL (default protocol: standard)")
     cmp_.add_argument("b", help="candidate: MODEL or MODEL@PROTOCOL")
     cmp_.add_argument("--pair", action="append", default=[], help="only this pair (repeatable; default: every shared pair)")
-    cmp_.add_argument("--metric", default="macro_f1", help="accuracy or macro_f1")
+    cmp_.add_argument("--metric", default=None,
+                      help="any metric of the task (default: the headline, macro_f1 text / entity_micro_f1 NER)")  # fmt: skip
     cmp_.add_argument("--results-dir", default="results")
     cmp_.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
-    cmp_.add_argument("--fail-on-regression", action="store_true", help="exit 1 if B is significantly worse OOD on any pair")
+    cmp_.add_argument("--fail-on-regression", action="store_true",
+                      help="exit 1 if B is worse OOD anywhere (one-sided, Holm-adjusted over every pair/target tested)")  # fmt: skip
+    cmp_.add_argument("--margin", type=float, default=None,
+                      help="with --fail-on-regression: fail only where B is worse by more than this (in (0, 1))")  # fmt: skip
+    cmp_.add_argument("--effect", type=float, default=None, help="also print the seeds per side needed to detect this OOD difference (> 0)")
 
     rep = sub.add_parser("report", help="one self-contained HTML report (+ PNG plots) of a results dir")
     rep.add_argument("--results-dir", default="results")
     rep.add_argument("--out", help="HTML file (default: <results-dir>/report.html)")
     rep.add_argument("--cards-dir", default="data_cards", help="data cards to summarise per pair")
-    rep.add_argument("--metric", default="macro_f1")
+    rep.add_argument("--metric", default=None, help="default: each task's headline (macro_f1 text, entity_micro_f1 NER)")
 
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
@@ -179,6 +184,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     for path, why in skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
     if args.metric is not None:
+        known = sorted(set(board["metric"]))
+        if args.metric not in known:  # before anything is written
+            from shiftbench.errors import did_you_mean
+
+            raise ShiftbenchError(f"--metric: no leaderboard rows for metric {args.metric!r} in {results_dir}{did_you_mean(args.metric, known)}")
         board = board[board["metric"] == args.metric]
     if args.format == "parquet":
         out = Path(args.out) if args.out else results_dir / LEADERBOARD_FILE
@@ -239,13 +249,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     if args.n_boot < 100:
         raise ShiftbenchError(f"--n-boot: use at least 100 resamples, got {args.n_boot}")
-    result = compare(Path(args.results_dir), args.a, args.b, pairs=args.pair or None, metric=args.metric, n_boot=args.n_boot)
+    if args.margin is not None and not 0 < args.margin < 1:
+        raise ShiftbenchError(f"--margin: must lie in (0, 1), got {args.margin}")
+    if args.effect is not None and not args.effect > 0:
+        raise ShiftbenchError(f"--effect: must be > 0, got {args.effect}")
+    result = compare(Path(args.results_dir), args.a, args.b, pairs=args.pair or None, metric=args.metric, n_boot=args.n_boot,
+                     margin=args.margin or 0.0, effect=args.effect)  # fmt: skip
     for path, why in result.skipped_files:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
     print(result.to_text())
     if args.fail_on_regression and result.regressions:
         where = ", ".join(f"{p}/{t}" for p, t in result.regressions)
-        print(f"regression: {args.b} is significantly worse than {args.a} out of domain on {where}", file=sys.stderr)
+        by = f" by more than {args.margin:g}" if args.margin else ""
+        print(f"regression: {args.b} is significantly worse than {args.a} out of domain{by} on {where} (Holm-adjusted)",
+              file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

@@ -1,16 +1,35 @@
 """Is model B really better (or worse) than model A out of domain? A paired comparison.
 
-Leaderboard means hide how noisy a test set is. ``compare`` reloads the per-example
-predictions of both models and, for every (pair, target) both were scored on, bootstraps the
-difference B - A of the ID score, the OOD score and the gap, resampling test *examples* (the
-same resample for both models and every shared seed, so the pairing is kept). ID and OOD
-examples are resampled independently within each replicate, which is what the gap
-difference (idB - oodB) - (idA - oodA) needs.
+``compare`` reloads the stored per-example predictions of both sides and, for every (pair,
+target) both were scored on, estimates the difference B - A of the ID score, the OOD score and
+the gap, over the seeds both sides have (seed s of A is paired with seed s of B: their
+fine-tunes share data order). Scores are recomputed through :mod:`shiftbench.taskstats`, so
+every metric the runner records (plus ``ece_debiased`` and ``brier``) works for both tasks; the
+default is the task's headline metric (``macro_f1`` text, ``entity_micro_f1`` NER).
 
-The OOD verdict comes from the bootstrap CI: "better" if it lies above 0, "worse" if below,
-else "no significant difference". McNemar's test on OOD accuracy is shown alongside; it pools
-(seed, example) pairs and so treats seeds as independent draws, which makes its p-value
-optimistic with several seeds -- the CI is the primary evidence.
+Which question is asked decides the interval (the output says which):
+
+* **recipe** (the default whenever a side was fine-tuned by the harness, >= 2 shared seeds): "is
+  recipe B better than recipe A?" The unit that varies is the fine-tune, so the interval holds
+  seed-to-seed *and* test-example variation: :func:`shiftbench.stats.seed_aware_interval` on the
+  per-seed differences, with the example-bootstrap replicates (2,000 resamples of the test
+  units, one shared by both sides and every seed) giving the shared test-set variance.
+* **conditional** (a recipe comparison with one shared seed): the paired example bootstrap of
+  those two fine-tunes, printed as conditional on them; no verdict ("needs >= 2 seeds per side")
+  and the gate never fails on it: one seed says nothing about the recipe.
+* **fixed checkpoints** (both sides ``--eval-only``, or the same fine-tuned weights): "are
+  these two checkpoints different on this population of texts?" The paired example bootstrap
+  (percentile interval) and McNemar's test on OOD accuracy, as before.
+
+ID and OOD units are resampled independently in each replicate, which is what the gap
+difference (idB - oodB) - (idA - oodA) needs. The OOD verdict is "better"/"worse" when the
+1 - alpha interval excludes 0. Each tested (pair, target) also gets its minimum detectable OOD
+difference (80 % power at alpha = 0.05, :func:`shiftbench.stats.minimum_detectable`) and, with
+``effect``, the seeds per side needed to detect that difference.
+
+The gate (``--fail-on-regression``) runs a one-sided test of H0: B - A >= -margin per tested
+(pair, target) and controls the family-wise error over all of them with Holm's step-down
+procedure; a regression is a rejection at alpha.
 
 Both models must have been scored on identical examples: equal source and target data
 fingerprints and equal label arrays, else a one-line :class:`ShiftbenchError`.
@@ -19,24 +38,26 @@ fingerprints and equal label arrays, else a one-line :class:`ShiftbenchError`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
-from shiftbench.results import LoadedRuns, predictions_path, read_runs
-from shiftbench.ner_metrics import NER_SUM_METRICS, entity_types, ner_sum_metric, sentence_stats
+from shiftbench.results import LoadedRuns, read_runs
 from shiftbench.stats import (
-    COUNT_METRICS, Interval, McNemarResult, SumMetric, bootstrap_differences, bootstrap_sum_differences, mcnemar,
-    percentile_interval,
+    Interval, McNemarResult, SeedAwareInterval, holm, mcnemar, percentile_interval, seed_aware_interval, seeds_needed,
 )  # fmt: skip
+from shiftbench.taskstats import RunStats, check_metric, headline_metric, load_run_stats, replicate_scores
 
 DEFAULT_PROTOCOL = "standard"
-_RUN_COLUMNS = ["run_id", "model", "model_sha256", "pair", "source", "target", "seed", "protocol",
-                "protocol_hash", "metric", "source_fingerprint", "target_fingerprint", "label_space", "created_at"]  # fmt: skip
+_RUN_COLUMNS = ["run_id", "finetune_id", "model", "model_sha256", "pair", "source", "target", "task", "seed", "protocol",
+                "protocol_hash", "metric", "source_fingerprint", "target_fingerprint", "label_space", "eval_only",
+                "created_at"]  # fmt: skip
+RECIPE, CONDITIONAL, FIXED = "recipe", "conditional on 1 seed", "fixed checkpoints"
+NEEDS_SEEDS = "needs >= 2 seeds per side"
+POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -59,87 +80,28 @@ class ModelRef:
         return f"{self.model}@{self.protocol}"
 
 
-@dataclass(frozen=True)
-class RunPredictions:
-    """Per-example labels and predictions of one run, ordered by example index."""
-
-    run_id: str
-    id_labels: np.ndarray
-    id_preds: np.ndarray
-    ood_labels: np.ndarray
-    ood_preds: np.ndarray
-    # Token classification: rows are words; words per sentence (the bootstrap resamples sentences).
-    id_lengths: np.ndarray | None = None
-    ood_lengths: np.ndarray | None = None
-
-    @property
-    def is_tokens(self) -> bool:
-        return self.id_lengths is not None
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(labels, preds, lengths) of "id" or "ood"."""
-        return getattr(self, f"{name}_labels"), getattr(self, f"{name}_preds"), getattr(self, f"{name}_lengths")
-
-
-def load_predictions(results_dir: Path, run_id: str) -> RunPredictions:
-    path = predictions_path(results_dir, run_id)
-    try:
-        names = pq.read_schema(path).names
-        cols = ["split", "index", "label", "pred"] + (["position"] if "position" in names else [])  # v1 files have none
-        table = pq.read_table(path, columns=cols).to_pandas()
-    except FileNotFoundError:
-        raise ShiftbenchError(f"{path}: predictions of run {run_id} are missing") from None
-    except Exception as exc:  # unreadable or foreign file: one line naming it
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
-    out, lengths = {}, {}
-    tokens = "position" in table.columns and table["position"].notna().any()
-    for split in ("id_test", "ood_test"):
-        part = table[table["split"] == split].sort_values(["index", "position"] if tokens else "index")
-        if part.empty:
-            raise ShiftbenchError(f"{path}: no {split} predictions")
-        out[split] = (part["label"].to_numpy(np.int64), part["pred"].to_numpy(np.int64))
-        if min(a.min() for a in out[split]) < 0:
-            raise ShiftbenchError(f"{path}: negative class ids in the {split} labels or predictions")
-        lengths[split] = part.groupby("index", sort=True).size().to_numpy(np.int64) if tokens else None
-    return RunPredictions(run_id, *out["id_test"], *out["ood_test"], lengths["id_test"], lengths["ood_test"])
-
-
-def split_stats(p: RunPredictions, split: str, tags: Sequence[str]) -> np.ndarray:
-    """Token classification: per-sentence statistics of one split ("id" or "ood")."""
-    return sentence_stats(*p.split(split), tags)
-
-
-def sum_metric(metric: str, tags: Sequence[str]) -> SumMetric:
-    """Token classification: ``metric`` on summed :func:`split_stats` of a run with label space ``tags``."""
-    return ner_sum_metric(metric, len(entity_types(tags)))
-
-
-BOOTSTRAP_METRICS = tuple(dict.fromkeys([*COUNT_METRICS, *NER_SUM_METRICS]))
-
-
-def check_metric(metric: str, token_task: bool | None = None) -> None:
-    """``metric`` can be recomputed from stored predictions (for the task, when given)."""
-    allowed = BOOTSTRAP_METRICS if token_task is None else NER_SUM_METRICS if token_task else tuple(COUNT_METRICS)
-    if metric not in allowed:
-        kind = "" if token_task is None else " for token classification" if token_task else " for text classification"
-        raise ShiftbenchError(f"metric {metric!r} cannot be bootstrapped from predictions{kind}{did_you_mean(metric, allowed)}")
-
-
 def load_run_frame(
-    results_dir: Path, metric: str, loaded: LoadedRuns | None = None
+    results_dir: Path, metric: str | None = None, loaded: LoadedRuns | None = None
 ) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
-    """One row per run (its ``metric`` row), deduplicated by run id (``loaded``: the run files
-    already read, with at least these columns)."""
+    """One row per run, deduplicated by run id (``metric``: only runs that recorded it; ``loaded``:
+    the run files already read, with at least these columns)."""
     loaded = read_runs(results_dir, columns=_RUN_COLUMNS) if loaded is None else loaded  # read only what is used
     frame = loaded.table.select(_RUN_COLUMNS).to_pandas()
-    frame = frame[frame["metric"] == metric].drop_duplicates("run_id").reset_index(drop=True)
+    if metric is not None:
+        frame = frame[frame["metric"] == metric]
+    frame = frame.drop_duplicates("run_id").reset_index(drop=True)
     return frame, loaded.skipped
 
 
 @dataclass(frozen=True)
 class TargetComparison:
-    """B - A on one (pair, target); scores are means over the shared seeds."""
+    """B - A on one (pair, target); scores are means over the shared seeds.
+
+    ``question``: :data:`RECIPE`, :data:`CONDITIONAL` or :data:`FIXED` (which interval is used).
+    ``ood``: the OOD difference's variance decomposition. ``mde_ood``: smallest OOD difference
+    detectable with 80 % power at ``alpha`` (NaN when not tested). ``p_regression``: one-sided
+    p-value of H0 B - A >= -margin (NaN when not tested); ``p_holm`` its Holm-adjusted value over
+    the comparison's family; ``regression``: ``p_holm`` <= alpha."""
 
     pair: str
     source: str
@@ -154,46 +116,96 @@ class TargetComparison:
     id_diff: Interval
     ood_diff: Interval
     gap_diff: Interval  # (idB - oodB) - (idA - oodA); negative = B loses less out of domain
-    mcnemar_ood: McNemarResult  # on OOD accuracy, (seed, example) pairs pooled
-    verdict: str  # for OOD: "better", "worse" or "no significant difference"
+    mcnemar_ood: McNemarResult  # on OOD accuracy, (seed, unit) pairs pooled
+    verdict: str  # for OOD: "better", "worse", "no significant difference" or NEEDS_SEEDS
+    metric: str = "macro_f1"
+    question: str = RECIPE
+    ood: SeedAwareInterval | None = None
+    mde_ood: float = float("nan")
+    p_regression: float = float("nan")
+    p_holm: float = float("nan")
+    regression: bool = False
+    seeds_for_effect: int | None = None  # with ``effect``: seeds per side needed (None: not reachable)
+
+    @property
+    def tested(self) -> bool:
+        return self.question != CONDITIONAL
 
 
 @dataclass(frozen=True)
 class Comparison:
     a: str
     b: str
-    metric: str
+    metric: str | None  # None: each task's headline metric
     n_boot: int
     seed: int
     alpha: float
     targets: tuple[TargetComparison, ...]
     skipped_files: tuple[tuple[Path, str], ...] = ()
+    margin: float = 0.0
+    effect: float | None = None
 
     @property
     def regressions(self) -> list[tuple[str, str]]:
-        """(pair, target) where B is significantly worse than A out of domain."""
-        return [(t.pair, t.target) for t in self.targets if t.verdict == "worse"]
+        """(pair, target) where the Holm-adjusted one-sided test finds B worse than A by more than
+        the margin out of domain (what ``--fail-on-regression`` fails on)."""
+        return [(t.pair, t.target) for t in self.targets if t.regression]
 
     def to_text(self) -> str:
         level = f"{1 - self.alpha:.0%}"
+        metric = self.metric or "each task's headline (macro_f1 text, entity_micro_f1 NER)"
         lines = [
-            f"B = {self.b} vs A = {self.a}, metric {self.metric}; differences are B - A with {level} "
-            f"paired-bootstrap CIs ({self.n_boot} resamples of test examples, seed {self.seed})",
+            f"B = {self.b} vs A = {self.a}, metric {metric}; differences are B - A with {level} intervals "
+            f"({self.n_boot} resamples of test units, seed {self.seed}).",
+            f"  {RECIPE}: is recipe B better than recipe A? seeds and test examples both vary: per-seed differences "
+            "paired by seed, shared test-set variance from the example bootstrap, generalized-pivot interval "
+            "(shiftbench.stats.seed_aware_interval).",
+            f"  {CONDITIONAL}: one shared seed: the example bootstrap of those two fine-tunes, no verdict on the recipe.",
+            f"  {FIXED}: both sides scored fixed weights (--eval-only or the same fine-tune): paired example "
+            "bootstrap (percentile) and McNemar on OOD accuracy.",
+            f"  MDE: smallest OOD difference detectable with {POWER:.0%} power at alpha = {self.alpha:g}; Holm p: "
+            f"one-sided test of B - A >= {-self.margin:g}, Holm-adjusted over the {sum(t.tested for t in self.targets)} "
+            "tested (pair, target).",
         ]
-        header = ["target", "seeds", "n_id", "n_ood", "A ID", "B ID", "A OOD", "B OOD", f"B-A ID [{level} CI]",
-                  f"B-A OOD [{level} CI]", f"B-A gap [{level} CI]", "McNemar (OOD accuracy)", "OOD verdict"]  # fmt: skip
+        header = ["target", "metric", "question", "seeds", "n_id", "n_ood", "A OOD", "B OOD", f"B-A ID [{level}]",
+                  f"B-A OOD [{level}]", f"B-A gap [{level}]", "MDE", "Holm p", "McNemar (OOD accuracy)", "OOD verdict"]  # fmt: skip
         for pair in dict.fromkeys(t.pair for t in self.targets):
             rows = [t for t in self.targets if t.pair == pair]
             lines += ["", f"{pair} (source {rows[0].source})"]
-            body = [[t.target, ",".join(map(str, t.seeds)), str(t.n_id), str(t.n_ood), f"{t.id_a:.4f}", f"{t.id_b:.4f}",
+            body = [[t.target, t.metric, t.question, ",".join(map(str, t.seeds)), str(t.n_id), str(t.n_ood),
                      f"{t.ood_a:.4f}", f"{t.ood_b:.4f}", str(t.id_diff), str(t.ood_diff), str(t.gap_diff),
-                     _mcnemar_text(t.mcnemar_ood, len(t.seeds)), t.verdict] for t in rows]  # fmt: skip
+                     _num(t.mde_ood), _p(t.p_holm), _mcnemar_text(t.mcnemar_ood, len(t.seeds)) if t.question == FIXED else "-",
+                     t.verdict] for t in rows]  # fmt: skip
             lines += ["  " + line for line in _table(header, body)]
+            if self.effect is not None:
+                for t in rows:
+                    lines.append(f"  {t.target}: {_effect_text(t, self.effect)}")
         worse = ", ".join(f"{p}/{t}" for p, t in self.regressions) or "none"
-        lines += ["", f"regressions (B significantly worse OOD): {worse}"]
+        margin = f" by more than {self.margin:g}" if self.margin else ""
+        lines += ["", f"regressions (B significantly worse OOD{margin}, Holm-adjusted one-sided p <= {self.alpha:g}): {worse}"]
         if self.skipped_files:
             lines.append(f"({len(self.skipped_files)} unreadable run file(s) skipped)")
         return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.4f}"
+
+
+def _p(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.4f}" if x >= 1e-4 else f"{x:.1e}"
+
+
+def _effect_text(t: TargetComparison, effect: float) -> str:
+    if t.question == CONDITIONAL:
+        return f"to detect an OOD difference of {effect:g}: unknown, {NEEDS_SEEDS} to estimate the seed variance"
+    if t.question == FIXED:
+        return f"to detect an OOD difference of {effect:g}: seeds do not enter (fixed checkpoints); MDE {_num(t.mde_ood)}"
+    if t.seeds_for_effect is None:
+        floor = t.ood.v_example ** 0.5 if t.ood is not None else float("nan")
+        return (f"to detect an OOD difference of {effect:g}: not reachable with more seeds (the test set's own "
+                f"noise, s.e. {floor:.4f}, alone prevents it, or it needs > 200 seeds per side)")  # fmt: skip
+    return f"to detect an OOD difference of {effect:g} with {POWER:.0%} power: {t.seeds_for_effect} seeds per side"
 
 
 def _mcnemar_text(r: McNemarResult, n_seeds: int) -> str:
@@ -203,7 +215,7 @@ def _mcnemar_text(r: McNemarResult, n_seeds: int) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    left = {0, len(header) - 1}
+    left = {0, 1, 2, len(header) - 1}
     fmt = lambda r: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return [fmt(header).rstrip(), "-" * sum(widths + [2 * (len(widths) - 1)]), *(fmt(r).rstrip() for r in rows)]
 
@@ -235,8 +247,28 @@ def _one_version(rows: pd.DataFrame, ref: ModelRef, pair: str, target: str) -> N
         )
 
 
+def _question(ra: pd.DataFrame, rb: pd.DataFrame, seeds: list[int]) -> str:
+    fa, fb = ra.set_index("seed"), rb.set_index("seed")
+    if (fa.loc[seeds, "eval_only"].all() and fb.loc[seeds, "eval_only"].all()) or all(
+        fa.loc[s, "finetune_id"] == fb.loc[s, "finetune_id"] for s in seeds
+    ):
+        return FIXED
+    return RECIPE if len(seeds) >= 2 else CONDITIONAL
+
+
+def _differences(stats: dict[str, list[RunStats]], a: ModelRef, b: ModelRef, split: str, task: str, metric: str,
+                 tags: tuple[str, ...], n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(per-seed A scores (S,), per-seed B scores (S,), replicate differences B - A (R, S))."""
+    blocks = [r.split(split).values for pair in zip(stats[a], stats[b]) for r in pair]  # a_0, b_0, a_1, ...
+    points, reps = replicate_scores(blocks, task, metric, tags, n_boot, rng)
+    s = len(stats[a])
+    points, reps = points.reshape(s, 2), reps.reshape(n_boot, s, 2)
+    return points[:, 0], points[:, 1], reps[..., 1] - reps[..., 0]
+
+
 def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: ModelRef, b: ModelRef,
-                    metric: str, n_boot: int, seed: int, alpha: float) -> TargetComparison:  # fmt: skip
+                    metric: str | None, n_boot: int, seed: int, alpha: float, margin: float,
+                    effect: float | None) -> TargetComparison:  # fmt: skip
     pair, target = ra["pair"].iloc[0], ra["target"].iloc[0]
     for rows, ref in ((ra, a), (rb, b)):
         _one_version(rows, ref, pair, target)
@@ -252,44 +284,53 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
                 f"{pair}/{target}: {a} and {b} were scored on different {what} data "
                 f"({what} fingerprint {fa} vs {fb}); predictions are not paired"
             )
+    task, tags = str(ra["task"].iloc[0]), tuple(ra["label_space"].iloc[0])
+    if str(rb["task"].iloc[0]) != task or tuple(rb["label_space"].iloc[0]) != tags:
+        raise ShiftbenchError(f"{pair}/{target}: {a} and {b} differ in task or label space; predictions are not paired")
+    metric = metric or headline_metric(task)
+    check_metric(metric, task, tags, f"pair {pair}")
     by_seed = {ref: rows.set_index("seed") for ref, rows in ((a, ra), (b, rb))}
-    preds = {ref: [load_predictions(results_dir, by_seed[ref].loc[s, "run_id"]) for s in seeds] for ref in (a, b)}
-    first = preds[a][0]
-    for p in preds[a] + preds[b]:
+    stats = {ref: [load_run_stats(results_dir, by_seed[ref].loc[s, "run_id"], task, tags) for s in seeds] for ref in (a, b)}
+    first = stats[a][0]
+    for r in stats[a] + stats[b]:
         for split in ("id", "ood"):
-            if not np.array_equal(getattr(p, f"{split}_labels"), getattr(first, f"{split}_labels")):
+            if not np.array_equal(r.split(split).labels, first.split(split).labels):
                 raise ShiftbenchError(
-                    f"{pair}/{target}: run {p.run_id} has different {split.upper()} test labels than run {first.run_id}; "
+                    f"{pair}/{target}: run {r.run_id} has different {split.upper()} test labels than run {first.run_id}; "
                     "predictions are not paired"
                 )
-    tags = tuple(ra["label_space"].iloc[0])
-    check_metric(metric, first.is_tokens)
+    question = _question(ra, rb, seeds)
     ss_id, ss_ood = np.random.SeedSequence(seed).spawn(2)  # independent ID and OOD resamples
-    draws = {}
+    pa_, pb_, reps = {}, {}, {}
     for split, ss in (("id", ss_id), ("ood", ss_ood)):
-        if first.is_tokens:  # resample sentences, score entities
-            stats = {ref: [split_stats(p, split, tags) for p in preds[ref]] for ref in (a, b)}
-            draws[split] = bootstrap_sum_differences(sum_metric(metric, tags), stats[a], stats[b], n_boot, np.random.default_rng(ss))
-            continue
-        k = max(len(tags), 1 + max(
-            int(max(x.max() for x in (p.id_labels, p.id_preds, p.ood_labels, p.ood_preds))) for p in preds[a] + preds[b]))  # fmt: skip
-        draws[split] = bootstrap_differences(
-            metric, getattr(first, f"{split}_labels"),
-            [getattr(p, f"{split}_preds") for p in preds[a]], [getattr(p, f"{split}_preds") for p in preds[b]],
-            n_boot, np.random.default_rng(ss), num_labels=k,
-        )  # fmt: skip
-    d_id, d_ood = draws["id"], draws["ood"]
-    ood_ci = percentile_interval(d_ood.estimate, d_ood.replicates, alpha)
-    verdict = "better" if ood_ci.low > 0 else "worse" if ood_ci.high < 0 else "no significant difference"
-    correct = {ref: np.concatenate([p.ood_preds == p.ood_labels for p in preds[ref]]) for ref in (a, b)}
+        pa_[split], pb_[split], reps[split] = _differences(stats, a, b, split, task, metric, tags, n_boot, np.random.default_rng(ss))
+    d = {split: pb_[split] - pa_[split] for split in ("id", "ood")}
+    d["gap"], reps["gap"] = d["id"] - d["ood"], reps["id"] - reps["ood"]
+    if question == RECIPE:
+        est = {k: seed_aware_interval(d[k], reps[k], alpha) for k in ("id", "ood", "gap")}
+        shown = {k: est[k].interval for k in est}
+        ood = est["ood"]
+    else:  # the fine-tunes at hand are the object: example bootstrap of the mean difference, percentile interval
+        shown = {k: percentile_interval(float(d[k].mean()), reps[k].mean(axis=1), alpha) for k in ("id", "ood", "gap")}
+        ood = seed_aware_interval([float(d["ood"].mean())], reps["ood"].mean(axis=1)[:, None], alpha)
+    ood_ci = shown["ood"]
+    if question == CONDITIONAL:
+        verdict, mde, p_reg, needed = NEEDS_SEEDS, float("nan"), float("nan"), None
+    else:
+        verdict = "better" if ood_ci.low > 0 else "worse" if ood_ci.high < 0 else "no significant difference"
+        mde, p_reg = ood.minimum_detectable(POWER), ood.p_below(-margin)
+        needed = None
+        if effect is not None and question == RECIPE:
+            needed = seeds_needed(effect, ood.v_example, ood.v_seed * ood.n_seeds, alpha, POWER,
+                                  own_var=ood.v_own * ood.n_seeds)  # fmt: skip
+    correct = {ref: np.concatenate([r.ood.preds == r.ood.labels for r in stats[ref]]) for ref in (a, b)}
     return TargetComparison(
         pair=pair, source=ra["source"].iloc[0], target=target, seeds=tuple(int(s) for s in seeds),
-        n_id=len(first.id_lengths) if first.is_tokens else len(first.id_labels),
-        n_ood=len(first.ood_lengths) if first.is_tokens else len(first.ood_labels),
-        id_a=d_id.estimate_a, id_b=d_id.estimate_b, ood_a=d_ood.estimate_a, ood_b=d_ood.estimate_b,
-        id_diff=percentile_interval(d_id.estimate, d_id.replicates, alpha), ood_diff=ood_ci,
-        gap_diff=percentile_interval(d_id.estimate - d_ood.estimate, d_id.replicates - d_ood.replicates, alpha),
-        mcnemar_ood=mcnemar(correct[a], correct[b]), verdict=verdict,
+        n_id=first.id.n_units, n_ood=first.ood.n_units,
+        id_a=float(pa_["id"].mean()), id_b=float(pb_["id"].mean()), ood_a=float(pa_["ood"].mean()), ood_b=float(pb_["ood"].mean()),
+        id_diff=shown["id"], ood_diff=ood_ci, gap_diff=shown["gap"],
+        mcnemar_ood=mcnemar(correct[a], correct[b]), verdict=verdict, metric=metric, question=question, ood=ood,
+        mde_ood=mde, p_regression=p_reg, seeds_for_effect=needed,
     )  # fmt: skip
 
 
@@ -298,24 +339,31 @@ def compare(
     a: str,
     b: str,
     pairs: Sequence[str] | None = None,
-    metric: str = "macro_f1",
+    metric: str | None = None,
     n_boot: int = 2000,
     seed: int = 0,
     alpha: float = 0.05,
+    margin: float = 0.0,
+    effect: float | None = None,
 ) -> Comparison:
     """Compare B against A on every (pair, target) both have, over the seeds both have.
 
-    ``a``/``b``: "model" or "model@protocol" (protocol defaults to "standard"). ``metric``:
-    "accuracy" or "macro_f1" (recomputed from the stored predictions).
+    ``a``/``b``: "model" or "model@protocol" (protocol defaults to "standard"). ``metric``: any
+    metric of the pair's task (:mod:`shiftbench.taskstats`); None: the task's headline metric.
+    ``margin`` in [0, 1): the gate's tolerated OOD loss. ``effect`` > 0: also say how many seeds
+    per side would detect an OOD difference of that size.
     """
-    check_metric(metric)
     if n_boot < 1:
         raise ShiftbenchError(f"n_boot must be >= 1, got {n_boot}")
     if not 0 < alpha < 1:
         raise ShiftbenchError(f"alpha must lie in (0, 1), got {alpha}")
+    if not (0 <= margin < 1):
+        raise ShiftbenchError(f"margin must lie in [0, 1) (0: no margin), got {margin}")
+    if effect is not None and not (effect > 0):
+        raise ShiftbenchError(f"effect must be > 0, got {effect}")
     results_dir = Path(results_dir)
     ref_a, ref_b = ModelRef.parse(a), ModelRef.parse(b)
-    frame, skipped = load_run_frame(results_dir, metric)
+    frame, skipped = load_run_frame(results_dir)
     available = sorted(set(frame["model"] + "@" + frame["protocol"]))
     rows_a, rows_b = (_select(frame, r, available, results_dir) for r in (ref_a, ref_b))
     keys_a = set(zip(rows_a["pair"], rows_a["target"]))
@@ -335,8 +383,15 @@ def compare(
     for pair, target in common:
         ra = rows_a[(rows_a["pair"] == pair) & (rows_a["target"] == target)]
         rb = rows_b[(rows_b["pair"] == pair) & (rows_b["target"] == target)]
-        targets.append(_compare_target(results_dir, ra, rb, ref_a, ref_b, metric, n_boot, seed, alpha))
-    return Comparison(str(ref_a), str(ref_b), metric, n_boot, seed, alpha, tuple(targets), skipped)
+        targets.append(_compare_target(results_dir, ra, rb, ref_a, ref_b, metric, n_boot, seed, alpha, margin, effect))
+    tested = [i for i, t in enumerate(targets) if t.tested]
+    adjusted = holm([targets[i].p_regression for i in tested])
+    for i, p in zip(tested, adjusted):
+        targets[i] = replace(targets[i], p_holm=float(p), regression=bool(p <= alpha))
+    return Comparison(str(ref_a), str(ref_b), metric, n_boot, seed, alpha, tuple(targets), skipped, margin, effect)
 
 
-__all__ = ["Comparison", "ModelRef", "RunPredictions", "TargetComparison", "compare", "load_predictions", "load_run_frame"]
+__all__ = [
+    "CONDITIONAL", "FIXED", "NEEDS_SEEDS", "RECIPE", "Comparison", "ModelRef", "TargetComparison", "compare",
+    "load_run_frame",
+]  # fmt: skip

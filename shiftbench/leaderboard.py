@@ -3,10 +3,27 @@
 One row per (model, model sha, pair, source, target, task, metric, protocol, protocol hash,
 source and target data fingerprints, schema version): rows that differ in any of these are
 never pooled. Columns: number of seeds, mean and std over seeds of ID, OOD, gap and relative
-gap, and a 95 % confidence interval for each: a t-interval over seeds, or, for a single seed,
-a percentile bootstrap over test examples (ID and OOD resampled independently) from the stored
-predictions (``ci_method`` says which; accuracy and macro-F1, and for token classification the
-entity-level scores, resampling sentences).
+gap, and one kind of 95 % interval for each, on every row (``ci_method`` says which):
+
+* ``seeds + examples`` (>= 2 seeds): :func:`shiftbench.stats.seed_aware_interval` on the
+  per-seed values, with the shared test-set variance from 1,000 example-bootstrap resamples of
+  the mean over seeds (one resample shared by the seeds; ID and OOD resampled independently;
+  units and metrics from :mod:`shiftbench.taskstats`, so NER resamples sentences);
+* ``examples only (1 seed)``: the same with one seed: example noise only, conditional on that
+  fine-tune (markdown and the report mark these rows with a dagger);
+* ``t over seeds (no predictions)``: a run's predictions are missing, so only the spread over
+  seeds is known (a t-interval; test-set noise is not in it).
+
+Interval ends are clipped to what the value can be. ``*_se`` columns hold the standard errors.
+
+``rank`` (per pair, target, metric and protocol, on the OOD score; lower is better for
+``ece``/``ece_debiased``/``brier``): the best model has rank 1, and so does every model it is not
+significantly better than; among the rest the best starts the next tier, whose rank is one more
+than the number of models ranked above it (competition ranking: 1, 1, 3). "Significantly
+better": a one-sided 5 % test on the difference of the two OOD means, whose half-width is the
+two rows' 95 % half-widths added in quadrature and rescaled from two- to one-sided
+(x 1.645 / 1.96). It treats the two rows as independent; they share the test set, whose noise
+then partly cancels, so the test is conservative (more ties, never a false order).
 """
 
 from __future__ import annotations
@@ -19,13 +36,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy import stats
+from scipy import special
 
 from shiftbench.atomic import write_atomic
 from shiftbench.locks import claim
 from shiftbench.results import PREDICTIONS_DIR, RUNS_DIR, LoadedRuns, read_runs
 
-LEADERBOARD_SCHEMA_VERSION = 1
+LEADERBOARD_SCHEMA_VERSION = 2  # 2: one interval method, ``*_se`` and ``rank`` columns
 LEADERBOARD_FILE = "leaderboard.parquet"
 _VERSION_KEY = b"shiftbench.leaderboard_schema_version"
 _SKIPPED_KEY = b"shiftbench.skipped_run_files"
@@ -35,18 +52,31 @@ GROUP_KEYS = [
     "protocol", "protocol_hash", "source_fingerprint", "target_fingerprint", "schema_version",
 ]  # fmt: skip
 VALUES = ["id_score", "ood_score", "gap", "relative_gap"]
-# Where each value can lie: every metric is a score in [0, 1] (accuracy, F1, precision, recall,
-# ECE), so gap = ID - OOD is in [-1, 1] and relative gap = gap / ID is at most 1. A t-interval
+# Where each value can lie: every metric but one is a score in [0, 1] (accuracy, F1, precision,
+# recall, ECE), so gap = ID - OOD is in [-1, 1] and relative gap = gap / ID is at most 1. A t-interval
 # over 2-3 seeds can reach past these; its ends are clipped to them (a CI of [0.11, 1.12] for an
 # F1 says no more than [0.11, 1]).
 BOUNDS = {"id_score": (0.0, 1.0), "ood_score": (0.0, 1.0), "gap": (-1.0, 1.0), "relative_gap": (-np.inf, 1.0)}
+# The exception: the multi-class Brier score (taskstats) lies in [0, 2], so its bounds scale by 2.
+_BOUND_SCALE = {"brier": 2.0}
+
+
+def _bounds(col: str, metric) -> tuple:
+    """Where ``col`` can lie for ``metric`` (a name, or an array of names: arrays of bounds)."""
+    low, high = BOUNDS[col]
+    scale = np.ones(np.shape(metric))
+    for name, factor in _BOUND_SCALE.items():  # vectorised: a leaderboard may have 1M rows
+        scale = np.where(np.asarray(metric) == name, factor, scale)
+    if col == "relative_gap":
+        return low, high
+    return low * scale, high * scale
 
 
 def _t_halfwidth(std: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Half-width of the 95 % t-interval of a mean over n seeds (NaN for n < 2)."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.where(n >= 2, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
+        q = np.where(n >= 2, special.stdtrit(np.maximum(n - 1, 1), 0.975), np.nan)
         return q * np.asarray(std, dtype=float) / np.sqrt(n)
 
 
@@ -71,15 +101,20 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         half = _t_halfwidth(std.to_numpy(), n)
         out[f"{col}_mean"] = mean
         out[f"{col}_std"] = std
-        low, high = BOUNDS[col]
+        low, high = _bounds(col, out.index.get_level_values("metric").to_numpy())
         out[f"{col}_ci_low"] = np.clip(mean.to_numpy() - half, low, high)
         out[f"{col}_ci_high"] = np.clip(mean.to_numpy() + half, low, high)
+        out[f"{col}_se"] = std.to_numpy() / np.sqrt(n)
+    out["ci_method"] = np.where(n >= 2, CI_SEEDS_ONLY, None)
     out = out.reset_index()
     out["leaderboard_schema_version"] = LEADERBOARD_SCHEMA_VERSION
     return out
 
 
 N_BOOT = 1000
+CI_SEEDS_EXAMPLES = "seeds + examples"
+CI_EXAMPLES_ONLY = "examples only (1 seed)"
+CI_SEEDS_ONLY = "t over seeds (no predictions)"
 
 
 def _label_space(results_dir: Path, run_id: str) -> tuple[str, ...]:
@@ -89,54 +124,97 @@ def _label_space(results_dir: Path, run_id: str) -> tuple[str, ...]:
     return tuple(pq.read_table(run_path(results_dir, run_id), columns=["label_space"]).column(0)[0].as_py())
 
 
-def _bootstrap_single_seed(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
-    """Fill the CI columns of one-seed rows from a bootstrap over the run's test examples."""
-    from shiftbench.compare import load_predictions, split_stats, sum_metric
+def _group_seed(run_ids: list[str]) -> np.random.SeedSequence:
+    """A resampling seed that depends on the runs only, not on the order rows are built in."""
+    return np.random.SeedSequence(int(hashlib.sha256(",".join(sorted(run_ids)).encode()).hexdigest()[:16], 16))
+
+
+def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    """Replace the intervals of every row whose runs kept their predictions by the seed- and
+    example-aware ones (one example bootstrap per group of runs serves all its metrics)."""
     from shiftbench.errors import ShiftbenchError
-    from shiftbench.ner_metrics import NER_SUM_METRICS
-    from shiftbench.stats import COUNT_METRICS, confusion_codes, resampled_counts, resampled_sums
+    from shiftbench.stats import bootstrap_weights, seed_aware_interval
+    from shiftbench.taskstats import load_run_stats, resampled_unit_sums, task_kind
 
     board = board.copy()
-    board["ci_method"] = np.where(board["n_seeds"] >= 2, "t over seeds", None)
-    tokens = board["task"] == "token-classification"
-    can = np.where(tokens, board["metric"].isin(NER_SUM_METRICS), board["metric"].isin(list(COUNT_METRICS)))
-    todo = board.index[(board["n_seeds"] == 1) & can]
-    if len(todo) == 0:
-        return board
-    first_run = runs.drop_duplicates(GROUP_KEYS).set_index(GROUP_KEYS)
-    loaded: dict[str, tuple] = {}  # run id -> (predictions, NER label space and sentence stats): read once per run, not per metric
-    for i in todo:
-        row = board.loc[i]
+    for col in VALUES:
+        board[f"{col}_half"] = np.nan
+    run_keys = [k for k in GROUP_KEYS if k != "metric"]
+    row_index = {key: i for i, key in enumerate(zip(*(board[k] for k in GROUP_KEYS)))}
+    updates: dict[int, list] = {}
+    weights: dict[tuple, np.ndarray] = {}
+    for key, group in runs.groupby(run_keys, sort=True, dropna=False, observed=True):
+        per_seed = group.drop_duplicates(["seed", "metric"]).sort_values("seed")
+        run_ids = list(dict.fromkeys(per_seed["run_id"]))
         try:
-            run_id = first_run.loc[tuple(row[GROUP_KEYS]), "run_id"]
-            if run_id not in loaded:
-                preds = load_predictions(results_dir, run_id)
-                tags = _label_space(results_dir, run_id) if preds.is_tokens else None
-                stats = {split: split_stats(preds, split, tags).astype(np.float64) for split in ("id", "ood")} if tags else None
-                loaded[run_id] = (preds, tags, stats)
-            preds, tags, stats = loaded[run_id]
-        except (ShiftbenchError, KeyError):
-            continue  # no predictions kept: the row keeps no interval
-        rng = np.random.default_rng(0)
-        if stats is not None:  # token classification: resample sentences
-            fn = sum_metric(row["metric"], tags)
-            id_rep, ood_rep = (fn(resampled_sums(stats[split], N_BOOT, rng)) for split in ("id", "ood"))
-        else:
-            fn = COUNT_METRICS[row["metric"]]
-            k = int(max(preds.id_labels.max(), preds.id_preds.max(), preds.ood_labels.max(), preds.ood_preds.max())) + 1
-            id_rep, ood_rep = (
-                fn(resampled_counts(confusion_codes(y, p, k)[:, None], k * k, N_BOOT, rng).reshape(N_BOOT, k, k))
-                for y, p in ((preds.id_labels, preds.id_preds), (preds.ood_labels, preds.ood_preds))
-            )
-        with np.errstate(invalid="ignore", divide="ignore"):
-            reps = {"id_score": id_rep, "ood_score": ood_rep, "gap": id_rep - ood_rep,
-                    "relative_gap": (id_rep - ood_rep) / id_rep}  # fmt: skip
-        for col, rep in reps.items():
-            rep = rep[np.isfinite(rep)]  # a resample with ID score 0 has no relative gap
-            lo, hi = np.quantile(rep, [0.025, 0.975]) if rep.size else (np.nan, np.nan)
-            board.loc[i, [f"{col}_ci_low", f"{col}_ci_high"]] = [lo, hi]
-        board.loc[i, "ci_method"] = "bootstrap over examples"
+            kind = task_kind(str(group["task"].iloc[0]))
+            tags = _label_space(results_dir, run_ids[0])
+            stats = [load_run_stats(results_dir, rid, kind.task, tags) for rid in run_ids]
+        except (ShiftbenchError, KeyError, OSError):
+            continue  # no predictions kept (or another task): the row keeps the spread over seeds
+        allowed = set(kind.metrics(tags))
+        wanted = [m for m in per_seed["metric"].unique() if m in allowed]
+        if not wanted:
+            continue
+        cols = np.unique(np.concatenate([kind.columns(m, tags) for m in wanted]))  # resample only what is read
+        sums = {}
+        for split, fp_col in (("id", "source_fingerprint"), ("ood", "target_fingerprint")):
+            blocks = [r.split(split).values for r in stats]
+            # One resample per test set, shared by every row scored on it (each row's interval is
+            # valid on its own; sharing only saves drawing the same multiplicities again).
+            wkey = (split, group[fp_col].iloc[0], blocks[0].shape[0])
+            if wkey not in weights:
+                weights[wkey] = bootstrap_weights(blocks[0].shape[0], N_BOOT, np.random.default_rng(_group_seed([repr(wkey)])))
+            sums[split] = resampled_unit_sums(blocks, N_BOOT, None, cols, weights[wkey])
+        for metric, rows in per_seed.groupby("metric", sort=True):
+            i = row_index.get((*key[:6], metric, *key[6:]))
+            if i is None or metric not in allowed or list(rows["run_id"]) != run_ids:
+                continue
+            fn = kind.metric_fn(metric, tags)
+            rep_id, rep_ood = fn(sums["id"]), fn(sums["ood"])  # (R, S)
+            pt_id, pt_ood = rows["id_score"].to_numpy(float), rows["ood_score"].to_numpy(float)  # recorded per seed
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = {"id_score": (pt_id, rep_id), "ood_score": (pt_ood, rep_ood), "gap": (pt_id - pt_ood, rep_id - rep_ood),
+                          "relative_gap": ((pt_id - pt_ood) / pt_id, (rep_id - rep_ood) / rep_id)}  # fmt: skip
+            for col, (points, reps) in values.items():
+                if not np.isfinite(points).all():
+                    continue
+                ci = seed_aware_interval(points, reps)
+                lo, hi = _bounds(col, metric)
+                updates.setdefault(i, []).append((col, np.clip(ci.low, lo, hi), np.clip(ci.high, lo, hi), ci.se, ci.half_width))
+            updates.setdefault(i, []).append(("ci_method", CI_SEEDS_EXAMPLES if len(run_ids) >= 2 else CI_EXAMPLES_ONLY))
+    for i, items in updates.items():
+        for item in items:
+            if item[0] == "ci_method":
+                board.at[i, "ci_method"] = item[1]
+                continue
+            col, low, high, se, half = item
+            board.at[i, f"{col}_ci_low"], board.at[i, f"{col}_ci_high"], board.at[i, f"{col}_se"] = low, high, se
+            board.at[i, f"{col}_half"] = half
     return board
+
+
+def _ranks(board: pd.DataFrame) -> np.ndarray:
+    """Tiered competition rank on the OOD score per (pair, target, metric, protocol); see the
+    module docstring."""
+    from shiftbench.taskstats import lower_is_better
+
+    rank = np.full(len(board), np.nan)
+    half = board["ood_score_half"].to_numpy(float) if "ood_score_half" in board else np.full(len(board), np.nan)
+    half = np.where(np.isfinite(half), half, 0.0)
+    mean = board["ood_score_mean"].to_numpy(float)
+    one_sided = special.ndtri(0.95) / special.ndtri(0.975)
+    for (_, _, metric, _), idx in board.groupby(["pair", "target", "metric", "protocol"], sort=False).indices.items():
+        sign = -1.0 if lower_is_better(metric) else 1.0
+        left = sorted(idx, key=lambda j: -sign * mean[j])
+        placed = 0
+        while left:
+            best = left[0]
+            tier = [j for j in left if sign * (mean[best] - mean[j]) <= one_sided * np.hypot(half[best], half[j])]
+            rank[tier] = placed + 1
+            placed += len(tier)
+            left = [j for j in left if j not in tier]
+    return rank
 
 
 def build_leaderboard(
@@ -149,7 +227,10 @@ def build_leaderboard(
     runs = loaded.table.select(columns).to_pandas()
     board = aggregate(runs)
     if bootstrap and not board.empty:
-        board = _bootstrap_single_seed(board, runs, Path(results_dir))
+        board = _seed_aware(board, runs, Path(results_dir))
+    if not board.empty:
+        board["rank"] = _ranks(board)
+        board = board.drop(columns=[c for c in board.columns if c.endswith("_half")])
     return board, loaded.skipped
 
 
@@ -170,8 +251,9 @@ def rebuild_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Pa
 
 
 # Bumped whenever the aggregation computes other numbers from the same run files (2: t-interval
-# ends clipped to the value's range), so a leaderboard written by older code is not reused.
-AGGREGATION_VERSION = 2
+# ends clipped to the value's range; 3: seed- and example-aware intervals, rank), so a
+# leaderboard written by older code is not reused.
+AGGREGATION_VERSION = 3
 
 
 def _inputs_signature(results_dir: Path) -> str:
@@ -235,17 +317,23 @@ def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
 
 
 def to_markdown(board: pd.DataFrame) -> str:
-    """A compact Markdown view: means with 95 % CIs where there are several seeds."""
+    """A compact Markdown view: means with 95 % intervals (seeds + examples; a dagger marks a
+    one-seed row, whose interval holds example noise only) and the OOD rank."""
     cols = ["model", "pair", "target", "protocol", "metric", "n_seeds"]
 
     def fmt(row: pd.Series, col: str) -> str:
         m, lo, hi = row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"]
-        return f"{m:.4f}" if pd.isna(lo) else f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
+        mark = "†" if row.get("ci_method") == CI_EXAMPLES_ONLY else ""
+        return f"{m:.4f}" if pd.isna(lo) else f"{m:.4f} [{lo:.4f}, {hi:.4f}]{mark}"
 
-    lines = ["| " + " | ".join(cols + ["ID", "OOD", "gap", "relative gap"]) + " |"]
-    lines.append("|" + "---|" * (len(cols) + 4))
+    lines = ["| " + " | ".join(cols + ["ID", "OOD", "gap", "relative gap", "OOD rank"]) + " |"]
+    lines.append("|" + "---|" * (len(cols) + 5))
     for _, row in board.iterrows():
         cells = [str(row[c]) for c in cols] + [fmt(row, "id_score"), fmt(row, "ood_score"), fmt(row, "gap")]
         cells.append(f"{row['relative_gap_mean']:.1%}" if pd.notna(row["relative_gap_mean"]) else "")
+        cells.append(str(int(row["rank"])) if "rank" in row and pd.notna(row["rank"]) else "")
         lines.append("| " + " | ".join(cells) + " |")
+    if "ci_method" in board and (board["ci_method"] == CI_EXAMPLES_ONLY).any():
+        lines.append("")
+        lines.append("† one seed: the interval holds test-example noise only (conditional on that fine-tune).")
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ import pandas as pd
 import shiftbench
 from shiftbench.atomic import write_atomic, write_text_atomic
 from shiftbench.errors import ShiftbenchError, did_you_mean
-from shiftbench.leaderboard import build_leaderboard
+from shiftbench.leaderboard import CI_EXAMPLES_ONLY, build_leaderboard
 from shiftbench.report_html import (
     CSS,
     esc,
@@ -39,22 +39,31 @@ from shiftbench.report_html import (
     markdown_to_html,
 )
 from shiftbench.results import LoadedRuns, read_runs
+from shiftbench.taskstats import headline_metric
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 
 def _leaderboard_section(rows: pd.DataFrame) -> str:
-    header = ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap"]
+    header = ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank"]
     body = []
     for r in rows.sort_values(["target", "model", "protocol", "model_sha256", "protocol_hash"], kind="mergesort").itertuples():
+        one = getattr(r, "ci_method", None) == CI_EXAMPLES_ONLY
+        mark = " †" if one else ""
+        rank = getattr(r, "rank", float("nan"))
         body.append([
-            r.model, r.protocol, r.target, str(r.n_seeds),
+            r.model, r.protocol, r.target, str(r.n_seeds) + mark,
             with_ci(r.id_score_mean, r.id_score_ci_low, r.id_score_ci_high),
             with_ci(r.ood_score_mean, r.ood_score_ci_low, r.ood_score_ci_high),
             with_ci(r.gap_mean, r.gap_ci_low, r.gap_ci_high),
             pct_ci(r.relative_gap_mean, r.relative_gap_ci_low, r.relative_gap_ci_high),
+            str(int(rank)) if pd.notna(rank) else "–",
         ])  # fmt: skip
-    return html_table(header, body, [False, False, False, True, True, True, True, True], cls="leaderboard")
+    table = html_table(header, body, [False, False, False, True, True, True, True, True, True], cls="leaderboard")
+    if "ci_method" in rows and (rows["ci_method"] == CI_EXAMPLES_ONLY).any():
+        table += ('<p class="note">† one seed: its interval holds test-example noise only (conditional on that '
+                  "fine-tune); seed-to-seed variation is unknown.</p>")  # fmt: skip
+    return table
 
 
 def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str | None) -> str:
@@ -66,15 +75,18 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
         parts.append(
             '<p class="note">Baseline per target: OOD = sigmoid(slope · logit(ID) + intercept), fitted through the '
             "standard fine-tunes (through every point when there are fewer than three); effective robustness is a "
-            "model's OOD score minus the baseline's prediction at its ID score (95 % bootstrap interval), remedies "
-            "included.</p>"
+            "model's OOD score minus the baseline's prediction at its ID score (95 % two-level bootstrap interval: "
+            "seeds and test examples resampled), remedies included. ΔER: a remedy's effective robustness minus that "
+            "of the same model under standard, paired over their shared seeds (seed- and example-aware interval; "
+            "with one shared seed conditional on those fine-tunes). ‡ marks an extrapolation: an ID score outside "
+            "the fitted points' ID range.</p>"
         )
         parts.append(html_table(
-            ["target", "fitted on", "protocol hashes", "points", "slope", "intercept"],
+            ["target", "fitted on", "protocol hashes", "points in the fit", "fitted ID range", "slope", "intercept"],
             [[f.target, ", ".join(getattr(f, "fitted_on", ())), ", ".join(h[:12] for h in f.protocol_hash_set),
-              str(f.n_models), fmt_num(f.slope), fmt_num(f.intercept)]
+              str(f.n_models), f"{fmt_num(f.id_range[0])} – {fmt_num(f.id_range[1])}", fmt_num(f.slope), fmt_num(f.intercept)]
              for f in sorted(fits, key=lambda f: (f.target, tuple(f.protocol_hash_set)))],
-            [False, False, False, True, True, True],
+            [False, False, False, True, True, True, True],
         ))  # fmt: skip
     if er is None or er.empty:
         parts.append('<p class="note">No effective-robustness estimate for this pair: it needs at least three '
@@ -82,13 +94,19 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
         return "".join(parts)
     body = []
     for r in er.sort_values(["target", "model", "protocol"], kind="mergesort").itertuples():
+        extrapolated = bool(getattr(r, "extrapolated", False))
+        base = getattr(r, "base", None)
+        delta = "–"
+        if isinstance(base, str) and base:
+            delta = (f"{with_ci(r.delta_er, r.delta_er_ci_low, r.delta_er_ci_high)} vs {base}, "
+                     f"{int(r.delta_er_seeds)} seed{'s' if int(r.delta_er_seeds) != 1 else ''}")  # fmt: skip
         body.append([
-            r.model, r.protocol, r.target, str(r.n_seeds), fmt_num(r.id_mean), fmt_num(r.ood_mean), fmt_num(r.predicted_ood),
-            with_ci(r.effective_robustness, r.er_ci_low, r.er_ci_high),
+            r.model, r.protocol, r.target, str(r.n_seeds), fmt_num(r.id_mean) + (" ‡" if extrapolated else ""),
+            fmt_num(r.ood_mean), fmt_num(r.predicted_ood), with_ci(r.effective_robustness, r.er_ci_low, r.er_ci_high), delta,
         ])  # fmt: skip
     parts.append(html_table(
-        ["model", "protocol", "target", "n seeds", "ID", "OOD", "predicted OOD", "effective robustness"],
-        body, [False, False, False, True, True, True, True, True], cls="robustness",
+        ["model", "protocol", "target", "n seeds", "ID", "OOD", "predicted OOD", "effective robustness", "ΔER vs standard"],
+        body, [False, False, False, True, True, True, True, True, True], cls="robustness",
     ))  # fmt: skip
     return "".join(parts)
 
@@ -191,7 +209,8 @@ def _card_section(pair: str, cards_dir: Path | None) -> str:
             f"{markdown_to_html(text)}</details>")  # fmt: skip
 
 
-def _robustness(results_dir: Path, metric: str, loaded: LoadedRuns) -> tuple[list[Any], pd.DataFrame | None, str | None]:
+def _robustness(results_dir: Path, metric: str, loaded: LoadedRuns,
+                pairs: Sequence[str]) -> tuple[list[Any], pd.DataFrame | None, str | None]:  # fmt: skip
     """(fits, per-model table, note): the note says why there is nothing, if so."""
     try:
         from shiftbench import robustness
@@ -200,7 +219,7 @@ def _robustness(results_dir: Path, metric: str, loaded: LoadedRuns) -> tuple[lis
             raise
         return [], None, "Effective robustness is not available in this installation (no shiftbench.robustness)."
     try:
-        fits, table = robustness.effective_robustness(results_dir, metric=metric, loaded=loaded)
+        fits, table = robustness.effective_robustness(results_dir, metric=metric, loaded=loaded, pairs=tuple(pairs))
     except ShiftbenchError as exc:
         return [], None, f"Effective robustness could not be estimated: {exc}"
     return list(fits), table, None
@@ -210,12 +229,13 @@ def _robustness(results_dir: Path, metric: str, loaded: LoadedRuns) -> tuple[lis
 
 
 def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | None = Path("data_cards"),
-                 metric: str = "macro_f1") -> Path:  # fmt: skip
+                 metric: str | None = None) -> Path:  # fmt: skip
     """Write the HTML report (default ``<results_dir>/report.html``) and the PNGs under
     ``<results_dir>/plots/``; return the report's path.
 
     ``cards_dir``: where ``pairs/<pair>.md`` data cards are looked up (None: no cards).
-    ``metric``: the metric shown (tables, plots, effective robustness).
+    ``metric``: the metric shown (tables, plots, effective robustness); None: each pair's
+    task's headline metric (``macro_f1`` text, ``entity_micro_f1`` NER).
     """
     from shiftbench.plots import gap_bars, id_ood_scatter
 
@@ -226,12 +246,24 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
         raise ShiftbenchError(f"no results in {results_dir}")
     runs_all = loaded.table.to_pandas()
     metrics = sorted(set(runs_all["metric"]))
-    if metric not in metrics:
+    if metric is not None and metric not in metrics:
         raise ShiftbenchError(f"no results for metric {metric!r} in {results_dir}{did_you_mean(metric, metrics)}")
-    runs = runs_all[runs_all["metric"] == metric]
-    full_board, _ = build_leaderboard(results_dir, loaded=loaded)  # with bootstrap intervals for one-seed rows
-    board = full_board[full_board["metric"] == metric].reset_index(drop=True)
-    fits, er, er_note = _robustness(results_dir, metric, loaded)
+    # the metric shown per pair: the one asked for, else the pair's task's headline
+    pair_metric = {p: metric or headline_metric(t) for p, t in runs_all.drop_duplicates("pair")[["pair", "task"]].itertuples(index=False)}
+    shown = runs_all["metric"] == runs_all["pair"].map(pair_metric)
+    runs = runs_all[shown]
+    requested = metric
+    full_board, _ = build_leaderboard(results_dir, loaded=loaded)  # with seed- and example-aware intervals
+    board = full_board[full_board["metric"] == full_board["pair"].map(pair_metric)].reset_index(drop=True)
+    fits, er, er_note = [], None, None
+    for m in sorted(set(pair_metric.values())):
+        with_m = sorted(p for p, pm in pair_metric.items() if pm == m and p in set(board["pair"]))
+        if not with_m:
+            continue
+        f, e, note = _robustness(results_dir, m, loaded, with_m)
+        fits += f
+        er = e if er is None else pd.concat([er, e], ignore_index=True) if e is not None else er
+        er_note = er_note or note
 
     models = sorted(set(runs["model"]))
     pairs = sorted(set(board["pair"]))
@@ -248,7 +280,8 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
         ("models", ", ".join(models)),
         ("pairs", ", ".join(pairs)),
         ("protocols", ", ".join(protocols)),
-        ("metric", metric + (f" (also recorded: {', '.join(m for m in metrics if m != metric)})" if len(metrics) > 1 else "")),
+        ("metric", ", ".join(sorted(set(pair_metric.values()))) + (" (each task's headline)" if requested is None else "")
+         + f" (recorded: {', '.join(metrics)})"),
         ("runs created", span),
     ]
     doc = [
@@ -261,7 +294,9 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
         "<header><h1>shiftbench report</h1>",
         f'<p class="note">Generated by <code>shiftbench.report</code> {esc(shiftbench.__version__)} from the run files in '
         f"<code>{esc(results_dir)}</code>; ID is the source test split, OOD a target test split, gap = ID − OOD. "
-        "Scores are means over seeds with 95 % t-intervals in brackets (none with one seed).</p>",
+        "Scores are means over seeds with 95 % intervals in brackets that hold both seed-to-seed and test-example "
+        "variation (one seed, marked †: test-example variation only); OOD rank: models the best is not "
+        "significantly better than share its rank.</p>",
         html_table(None, meta, cls="meta"),
     ]
     if loaded.skipped:
@@ -273,6 +308,7 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
     plots_dir = results_dir / PLOTS_DIR
     pngs: list[tuple[Path, bytes]] = []
     for pair in pairs:
+        metric = pair_metric[pair]  # the metric shown for this pair
         rows = board[board["pair"] == pair]
         pair_runs = runs[runs["pair"] == pair]
         first = pair_runs.iloc[0]

@@ -23,13 +23,27 @@ less robust; ER near 0 means its OOD score is what its ID score alone predicts. 
 through every point, the one being judged included, so with few models an outlier also
 pulls the line towards itself: read ER relative to the other models of the same fit.
 
-The CI of ER comes from a bootstrap over test examples: each replicate resamples the ID and
-OOD test examples (independently of each other, but the same resample for every model and
-seed), recomputes every point's scores from the stored predictions, refits the line and
-recomputes every residual; the interval is the 95 % percentile one. It therefore covers test-set
-noise and the uncertainty of the fitted line, not the choice of models.
+Scores come from :mod:`shiftbench.taskstats` (the task's own metric definitions: for NER
+``macro_f1`` is the mean entity F1 the runner records, ``entity_micro_f1`` the headline); the
+default metric is each task's headline metric.
 
-``baseline_protocols=None`` fits through every point instead (all protocols alike).
+The CI of ER is a two-level bootstrap: each of ``n_boot`` replicates resamples every point's
+seeds (with replacement, among its own runs) *and* the ID and OOD test units (independently of
+each other, but the same resample for every run), recomputes every point's mean scores, refits
+the line and recomputes every residual; the interval is the 95 % percentile one. It covers seed
+noise, test-set noise and the uncertainty of the fitted line, not the choice of models. With 3
+seeds a plain bootstrap of seeds is too narrow (it divides by S, not S - 1); read ER intervals
+as approximate and use the paired ``delta_er`` below for decisions.
+
+A point whose ID score lies outside the range of the fitted points' ID scores is marked
+``extrapolated``: the line is then read where no fitted model was.
+
+**Delta ER** (``delta_er``): for a point that is not a baseline (a remedy, e.g. ``lora``) and
+whose model also has ``standard`` runs, ER(remedy) - ER(same model under ``standard``), per
+shared seed (run-level residuals against the fitted line), with the seed- and example-aware
+interval of :func:`shiftbench.stats.seed_aware_interval` (one seed shared: conditional on those
+fine-tunes). A remedy's user asks "does it make *my* model more robust?", and a model's base
+recipe may already sit above the line (minilm-l6 does on fpb -> tfns).
 
 If a (model, protocol) has runs from several model weights or protocol versions on the same
 data, only its most recently created version is used (older versions are superseded, never
@@ -44,14 +58,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shiftbench.compare import check_metric, load_predictions, load_run_frame
+from shiftbench.compare import load_run_frame
 from shiftbench.errors import ShiftbenchError
 from shiftbench.results import LoadedRuns
-from shiftbench.stats import COUNT_METRICS, confusion_codes, full_counts, resampled_counts
+from shiftbench.stats import seed_aware_interval
+from shiftbench.taskstats import check_metric, headline_metric, load_run_stats, replicate_scores
 
 CLIP = 1e-4
 COLUMNS = ["model", "protocol", "pair", "target", "metric", "n_seeds", "id_mean", "ood_mean",
-           "predicted_ood", "effective_robustness", "er_ci_low", "er_ci_high", "in_fit"]  # fmt: skip
+           "predicted_ood", "effective_robustness", "er_ci_low", "er_ci_high", "in_fit", "extrapolated",
+           "base", "delta_er", "delta_er_ci_low", "delta_er_ci_high", "delta_er_seeds"]  # fmt: skip
 BASELINE_PROTOCOLS = ("standard",)
 _GROUP = ["pair", "target", "source_fingerprint", "target_fingerprint"]
 
@@ -68,6 +84,7 @@ class RobustnessFit:
     intercept: float
     n_models: int  # points the line was fitted through
     fitted_on: tuple[str, ...] = ()  # protocol names of those points
+    id_range: tuple[float, float] = (float("nan"), float("nan"))  # ID scores the fitted points span
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -110,81 +127,105 @@ def _latest_versions(group: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep).drop_duplicates(["model", "protocol", "seed"], keep="last")
 
 
-def _split_codes(results_dir: Path, runs: pd.DataFrame, where: str) -> tuple[dict[str, np.ndarray], int]:
-    """Confusion codes (n, n_runs) of the ID and OOD test splits, and the number of labels K;
-    all runs must share their test examples."""
-    preds = [load_predictions(results_dir, rid) for rid in runs["run_id"]]
-    ids = [int(a.max()) for p in preds for a in (p.id_labels, p.id_preds, p.ood_labels, p.ood_preds)]
-    k = max(max(len(ls) for ls in runs["label_space"]), 1 + max(ids))
-    out = {}
-    for split in ("id", "ood"):
-        labels = [getattr(p, f"{split}_labels") for p in preds]
-        for p, y in zip(preds, labels):
-            if not np.array_equal(y, labels[0]):
-                raise ShiftbenchError(
-                    f"{where}: run {p.run_id} has different {split.upper()} test labels than run {preds[0].run_id} "
-                    "despite equal data fingerprints"
-                )
-        out[split] = np.stack([confusion_codes(y, getattr(p, f"{split}_preds"), k) for p, y in zip(preds, labels)], axis=1)
-    return out, k
+def _seed_resample(member: np.ndarray, n_points: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, runs, points) averaging weights: per replicate, each point's mean over its seeds
+    drawn with replacement from its own runs."""
+    out = np.zeros((n_boot, len(member), n_points))
+    for p in range(n_points):
+        runs = np.flatnonzero(member == p)
+        draws = rng.integers(0, len(runs), size=(n_boot, len(runs)))
+        counts = np.stack([np.bincount(row, minlength=len(runs)) for row in draws]) if len(runs) > 1 else np.ones((n_boot, 1))
+        out[:, runs, p] = counts / len(runs)
+    return out
 
 
 def effective_robustness(
-    results_dir: Path, metric: str = "accuracy", n_boot: int = 1000, seed: int = 0, min_models: int = 3,
+    results_dir: Path, metric: str | None = None, n_boot: int = 1000, seed: int = 0, min_models: int = 3,
     loaded: LoadedRuns | None = None, baseline_protocols: tuple[str, ...] | None = BASELINE_PROTOCOLS,
+    pairs: tuple[str, ...] | None = None,
 ) -> tuple[list[RobustnessFit], pd.DataFrame]:
     """Fit the ID -> OOD trend per (pair, target) and score each (model, protocol) against it.
 
     Returns one :class:`RobustnessFit` per fitted (pair, target, data fingerprints) and a
-    DataFrame with one row per point and columns :data:`COLUMNS`. ``metric``: "accuracy" or
-    "macro_f1" (recomputed from the stored predictions so it can be bootstrapped). ``loaded``:
-    the run files already read (all columns), to read them once. ``baseline_protocols``: the
-    protocols whose points make the line (None: every point).
+    DataFrame with one row per point and columns :data:`COLUMNS`. ``metric``: any metric of the
+    task (recomputed from the stored predictions through :mod:`shiftbench.taskstats`); None: each
+    task's headline metric. ``loaded``: the run files already read (all columns), to read them
+    once. ``baseline_protocols``: the protocols whose points make the line (None: every point).
+    ``pairs``: only these pairs (None: all).
     """
-    check_metric(metric)
-    if n_boot < 1:
-        raise ShiftbenchError(f"n_boot must be >= 1, got {n_boot}")
+    if n_boot < 2:
+        raise ShiftbenchError(f"n_boot must be >= 2, got {n_boot}")
     if min_models < 2:
         raise ShiftbenchError(f"min_models must be >= 2 (a line needs two points), got {min_models}")
     results_dir = Path(results_dir)
-    fn = COUNT_METRICS[metric]
-    frame, _ = load_run_frame(results_dir, metric, loaded)
+    frame, _ = load_run_frame(results_dir, loaded=loaded)
+    if pairs is not None:
+        frame = frame[frame["pair"].isin(list(pairs))]
     fits: list[RobustnessFit] = []
     rows: list[dict] = []
     for (pair, target, _, _), group in frame.groupby(_GROUP, sort=True):
         runs = _latest_versions(group).sort_values(["model", "protocol", "seed"]).reset_index(drop=True)
+        task, tags = str(runs["task"].iloc[0]), tuple(runs["label_space"].iloc[0])
+        name = metric or headline_metric(task)
+        check_metric(name, task, tags, f"pair {pair}")
         points = list(dict.fromkeys(zip(runs["model"], runs["protocol"])))
         if len(points) < min_models:
             continue
         in_fit = np.array([baseline_protocols is None or protocol in baseline_protocols for _, protocol in points])
         if in_fit.sum() < min_models:  # not enough baseline points: the trend of every point
             in_fit[:] = True
-        codes, k = _split_codes(results_dir, runs, f"{pair}/{target}")
-        # averaging matrix: run j contributes 1/n_seeds to its point's mean
+        stats = [load_run_stats(results_dir, rid, task, tags) for rid in runs["run_id"]]
+        for r in stats[1:]:
+            for split in ("id", "ood"):
+                if not np.array_equal(r.split(split).labels, stats[0].split(split).labels):
+                    raise ShiftbenchError(
+                        f"{pair}/{target}: run {r.run_id} has different {split.upper()} test labels than run "
+                        f"{stats[0].run_id} despite equal data fingerprints"
+                    )
         member = np.array([points.index(key) for key in zip(runs["model"], runs["protocol"])])
         n_seeds = np.bincount(member, minlength=len(points))
-        avg = np.zeros((len(runs), len(points)))
+        avg = np.zeros((len(runs), len(points)))  # run j contributes 1/n_seeds to its point's mean
         avg[np.arange(len(runs)), member] = 1.0 / n_seeds[member]
-        ss_id, ss_ood = np.random.SeedSequence(seed).spawn(2)  # independent ID and OOD resamples
-        scores, boot = {}, {}
+        ss_id, ss_ood, ss_seeds = np.random.SeedSequence(seed).spawn(3)  # independent ID and OOD resamples
+        run_pts, run_reps = {}, {}
         for split, ss in (("id", ss_id), ("ood", ss_ood)):
-            full = full_counts(codes[split], k * k).reshape(len(runs), k, k)
-            scores[split] = fn(full) @ avg  # (P,)
-            resampled = resampled_counts(codes[split], k * k, n_boot, np.random.default_rng(ss))
-            boot[split] = fn(resampled.reshape(n_boot, len(runs), k, k)) @ avg  # (R, P)
+            blocks = [r.split(split).values for r in stats]
+            run_pts[split], run_reps[split] = replicate_scores(blocks, task, name, tags, n_boot, np.random.default_rng(ss))
+        scores = {split: run_pts[split] @ avg for split in ("id", "ood")}
+        seed_w = _seed_resample(member, len(points), n_boot, np.random.default_rng(ss_seeds))
+        boot = {split: np.einsum("rj,rjp->rp", run_reps[split], seed_w) for split in ("id", "ood")}
         slope, intercept, predicted, er = residuals(scores["id"], scores["ood"], in_fit)
         er_boot = residuals(boot["id"], boot["ood"], in_fit)[3]
         low, high = np.quantile(er_boot, [0.025, 0.975], axis=0)
+        id_lo, id_hi = float(scores["id"][in_fit].min()), float(scores["id"][in_fit].max())
+        # run-level residuals (seeds fixed) for the paired delta ER of a remedy vs its model's standard runs
+        er_run = run_pts["ood"] - sigmoid(slope * logit(run_pts["id"]) + intercept)
+        fit_r = residuals(run_reps["id"] @ avg, run_reps["ood"] @ avg, in_fit)
+        er_run_reps = run_reps["ood"] - sigmoid(fit_r[0][:, None] * logit(run_reps["id"]) + fit_r[1][:, None])
         fitted_hashes = runs.loc[in_fit[member], "protocol_hash"]
-        fits.append(RobustnessFit(pair, target, metric, tuple(sorted(set(fitted_hashes))),
+        fits.append(RobustnessFit(pair, target, name, tuple(sorted(set(fitted_hashes))),
                                   float(slope), float(intercept), int(in_fit.sum()),
-                                  tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f}))))  # fmt: skip
+                                  tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f})),
+                                  (id_lo, id_hi)))  # fmt: skip
         for i, (model, protocol) in enumerate(points):
+            delta = {"base": None, "delta_er": np.nan, "delta_er_ci_low": np.nan, "delta_er_ci_high": np.nan, "delta_er_seeds": 0}
+            base = (model, BASELINE_PROTOCOLS[0])
+            if not in_fit[i] and base in points:
+                mine = runs.index[member == i]
+                theirs = runs.index[member == points.index(base)]
+                seeds = sorted(set(runs.loc[mine, "seed"]) & set(runs.loc[theirs, "seed"]))
+                if seeds:
+                    ja = [int(runs.index[(member == points.index(base)) & (runs["seed"] == s)][0]) for s in seeds]
+                    jb = [int(runs.index[(member == i) & (runs["seed"] == s)][0]) for s in seeds]
+                    ci = seed_aware_interval(er_run[jb] - er_run[ja], er_run_reps[:, jb] - er_run_reps[:, ja])
+                    delta = {"base": f"{model}@{base[1]}", "delta_er": ci.estimate, "delta_er_ci_low": ci.low,
+                             "delta_er_ci_high": ci.high, "delta_er_seeds": len(seeds)}  # fmt: skip
             rows.append({
-                "model": model, "protocol": protocol, "pair": pair, "target": target, "metric": metric,
+                "model": model, "protocol": protocol, "pair": pair, "target": target, "metric": name,
                 "n_seeds": int(n_seeds[i]), "id_mean": float(scores["id"][i]), "ood_mean": float(scores["ood"][i]),
                 "predicted_ood": float(predicted[i]), "effective_robustness": float(er[i]),
                 "er_ci_low": float(low[i]), "er_ci_high": float(high[i]), "in_fit": bool(in_fit[i]),
+                "extrapolated": bool(scores["id"][i] < id_lo or scores["id"][i] > id_hi), **delta,
             })  # fmt: skip
     return fits, pd.DataFrame(rows, columns=COLUMNS)
 

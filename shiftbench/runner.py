@@ -28,11 +28,22 @@ from shiftbench.locks import claim
 from shiftbench.plan import FineTuneJob, Plan, refresh
 from shiftbench.remedies import augmented_source
 from shiftbench.results import RunResult, check_results_dir, now_utc, predictions_table, write_run
+from shiftbench.taskstats import TEXT, TOKENS, task_kind
 from shiftbench.train import FineTuned, fine_tune
 
 
 def _scores(p: Predictions) -> dict[str, float]:
-    return {**p.scores(), "ece": expected_calibration_error(p.labels, p.probs)}
+    """The recorded scores: the task's metrics, ECE (as ever: every example, every word for NER),
+    and the debiased ECE and Brier score of :mod:`shiftbench.taskstats` (NER: entity words)."""
+    out = {**p.scores(), "ece": expected_calibration_error(p.labels, p.probs)}
+    tokens = p.lengths is not None and p.tags is not None
+    task = TOKENS if tokens else TEXT
+    space = tuple(p.tags) if tokens else tuple(str(i) for i in range(p.probs.shape[1]))
+    kind = task_kind(task)
+    sums = kind.unit_stats(p.labels, p.preds, p.probs, p.lengths, space).sum(axis=0)
+    for metric in ("ece_debiased", "brier"):
+        out[metric] = float(kind.metric_fn(metric, space)(sums))
+    return out
 
 
 def _counts(p: Predictions, label_space: tuple[str, ...]) -> tuple[int, ...]:

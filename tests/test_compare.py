@@ -97,8 +97,11 @@ def test_compare_verdicts_and_regressions(synthetic):
     assert worse.targets[0].verdict == "worse"
     assert worse.regressions == [("news_to_tweets", "tweets")]
     text = worse.to_text()
-    assert "regressions (B significantly worse OOD): news_to_tweets/tweets" in text
-    assert "news_to_tweets (source news)" in text and "2 seeds" in text
+    assert "regressions (B significantly worse OOD, Holm-adjusted one-sided p <= 0.05): news_to_tweets/tweets" in text
+    assert "news_to_tweets (source news)" in text and " recipe " in text and "0,1" in text
+    t = worse.targets[0]
+    assert t.question == "recipe" and t.ood.v_seed < t.ood.v_example  # (almost) the same effect in both seeds
+    assert 0 < t.mde_ood < 0.15 and t.p_holm == pytest.approx(t.p_regression)  # one test: Holm changes nothing
 
 
 def test_compare_unknown_model_suggests_names(synthetic):
@@ -135,8 +138,8 @@ def test_compare_label_mismatch_and_pair_selection(tmp_path):
     write_fake_run(tmp_path, model="delta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, pair="other_pair")
     with pytest.raises(ShiftbenchError, match="no pair/target in common"):
         compare(tmp_path, "alpha", "delta")
-    with pytest.raises(ShiftbenchError, match="cannot be bootstrapped"):
-        compare(tmp_path, "alpha", "beta", metric="macro_recall")
+    with pytest.raises(ShiftbenchError, match=r"metric 'f1_PER' is not defined for text-classification \(pair news_to_tweets\)"):
+        compare(tmp_path, "alpha", "beta", metric="f1_PER")
 
 
 def test_compare_refuses_to_pool_protocol_versions(tmp_path):
@@ -164,8 +167,8 @@ def test_compare_real_tiny_runs_same_weights(tiny_env, tiny_model_dir, tmp_path,
     results = env["results_dir"]
     cmp = compare(results, "tiny@tiny", "tiny2@tiny", n_boot=500)
     assert [(t.pair, t.target) for t in cmp.targets] == [("news_to_tweets", "forum"), ("news_to_tweets", "tweets")]
-    for t in cmp.targets:
-        assert t.verdict == "no significant difference"
+    for t in cmp.targets:  # one seed per side: an interval conditional on these fine-tunes, no verdict on the recipe
+        assert t.question == "conditional on 1 seed" and t.verdict == "needs >= 2 seeds per side"
         for iv in (t.id_diff, t.ood_diff, t.gap_diff):
             assert (iv.estimate, iv.low, iv.high) == (0.0, 0.0, 0.0)
         assert (t.mcnemar_ood.b, t.mcnemar_ood.c, t.mcnemar_ood.p_value) == (0, 0, 1.0)
@@ -173,7 +176,7 @@ def test_compare_real_tiny_runs_same_weights(tiny_env, tiny_model_dir, tmp_path,
     assert cmp.regressions == []
     text = cmp.to_text()
     print(text)
-    assert "B = tiny2@tiny vs A = tiny@tiny" in text and "no significant difference" in text
+    assert "B = tiny2@tiny vs A = tiny@tiny" in text and "needs >= 2 seeds per side" in text
     with pytest.raises(ShiftbenchError, match="did you mean 'tiny@tiny'"):
         compare(results, "tiny", "tiny2@tiny")
 
@@ -188,8 +191,33 @@ def test_compare_cli_exit_codes(synthetic, capsys):
     assert main([*base, "beta", "alpha", "--fail-on-regression"]) == 1
     err = capsys.readouterr().err
     assert "regression: alpha is significantly worse than beta out of domain on news_to_tweets/tweets" in err
+    assert main([*base, "beta", "alpha", "--fail-on-regression", "--margin", "0.5"]) == 0  # worse, but by less than 0.5
+    capsys.readouterr()
+    for flag, value in (("--margin", "0"), ("--margin", "1"), ("--effect", "0"), ("--effect", "-0.1")):
+        assert main([*base, "beta", "alpha", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and flag in err and value in err
+    assert main([*base, "alpha", "beta", "--metric", "entity_micro_f1"]) == 2
+    assert "metric 'entity_micro_f1' is not defined for text-classification" in capsys.readouterr().err
     assert main([*base, "beta", "alpha"]) == 0  # without the flag a regression is only reported
     capsys.readouterr()
     assert main([*base, "alpha", "gamma"]) == 2  # no shared seed: refused
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("shiftbench: error:") and "seed" in err
+
+
+def test_class_id_outside_the_label_space_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    y = np.array([0, 1, 2, 0])
+    for model in ("alpha", "beta"):
+        r = write_fake_run(tmp_path, model=model, seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
+    victim = tmp_path / "predictions" / f"{r.run_id}.parquet"
+    table = pq.read_table(victim)
+    preds = table.column("pred").to_numpy().copy()
+    preds[0] = 32767
+    column = table.schema.get_field_index("pred")
+    pq.write_table(table.set_column(column, table.schema.field("pred"), pa.array(preds)), victim)
+    with pytest.raises(ShiftbenchError, match=r"class id 32767 in the id_test labels or predictions is outside the run's 3 labels"):
+        compare(tmp_path, "alpha", "beta", n_boot=100)

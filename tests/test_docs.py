@@ -31,9 +31,36 @@ def test_readme_has_a_real_leaderboard_excerpt():
     assert len(rows) >= 12  # 4 checkpoints x 3 sentiment pairs at least
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        model, pair, target, protocol, metric, n_seeds, id_cell, ood_cell, gap_cell, _ = cells
+        model, pair, target, protocol, metric, n_seeds, id_cell, ood_cell, gap_cell, _, rank = cells
         key = dict(model=model, pair=pair, target=target, protocol=protocol, metric=metric, n_seeds=int(n_seeds))
         hit = board[(board[list(key)] == pd.Series(key)).all(axis=1)]
         assert len(hit) == 1, f"README leaderboard row not in results/leaderboard.parquet: {line}"
         for cell, col in ((id_cell, "id_score_mean"), (ood_cell, "ood_score_mean"), (gap_cell, "gap_mean")):
             assert float(cell.split()[0]) == pytest.approx(hit[col].iloc[0], abs=6e-5), f"{col} differs: {line}"
+            low, high = (float(x) for x in cell.split("[", 1)[1].split("]")[0].split(","))  # the interval too
+            base = col.removesuffix("_mean")
+            assert (low, high) == (pytest.approx(hit[f"{base}_ci_low"].iloc[0], abs=6e-5),
+                                   pytest.approx(hit[f"{base}_ci_high"].iloc[0], abs=6e-5)), f"{base} interval differs: {line}"  # fmt: skip
+        assert int(rank) == hit["rank"].iloc[0], f"rank differs: {line}"
+
+
+def test_readme_remedy_verdicts_are_the_ones_compare_gives():
+    """The remedy verdicts quoted between the remedies markers are re-derived by ``compare`` on
+    the committed results (each quoted "OOD <diff> [<low>, <high>]" with its MDE)."""
+    import re as _re
+
+    from shiftbench.compare import compare
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("<!-- remedies:start -->", 1)[1].split("<!-- remedies:end -->", 1)[0]
+    quoted = _re.findall(r"`(\S+)` vs `(\S+)` on (\S+): OOD ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\], MDE ([0-9.]+|–)", section)
+    assert len(quoted) >= 6, "the remedy verdicts are not quoted in the expected form"
+    num = lambda x: float(x.replace("−", "-"))  # noqa: E731
+    for b, a, pair, est, low, high, mde in quoted:  # quoted as "`B` vs `A`"
+        [t] = [t for t in compare(REPO / "results", a, b, pairs=[pair]).targets]
+        assert (t.ood_diff.estimate, t.ood_diff.low, t.ood_diff.high) == (
+            pytest.approx(num(est), abs=6e-4), pytest.approx(num(low), abs=6e-4), pytest.approx(num(high), abs=6e-4)), (a, b)
+        if t.verdict == "needs >= 2 seeds per side":
+            assert mde == "–", (a, b)
+        else:
+            assert t.mde_ood == pytest.approx(num(mde), abs=6e-4), (a, b)

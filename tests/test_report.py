@@ -210,9 +210,12 @@ def test_report_names_every_model_and_has_every_section(results, cards):
         assert name in text, name
 
     board = page.table("leaderboard")
-    assert board[0] == ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap"]
+    assert board[0] == ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank"]
     assert sorted((r[0], r[2]) for r in board[1:]) == sorted((m, t) for m in MODELS for t in TARGETS)
-    assert all(r[3] == "2" and " [" in r[4] for r in board[1:])  # two seeds: CIs shown
+    assert all(r[3] == "2" and " [" in r[4] for r in board[1:])  # two seeds: intervals shown, no one-seed mark
+    for target in TARGETS:  # every target has a best model, ranks are competition ranks
+        ranks = sorted(int(r[8]) for r in board[1:] if r[2] == target)
+        assert ranks[0] == 1 and all(r <= i + 1 for i, r in enumerate(ranks))
     meta = {r[0]: r[1] for r in page.table("meta")}
     assert meta["models"] == ", ".join(MODELS)
 
@@ -293,11 +296,11 @@ def test_other_metric_and_unknown_metric(results):
         write_report(results, cards_dir=None, metric="acuracy")
 
 
-def test_metric_without_robustness_still_reports(results):
-    # ECE cannot be bootstrapped from predictions: the report says so instead of failing
+def test_calibration_metric_reports_with_robustness(results):
+    # ECE is recomputed from the stored probabilities (taskstats), so it has intervals and a trend too
     text = write_report(results, cards_dir=None, metric="ece").read_text(encoding="utf-8")
     assert "Leaderboard (ece)" in text and "Effective robustness" in text
-    assert 'class="robustness"' not in text
+    assert 'class="robustness"' in text
 
 
 def test_empty_results_dir_is_an_error(tmp_path):

@@ -49,7 +49,7 @@ def results(tmp_path):
 
 
 def test_points_on_the_line_have_zero_effective_robustness(results):
-    fits, df = effective_robustness(results, n_boot=200)
+    fits, df = effective_robustness(results, metric="accuracy", n_boot=200)
     forum = next(f for f in fits if f.target == "forum")
     assert forum.slope == pytest.approx(SLOPE, abs=1e-3) and forum.intercept == pytest.approx(INTERCEPT, abs=1e-3)
     assert forum.n_models == 3 and forum.metric == "accuracy" and forum.protocol_hash_set == ("proto-hash",)
@@ -59,7 +59,7 @@ def test_points_on_the_line_have_zero_effective_robustness(results):
 
 
 def test_the_model_above_the_line_is_more_robust(results):
-    fits, df = effective_robustness(results, n_boot=300)
+    fits, df = effective_robustness(results, metric="accuracy", n_boot=300)
     assert list(df.columns) == COLUMNS
     assert {(f.pair, f.target) for f in fits} == {("news_to_tweets", "forum"), ("news_to_tweets", "tweets")}  # reviews: 2 < 3
     tweets = next(f for f in fits if f.target == "tweets")
@@ -84,12 +84,12 @@ def test_the_model_above_the_line_is_more_robust(results):
     expected = sigmoid(tweets.slope * logit(rows["id_mean"].to_numpy()) + tweets.intercept)
     assert rows["predicted_ood"].to_numpy() == pytest.approx(expected)
     # deterministic for a given seed
-    assert df.equals(effective_robustness(results, n_boot=300)[1])
+    assert df.equals(effective_robustness(results, metric="accuracy", n_boot=300)[1])
 
 
 def test_fitting_through_every_protocol_is_a_choice(results):
     """baseline_protocols=None: the remedy is one of the fitted points and absorbs part of its lift."""
-    fits, df = effective_robustness(results, n_boot=100, baseline_protocols=None)
+    fits, df = effective_robustness(results, metric="accuracy", n_boot=100, baseline_protocols=None)
     tweets = next(f for f in fits if f.target == "tweets")
     assert tweets.n_models == 4 and tweets.protocol_hash_set == ("lora-hash", "proto-hash")
     assert tweets.fitted_on == ("lora", "standard")
@@ -99,18 +99,20 @@ def test_fitting_through_every_protocol_is_a_choice(results):
     others = rows.drop(index="robust")["effective_robustness"]
     assert ((others < 0) & (others > -0.4 * OUTLIER_LIFT)).all()
     # fewer baseline points than min_models (one lora point): the line of every point again
-    fallback, df2 = effective_robustness(results, n_boot=100, baseline_protocols=("lora",))
+    fallback, df2 = effective_robustness(results, metric="accuracy", n_boot=100, baseline_protocols=("lora",))
     assert [(f.slope, f.intercept, f.fitted_on) for f in fallback] == [(f.slope, f.intercept, f.fitted_on) for f in fits]
     assert df2.equals(df)
 
 
 def test_min_models_macro_f1_and_errors(results):
-    fits, df = effective_robustness(results, n_boot=50, min_models=5)
+    fits, df = effective_robustness(results, metric="accuracy", n_boot=50, min_models=5)
     assert fits == [] and df.empty and list(df.columns) == COLUMNS
     fits, df = effective_robustness(results, metric="macro_f1", n_boot=50)
     assert len(fits) == 2 and (df["metric"] == "macro_f1").all()
-    with pytest.raises(ShiftbenchError, match="cannot be bootstrapped"):
-        effective_robustness(results, metric="macro_recall")
+    fits, df = effective_robustness(results, n_boot=50)  # default: the task's headline metric
+    assert {f.metric for f in fits} == {"macro_f1"}
+    with pytest.raises(ShiftbenchError, match=r"metric 'f1_PER' is not defined for text-classification"):
+        effective_robustness(results, metric="f1_PER")
     with pytest.raises(ShiftbenchError, match="min_models"):
         effective_robustness(results, min_models=1)
 
@@ -121,7 +123,32 @@ def test_superseded_versions_are_not_pooled(tmp_path):
         _write(tmp_path, rng, model, id_acc, _line(id_acc))
     # an older protocol version of m2 with a very different score is ignored
     _write(tmp_path, rng, "m2", 0.3, 0.1, seed=1, protocol_hash="old-hash", created_at=datetime(2023, 1, 1, tzinfo=timezone.utc))
-    fits, df = effective_robustness(tmp_path, n_boot=50)
+    fits, df = effective_robustness(tmp_path, metric="accuracy", n_boot=50)
     assert fits[0].protocol_hash_set == ("proto-hash",)
     m2 = df.set_index("model").loc["m2"]
     assert m2["n_seeds"] == 1 and m2["id_mean"] == pytest.approx(0.7)
+
+
+def test_delta_er_is_paired_against_the_models_own_standard_runs(tmp_path):
+    """A remedy of m2 that lifts OOD by 0.05 on both seeds: delta ER ~ +0.05 against m2's standard
+    runs, however far m2 itself sits from the line; a point left of the fitted ID range is an
+    extrapolation."""
+    rng = np.random.default_rng(3)
+    for model, id_acc in ON_LINE.items():
+        for seed in (0, 1):
+            lift = 0.04 if model == "m2" else 0.0  # m2 already sits above the line under standard
+            _write(tmp_path, rng, model, id_acc, _line(id_acc) + lift + 0.01 * seed, seed=seed)
+            if model == "m2":
+                _write(tmp_path, rng, model, id_acc, _line(id_acc) + lift + 0.05 + 0.01 * seed, seed=seed,
+                       protocol="augment", protocol_hash="aug-hash")  # fmt: skip
+    _write(tmp_path, rng, "weak", 0.4, _line(0.4), protocol="icl", protocol_hash="icl-hash")
+    fits, df = effective_robustness(tmp_path, metric="accuracy", n_boot=300)
+    rows = df.set_index(["model", "protocol"])
+    aug = rows.loc[("m2", "augment")]
+    assert aug["base"] == "m2@standard" and aug["delta_er_seeds"] == 2
+    assert aug["delta_er"] == pytest.approx(0.05, abs=2e-3)
+    assert 0 < aug["delta_er_ci_low"] < 0.05 < aug["delta_er_ci_high"] < 0.1
+    assert aug["effective_robustness"] > aug["delta_er"] + 0.015  # ER against the line also counts m2's head start
+    assert not aug["extrapolated"] and rows.loc[("weak", "icl"), "extrapolated"]
+    assert np.isnan(rows.loc[("weak", "icl"), "delta_er"])  # no standard runs of "weak"
+    assert fits[0].id_range == pytest.approx((0.6, 0.9), abs=1e-3)

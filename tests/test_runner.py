@@ -17,7 +17,7 @@ def test_user_pair_runs_end_to_end(tiny_env):
     assert {r.target for r in results} == {"tweets", "forum"}
     for r in results:
         assert r.pair == "news_to_tweets" and r.source == "news" and r.model == "tiny"
-        assert set(r.id_scores) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece"}
+        assert set(r.id_scores) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece", "ece_debiased", "brier"}
         assert 0.0 <= r.id_scores["macro_f1"] <= 1.0 and 0.0 <= r.ood_scores["macro_f1"] <= 1.0
         assert r.gap("macro_f1") == pytest.approx(r.id_scores["macro_f1"] - r.ood_scores["macro_f1"])
         assert r.n_id == 9 and r.n_ood == 30  # 10 % of 90 carved, stratified
@@ -34,9 +34,9 @@ def test_user_pair_runs_end_to_end(tiny_env):
     assert table.schema.remove_metadata() == RUN_SCHEMA.remove_metadata()
     assert table.schema.metadata[b"shiftbench.schema_version"] == str(SCHEMA_VERSION).encode()
     rows = table.to_pandas()
-    assert set(rows["metric"]) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece"}
+    assert set(rows["metric"]) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece", "ece_debiased", "brier"}
     assert np.allclose(rows["gap"], rows["id_score"] - rows["ood_score"])
-    assert np.allclose(rows["relative_gap"], rows["gap"] / rows["id_score"])
+    assert np.allclose(rows["relative_gap"], rows["gap"] / rows["id_score"], equal_nan=True)  # null when ID is 0
     assert len(read_history(files[0])) == 4
 
     preds = pq.read_table(tiny_env["results_dir"] / PREDICTIONS_DIR / files[0].name).to_pandas()
@@ -94,7 +94,7 @@ def test_seeds_give_separate_rows_and_leaderboard_aggregates(tiny_env):
     assert row.gap_mean == pytest.approx(np.mean(gaps))
     assert row.gap_std == pytest.approx(np.std(gaps, ddof=1))
     assert row.gap_ci_low <= row.gap_mean <= row.gap_ci_high
-    assert len(read_runs(tiny_env["results_dir"]).table) == 3 * 5
+    assert len(read_runs(tiny_env["results_dir"]).table) == 3 * 7
 
 
 def test_dry_run_trains_nothing(tiny_env):
@@ -200,11 +200,11 @@ def test_single_seed_rows_get_a_bootstrap_interval(tiny_env):
     summary = shiftbench.run(pairs=["news_to_forum"], seeds=[0], **tiny_env)
     board = summary.leaderboard
     f1 = board[board.metric == "macro_f1"].iloc[0]
-    assert f1.n_seeds == 1 and f1.ci_method == "bootstrap over examples"
+    assert f1.n_seeds == 1 and f1.ci_method == "examples only (1 seed)"
     assert f1.ood_score_ci_low <= f1.ood_score_mean <= f1.ood_score_ci_high
     assert f1.gap_ci_low <= f1.gap_mean <= f1.gap_ci_high and f1.gap_ci_high > f1.gap_ci_low
-    ece = board[board.metric == "ece"].iloc[0]
-    assert ece.ci_method is None and np.isnan(ece.gap_ci_low)  # not bootstrappable from labels alone
+    ece = board[board.metric == "ece"].iloc[0]  # recomputed from the stored probabilities (taskstats)
+    assert ece.ci_method == "examples only (1 seed)" and ece.gap_ci_low <= ece.gap_mean <= ece.gap_ci_high
 
 
 def test_bf16_precision_is_its_own_protocol(tiny_env):

@@ -1,0 +1,160 @@
+"""The statistics layer and the verdicts on the committed results (``results/``, read-only; every
+test that writes works on a copy under tmp_path).
+
+* every metric of every committed run, recomputed from its stored predictions through
+  :mod:`shiftbench.taskstats`, equals the run file;
+* the regression gate on a null comparison -- B is A's own recipe under other seeds (each run
+  file copied with the model renamed and the seeds permuted) -- passes on every pair, NER
+  included, while the real regression on the board (``minilm-l6-l2`` vs ``minilm-l6``) fails;
+* ``report --metric entity_micro_f1``, ``compare --metric entity_micro_f1`` and
+  ``leaderboard --metric ece`` work on the committed results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shiftbench.cli import main
+from shiftbench.taskstats import load_run_stats, task_kind
+
+from .conftest import REPO
+
+COMMITTED = REPO / "results"
+RUNS = sorted((COMMITTED / "runs").glob("*.parquet"))
+# Stored probabilities are rounded to 6 decimals (results.predictions_table), so a recomputed ECE
+# can move by up to ~5e-7 per example's confidence; every other metric is exact.
+TOLERANCE = {"ece": 1e-6}
+
+pytestmark = pytest.mark.skipif(not RUNS, reason="no committed run files")
+
+
+def test_every_committed_metric_is_recomputed_from_its_predictions():
+    worst: dict[str, float] = {}
+    for path in RUNS:
+        rows = pd.read_parquet(path)
+        first = rows.iloc[0]
+        stats = load_run_stats(COMMITTED, first["run_id"], first["task"], tuple(first["label_space"]))
+        assert set(rows["metric"]) <= set(task_kind(first["task"]).metrics(first["label_space"]))
+        for r in rows.itertuples():
+            id_score, ood_score = stats.scores(r.metric)
+            err = max(abs(id_score - r.id_score), abs(ood_score - r.ood_score))
+            worst[r.metric] = max(worst.get(r.metric, 0.0), err)
+            assert err <= TOLERANCE.get(r.metric, 1e-9), f"{path.name} {r.metric}: recomputed {id_score}, {ood_score}"
+        assert stats.id.n_units == first["n_id"] and stats.ood.n_units == first["n_ood"]
+    assert len(RUNS) >= 58 and {"macro_f1", "entity_micro_f1", "ece", "f1_ORG"} <= set(worst)
+
+
+def _copy_with(dest: Path) -> Path:
+    for sub in ("runs", "predictions"):
+        shutil.copytree(COMMITTED / sub, dest / sub)
+    return dest
+
+
+def _reseed(results: Path, model: str, protocol: str, new_model: str) -> int:
+    """Copy every run of ``model@protocol`` as ``new_model``, seed s taking the run of the next
+    seed (cyclically) among that (pair, target)'s seeds: the same recipe under other seeds. Returns
+    the number of run files written."""
+    written = 0
+    frames = [(p, pq.read_table(p)) for p in sorted((results / "runs").glob("*.parquet"))]
+    mine = [(p, t) for p, t in frames if t.column("model")[0].as_py() == model and t.column("protocol")[0].as_py() == protocol]
+    by_target: dict[tuple, list] = {}
+    for p, t in mine:
+        by_target.setdefault((t.column("pair")[0].as_py(), t.column("target")[0].as_py()), []).append(t)
+    for tables in by_target.values():
+        tables.sort(key=lambda t: t.column("seed")[0].as_py())
+        seeds = [t.column("seed")[0].as_py() for t in tables]
+        for i, t in enumerate(tables):
+            source = tables[(i + 1) % len(tables)]  # seed seeds[i] gets the run of the next seed
+            old_id = source.column("run_id")[0].as_py()
+            new_id = hashlib.sha256(f"{old_id}/reseeded/{new_model}".encode()).hexdigest()[:16]
+            n = source.num_rows
+            out = source
+            for name, value in (("model", new_model), ("run_id", new_id), ("seed", seeds[i])):
+                col = out.schema.get_field_index(name)
+                out = out.set_column(col, out.schema.field(col), pa.array([value] * n, type=out.schema.field(col).type))
+            out = out.replace_schema_metadata(source.schema.metadata)
+            pq.write_table(out, results / "runs" / f"{new_id}.parquet")
+            shutil.copyfile(results / "predictions" / f"{old_id}.parquet", results / "predictions" / f"{new_id}.parquet")
+            written += 1
+    return written
+
+
+def test_gate_passes_on_reseeded_nulls_and_fails_on_the_real_regression(tmp_path, capsys):
+    results = _copy_with(tmp_path / "results")
+    base = ["--results-dir", str(results), "--n-boot", "400", "--fail-on-regression"]
+    recipes = [("minilm-l6", "standard"), ("minilm-l6", "lora"), ("minilm-l6-l2", "standard"), ("minilm-l6-random", "standard")]
+    for model, protocol in recipes:
+        assert _reseed(results, model, protocol, f"{model}-reseeded") >= 3
+        for a, b in ((f"{model}@{protocol}", f"{model}-reseeded@{protocol}"), (f"{model}-reseeded@{protocol}", f"{model}@{protocol}")):
+            assert main(["compare", a, b, *base]) == 0, capsys.readouterr().out
+            out = capsys.readouterr().out
+            assert " recipe " in out and "regressions (B significantly worse OOD" in out and out.rstrip().endswith("none")
+    # the NER pairs are in the minilm-l6 standard comparison, on their headline metric
+    assert main(["compare", "minilm-l6", "minilm-l6-reseeded", "--results-dir", str(results), "--n-boot", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "wikigold_to_btc (source wikigold)" in out and "entity_micro_f1" in out
+    # the real regression still fails the gate
+    assert main(["compare", "minilm-l6", "minilm-l6-l2", *base]) == 1
+    assert "regression: minilm-l6-l2 is significantly worse than minilm-l6 out of domain" in capsys.readouterr().err
+
+
+def test_task_metrics_work_on_the_committed_results(tmp_path, capsys):
+    results = _copy_with(tmp_path / "results")
+    argv = ["compare", "minilm-l6", "minilm-l6-random", "--results-dir", str(results), "--n-boot", "200"]
+    assert main(argv) == 0 and " macro_f1 " in capsys.readouterr().out  # the text pairs' headline
+    for metric in ("ece_debiased", "brier", "ece"):
+        assert main([*argv, "--metric", metric]) == 0
+        assert f" {metric} " in capsys.readouterr().out
+    ner = ["compare", "minilm-l6", "minilm-l6", "--pair", "wikigold_to_btc", "--results-dir", str(results), "--n-boot", "200"]
+    assert main([*ner, "--metric", "entity_micro_f1"]) == 0
+    assert "fixed checkpoints" in capsys.readouterr().out  # the same fine-tunes on both sides
+    assert main([*ner, "--metric", "macro_precision"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metric 'macro_precision' is not defined for token-classification" in err
+    assert main(["leaderboard", "--results-dir", str(results), "--format", "markdown", "--metric", "ece"]) == 0
+    assert "| ece |" in capsys.readouterr().out
+    board_file = tmp_path / "board.parquet"
+    assert main(["leaderboard", "--results-dir", str(results), "--metric", "ecee", "--out", str(board_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'ece'" in err and not board_file.exists()  # nothing written
+    out = tmp_path / "ner.html"
+    assert main(["report", "--results-dir", str(results), "--out", str(out), "--cards-dir", str(REPO / "data_cards"),
+                 "--metric", "entity_micro_f1"]) == 0  # fmt: skip
+    html = out.read_text()
+    assert "Leaderboard (entity_micro_f1)" in html and "wikigold_to_wnut17" in html and "fpb_to_tfns" not in html.split("<nav>")[1]
+
+
+def test_null_comparisons_on_committed_predictions_rarely_reject():
+    """2-seed null comparisons from every (model, protocol, pair, target) with 3 seeds: A = seeds
+    (i, j), B = seeds (j, k) relabelled as (i, j), for the three rotations. Same recipe on both
+    sides, so at alpha = 0.05 the two-sided verdict should fire rarely. (With only 3 seeds the two
+    sides share one fine-tune, which inflates the seed variance: these nulls are conservative.)"""
+    from shiftbench.stats import seed_aware_interval
+    from shiftbench.taskstats import headline_metric, replicate_scores
+
+    frame = pd.concat(pd.read_parquet(p, columns=["run_id", "model", "protocol", "pair", "target", "task", "seed", "label_space"])
+                      .iloc[:1] for p in RUNS)  # fmt: skip
+    fired = tested = 0
+    rng = np.random.default_rng(0)
+    for _, g in frame.groupby(["model", "protocol", "pair", "target"]):
+        if len(g) < 3:
+            continue
+        g = g.sort_values("seed")
+        task, tags = g["task"].iloc[0], tuple(g["label_space"].iloc[0])
+        stats = [load_run_stats(COMMITTED, rid, task, tags) for rid in g["run_id"]]
+        pts, reps = replicate_scores([s.ood.values for s in stats], task, headline_metric(task), tags, 400, rng)
+        for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+            d = np.array([pts[j] - pts[i], pts[k] - pts[j]])
+            dr = np.stack([reps[:, j] - reps[:, i], reps[:, k] - reps[:, j]], axis=1)
+            ci = seed_aware_interval(d, dr)
+            tested += 1
+            fired += bool(ci.low > 0 or ci.high < 0)
+    assert tested >= 30 and fired / tested <= 0.1, f"{fired} of {tested} null comparisons significant"
