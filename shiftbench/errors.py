@@ -32,11 +32,13 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     >>> did_you_mean("zzz", ["a", "b"])
     ' (known: a, b)'
     """
+    from shiftbench.guards import preview  # guards imports this module
+
     choices = sorted(str(c) for c in choices)
     close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
     if close:
-        return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+        return " (did you mean " + " or ".join(preview(c) for c in close) + "?)"
     if not choices:
         return " (none are defined)"
-    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    shown = ", ".join(c if len(c) <= 60 else preview(c) for c in choices[:12]) + (", ..." if len(choices) > 12 else "")
     return f" (known: {shown})"
