@@ -92,6 +92,7 @@ def load_predictions(results_dir: Path, run_id: str) -> RunPredictions:
     except Exception as exc:  # unreadable or foreign file: one line naming it
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
+    n_labels = _n_labels(results_dir, run_id)
     out, lengths = {}, {}
     tokens = "position" in table.columns and table["position"].notna().any()
     for split in ("id_test", "ood_test"):
@@ -101,8 +102,26 @@ def load_predictions(results_dir: Path, run_id: str) -> RunPredictions:
         out[split] = (part["label"].to_numpy(np.int64), part["pred"].to_numpy(np.int64))
         if min(a.min() for a in out[split]) < 0:
             raise ShiftbenchError(f"{path}: negative class ids in the {split} labels or predictions")
+        # Counts are sized by the largest id (k x k confusion per resample): an id past the
+        # run's label space asked for 27 GiB.
+        top = max(int(a.max()) for a in out[split])
+        if top >= n_labels:
+            raise ShiftbenchError(f"{path}: class id {top} in the {split} labels or predictions is outside the run's {n_labels} labels")
         lengths[split] = part.groupby("index", sort=True).size().to_numpy(np.int64) if tokens else None
     return RunPredictions(run_id, *out["id_test"], *out["ood_test"], lengths["id_test"], lengths["ood_test"])
+
+
+def _n_labels(results_dir: Path, run_id: str) -> int:
+    """Size of a run's label space, from its run file (what its class ids index)."""
+    from shiftbench.results import run_path
+
+    path = run_path(results_dir, run_id)
+    try:
+        column = pq.read_table(path, columns=["label_space"]).column(0)
+        return len(column[0].as_py())
+    except Exception as exc:  # missing, unreadable or foreign: the predictions cannot be checked
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ShiftbenchError(f"{path}: cannot read the label space of run {run_id} ({why[:200]})") from None
 
 
 def split_stats(p: RunPredictions, split: str, tags: Sequence[str]) -> np.ndarray:

@@ -176,10 +176,14 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
         # Check the file with pyarrow first: datasets would log its own multi-line complaint for
         # a broken file and cannot tell an empty split from a missing one.
         try:
-            n_rows = pq.ParquetFile(path).metadata.num_rows
+            parquet = pq.ParquetFile(path)
+            n_rows, columns = parquet.metadata.num_rows, parquet.schema_arrow.names
         except Exception as exc:  # ArrowInvalid, OSError, ...: the file is not usable Parquet
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ShiftbenchError(f"{path}: not a readable Parquet file ({reason})") from None
+            raise ShiftbenchError(f"{path}: not a readable Parquet file ({preview(reason, 200)})") from None
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        if dupes:  # datasets would log a multi-line traceback of its own before failing
+            raise ShiftbenchError(f"{path}: duplicate column names {preview(dupes)}")
         if n_rows == 0:
             raise ShiftbenchError(f"{path}: split {preview(split)} of dataset {preview(spec.name)} is empty")
         try:
@@ -223,11 +227,27 @@ def _label_names_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
         if inner is None:
             raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} must hold a list of tags per example for token classification")
         if isinstance(inner, datasets.ClassLabel):
-            return [[inner.names[v] if v is not None and v >= 0 else None for v in row] if row is not None else None for row in raw]
+            return [[_class_name(inner, v, where, spec.label_column, i) for v in row] if row is not None else None
+                    for i, row in enumerate(raw)]  # fmt: skip
         return [list(row) if row is not None else None for row in raw]
     if isinstance(feature, datasets.ClassLabel):
-        return [feature.names[v] if v is not None and v >= 0 else None for v in raw]
+        return [_class_name(feature, v, where, spec.label_column, i) for i, v in enumerate(raw)]
+    for i, value in enumerate(raw):
+        if isinstance(value, (list, dict, tuple)):  # a list or struct column: no label name to match
+            kind = "a struct" if isinstance(value, dict) else "a list"
+            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {i}: expected a label name or id, got {kind} {preview(value)}")
     return list(raw)
+
+
+def _class_name(feature: Any, value: Any, where: str, column: str, row: int) -> str | None:
+    """A ClassLabel id's name (None for a missing value or -1); an id outside the names is an error."""
+    if value is None or value < 0:
+        return None
+    if value >= len(feature.names):
+        raise ShiftbenchError(
+            f"{where}: label column {preview(column)} row {row}: class id {value} is outside its {len(feature.names)} ClassLabel names"
+        )
+    return feature.names[value]
 
 
 def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[tuple[str, ...]]:
@@ -239,6 +259,8 @@ def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[
             raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {row_no}: missing tag list")
         tags = []
         for pos, tag in enumerate(row):
+            if not isinstance(tag, str):
+                raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {row_no}: tag {preview(tag)} is not a string")
             try:
                 prefix, etype = parse_tag(tag, pos)
             except ValueError:

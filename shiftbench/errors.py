@@ -16,8 +16,12 @@ EXIT_USAGE = 2
 class ShiftbenchError(Exception):
     """A user-facing error: one line, names what is wrong and where."""
 
+    # A last bound on a message (values quoted in it are cut by guards.preview; paths are not).
+    MAX_CHARS = 2000
+
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        text = " ".join(str(message).split())
+        super().__init__(text if len(text) <= self.MAX_CHARS else text[: self.MAX_CHARS - 3] + "...")
 
 
 class DataUnavailable(ShiftbenchError):

@@ -122,7 +122,7 @@ def check_regular_file(path: Path, what: str, max_bytes: int | None = None) -> i
         target = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
         raise ShiftbenchError(f"{what} {path} is {_kind(st.st_mode)}{target}, not a regular file; refusing to read it")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise ShiftbenchError(f"{what} {path} is {st.st_size} bytes, more than the {max_bytes} allowed")
+        raise ShiftbenchError(f"{what} {path} is {st.st_size} bytes, more than the {max_bytes} bytes allowed")
     return st.st_size
 
 

@@ -227,7 +227,10 @@ def safetensors_params(path: Path) -> int:
             raise ShiftbenchError(f"{where}: field 'data_offsets': {preview(offsets)} is not a byte range inside the file's {data_bytes} data bytes")
         numel = math.prod(shape)
         if dtype in _DTYPE_BYTES and numel * _DTYPE_BYTES[dtype] != offsets[1] - offsets[0]:
-            raise ShiftbenchError(f"{where}: shape {preview(shape)} of {dtype} needs {numel * _DTYPE_BYTES[dtype]} bytes, its range holds {offsets[1] - offsets[0]}")
+            raise ShiftbenchError(
+                f"{where}: field 'shape': {preview(shape)} of {dtype} needs {numel * _DTYPE_BYTES[dtype]} bytes, "
+                f"its data_offsets hold {offsets[1] - offsets[0]}"
+            )
         total += numel
     return total
 
@@ -252,14 +255,18 @@ def estimated_params(config: dict) -> int:
 
 
 def check_config_sizes(config: dict, config_path: Path, weight_params: int | None) -> None:
-    """Before transformers builds anything: each size field is a plausible integer, and the
-    parameters they describe fit MAX_PARAMS and, when known, the weight files."""
+    """Before transformers reads or builds anything: each size field is a plausible integer, the
+    label maps are mappings, and the parameters the sizes describe fit MAX_PARAMS and, when
+    known, the weight files."""
     for name, cap in SIZE_FIELDS.items():
         if name not in config or (config[name] is None and name == "n_inner"):
             continue
         value = config[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
             raise ShiftbenchError(f"{config_path}: field {name!r}: {preview(value)} is not a plausible size (an integer from 1 to {cap})")
+    for name in ("id2label", "label2id"):  # transformers calls .items() on them while reading the config
+        if name in config and config[name] is not None and not isinstance(config[name], dict):
+            raise ShiftbenchError(f"{config_path}: field {name!r}: expected a mapping of class ids to label names, got {preview(config[name])}")
     params = estimated_params(config)
     if params > MAX_PARAMS:
         raise ShiftbenchError(f"{config_path}: describes a model of about {params:.3g} parameters, more than the {MAX_PARAMS:.3g} allowed")

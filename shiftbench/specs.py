@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
-from shiftbench.guards import preview
+from shiftbench.guards import check_path_component, preview
 
 TASKS = ("text-classification", "token-classification")
 SPLIT_ROLES = ("train", "validation", "test")
@@ -49,11 +49,20 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ShiftbenchError(f"field 'task': unknown task {preview(self.task)}{did_you_mean(self.task, TASKS)}")
+        # hub_id, config and split names become <data-dir>/<owner>__<name>/<config>/<split>.parquet:
+        # each must name one entry, so no value can reach a file outside the data dir.
+        parts = self.hub_id.split("/")
+        if len(parts) > 2:
+            raise ShiftbenchError(f"field 'hub_id': {preview(self.hub_id)} is not a plain 'owner/name' or 'name'; it must stay inside the data dir")
+        for part in parts:
+            check_path_component(part, "field 'hub_id'")
+        check_path_component(self.config, "field 'config'")
         for role, split in self.splits.items():
             if role not in SPLIT_ROLES:
                 raise ShiftbenchError(f"field 'splits': unknown role {preview(role)}{did_you_mean(str(role), SPLIT_ROLES)}")
             if not isinstance(split, str) or not split:
                 raise ShiftbenchError(f"field 'splits': split name for role {preview(role)} must be a string, got {preview(split)}")
+            check_path_component(split, f"field 'splits': split name for role {preview(role)}")
         if "train" not in self.splits and "test" not in self.splits:
             raise ShiftbenchError("field 'splits': needs at least a 'train' or a 'test' role")
         if len(set(self.splits.values())) != len(self.splits):
