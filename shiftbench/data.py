@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from shiftbench.errors import DataUnavailable, ShiftbenchError
-from shiftbench.guards import preview
+from shiftbench.guards import check_regular_file, preview
 from shiftbench.ner_metrics import entity_types, parse_tag
 from shiftbench.specs import DatasetSpec, as_plain
 
@@ -171,8 +171,9 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
     local_dir = data_dir / spec.local_dirname if data_dir is not None else None
     if local_dir is not None and _is_dir(local_dir):
         path = split_path(spec, data_dir, split)
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ShiftbenchError(f"dataset {preview(spec.name)}: split {preview(split)} not found: {path} does not exist")
+        check_regular_file(path, f"dataset {preview(spec.name)}: split {preview(split)} file")  # a FIFO or device would block the read
         # Check the file with pyarrow first: datasets would log its own multi-line complaint for
         # a broken file and cannot tell an empty split from a missing one.
         try:

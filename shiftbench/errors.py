@@ -39,7 +39,9 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     from shiftbench.guards import preview  # guards imports this module
 
     choices = sorted(str(c) for c in choices)
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
+    name = str(name)
+    # A name far longer than any choice is not a typo of one (and matching it costs its length).
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6) if len(name) <= 1000 else []
     if close:
         return " (did you mean " + " or ".join(preview(c) for c in close) + "?)"
     if not choices:

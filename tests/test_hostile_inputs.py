@@ -115,6 +115,15 @@ def one_line_error(outcome: Outcome, *needles) -> str:
     return outcome.stderr.strip()
 
 
+# Every case in a subprocess, with its cost printed (``pytest -s``): for the issue's closing note.
+MEASURE = os.environ.get("SHIFTBENCH_HOSTILE_MEASURE") == "1"
+
+
+def refused(capsys, argv, *needles) -> str:
+    """The house rule for an input that is cheap to refuse: in-process (fast), or measured."""
+    return one_line_error(hostile(argv), *needles) if MEASURE else user_error(capsys, argv, *needles)
+
+
 # --------------------------------------------------------------------------------------------
 # the world: tiny data, a registry, a results dir with something precious in it
 
@@ -232,7 +241,7 @@ def test_index_naming_a_pickle_shard_is_refused(world):
 
 def test_index_naming_a_file_outside_the_dir_is_refused(world, capsys):
     d = _backdoor(world, "../model/model.safetensors")
-    user_error(capsys, world.argv(model=d), d / "model.safetensors.index.json", "weight_map", "not a plain name")
+    refused(capsys, world.argv(model=d), d / "model.safetensors.index.json", "weight_map", "not a plain name")
 
 
 def test_index_shards_are_what_the_identity_hashes(world):
@@ -249,7 +258,7 @@ def test_index_shards_are_what_the_identity_hashes(world):
 
 def test_a_decoy_safetensors_file_is_not_a_model(world, capsys):
     d = model_copy(world, "decoy", files={"model.safetensors": None, "decoy.safetensors": (world.model / "model.safetensors").read_bytes()})
-    user_error(capsys, world.argv(model=d), "no weight files", "model.safetensors", "decoy.safetensors")
+    refused(capsys, world.argv(model=d), "no weight files", "model.safetensors", "decoy.safetensors")
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +305,7 @@ def test_a_long_value_is_quoted_as_a_short_preview(world, capsys):
     """Below the expansion cap, a wrong value is still quoted cut short, with file and field."""
     many = "[" + ", ".join(["xxxxxxxxxx"] * 20000) + "]"
     world.reg.write_text(MINI_REGISTRY.replace("    hub_id: acme/src\n", f"    hub_id: {many}\n"))
-    line = user_error(capsys, world.argv(), world.reg, "dataset 'src'", "field 'hub_id'", "expected a non-empty string", "...")
+    line = refused(capsys, world.argv(), world.reg, "dataset 'src'", "field 'hub_id'", "expected a non-empty string", "...")
     assert len(line) < 400
 
 
@@ -383,22 +392,22 @@ def test_damaged_safetensors(world, content, needles):
 
 def test_unknown_model_type(world, capsys):
     d = model_copy(world, "mt", config={"model_type": "no-such-architecture"})
-    user_error(capsys, world.argv(model=d), d / "config.json", "transformers cannot read this config")
+    refused(capsys, world.argv(model=d), d / "config.json", "transformers cannot read this config")
 
 
 def test_model_type_without_a_classification_head(world, capsys):
     d = model_copy(world, "clip", config={"model_type": "clip_text_model"})
-    user_error(capsys, world.argv(model=d), d / "config.json", "field 'model_type'", "head")
+    refused(capsys, world.argv(model=d), d / "config.json", "field 'model_type'", "head")
 
 
 def test_garbage_tokenizer(world, capsys):
     d = model_copy(world, "tok", files={"tokenizer.json": "{this is not json", "vocab.txt": None})
-    user_error(capsys, world.argv(model=d), d, "tokenizer")
+    refused(capsys, world.argv(model=d), d, "tokenizer")
 
 
 def test_id2label_as_a_list_under_eval_only(world, capsys):
     d = model_copy(world, "head", config={"id2label": ["negative", "neutral", "positive"]})
-    user_error(capsys, world.argv("--eval-only", model=d), "field 'id2label'", "expected a mapping of class ids")
+    refused(capsys, world.argv("--eval-only", model=d), "field 'id2label'", "expected a mapping of class ids")
 
 
 def test_max_length_above_the_position_embeddings(world, capsys):
@@ -406,12 +415,12 @@ def test_max_length_above_the_position_embeddings(world, capsys):
     proto.write_text("base: quick\nmax_length: 512\n")  # the tiny model has 128 positions
     argv = world.argv()
     argv[argv.index("quick")] = str(proto)
-    user_error(capsys, argv, "max_length", "512", "128", "max_position_embeddings", world.model / "config.json")
+    refused(capsys, argv, "max_length", "512", "128", "max_position_embeddings", world.model / "config.json")
 
 
 def test_num_layers_above_the_config_at_plan_time(world, capsys):
     world.reg.write_text(MINI_REGISTRY + f"models:\n  deep:\n    path: {world.model}\n    num_layers: 5\n")
-    user_error(capsys, world.argv(model="deep"), "num_layers 5", "2 layers")
+    refused(capsys, world.argv(model="deep"), "num_layers 5", "2 layers")
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,7 +433,7 @@ def test_class_label_id_outside_its_names(world, capsys):
     labels = pa.array([0, 7], type=table.schema.field("label").type)
     pq.write_table(table.set_column(1, "label", labels).replace_schema_metadata(table.schema.metadata), path)
     shutil.copytree(world.data / "acme__src", world.tmp / "d6" / "acme__src")
-    user_error(capsys, world.argv(data=world.tmp / "d6"), path, "label column 'label' row 1", "class id 7", "2 ClassLabel names")
+    refused(capsys, world.argv(data=world.tmp / "d6"), path, "label column 'label' row 1", "class id 7", "2 ClassLabel names")
 
 
 @pytest.mark.parametrize(
@@ -440,7 +449,7 @@ def test_label_column_of_lists_or_structs(world, capsys, labels, needles):
     shutil.copytree(world.data, d)
     path = d / "acme__tgt" / "default" / "test.parquet"
     pq.write_table(pa.table({"text": ["a b", "c d"], "label": labels}), path)
-    user_error(capsys, world.argv(data=d), path, "label column 'label'", *needles)
+    refused(capsys, world.argv(data=d), path, "label column 'label'", *needles)
 
 
 def test_duplicate_column_names(world):
@@ -450,6 +459,15 @@ def test_duplicate_column_names(world):
     pq.write_table(pa.Table.from_arrays([pa.array(["a", "b"]), pa.array(["c", "d"]), pa.array(["negative", "positive"])],
                                         names=["text", "text", "label"]), path)  # fmt: skip
     one_line_error(hostile(world.argv(data=d)), path, "duplicate column names", "'text'")
+
+
+def test_split_file_is_a_fifo(world):
+    d = world.tmp / "d6"
+    shutil.copytree(world.data, d)
+    path = d / "acme__tgt" / "default" / "test.parquet"
+    path.unlink()
+    os.mkfifo(path)
+    one_line_error(hostile(world.argv(data=d), timeout=60), path, "FIFO", "split 'test'")
 
 
 @pytest.mark.parametrize(
@@ -466,7 +484,7 @@ def test_duplicate_column_names(world):
 )
 def test_registry_paths_stay_inside_the_data_dir(world, capsys, old, new, field):
     world.reg.write_text(MINI_REGISTRY.replace(old, new, 1))
-    user_error(capsys, world.argv(), world.reg, "dataset 'tgt'", field, "not a plain")
+    refused(capsys, world.argv(), world.reg, "dataset 'tgt'", field, "not a plain")
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,9 +505,9 @@ def board_world(world):
 
 def test_leaderboard_unknown_metric_writes_nothing(board_world, capsys):
     w = board_world
-    user_error(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "no_such_metric"], "--metric", "no_such_metric", "no results")
-    user_error(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "macro_f"], "did you mean 'macro_f1'")
-    user_error(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "nope", "--format", "csv"], "--metric")
+    refused(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "no_such_metric"], "--metric", "no_such_metric", "no results")
+    refused(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "macro_f"], "did you mean 'macro_f1'")
+    refused(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "nope", "--format", "csv"], "--metric")
     assert snapshot(w.results) == w.before
 
 
@@ -498,8 +516,8 @@ def test_leaderboard_unknown_metric_writes_nothing(board_world, capsys):
 def test_out_may_not_point_at_immutable_files(board_world, capsys, command, where):
     w = board_world
     target = w.results / where / "0123456789abcdef.parquet"
-    user_error(capsys, [command, "--results-dir", w.results, "--out", target], "--out", target, "immutable")
-    user_error(capsys, [command, "--results-dir", w.results, "--out", w.results / where / "new.html"], "--out", "immutable")
+    refused(capsys, [command, "--results-dir", w.results, "--out", target], "--out", target, "immutable")
+    refused(capsys, [command, "--results-dir", w.results, "--out", w.results / where / "new.html"], "--out", "immutable")
     assert snapshot(w.results) == w.before
 
 
@@ -526,14 +544,14 @@ def test_leaderboard_command_takes_the_run_lock(board_world):
 
 @pytest.mark.parametrize("results_dir", ["/proc", "/"])
 def test_unusable_results_dirs(results_dir, capsys):
-    line = user_error(capsys, ["leaderboard", "--results-dir", results_dir], results_dir)
+    line = refused(capsys, ["leaderboard", "--results-dir", results_dir], results_dir)
     assert "Traceback" not in line
 
 
 def test_run_refuses_the_root_as_results_dir(world, capsys):
     argv = world.argv(dry_run=False)
     argv[argv.index(str(world.results))] = "/"
-    user_error(capsys, argv, "results dir /", "file-system root")
+    refused(capsys, argv, "results dir /", "file-system root")
 
 
 def test_atomic_writer_reports_an_unwritable_dir(tmp_path):
