@@ -150,8 +150,9 @@ def _index_shards(index: Path, allow_pickle: bool) -> list[Path]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise ShiftbenchError(f"{index}: field 'weight_map': expected a mapping of tensor names to shard files")
     shards = []
+    for name in weight_map.values():
+        check_path_component(name, f"{index}: field 'weight_map': shard")  # also: a string at all
     for name in dict.fromkeys(weight_map.values()):
-        check_path_component(name, f"{index}: field 'weight_map': shard")
         if not name.endswith(".safetensors") and not allow_pickle:
             raise ShiftbenchError(
                 f"{index}: field 'weight_map' names {preview(name)}, a pickle-based file transformers would unpickle; "

@@ -239,9 +239,18 @@ def test_index_naming_a_pickle_shard_is_refused(world):
                    "pytorch_model-00001.bin", "--allow-pickle")  # fmt: skip
 
 
-def test_index_naming_a_file_outside_the_dir_is_refused(world, capsys):
-    d = _backdoor(world, "../model/model.safetensors")
-    refused(capsys, world.argv(model=d), d / "model.safetensors.index.json", "weight_map", "not a plain name")
+@pytest.mark.parametrize(
+    "shard, needles",
+    [
+        ("../model/model.safetensors", ["weight_map", "not a plain name"]),  # outside the model dir
+        (["a", "list"], ["weight_map", "not a plain name"]),
+        ("model-00009-of-00009.safetensors", ["model-00009-of-00009.safetensors", "does not exist"]),
+    ],
+    ids=["outside", "not-a-name", "missing-shard"],
+)
+def test_index_shard_names_are_checked(world, capsys, shard, needles):
+    d = _backdoor(world, shard)
+    refused(capsys, world.argv(model=d), d, *needles)
 
 
 def test_index_shards_are_what_the_identity_hashes(world):
