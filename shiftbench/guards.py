@@ -66,9 +66,7 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     def walk(v: Any, depth: int) -> None:
         if room[0] <= 0 or depth > 32:
             raise _Full
-        if isinstance(v, str):
-            emit(repr(v[: limit + 1]))
-        elif isinstance(v, bytes):
+        if isinstance(v, (str, bytes)):
             emit(repr(v[: limit + 1]))
         elif isinstance(v, bool) or v is None or isinstance(v, float):
             emit(repr(v))

@@ -64,11 +64,11 @@ class Outcome:
 TIME = Path("/usr/bin/time")
 
 
-def hostile(argv: list, *, timeout: float = TIMEOUT, memory: int = MEMORY_LIMIT, script: str | None = None) -> Outcome:
-    """``python -m shiftbench ARGV`` (or ``python -c SCRIPT``) under an address-space limit and a
-    timeout, in a process group of its own (killed whole on timeout). Peak RSS comes from
-    ``/usr/bin/time`` when it is there: a child forked from pytest inherits pytest's RSS as its
-    high-water mark, one forked from ``time`` does not."""
+def hostile(argv: list, *, timeout: float = TIMEOUT, memory: int = MEMORY_LIMIT) -> Outcome:
+    """``python -m shiftbench ARGV`` under an address-space limit and a timeout, in a process
+    group of its own (killed whole on timeout). Peak RSS comes from ``/usr/bin/time`` when it is
+    there: a child forked from pytest inherits pytest's RSS as its high-water mark, one forked
+    from ``time`` does not."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env.pop("SHIFTBENCH_REGISTRY", None)
@@ -76,27 +76,27 @@ def hostile(argv: list, *, timeout: float = TIMEOUT, memory: int = MEMORY_LIMIT,
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
-    cmd = [sys.executable, "-c", script] if script is not None else [sys.executable, "-m", "shiftbench", *map(str, argv)]
-    measured = tempfile.NamedTemporaryFile(suffix=".time", delete=False)
-    measured.close()
-    if TIME.exists():
-        cmd = [str(TIME), "-f", "%M", "-o", measured.name, *cmd]
-    out_f, err_f = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # files, not pipes: wait4 below, no deadlock
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, env=env, preexec_fn=limit, cwd=REPO, start_new_session=True)
-    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    timer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.monotonic() - start
-    text = Path(measured.name).read_text().strip().splitlines()
-    os.unlink(measured.name)
-    peak = int(text[-1]) * 1024 if text and text[-1].isdigit() else usage.ru_maxrss * 1024
-    out_f.seek(0), err_f.seek(0)
-    outcome = Outcome(proc.returncode, out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace"), peak, seconds)
+    cmd = [sys.executable, "-m", "shiftbench", *map(str, argv)]
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "out", "w+b") as out_f, open(Path(tmp) / "err", "w+b") as err_f:
+        measured = Path(tmp) / "time"
+        if TIME.exists():
+            cmd = [str(TIME), "-f", "%M", "-o", str(measured), *cmd]
+        start = time.monotonic()
+        # Output to files, not pipes: nothing reads them while wait4 waits.
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, env=env, preexec_fn=limit, cwd=REPO, start_new_session=True)  # noqa: PLW1509 - no thread runs yet
+        timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - start
+        text = measured.read_text().strip().splitlines() if measured.exists() else []
+        peak = int(text[-1]) * 1024 if text and text[-1].isdigit() else usage.ru_maxrss * 1024
+        out_f.seek(0)
+        err_f.seek(0)
+        outcome = Outcome(proc.returncode, out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace"), peak, seconds)
     print(f"\n[hostile] {' '.join(map(str, argv))[-160:]}: rc={outcome.rc} peak={outcome.peak_rss / 2**20:.0f} MiB "
           f"time={seconds:.1f} s\n  {outcome.stderr.strip()[:300]}")  # fmt: skip
     assert seconds < timeout, f"killed after {timeout} s (a hang?)"
@@ -384,9 +384,9 @@ def _safetensors_with_header(header: bytes, claimed: int | None = None, body: by
         (os.urandom(4096), ["safetensors"]),
         (b"\x01", ["too short"]),
         (_safetensors_with_header(json.dumps({"w": {"dtype": "F32", "shape": [1 << 40, 1 << 40], "data_offsets": [0, 16]}}).encode(),
-                                  body=b"\0" * 16), ["tensor 'w'", "field 'shape'"]),  # fmt: skip
+                                  body=b"\0" * 16), ["tensor 'w'", "field 'shape'"]),
         (_safetensors_with_header(json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 2**40]}}).encode(),
-                                  body=b"\0" * 16), ["tensor 'w'", "data_offsets"]),  # fmt: skip
+                                  body=b"\0" * 16), ["tensor 'w'", "data_offsets"]),
     ],
     ids=["header-2^63", "garbage", "short", "shape-too-big", "offsets-past-end"],
 )
@@ -538,16 +538,16 @@ def test_leaderboard_command_takes_the_run_lock(board_world):
     w = board_world
     board = w.results / "leaderboard.parquet"
     board.unlink()  # stale: the command must write it
-    script = f"import sys; from shiftbench.cli import main; sys.exit(main(['leaderboard', '--results-dir', {str(w.results)!r}]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "shiftbench", "leaderboard", "--results-dir", str(w.results)]
     with claim(w.results, "leaderboard"):
-        result: list = []
-        t = threading.Thread(target=lambda: result.append(hostile([], script=script)))
-        t.start()
-        t.join(8)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(8)  # it starts in a few seconds, then waits for the lock
         assert not board.exists(), "leaderboard wrote the board while run held its lock"
         released = time.time()
-    t.join(TIMEOUT)
-    assert result and result[0].rc == 0, result
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
     assert board.stat().st_mtime >= released - 0.01
 
 
