@@ -15,7 +15,9 @@ __version__ = "0.1.0"
 # Bump whenever a code change alters the numbers a run produces (training loop, batching,
 # metrics, split carving). It is part of every fine-tune identity, so old cached runs are
 # never silently mixed with new ones.
-RUNNER_VERSION = 1
+# 2: model_sha256 covers config.json and the tokenizer files besides the weights (issue #15),
+#    so every fine-tune id changed; runs recorded under 1 stay valid under their own identity.
+RUNNER_VERSION = 2
 
 
 def run(**kwargs):

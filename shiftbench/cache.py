@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from shiftbench.errors import ShiftbenchError
 from shiftbench.train import EpochRecord, FineTuned
 
 FINETUNES = "finetunes"
@@ -79,9 +80,18 @@ def _entries(cache_dir: Path, kind: str) -> list[Path]:
 
 
 def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    """Bytes of an entry, never following a symlink (a linked entry counts as the link: pruning
+    removes the link, not what it points to)."""
+    if path.is_symlink() or not path.is_dir():
+        return path.lstat().st_size
+    return sum(f.lstat().st_size for f in path.rglob("*") if f.is_symlink() or f.is_file())
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()  # a symlinked entry: the link goes, its target is not ours to delete
+    else:
+        shutil.rmtree(path)
 
 
 def cache_usage(cache_dir: Path) -> list[CacheUsage]:
@@ -97,8 +107,13 @@ def prune_cache(cache_dir: Path, kinds: tuple[str, ...] = KINDS, older_than_days
     n = freed = 0
     for kind in kinds:
         for entry in _entries(cache_dir, kind):
-            if entry.stat().st_mtime <= cutoff:
-                size = _size(entry)
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                n, freed = n + 1, freed + size
+            try:
+                if entry.lstat().st_mtime <= cutoff:
+                    size = _size(entry)
+                    _remove(entry)
+                    n, freed = n + 1, freed + size
+            except FileNotFoundError:
+                continue  # removed meanwhile by another prune
+            except OSError as exc:
+                raise ShiftbenchError(f"cache prune: cannot remove {entry}: {exc.strerror or exc}") from None
     return n, freed

@@ -18,6 +18,7 @@ from shiftbench.atomic import write_text_atomic
 from shiftbench.catalog import Catalog, load_catalog
 from shiftbench.data import TOKEN_TASK, DomainData, SplitData, load_domain, pair_label_space, resolve_data_dir
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import preview
 from shiftbench.models import load_tokenizer, package_dir, resolve_model
 from shiftbench.overlap import count_overlap
 from shiftbench.protocol import load_protocol
@@ -84,7 +85,7 @@ class CardContext:
             except ShiftbenchError as exc:
                 if self.data_dir is not None and (self.data_dir / spec.local_dirname).is_dir():
                     raise  # the data are there but broken: an error, not a missing mirror
-                warnings.warn(f"data card for {name!r} has no statistics: {exc}", stacklevel=2)
+                warnings.warn(f"data card for {preview(name)} has no statistics: {exc}", stacklevel=2)
                 self._domains[key] = None
         return self._domains[key]
 

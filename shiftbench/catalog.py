@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.guards import preview
 from shiftbench.records import from_mapping
 from shiftbench.registry import Registry
 from shiftbench.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
@@ -61,12 +62,12 @@ def _read_sections(path: Path) -> dict[str, dict[str, Any]]:
         raise ShiftbenchError(f"{path}: a registry file must be a mapping with sections {', '.join(SECTIONS)}")
     for section, entries in doc.items():
         if section not in SECTIONS:
-            raise ShiftbenchError(f"{path}: unknown section {section!r}{did_you_mean(str(section), SECTIONS)}")
+            raise ShiftbenchError(f"{path}: unknown section {preview(section)}{did_you_mean(str(section), SECTIONS)}")
         if entries is not None and not isinstance(entries, dict):
-            raise ShiftbenchError(f"{path}: section {section!r} must map names to entries, got {entries!r}")
+            raise ShiftbenchError(f"{path}: section {preview(section)} must map names to entries, got {preview(entries)}")
         for name in entries or {}:
             if not isinstance(name, str) or not name.strip():
-                raise ShiftbenchError(f"{path}: section {section!r}: entry names must be strings, got {name!r}")
+                raise ShiftbenchError(f"{path}: section {preview(section)}: entry names must be strings, got {preview(name)}")
     return {s: dict(doc.get(s) or {}) for s in SECTIONS}
 
 
@@ -79,18 +80,18 @@ def _resolve_bases(raw: dict[str, tuple[Any, Path]]) -> dict[str, dict[str, Any]
             return resolved[name]
         entry, path = raw[name]
         if not isinstance(entry, dict):
-            raise ShiftbenchError(f"{path}: dataset {name!r}: expected a mapping of fields, got {entry!r}")
+            raise ShiftbenchError(f"{path}: dataset {preview(name)}: expected a mapping of fields, got {preview(entry)}")
         base = entry.get("base")
         merged = dict(entry)
         if base is not None:
             if not isinstance(base, str):
-                raise ShiftbenchError(f"{path}: dataset {name!r}: field 'base': expected a dataset name, got {base!r}")
+                raise ShiftbenchError(f"{path}: dataset {preview(name)}: field 'base': expected a dataset name, got {preview(base)}")
             if base not in raw:
                 raise ShiftbenchError(
-                    f"{path}: dataset {name!r}: field 'base': unknown dataset {base!r}{did_you_mean(str(base), raw)}"
+                    f"{path}: dataset {preview(name)}: field 'base': unknown dataset {preview(base)}{did_you_mean(str(base), raw)}"
                 )
             if base in chain:
-                raise ShiftbenchError(f"{path}: dataset {name!r}: field 'base': cycle {' -> '.join(chain + (base,))}")
+                raise ShiftbenchError(f"{path}: dataset {preview(name)}: field 'base': cycle {' -> '.join(chain + (base,))}")
             merged = {**{k: v for k, v in resolve(base, chain + (base,)).items() if k != "base"}, **entry}
         resolved[name] = merged
         return merged
@@ -113,23 +114,23 @@ def load_catalog(extra_files: Sequence[Path | str] = (), include_env: bool = Tru
             for name, entry in entries.items():
                 if name in raw[section]:
                     first = raw[section][name][1]
-                    raise ShiftbenchError(f"duplicate {section[:-1]} {name!r}: defined in {first} and again in {path}")
+                    raise ShiftbenchError(f"duplicate {section[:-1]} {preview(name)}: defined in {first} and again in {path}")
                 raw[section][name] = (entry, path)
 
     datasets: Registry[DatasetSpec] = Registry("dataset")
     _check_dataset_fields(raw["datasets"])
     merged = _resolve_bases(raw["datasets"])
     for name, (_, path) in raw["datasets"].items():
-        datasets.add(name, from_mapping(DatasetSpec, merged[name], f"{path}: dataset {name!r}", name=name), str(path))
+        datasets.add(name, from_mapping(DatasetSpec, merged[name], f"{path}: dataset {preview(name)}", name=name), str(path))
     pairs: Registry[PairSpec] = Registry("pair")
     for name, (entry, path) in raw["pairs"].items():
-        pairs.add(name, from_mapping(PairSpec, entry, f"{path}: pair {name!r}", name=name), str(path))
+        pairs.add(name, from_mapping(PairSpec, entry, f"{path}: pair {preview(name)}", name=name), str(path))
     suites: Registry[SuiteSpec] = Registry("suite")
     for name, (entry, path) in raw["suites"].items():
-        suites.add(name, from_mapping(SuiteSpec, entry, f"{path}: suite {name!r}", name=name), str(path))
+        suites.add(name, from_mapping(SuiteSpec, entry, f"{path}: suite {preview(name)}", name=name), str(path))
     models: Registry[ModelSpec] = Registry("model")
     for name, (entry, path) in raw["models"].items():
-        spec = from_mapping(ModelSpec, entry, f"{path}: model {name!r}", name=name)
+        spec = from_mapping(ModelSpec, entry, f"{path}: model {preview(name)}", name=name)
         if spec.path is not None and not Path(spec.path).expanduser().is_absolute():
             # A relative model path is relative to the registry file that names it.
             spec = dataclasses.replace(spec, path=str(Path(path).parent / spec.path))
@@ -147,7 +148,7 @@ def _check_dataset_fields(raw: dict[str, tuple[Any, Path]]) -> None:
     for name, (entry, path) in raw.items():
         for key in entry if isinstance(entry, dict) else ():
             if key not in known:
-                raise ShiftbenchError(f"{path}: dataset {name!r}: unknown field {key!r}{did_you_mean(str(key), known)}")
+                raise ShiftbenchError(f"{path}: dataset {preview(name)}: unknown field {preview(key)}{did_you_mean(str(key), known)}")
 
 
 def _protocol_problem(name: str) -> str | None:
@@ -161,35 +162,35 @@ def _protocol_problem(name: str) -> str | None:
             return None
     except (OSError, ValueError):
         pass
-    return f"unknown protocol {name!r}{did_you_mean(name, builtin_protocols())}"
+    return f"unknown protocol {preview(name)}{did_you_mean(name, builtin_protocols())}"
 
 
 def _check_references(catalog: Catalog) -> None:
     ds = catalog.datasets
     for name, pair in catalog.pairs.items():
-        where = f"{catalog.pairs.origin(name)}: pair {name!r}"
+        where = f"{catalog.pairs.origin(name)}: pair {preview(name)}"
         for field_name, ref in [("source", pair.source)] + [("targets", t) for t in pair.targets]:
             if ref not in ds:
-                raise ShiftbenchError(f"{where}: field {field_name!r}: unknown dataset {ref!r}{did_you_mean(ref, ds)}")
+                raise ShiftbenchError(f"{where}: field {preview(field_name)}: unknown dataset {preview(ref)}{did_you_mean(ref, ds)}")
             if ds.get(ref).task != pair.task:
                 raise ShiftbenchError(
-                    f"{where}: field {field_name!r}: dataset {ref!r} is {ds.get(ref).task}, the pair is {pair.task}"
+                    f"{where}: field {preview(field_name)}: dataset {preview(ref)} is {ds.get(ref).task}, the pair is {pair.task}"
                 )
         if "train" not in ds.get(pair.source).splits:
-            raise ShiftbenchError(f"{where}: field 'source': dataset {pair.source!r} has no 'train' split role")
+            raise ShiftbenchError(f"{where}: field 'source': dataset {preview(pair.source)} has no 'train' split role")
     for name, suite in catalog.suites.items():
         for ref in suite.pairs:
             if ref not in catalog.pairs:
                 raise ShiftbenchError(
-                    f"{catalog.suites.origin(name)}: suite {name!r}: field 'pairs': unknown pair {ref!r}"
+                    f"{catalog.suites.origin(name)}: suite {preview(name)}: field 'pairs': unknown pair {preview(ref)}"
                     f"{did_you_mean(ref, catalog.pairs)}"
                 )
         problem = _protocol_problem(suite.protocol) if suite.protocol is not None else None
         if problem is not None:
-            raise ShiftbenchError(f"{catalog.suites.origin(name)}: suite {name!r}: field 'protocol': {problem}")
+            raise ShiftbenchError(f"{catalog.suites.origin(name)}: suite {preview(name)}: field 'protocol': {problem}")
     for name, model in catalog.models.items():
         if model.base is not None and model.base not in catalog.models:
             raise ShiftbenchError(
-                f"{catalog.models.origin(name)}: model {name!r}: field 'base': unknown model {model.base!r}"
+                f"{catalog.models.origin(name)}: model {preview(name)}: field 'base': unknown model {preview(model.base)}"
                 f"{did_you_mean(model.base, catalog.models)}"
             )

@@ -6,11 +6,16 @@ Every user error is one line on stderr and exit status 2; nothing is printed as 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from shiftbench.errors import EXIT_USAGE, ShiftbenchError
+
+MAX_N_BOOT = 100_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,33 +178,50 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from shiftbench.leaderboard import LEADERBOARD_FILE, build_leaderboard, to_markdown, write_leaderboard
+    import contextlib
+
+    from shiftbench.errors import did_you_mean
+    from shiftbench.guards import check_output_dir, check_output_file, preview
+    from shiftbench.leaderboard import LEADERBOARD_FILE, build_leaderboard, rebuild_leaderboard, to_markdown, write_leaderboard
+    from shiftbench.locks import claim
 
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
         raise ShiftbenchError(f"--results-dir {results_dir} is not a directory")
     if args.estimators:
         return _estimator_board(args, results_dir)
-    board, skipped = build_leaderboard(results_dir)
+    default_out = results_dir / LEADERBOARD_FILE
+    out = Path(args.out) if args.out else default_out if args.format == "parquet" else None
+    if out is not None:
+        check_output_dir(results_dir, "--results-dir")
+        check_output_file(out, results_dir, "--out")  # never over an immutable run or predictions file
+    # The results dir's own board is rebuilt under the lock `run` takes for it, so a slow
+    # `leaderboard` cannot write a board older than the one a run has just written.
+    own_board = args.format == "parquet" and out.resolve() == default_out.resolve()
+    if own_board and args.metric is None:
+        board, skipped = rebuild_leaderboard(results_dir)
+    else:
+        with claim(results_dir, "leaderboard") if own_board else contextlib.nullcontext():
+            board, skipped = build_leaderboard(results_dir)
+            if args.metric is not None:
+                present = sorted(set(board["metric"]))
+                if args.metric not in present:  # checked before anything is written
+                    raise ShiftbenchError(
+                        f"--metric {preview(args.metric)}: no results for this metric in {results_dir}{did_you_mean(args.metric, present)}"
+                    )
+                board = board[board["metric"] == args.metric]
+            if args.format == "parquet":
+                write_leaderboard(board, out)
     for path, why in skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
-    if args.metric is not None:
-        known = sorted(set(board["metric"]))
-        if args.metric not in known:  # before anything is written
-            from shiftbench.errors import did_you_mean
-
-            raise ShiftbenchError(f"--metric: no leaderboard rows for metric {args.metric!r} in {results_dir}{did_you_mean(args.metric, known)}")
-        board = board[board["metric"] == args.metric]
     if args.format == "parquet":
-        out = Path(args.out) if args.out else results_dir / LEADERBOARD_FILE
-        write_leaderboard(board, out)
         print(f"{len(board)} leaderboard rows written to {out}")
         return 0
     text = board.to_csv(index=False) if args.format == "csv" else to_markdown(board)
-    if args.out:
+    if out is not None:
         from shiftbench.atomic import write_text_atomic
 
-        write_text_atomic(Path(args.out), text)
+        write_text_atomic(out, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -247,8 +269,8 @@ def _cmd_shift(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from shiftbench.compare import compare
 
-    if args.n_boot < 100:
-        raise ShiftbenchError(f"--n-boot: use at least 100 resamples, got {args.n_boot}")
+    if not 100 <= args.n_boot <= MAX_N_BOOT:  # memory grows with it: 10^9 resamples asked for 268 GiB
+        raise ShiftbenchError(f"--n-boot: use between 100 and {MAX_N_BOOT} resamples, got {args.n_boot}")
     if args.margin is not None and not 0 < args.margin < 1:
         raise ShiftbenchError(f"--margin: must lie in (0, 1), got {args.margin}")
     if args.effect is not None and not args.effect > 0:
@@ -268,8 +290,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from shiftbench.guards import check_output_dir, check_output_file
     from shiftbench.report import write_report
 
+    check_output_dir(Path(args.results_dir), "--results-dir")
+    if args.out:
+        check_output_file(Path(args.out), Path(args.results_dir), "--out")  # never over an immutable run file
     out = write_report(Path(args.results_dir), out=Path(args.out) if args.out else None,
                        cards_dir=Path(args.cards_dir), metric=args.metric)  # fmt: skip
     print(f"report written to {out} (plots under {Path(args.results_dir) / 'plots'})")
@@ -314,7 +340,21 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly, "compare": _cmd_compare, "report": _cmd_report, "shift": _cmd_shift}
 
 
+def _second_interrupt(signum: int, frame: object) -> None:
+    # Exit at once, quietly: everything written so far is complete (atomic writes), and a
+    # KeyboardInterrupt raised inside cleanup or an atexit handler printed a traceback.
+    os.write(2, b"shiftbench: interrupted again; exiting now\n")
+    os._exit(130)
+
+
+def _first_interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGINT, _second_interrupt)
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _first_interrupt)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -323,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("shiftbench: interrupted; completed runs are kept, re-run the same command to resume", file=sys.stderr)
-        return 130
+        return 130  # SIGINT stays with _second_interrupt through the exit handlers that follow
+    finally:
+        if signal.getsignal(signal.SIGINT) is _first_interrupt:  # not interrupted: as it was
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from shiftbench.catalog import Catalog
 from shiftbench.data import resolve_data_dir
 from shiftbench.device import check_device, num_threads_from_env
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import preview
 from shiftbench.models import LoadOptions
 from shiftbench.protocol import Protocol, load_protocol
 from shiftbench.specs import MAX_SEED
@@ -62,18 +63,18 @@ def parse_seeds(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
         parts = [p.strip() for p in value.split(",")]
         # int() alone would also take "1_0" and non-ASCII digits; a seed is plain decimal digits.
         if not all(_SEED_TEXT.fullmatch(p) for p in parts):
-            raise ShiftbenchError(f"--seeds: expected a comma-separated list of integers, got {value!r}")
+            raise ShiftbenchError(f"--seeds: expected a comma-separated list of integers, got {preview(value)}")
         seeds = tuple(int(p) for p in parts)
     else:
         seeds = tuple(value)
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise ShiftbenchError(f"seeds: expected integers, got {value!r}")
+            raise ShiftbenchError(f"seeds: expected integers, got {preview(value)}")
     if not seeds:
         raise ShiftbenchError("--seeds: needs at least one seed")
     if any(s < 0 or s > MAX_SEED for s in seeds):
-        raise ShiftbenchError(f"--seeds: seeds must be between 0 and {MAX_SEED}, got {value!r}")
+        raise ShiftbenchError(f"--seeds: seeds must be between 0 and {MAX_SEED}, got {preview(value)}")
     if len(set(seeds)) != len(seeds):
-        raise ShiftbenchError(f"--seeds: a seed is repeated in {value!r}")
+        raise ShiftbenchError(f"--seeds: a seed is repeated in {preview(value)}")
     return seeds
 
 
@@ -124,7 +125,7 @@ def resolve_settings(
     check_device(device)
     num_threads_from_env()
     if executor not in ("local", "ray"):
-        raise ShiftbenchError(f"--executor: unknown executor {executor!r} (use local or ray)")
+        raise ShiftbenchError(f"--executor: unknown executor {preview(executor)} (use local or ray)")
     if cpus_per_task < 1 or gpus_per_task < 0:
         raise ShiftbenchError(f"--cpus-per-task must be >= 1 and --gpus-per-task >= 0, got {cpus_per_task} and {gpus_per_task}")
     if ray_address is not None and executor != "ray":

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from shiftbench.errors import DataUnavailable, ShiftbenchError
+from shiftbench.guards import check_regular_file, preview
 from shiftbench.ner_metrics import entity_types, parse_tag
 from shiftbench.specs import DatasetSpec, as_plain
 
@@ -170,17 +171,22 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
     local_dir = data_dir / spec.local_dirname if data_dir is not None else None
     if local_dir is not None and _is_dir(local_dir):
         path = split_path(spec, data_dir, split)
-        if not path.is_file():
-            raise ShiftbenchError(f"dataset {spec.name!r}: split {split!r} not found: {path} does not exist")
+        if not os.path.lexists(path):
+            raise ShiftbenchError(f"dataset {preview(spec.name)}: split {preview(split)} not found: {path} does not exist")
+        check_regular_file(path, f"dataset {preview(spec.name)}: split {preview(split)} file")  # a FIFO or device would block the read
         # Check the file with pyarrow first: datasets would log its own multi-line complaint for
         # a broken file and cannot tell an empty split from a missing one.
         try:
-            n_rows = pq.ParquetFile(path).metadata.num_rows
+            parquet = pq.ParquetFile(path)
+            n_rows, columns = parquet.metadata.num_rows, parquet.schema_arrow.names
         except Exception as exc:  # ArrowInvalid, OSError, ...: the file is not usable Parquet
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ShiftbenchError(f"{path}: not a readable Parquet file ({reason})") from None
+            raise ShiftbenchError(f"{path}: not a readable Parquet file ({preview(reason, 200)})") from None
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        if dupes:  # datasets would log a multi-line traceback of its own before failing
+            raise ShiftbenchError(f"{path}: duplicate column names {preview(dupes)}")
         if n_rows == 0:
-            raise ShiftbenchError(f"{path}: split {split!r} of dataset {spec.name!r} is empty")
+            raise ShiftbenchError(f"{path}: split {preview(split)} of dataset {preview(spec.name)} is empty")
         try:
             ds = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
         except Exception as exc:  # pyarrow raises several types for a truncated/non-Parquet file
@@ -190,15 +196,15 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
     if not _hub_allowed():
         where = f"{local_dir}" if local_dir is not None else "no data dir set (--data-dir or SHIFTBENCH_DATA_DIR)"
         raise DataUnavailable(
-            f"dataset {spec.name!r} ({spec.hub_id}) not found locally ({where}) and the Hub is offline (HF_HUB_OFFLINE=1)"
+            f"dataset {preview(spec.name)} ({spec.hub_id}) not found locally ({where}) and the Hub is offline (HF_HUB_OFFLINE=1)"
         )
     unreachable = _hub_unreachable()
     if unreachable is not None:
-        raise DataUnavailable(f"dataset {spec.name!r} ({spec.hub_id}) not found locally and the Hub is not reachable: {unreachable}")
+        raise DataUnavailable(f"dataset {preview(spec.name)} ({spec.hub_id}) not found locally and the Hub is not reachable: {unreachable}")
     try:  # pragma: no cover - needs the network
         ds = datasets.load_dataset(spec.hub_id, spec.config, split=split, revision=spec.revision)
     except Exception as exc:  # pragma: no cover
-        raise DataUnavailable(f"dataset {spec.name!r}: cannot load {spec.hub_id} [{spec.config}/{split}] from the Hub: {exc}") from None
+        raise DataUnavailable(f"dataset {preview(spec.name)}: cannot load {spec.hub_id} [{spec.config}/{split}] from the Hub: {exc}") from None
     return ds, None
 
 
@@ -214,19 +220,35 @@ def _label_names_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
     import datasets
 
     if spec.label_column not in ds.column_names:
-        raise ShiftbenchError(f"{where}: label column {spec.label_column!r} not found (columns: {', '.join(ds.column_names)})")
+        raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} not found (columns: {', '.join(ds.column_names)})")
     feature = ds.features[spec.label_column]
     raw = _column(ds, spec.label_column)
     if spec.task == TOKEN_TASK:
         inner = getattr(feature, "feature", None)  # List(ClassLabel) / Sequence(ClassLabel)
         if inner is None:
-            raise ShiftbenchError(f"{where}: label column {spec.label_column!r} must hold a list of tags per example for token classification")
+            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} must hold a list of tags per example for token classification")
         if isinstance(inner, datasets.ClassLabel):
-            return [[inner.names[v] if v is not None and v >= 0 else None for v in row] if row is not None else None for row in raw]
+            return [[_class_name(inner, v, where, spec.label_column, i) for v in row] if row is not None else None
+                    for i, row in enumerate(raw)]  # fmt: skip
         return [list(row) if row is not None else None for row in raw]
     if isinstance(feature, datasets.ClassLabel):
-        return [feature.names[v] if v is not None and v >= 0 else None for v in raw]
+        return [_class_name(feature, v, where, spec.label_column, i) for i, v in enumerate(raw)]
+    for i, value in enumerate(raw):
+        if isinstance(value, (list, dict, tuple)):  # a list or struct column: no label name to match
+            kind = "a struct" if isinstance(value, dict) else "a list"
+            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {i}: expected a label name or id, got {kind} {preview(value)}")
     return list(raw)
+
+
+def _class_name(feature: Any, value: Any, where: str, column: str, row: int) -> str | None:
+    """A ClassLabel id's name (None for a missing value or -1); an id outside the names is an error."""
+    if value is None or value < 0:
+        return None
+    if value >= len(feature.names):
+        raise ShiftbenchError(
+            f"{where}: label column {preview(column)} row {row}: class id {value} is outside its {len(feature.names)} ClassLabel names"
+        )
+    return feature.names[value]
 
 
 def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[tuple[str, ...]]:
@@ -235,14 +257,16 @@ def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[
     out = []
     for row_no, row in enumerate(raw_rows):
         if row is None:
-            raise ShiftbenchError(f"{where}: label column {spec.label_column!r} row {row_no}: missing tag list")
+            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {row_no}: missing tag list")
         tags = []
         for pos, tag in enumerate(row):
+            if not isinstance(tag, str):
+                raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {row_no}: tag {preview(tag)} is not a string")
             try:
                 prefix, etype = parse_tag(tag, pos)
             except ValueError:
                 raise ShiftbenchError(
-                    f"{where}: label column {spec.label_column!r} row {row_no}: tag {tag!r} is not BIO ('O', 'B-<TYPE>', 'I-<TYPE>')"
+                    f"{where}: label column {preview(spec.label_column)} row {row_no}: tag {preview(tag)} is not BIO ('O', 'B-<TYPE>', 'I-<TYPE>')"
                 ) from None
             mapped = mapping.get(etype, etype) if prefix != "O" else None
             tags.append("O" if mapped is None else f"{prefix}-{mapped}")
@@ -252,15 +276,15 @@ def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[
 
 def _words_of(ds: Any, spec: DatasetSpec, tags: list[tuple[str, ...]], where: str) -> list[tuple[str, ...]]:
     if spec.text_column not in ds.column_names:
-        raise ShiftbenchError(f"{where}: text column {spec.text_column!r} not found (columns: {', '.join(ds.column_names)})")
+        raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} not found (columns: {', '.join(ds.column_names)})")
     out = []
     for i, (words, row_tags) in enumerate(zip(_column(ds, spec.text_column), tags)):
         # An empty-string word occurs in real data (BTC test): it has no sub-token and is predicted O.
         if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
-            raise ShiftbenchError(f"{where}: text column {spec.text_column!r} row {i}: expected a non-empty list of words (strings)")
+            raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} row {i}: expected a non-empty list of words (strings)")
         if len(words) != len(row_tags):
             raise ShiftbenchError(
-                f"{where}: row {i}: {len(words)} words in {spec.text_column!r} but {len(row_tags)} tags in {spec.label_column!r}"
+                f"{where}: row {i}: {len(words)} words in {preview(spec.text_column)} but {len(row_tags)} tags in {preview(spec.label_column)}"
             )
         out.append(tuple(words))
     return out
@@ -273,7 +297,7 @@ def _canonical(raw_names: list[Any], spec: DatasetSpec, where: str) -> list[str 
     out: list[str | None] = []
     for value in raw_names:
         if value is None:
-            raise ShiftbenchError(f"{where}: label column {spec.label_column!r} has a missing value")
+            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} has a missing value")
         if value in lookup or str(value) in lookup:
             out.append(lookup[value] if value in lookup else lookup[str(value)])
         else:
@@ -283,13 +307,13 @@ def _canonical(raw_names: list[Any], spec: DatasetSpec, where: str) -> list[str 
 
 def _texts_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
     if spec.text_column not in ds.column_names:
-        raise ShiftbenchError(f"{where}: text column {spec.text_column!r} not found (columns: {', '.join(ds.column_names)})")
+        raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} not found (columns: {', '.join(ds.column_names)})")
     texts = _column(ds, spec.text_column)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise ShiftbenchError(f"{where}: text column {spec.text_column!r} row {i}: expected a string, got {type(t).__name__}")
+            raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} row {i}: expected a string, got {type(t).__name__}")
         if not t.strip():
-            raise ShiftbenchError(f"{where}: text column {spec.text_column!r} row {i}: empty text")
+            raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} row {i}: empty text")
     return texts
 
 
@@ -315,11 +339,11 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
     needed = set(roles)
     carve_from_train = {r for r in needed if r not in spec.splits and r in ("validation", "test")}
     if carve_from_train and "train" not in spec.splits:
-        raise ShiftbenchError(f"dataset {spec.name!r}: no split for role(s) {sorted(carve_from_train)} and no train split to carve them from")
+        raise ShiftbenchError(f"dataset {preview(spec.name)}: no split for role(s) {sorted(carve_from_train)} and no train split to carve them from")
     load_roles = (needed - carve_from_train) | ({"train"} if carve_from_train else set())
     for role in load_roles:
         if role not in spec.splits:
-            raise ShiftbenchError(f"dataset {spec.name!r}: no split for role {role!r} (splits: {spec.splits})")
+            raise ShiftbenchError(f"dataset {preview(spec.name)}: no split for role {preview(role)} (splits: {spec.splits})")
 
     splits: dict[str, SplitData] = {}
     files: list[Path] = []
@@ -329,7 +353,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         ds, path = _load_split(spec, data_dir, split)
         where = str(path) if path is not None else f"{spec.hub_id}[{spec.config}/{split}]"
         if len(ds) == 0:
-            raise ShiftbenchError(f"{where}: split {split!r} of dataset {spec.name!r} is empty")
+            raise ShiftbenchError(f"{where}: split {preview(split)} of dataset {preview(spec.name)} is empty")
         if spec.task == TOKEN_TASK:
             labels = _canonical_tags(_label_names_of(ds, spec, where), spec, where)
             texts = _words_of(ds, spec, labels, where)
@@ -338,7 +362,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
             labels = _canonical(_label_names_of(ds, spec, where), spec, where)
         keep = [i for i, lbl in enumerate(labels) if lbl is not None]
         if not keep:
-            raise ShiftbenchError(f"{where}: every example of dataset {spec.name!r} was dropped by its label_map")
+            raise ShiftbenchError(f"{where}: every example of dataset {preview(spec.name)} was dropped by its label_map")
         splits[role] = SplitData(tuple(texts[i] for i in keep), tuple(labels[i] for i in keep), spec.task)
         if path is not None:
             files.append(path)
@@ -380,7 +404,7 @@ def pair_label_space(source: DomainData, targets: list[DomainData], pair_name: s
     for target in targets:
         if set(target.label_names) != set(source.label_names):
             raise ShiftbenchError(
-                f"pair {pair_name!r}: label sets differ after label_map: source {source.spec.name!r} has "
-                f"{list(source.label_names)}, target {target.spec.name!r} has {list(target.label_names)}"
+                f"pair {preview(pair_name)}: label sets differ after label_map: source {preview(source.spec.name)} has "
+                f"{list(source.label_names)}, target {preview(target.spec.name)} has {list(target.label_names)}"
             )
     return source.label_names

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import preview
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def num_threads_from_env() -> int | None:
     if value is None or value == "":
         return None
     if not value.isascii() or not value.isdigit() or int(value) < 1:
-        raise ShiftbenchError(f"SHIFTBENCH_NUM_THREADS: expected a positive integer, got {value!r}")
+        raise ShiftbenchError(f"SHIFTBENCH_NUM_THREADS: expected a positive integer, got {preview(value)}")
     return int(value)
 
 
@@ -73,7 +74,7 @@ def check_device(device: str | None) -> None:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ShiftbenchError(f"--device: unknown device {device!r} (use cpu or cuda)") from None
+        raise ShiftbenchError(f"--device: unknown device {preview(device)} (use cpu or cuda)") from None
     if dev.type not in ("cpu", "cuda"):
         raise ShiftbenchError(f"--device {device}: only cpu and cuda are supported")
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -31,6 +31,7 @@ from shiftbench.batching import collate, sorted_batches
 from shiftbench.device import Runtime
 from shiftbench.encode import EncodedSplit, Encoder, tokenizer_identity
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import preview
 from shiftbench.locks import claim
 from shiftbench.models import LoadOptions, ResolvedModel, load_classifier, load_tokenizer, resolve_model
 from shiftbench.protocol import Protocol, load_protocol
@@ -55,12 +56,12 @@ def resolve_teacher(protocol: Protocol, catalog: Catalog, options: LoadOptions, 
     """The teacher model and protocol of a distill protocol, validated before any training."""
     other = sorted(set(tasks) - {"text-classification"})
     if other:
-        raise ShiftbenchError(f"the distill remedy supports text classification only, not {other[0]!r}")
+        raise ShiftbenchError(f"the distill remedy supports text classification only, not {preview(other[0])}")
     teacher_protocol = load_protocol(protocol.distill_teacher_protocol)
     if teacher_protocol.remedy not in TEACHER_REMEDIES:
         raise ShiftbenchError(
-            f"field 'distill_teacher_protocol': the teacher protocol {teacher_protocol.name!r} uses the "
-            f"{teacher_protocol.remedy!r} remedy; a teacher is fine-tuned with one of {', '.join(TEACHER_REMEDIES)}"
+            f"field 'distill_teacher_protocol': the teacher protocol {preview(teacher_protocol.name)} uses the "
+            f"{preview(teacher_protocol.remedy)} remedy; a teacher is fine-tuned with one of {', '.join(TEACHER_REMEDIES)}"
         )
     return Teacher(resolve_model(str(protocol.distill_teacher), catalog, options), teacher_protocol)
 
@@ -104,7 +105,7 @@ def check_tokenizers(teacher: Teacher, student: ResolvedModel, options: LoadOpti
     (and so its identity) changes once it has been called with truncation settings."""
     if tokenizer_identity(load_tokenizer(teacher.model, options)) != tokenizer_identity(load_tokenizer(student, options)):
         raise ShiftbenchError(
-            f"distill: teacher {teacher.model.name!r} and student {student.name!r} use different tokenizers; "
+            f"distill: teacher {preview(teacher.model.name)} and student {preview(student.name)} use different tokenizers; "
             "the teacher reads the student's token ids, so pick a teacher with the same tokenizer"
         )
 
@@ -115,7 +116,7 @@ def check_head(teacher: Teacher, state: dict[str, torch.Tensor], model: torch.nn
     bad = sorted(k for k in expected if k not in state or state[k].shape != expected[k].shape)
     if bad:
         raise ShiftbenchError(
-            f"distill: teacher {teacher.model.name!r} (fine-tune {teacher.finetune_id}) does not fit a classifier over "
+            f"distill: teacher {preview(teacher.model.name)} (fine-tune {teacher.finetune_id}) does not fit a classifier over "
             f"the student's {len(label_space)} labels {list(label_space)} (mismatch in {bad[0]})"
         )
 

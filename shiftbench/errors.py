@@ -16,8 +16,12 @@ EXIT_USAGE = 2
 class ShiftbenchError(Exception):
     """A user-facing error: one line, names what is wrong and where."""
 
+    # A last bound on a message (values quoted in it are cut by guards.preview; paths are not).
+    MAX_CHARS = 2000
+
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        text = " ".join(str(message).split())
+        super().__init__(text if len(text) <= self.MAX_CHARS else text[: self.MAX_CHARS - 3] + "...")
 
 
 class DataUnavailable(ShiftbenchError):
@@ -32,11 +36,15 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     >>> did_you_mean("zzz", ["a", "b"])
     ' (known: a, b)'
     """
+    from shiftbench.guards import preview  # guards imports this module
+
     choices = sorted(str(c) for c in choices)
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
+    name = str(name)
+    # A name far longer than any choice is not a typo of one (and matching it costs its length).
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6) if len(name) <= 1000 else []
     if close:
-        return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+        return " (did you mean " + " or ".join(preview(c) for c in close) + "?)"
     if not choices:
         return " (none are defined)"
-    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    shown = ", ".join(c if len(c) <= 60 else preview(c) for c in choices[:12]) + (", ..." if len(choices) > 12 else "")
     return f" (known: {shown})"

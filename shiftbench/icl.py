@@ -60,6 +60,7 @@ from shiftbench.batching import pad_right
 from shiftbench.data import DomainData, SplitData
 from shiftbench.device import Runtime
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import preview
 from shiftbench.evaluation import Predictions
 from shiftbench.protocol import Protocol
 
@@ -463,7 +464,7 @@ def check_icl(settings: Any, pairs: Sequence[Any], models: Sequence[Any]) -> Non
         raise ShiftbenchError("--eval-only scores a fine-tuned classifier; it does not apply to the icl remedy")
     for pair in pairs:
         if pair.task != "text-classification":
-            raise ShiftbenchError(f"pair {pair.name!r}: the icl remedy supports text-classification pairs only, not {pair.task}")
+            raise ShiftbenchError(f"pair {preview(pair.name)}: the icl remedy supports text-classification pairs only, not {pair.task}")
     for model in models:
         check_causal_lm(model, settings.load)
 

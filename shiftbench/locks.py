@@ -12,12 +12,21 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from shiftbench.errors import ShiftbenchError
+
 LOCKS_DIR = ".locks"
 
 
 @contextlib.contextmanager
 def claim(results_dir: Path, name: str) -> Iterator[None]:
     path = Path(results_dir) / LOCKS_DIR / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path)):
+    lock = FileLock(str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as exc:  # an unwritable results dir: one line, not a traceback
+        raise ShiftbenchError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    try:
         yield
+    finally:
+        lock.release()

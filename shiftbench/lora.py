@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import preview
 from shiftbench.protocol import Protocol
 
 MISSING_PEFT = "the lora remedy needs peft: pip install shiftbench[lora]"
@@ -63,7 +64,7 @@ def wrap(model: torch.nn.Module, protocol: Protocol) -> torch.nn.Module:
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ShiftbenchError(
-            f"lora remedy on model type {model_type!r}: {first} (set lora_targets in the protocol to module names of the model)"
+            f"lora remedy on model type {preview(model_type)}: {first} (set lora_targets in the protocol to module names of the model)"
         ) from None
 
 

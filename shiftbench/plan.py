@@ -25,8 +25,9 @@ from shiftbench.config import RunSettings
 from shiftbench.data import TOKEN_TASK, DomainData, load_domain, pair_label_space
 from shiftbench.distill import Teacher, resolve_teacher
 from shiftbench.errors import DataUnavailable, ShiftbenchError
+from shiftbench.guards import preview
 from shiftbench.lora import require_peft
-from shiftbench.models import ResolvedModel, check_head_labels, resolve_model
+from shiftbench.models import ResolvedModel, check_head_labels, check_loadable, resolve_model
 from shiftbench.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.protocol import Protocol
 from shiftbench.results import is_done
@@ -148,11 +149,11 @@ def _load_pairs(settings: RunSettings, catalog: Catalog, log: Callable[[str], No
             needed = [catalog.datasets.get(n) for n in (pair.source, *pair.targets)]
             if settings.suite is None or not any(d.optional for d in needed):
                 raise
-            log(f"warning: suite {settings.suite!r}: skipping pair {pair.name!r}: {exc}")
+            log(f"warning: suite {preview(settings.suite)}: skipping pair {preview(pair.name)}: {exc}")
             continue
         pairs.append(pair)
     if not pairs:
-        raise ShiftbenchError(f"suite {settings.suite!r}: no pair has its data available")
+        raise ShiftbenchError(f"suite {preview(settings.suite)}: no pair has its data available")
     return pairs, sources, targets
 
 
@@ -164,6 +165,10 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
         tasks = {catalog.pairs.get(name).task for name in settings.pairs}
         teacher = resolve_teacher(settings.protocol, catalog, settings.load, tasks)
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
+    # Config, tokenizer and head are read now, so a model defect fails the dry run, not a fine-tune.
+    tasks = () if settings.protocol.remedy == "icl" else tuple(sorted({catalog.pairs.get(n).task for n in settings.pairs}))
+    for model in models + ([teacher.model] if teacher is not None else []):
+        check_loadable(model, settings.load, settings.protocol.max_length, tasks)
     if settings.protocol.remedy == "icl":  # causal LMs and text classification only, checked before any work
         from shiftbench.icl import check_icl
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.guards import preview
 from shiftbench.records import from_mapping
 from shiftbench.yamlio import load_yaml
 
@@ -90,7 +91,7 @@ class Protocol:
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ShiftbenchError:
-            return ShiftbenchError(f"field {field!r}: {why}, got {getattr(self, field)!r}")
+            return ShiftbenchError(f"field {preview(field)}: {why}, got {preview(getattr(self, field))}")
 
         if not self.learning_rates or any(lr <= 0 or lr >= 1 for lr in self.learning_rates):
             raise bad("learning_rates", "needs one or more learning rates in (0, 1)")
@@ -134,7 +135,7 @@ class Protocol:
         ):
             value = getattr(self, name)
             if value not in allowed:
-                raise ShiftbenchError(f"field {name!r}: unknown value {value!r}{did_you_mean(value, allowed)}")
+                raise ShiftbenchError(f"field {preview(name)}: unknown value {preview(value)}{did_you_mean(value, allowed)}")
 
     def canonical(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -178,7 +179,7 @@ def _locate(ref: str, referrer: Path | None) -> tuple[Path, str, str]:
         return candidate, candidate.stem, os.path.abspath(candidate)
     if ref not in builtin_protocols():
         where = f"{referrer}: field 'base': " if referrer is not None else ""
-        raise ShiftbenchError(f"{where}unknown protocol {ref!r}{did_you_mean(ref, builtin_protocols())}")
+        raise ShiftbenchError(f"{where}unknown protocol {preview(ref)}{did_you_mean(ref, builtin_protocols())}")
     return builtin_protocol_dir() / f"{ref}.yaml", ref, ref
 
 
@@ -186,15 +187,15 @@ def _raw(path: Path, default_name: str, ident: str, chain: tuple[str, ...]) -> t
     """Raw field mapping of one protocol file with ``base`` resolved, and the protocol's name."""
     doc = load_yaml(path, "protocol")
     if not isinstance(doc, dict):
-        raise ShiftbenchError(f"{path}: a protocol file must be a mapping of fields, got {doc!r}")
+        raise ShiftbenchError(f"{path}: a protocol file must be a mapping of fields, got {preview(doc)}")
     doc = dict(doc)
     name = doc.pop("name", default_name)
     if not isinstance(name, str) or not name.strip():
-        raise ShiftbenchError(f"{path}: field 'name': expected a non-empty string, got {name!r}")
+        raise ShiftbenchError(f"{path}: field 'name': expected a non-empty string, got {preview(name)}")
     base = doc.get("base")
     if base is not None:
         if not isinstance(base, str) or not base.strip():
-            raise ShiftbenchError(f"{path}: field 'base': expected a protocol name or file, got {base!r}")
+            raise ShiftbenchError(f"{path}: field 'base': expected a protocol name or file, got {preview(base)}")
         base_path, base_name, base_ident = _locate(base, path)
         try:
             missing = not base_path.is_file()
@@ -213,4 +214,4 @@ def load_protocol(name_or_path: str) -> Protocol:
     """A built-in protocol by name, or a user protocol from a YAML file."""
     path, default_name, ident = _locate(str(name_or_path), None)
     doc, name = _raw(path, default_name, ident, ())
-    return from_mapping(Protocol, doc, f"{path}: protocol {name!r}", name=name)
+    return from_mapping(Protocol, doc, f"{path}: protocol {preview(name)}", name=name)

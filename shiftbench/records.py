@@ -15,6 +15,7 @@ import typing
 from typing import Any, TypeVar
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.guards import preview
 
 R = TypeVar("R")
 
@@ -34,19 +35,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is tuple:
         (elem, _ellipsis) = typing.get_args(tp)
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ShiftbenchError(f"{where}: expected a list of {_type_name(elem)}, got {value!r}")
+            raise ShiftbenchError(f"{where}: expected a list of {_type_name(elem)}, got {preview(value)}")
         return tuple(_coerce(v, elem, where) for v in value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ShiftbenchError(f"{where}: expected a mapping, got {value!r}")
+            raise ShiftbenchError(f"{where}: expected a mapping, got {preview(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ShiftbenchError(f"{where}: expected true or false, got {value!r}")
+            raise ShiftbenchError(f"{where}: expected true or false, got {preview(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ShiftbenchError(f"{where}: expected an integer, got {value!r}")
+            raise ShiftbenchError(f"{where}: expected an integer, got {preview(value)}")
         return value
     if tp is float:
         # YAML reads "2e-5" (no dot) as a string; accept numeric strings for floats only.
@@ -54,19 +55,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 value = float(value)
             except ValueError:
-                raise ShiftbenchError(f"{where}: expected a number, got {value!r}") from None
+                raise ShiftbenchError(f"{where}: expected a number, got {preview(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ShiftbenchError(f"{where}: expected a finite number, got {value!r}")
+            raise ShiftbenchError(f"{where}: expected a finite number, got {preview(value)}")
         try:
             number = float(value)
         except OverflowError:  # an int beyond the float range
             raise ShiftbenchError(f"{where}: expected a finite number, got an integer too large for a float") from None
         if not math.isfinite(number):
-            raise ShiftbenchError(f"{where}: expected a finite number, got {value!r}")
+            raise ShiftbenchError(f"{where}: expected a finite number, got {preview(value)}")
         return number
     if tp is str:
         if not isinstance(value, str) or not value.strip():
-            raise ShiftbenchError(f"{where}: expected a non-empty string, got {value!r}")
+            raise ShiftbenchError(f"{where}: expected a non-empty string, got {preview(value)}")
         return value
     raise TypeError(f"unsupported annotation {tp!r}")  # a programming error, not user input
 
@@ -78,20 +79,20 @@ def from_mapping(cls: type[R], raw: Any, where: str, **fixed: Any) -> R:
     fields that do not come from the mapping (such as the entry's name).
     """
     if not isinstance(raw, dict):
-        raise ShiftbenchError(f"{where}: expected a mapping of fields, got {raw!r}")
+        raise ShiftbenchError(f"{where}: expected a mapping of fields, got {preview(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in fixed}
     for key in raw:
         if key not in fields:
-            raise ShiftbenchError(f"{where}: unknown field {key!r}{did_you_mean(str(key), fields)}")
+            raise ShiftbenchError(f"{where}: unknown field {preview(key)}{did_you_mean(str(key), fields)}")
     values: dict[str, Any] = dict(fixed)
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if name not in raw:
             if required:
-                raise ShiftbenchError(f"{where}: missing required field {name!r}")
+                raise ShiftbenchError(f"{where}: missing required field {preview(name)}")
             continue
-        values[name] = _coerce(raw[name], hints[name], f"{where}: field {name!r}")
+        values[name] = _coerce(raw[name], hints[name], f"{where}: field {preview(name)}")
     try:
         return cls(**values)
     except ShiftbenchError as exc:

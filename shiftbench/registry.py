@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.guards import preview
 
 T = TypeVar("T")
 
@@ -32,7 +33,7 @@ class Registry(Generic[T]):
     def add(self, name: str, item: T, origin: str = "<code>") -> None:
         if name in self._items:
             raise ShiftbenchError(
-                f"duplicate {self.kind} {name!r}: defined in {self._origins[name]} and again in {origin}"
+                f"duplicate {self.kind} {preview(name)}: defined in {self._origins[name]} and again in {origin}"
             )
         self._items[name] = item
         self._origins[name] = origin
@@ -41,7 +42,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise ShiftbenchError(f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}") from None
+            raise ShiftbenchError(f"unknown {self.kind} {preview(name)}{did_you_mean(name, self._items)}") from None
 
     def origin(self, name: str) -> str:
         return self._origins[name]

@@ -17,6 +17,7 @@ import random
 
 from shiftbench.data import DomainData, SplitData
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import preview
 
 
 def augment_text(text: str, rng: random.Random, p: float) -> str:
@@ -63,7 +64,7 @@ def augmented_source(source: DomainData, seed: int, strength: float) -> DomainDa
     cache and the data identity never confuse it with the original)."""
     if source.role("train").is_tokens:
         # Word-level edits (hashtags, dropout) would shift the word/tag alignment.
-        raise ShiftbenchError(f"dataset {source.spec.name!r}: the augment remedy supports text classification only, not token classification")
+        raise ShiftbenchError(f"dataset {preview(source.spec.name)}: the augment remedy supports text classification only, not token classification")
     train = augment_split(source.role("train"), seed, strength)
     fp = hashlib.sha256(f"{source.fingerprint}|augment|{strength}|{seed}".encode()).hexdigest()[:16]
     return dataclasses.replace(source, splits={**source.splits, "train": train}, fingerprint=fp)

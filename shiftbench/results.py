@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from shiftbench import faults
 from shiftbench.atomic import write_atomic
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import check_output_dir
 
 if TYPE_CHECKING:
     from shiftbench.evaluation import Predictions
@@ -253,7 +254,7 @@ def read_trainable_params(path: Path) -> int | None:
 
 def check_results_dir(results_dir: Path) -> Path:
     """Create the results dir if needed; fail early and clearly if it cannot be written."""
-    results_dir = Path(results_dir)
+    results_dir = check_output_dir(Path(results_dir), "results dir")
     try:
         if results_dir.exists() and not results_dir.is_dir():
             raise ShiftbenchError(f"results dir {results_dir} exists and is not a directory")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftbench.errors import ShiftbenchError, did_you_mean
+from shiftbench.guards import check_path_component, preview
 
 TASKS = ("text-classification", "token-classification")
 SPLIT_ROLES = ("train", "validation", "test")
@@ -47,26 +48,35 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ShiftbenchError(f"field 'task': unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
+            raise ShiftbenchError(f"field 'task': unknown task {preview(self.task)}{did_you_mean(self.task, TASKS)}")
+        # hub_id, config and split names become <data-dir>/<owner>__<name>/<config>/<split>.parquet:
+        # each must name one entry, so no value can reach a file outside the data dir.
+        parts = self.hub_id.split("/")
+        if len(parts) > 2:
+            raise ShiftbenchError(f"field 'hub_id': {preview(self.hub_id)} is not a plain 'owner/name' or 'name'; it must stay inside the data dir")
+        for part in parts:
+            check_path_component(part, "field 'hub_id'")
+        check_path_component(self.config, "field 'config'")
         for role, split in self.splits.items():
             if role not in SPLIT_ROLES:
-                raise ShiftbenchError(f"field 'splits': unknown role {role!r}{did_you_mean(str(role), SPLIT_ROLES)}")
+                raise ShiftbenchError(f"field 'splits': unknown role {preview(role)}{did_you_mean(str(role), SPLIT_ROLES)}")
             if not isinstance(split, str) or not split:
-                raise ShiftbenchError(f"field 'splits': split name for role {role!r} must be a string, got {split!r}")
+                raise ShiftbenchError(f"field 'splits': split name for role {preview(role)} must be a string, got {preview(split)}")
+            check_path_component(split, f"field 'splits': split name for role {preview(role)}")
         if "train" not in self.splits and "test" not in self.splits:
             raise ShiftbenchError("field 'splits': needs at least a 'train' or a 'test' role")
         if len(set(self.splits.values())) != len(self.splits):
             # e.g. {train: train, test: train} would score the model on its own training data
-            raise ShiftbenchError(f"field 'splits': two roles read the same split, got {self.splits!r}")
+            raise ShiftbenchError(f"field 'splits': two roles read the same split, got {preview(self.splits)}")
         if not 0 <= self.split_seed <= MAX_SEED:
-            raise ShiftbenchError(f"field 'split_seed': must be between 0 and {MAX_SEED}, got {self.split_seed!r}")
+            raise ShiftbenchError(f"field 'split_seed': must be between 0 and {MAX_SEED}, got {preview(self.split_seed)}")
         if not 0.0 < self.carve_fraction < 0.5:
-            raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {self.carve_fraction!r}")
+            raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {preview(self.carve_fraction)}")
         if self.label_map is not None:
             for key, value in self.label_map.items():
                 if value is not None and (not isinstance(value, str) or not value):
                     raise ShiftbenchError(
-                        f"field 'label_map': value for {key!r} must be a label name or null, got {value!r}"
+                        f"field 'label_map': value for {preview(key)} must be a label name or null, got {preview(value)}"
                     )
 
     @property
@@ -89,11 +99,11 @@ class PairSpec:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ShiftbenchError(f"field 'task': unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
+            raise ShiftbenchError(f"field 'task': unknown task {preview(self.task)}{did_you_mean(self.task, TASKS)}")
         if not self.targets:
             raise ShiftbenchError("field 'targets': needs at least one target dataset")
         if self.source in self.targets:
-            raise ShiftbenchError(f"field 'targets': the source {self.source!r} cannot also be a target")
+            raise ShiftbenchError(f"field 'targets': the source {preview(self.source)} cannot also be a target")
         if len(set(self.targets)) != len(self.targets):
             raise ShiftbenchError(f"field 'targets': a target is listed twice in {list(self.targets)}")
 
@@ -115,7 +125,7 @@ class SuiteSpec:
         for name in ("pairs", "models", "seeds"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
-                raise ShiftbenchError(f"field {name!r}: an entry is listed twice in {list(values)}")
+                raise ShiftbenchError(f"field {preview(name)}: an entry is listed twice in {list(values)}")
         if any(not 0 <= s <= MAX_SEED for s in self.seeds):
             raise ShiftbenchError(f"field 'seeds': seeds must be between 0 and {MAX_SEED}, got {list(self.seeds)}")
 

@@ -1,4 +1,11 @@
-"""Safe YAML reading with one-line errors (file and line) and duplicate-key detection."""
+"""Safe YAML reading with one-line errors (file and line) and duplicate-key detection.
+
+Bounded: a file is at most ``guards.MAX_YAML_BYTES`` and the loaded document at most
+``MAX_EXPANDED`` once its aliases are expanded. PyYAML shares an aliased node instead of copying
+it, so loading a "billion laughs" file is cheap, but anything that walks the value (``repr`` in
+an error message, ``json.dumps`` for a hash) expands every alias: a 464-byte registry made a
+351 MB error line or a MemoryError.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,11 @@ from typing import Any
 import yaml
 
 from shiftbench.errors import ShiftbenchError
+from shiftbench.guards import MAX_YAML_BYTES, preview, read_text_bounded
+
+# Values (plus characters of strings) of a document with every alias expanded: a registry of
+# a few hundred entries is ~10^4; the cap is far above any real file and far below a bomb.
+MAX_EXPANDED = 1_000_000
 
 
 # What PyYAML's own constructors raise on a malformed scalar, e.g. `2020-13-45` (ValueError),
@@ -23,8 +35,7 @@ class _StrictLoader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep=deep)
         except _CONSTRUCT_ERRORS as exc:
-            shown = node.value if isinstance(node, yaml.ScalarNode) else node.id
-            shown = repr(shown if len(str(shown)) <= 40 else str(shown)[:37] + "...")
+            shown = preview(node.value if isinstance(node, yaml.ScalarNode) else node.id, 40)
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {node.tag.rsplit(':', 1)[-1]} value {shown}: {reason}", node.start_mark
@@ -43,7 +54,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             continue  # SafeLoader.construct_mapping reports "found unhashable key" with its line
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {preview(key)}", key_node.start_mark
             )
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
@@ -56,17 +67,14 @@ def load_yaml(path: Path, what: str) -> Any:
     """Parse a YAML file; every failure is a ShiftbenchError naming the file (and line)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ShiftbenchError(f"{what} file not found: {path}") from None
-    except IsADirectoryError:
-        raise ShiftbenchError(f"{what} file {path} is a directory") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ShiftbenchError(f"cannot read {what} file {path}: {exc}") from None
-    except ValueError as exc:  # a NUL byte in a path taken from a YAML field
-        raise ShiftbenchError(f"cannot read {what} file {str(path)!r}: {exc}") from None
+        exists = path.exists()
+    except (OSError, ValueError):  # a NUL byte or an over-long name in a path taken from a YAML field
+        exists = True  # let the checked read below report it
+    if not exists:
+        raise ShiftbenchError(f"{what} file not found: {path}")
+    text = read_text_bounded(path, f"{what} file", MAX_YAML_BYTES)
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
         raise ShiftbenchError(f"{path}: invalid YAML in {what} file: nested too deeply") from None
     except _CONSTRUCT_ERRORS as exc:  # last resort; _StrictLoader normally reports these with a line
@@ -76,3 +84,25 @@ def load_yaml(path: Path, what: str) -> Any:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ShiftbenchError(f"{where}: invalid YAML in {what} file: {problem}") from None
+    _check_expanded_size(doc, path, what)
+    return doc
+
+
+def _check_expanded_size(doc: Any, path: Path, what: str) -> None:
+    """Refuse a document whose alias-expanded size passes MAX_EXPANDED (walked with a budget,
+    so the check itself is bounded)."""
+    budget = MAX_EXPANDED
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        budget -= 1 + (len(value) if isinstance(value, str) else 0)
+        if budget < 0:
+            raise ShiftbenchError(
+                f"{path}: {what} file expands to more than {MAX_EXPANDED} values and characters "
+                "(aliases of aliases?); refusing to load it"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
