@@ -7,6 +7,7 @@ import pytest
 
 import shiftbench
 from shiftbench.cli import main
+from shiftbench.leaderboard import LEADERBOARD_SCHEMA_VERSION
 
 
 @pytest.fixture()
@@ -44,7 +45,7 @@ def test_leaderboard_parquet_rebuild_and_corrupt_file_is_skipped(finished, capsy
     assert bad.read_bytes() == b"PAR1 not really"  # reported, never rewritten
     board = pq.read_table(out_file).to_pandas()
     assert set(board["n_seeds"]) == {2}
-    assert pq.read_schema(out_file).metadata[b"shiftbench.leaderboard_schema_version"] == b"1"
+    assert pq.read_schema(out_file).metadata[b"shiftbench.leaderboard_schema_version"] == str(LEADERBOARD_SCHEMA_VERSION).encode()
 
 
 def test_cache_info_and_prune(finished, capsys):
