@@ -3,6 +3,7 @@ warned about once per fine-tune, and recovered for run files written before the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -210,3 +211,104 @@ def test_readme_documents_the_edge_columns():
     section = (REPO / "README.md").read_text().split("## Results schema", 1)[1].split("\n## ", 1)[0]
     for column in ("selected_lr_edge", "selected_epoch_at_edge", "n_edge_selections"):
         assert column in section
+
+
+# --- early stopping (patience, grid_patience) ----------------------------------------------
+
+LABELS = ("negative", "neutral", "positive")
+
+
+@pytest.fixture()
+def scripted(tiny_registry, tiny_data_dir, tiny_protocol, monkeypatch):
+    """fine_tune on the tiny world with source-validation scores read from a script (one per
+    epoch, in training order) instead of measured, so where it stops is known exactly."""
+    from shiftbench.catalog import load_catalog
+    from shiftbench.data import load_domain
+    from shiftbench.device import make_runtime
+    from shiftbench.encode import Encoder
+    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.protocol import load_protocol
+    from shiftbench.train import fine_tune
+
+    monkeypatch.setenv("SHIFTBENCH_NUM_THREADS", "1")
+    catalog = load_catalog([tiny_registry], include_env=False)
+    model = resolve_model("tiny", catalog)
+    tok = load_tokenizer(model)
+    source = load_domain(catalog.datasets.get("news"), tiny_data_dir, ("train", "validation", "test"))
+    base = load_protocol(str(tiny_protocol))
+    enc = Encoder(tok, LABELS, base.max_length, None)
+    train, val = enc(source, "train"), enc(source, "validation")
+
+    def run(scores: list[float], checkpoints=None, **fields):
+        script = iter(scores)
+
+        class Scored:
+            def __init__(self):
+                self.value = next(script)  # StopIteration: more epochs trained than scripted
+
+            def scores(self):
+                return {"macro_f1": self.value, "accuracy": self.value}
+
+        monkeypatch.setattr("shiftbench.train.predict", lambda *a, **k: Scored())
+        protocol = dataclasses.replace(base, **fields)
+        ft = fine_tune(lambda: load_classifier(model, LABELS, tok.pad_token_id), train, val, protocol, 0,
+                       tok.pad_token_id, make_runtime("cpu", "fp32"), checkpoints=checkpoints)  # fmt: skip
+        assert next(script, None) is None, "fewer epochs trained than scripted"
+        return ft
+
+    return run
+
+
+def trace(ft):
+    return [(h.learning_rate, h.epoch) for h in ft.history]
+
+
+def test_patience_stops_a_learning_rate_after_its_best(scripted):
+    ft = scripted([0.5, 0.6, 0.55, 0.7, 0.8, 0.85, 0.9, 0.3, 0.3], learning_rates=(1e-3, 2e-3, 3e-3), epochs=4, patience=1)
+    # 1e-3: best at epoch 2, epoch 3 not better: stop; 2e-3: better every epoch: all 4;
+    # 3e-3: a tie is not better: stop after epoch 2
+    assert trace(ft) == [(1e-3, 1), (1e-3, 2), (1e-3, 3), (2e-3, 1), (2e-3, 2), (2e-3, 3), (2e-3, 4), (3e-3, 1), (3e-3, 2)]
+    assert (ft.selected_lr, ft.selected_epoch, ft.selection_score) == (2e-3, 4, 0.9)
+    # the selection is at the last epoch its lr trained, and inside the grid
+    assert selection_edges([dataclasses.asdict(h) for h in ft.history], ft.selected_lr, ft.selected_epoch) == SelectionEdges("interior", True)
+
+
+def test_grid_patience_stops_the_ascending_grid_after_the_optimum(scripted):
+    ft = scripted([0.5, 0.6, 0.7, 0.8, 0.75, 0.7], learning_rates=(1e-3, 2e-3, 3e-3, 4e-3, 5e-3), epochs=2, grid_patience=1)
+    assert trace(ft) == [(1e-3, 1), (1e-3, 2), (2e-3, 1), (2e-3, 2), (3e-3, 1), (3e-3, 2)]  # 4e-3, 5e-3 never trained
+    assert ft.selected_lr == 2e-3 and ft.model is not None  # the module is kept for scoring
+    h = [dataclasses.asdict(r) for r in ft.history]
+    assert selection_edges(h, ft.selected_lr, ft.selected_epoch) == SelectionEdges("interior", True)
+    # patience 2: one worse lr is not enough
+    ft = scripted([0.5, 0.6, 0.7, 0.8, 0.75, 0.7, 0.6, 0.6], learning_rates=(1e-3, 2e-3, 3e-3, 4e-3, 5e-3), epochs=2, grid_patience=2)
+    assert [lr for lr, e in trace(ft) if e == 1] == [1e-3, 2e-3, 3e-3, 4e-3]
+
+
+def test_early_stopping_resumes_where_an_uninterrupted_run_stops(scripted, tmp_path, monkeypatch):
+    from shiftbench import faults
+
+    from .conftest import Killed, kill_at
+
+    scores = [0.5, 0.6, 0.55, 0.7, 0.8, 0.85, 0.9, 0.3, 0.3]
+    fields = {"learning_rates": (1e-3, 2e-3, 3e-3), "epochs": 4, "patience": 1, "grid_patience": 1}
+    reference = scripted(scores, **fields)
+    kill_at(monkeypatch, "epoch_end", 3)  # right after 1e-3's epoch 3, the one that ends it
+    with pytest.raises(Killed):
+        scripted(scores, checkpoints=tmp_path / "ckpt", **fields)
+    monkeypatch.setattr(faults, "checkpoint", lambda point: None)
+    resumed = scripted(scores[3:], checkpoints=tmp_path / "ckpt", **fields)  # scores of the epochs still to train
+    assert trace(resumed) == trace(reference)
+    assert (resumed.selected_lr, resumed.selected_epoch) == (reference.selected_lr, reference.selected_epoch)
+
+
+def test_early_stopping_fields_are_validated_and_hashed_only_when_set():
+    from shiftbench.errors import ShiftbenchError
+    from shiftbench.protocol import load_protocol
+
+    std = load_protocol("standard")
+    assert "patience" not in std.canonical() and "grid_patience" not in std.canonical()
+    assert std.with_overrides(patience=1).hash != std.hash != std.with_overrides(grid_patience=1).hash
+    with pytest.raises(ShiftbenchError, match="'patience': must be >= 1"):
+        std.with_overrides(patience=0)
+    with pytest.raises(ShiftbenchError, match="strictly increasing with grid_patience"):
+        std.with_overrides(grid_patience=1, learning_rates=(1e-4, 2e-5))
