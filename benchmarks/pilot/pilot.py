@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,18 +47,24 @@ QUEUE = [
 ]
 
 
-def protocol_file(lr: str, remedy: str, scratch: Path) -> Path:
-    """``pilot[-lora]-lr<lr>-es.yaml`` in the scratch dir: pilot.yaml (with the remedy's fields
-    from its built-in protocol), a one-element grid and early stopping (patience 1, standard-v2's):
-    the epochs after the stop are never used by a protocol that stops, so they are not trained.
-    (The first few sweep runs trained all 4 epochs, as ``pilot[-lora]-lr<lr>``; a prefix of
-    those is what the stopping run computes, and ``simulate`` truncates them the same way.)"""
+def protocol_file(lr: str, remedy: str, scratch: Path, epochs: int = 4) -> Path:
+    """``pilot[-lora][-e<epochs>]-lr<lr>-es.yaml`` in the scratch dir: pilot.yaml (with the remedy's
+    fields from its built-in protocol, and ``epochs`` when not 4), a one-element grid and early
+    stopping (patience 1, standard-v2's): the epochs after the stop are never used by a protocol
+    that stops, so they are not trained. (The first sweep runs trained all 4 epochs, as
+    ``pilot[-lora]-lr<lr>``; a prefix of those is what the stopping run computes, and
+    ``simulate`` truncates them the same way.)"""
     name = "pilot" if remedy == "none" else f"pilot-{remedy}"
+    name += "" if epochs == 4 else f"-e{epochs}"
     path = scratch / "protocols" / f"{name}-lr{lr}-es.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    remedy_fields = "" if remedy == "none" else f"{_remedy_fields(remedy)}"
-    path.write_text(f"base: {BASE}\n{remedy_fields}learning_rates: [{float(lr)!r}]\npatience: 1\n")
+    fields = "" if remedy == "none" else _remedy_fields(remedy)
+    fields += "" if epochs == 4 else f"epochs: {epochs}\n"
+    path.write_text(f"base: {BASE}\n{fields}learning_rates: [{float(lr)!r}]\npatience: 1\n")
     return path
+
+
+_NAME = re.compile(r"^pilot(?:-(?P<remedy>[a-z]+))?(?:-e(?P<epochs>\d+))?-lr")
 
 
 def _remedy_fields(remedy: str) -> str:
@@ -80,16 +87,17 @@ def _children_cpu() -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scratch = Path(args.scratch)
-    todo = [q for q in QUEUE if args.model is None or q[0] in args.model]
+    queue = [tuple(item.split(":")) + (("none",) if item.count(":") == 2 else ()) for item in args.item] if args.item else QUEUE
+    todo = [q for q in queue if args.model is None or q[0] in args.model]
     for pid in args.after or ():  # a sweep process still finishing an item: let it, then skip that item
         while Path(f"/proc/{pid}").exists():
             time.sleep(10)
     for i, (model, source, lr, remedy) in enumerate(todo, 1):
-        done = {(r["model"], r["remedy"], r["source"], r["lr"]) for r in sweep_rows(scratch / "results")}
-        if (model, remedy, source, float(lr)) in done:
+        done = {(r["model"], r["remedy"], r["epochs"], r["source"], r["lr"]) for r in sweep_rows(scratch / "results")}
+        if (model, remedy, args.epochs, source, float(lr)) in done:
             continue
         cmd = [sys.executable, "-m", "shiftbench", "run", "--pair", PAIRS[source], "--model", model,
-               "--protocol", str(protocol_file(lr, remedy, scratch)), "--seeds", str(args.seed),
+               "--protocol", str(protocol_file(lr, remedy, scratch, args.epochs)), "--seeds", str(args.seed),
                "--results-dir", str(scratch / "results"), "--cache-dir", str(scratch / "cache")]  # fmt: skip
         print(f"[{time.strftime('%H:%M:%S')}] {i}/{len(todo)} {model} {source} lr {lr} remedy {remedy}", flush=True)
         t0, cpu0 = time.perf_counter(), _children_cpu()
@@ -118,28 +126,29 @@ def sweep_rows(results_dir: Path) -> list[dict]:
         if meta["finetune_id"] in seen:
             continue
         seen.add(meta["finetune_id"])
-        remedy = meta["protocol"].split("-lr")[0].removeprefix("pilot").lstrip("-") or "none"
+        name = _NAME.match(meta["protocol"])
+        remedy, epochs = (name["remedy"] or "none", int(name["epochs"] or 4)) if name else ("?", 0)
         for h in read_history(path):
-            rows.append({"model": meta["model"], "remedy": remedy, "source": meta["source"], "seed": meta["seed"],
+            rows.append({"model": meta["model"], "remedy": remedy, "epochs": epochs, "source": meta["source"], "seed": meta["seed"],
                          "lr": h["learning_rate"], "epoch": h["epoch"], "val_macro_f1": h["val_scores"]["macro_f1"],
                          "train_loss": h["train_loss"], "seconds": h["seconds"]})  # fmt: skip
     order = {"minilm-l6-l2": 0, "minilm-l6-random": 1, "minilm-l6-l4": 2, "minilm-l6": 3}
-    return sorted(rows, key=lambda r: (r["remedy"], order.get(r["model"], 9), r["model"], r["source"], r["seed"], r["lr"], r["epoch"]))
+    return sorted(rows, key=lambda r: (r["remedy"], r["epochs"], order.get(r["model"], 9), r["model"], r["source"], r["seed"], r["lr"], r["epoch"]))
 
 
 def markdown(rows: list[dict]) -> str:
     """Rows: (model, source, lr); columns: val macro-F1 per epoch (train loss); best of each (model, source) in bold."""
     by_run: dict[tuple, list[dict]] = {}
     for r in rows:
-        by_run.setdefault((r["model"], r["remedy"], r["source"], r["seed"], r["lr"]), []).append(r)
+        by_run.setdefault((r["model"], r["remedy"], r["epochs"], r["source"], r["seed"], r["lr"]), []).append(r)
     best: dict[tuple, float] = {}
-    for (m, remedy, s, seed, _), rs in by_run.items():
-        key = (m, remedy, s, seed)
+    for (m, remedy, n, s, seed, _), rs in by_run.items():
+        key = (m, remedy, n, s, seed)
         best[key] = max(best.get(key, -1.0), max(r["val_macro_f1"] for r in rs))
     n_epochs = max((r["epoch"] for r in rows), default=0)
-    head = "| model | remedy | source | seed | lr | " + " | ".join(f"epoch {e}" for e in range(1, n_epochs + 1)) + " | s/epoch |"
-    lines = [head, "|" + "---|" * (6 + n_epochs)]
-    for (m, remedy, s, seed, lr), rs in by_run.items():
+    head = "| model | remedy | epochs | source | seed | lr | " + " | ".join(f"epoch {e}" for e in range(1, n_epochs + 1)) + " | s/epoch |"
+    lines = [head, "|" + "---|" * (7 + n_epochs)]
+    for (m, remedy, n, s, seed, lr), rs in by_run.items():
         cells = []
         for e in range(1, n_epochs + 1):
             r = next((r for r in rs if r["epoch"] == e), None)
@@ -147,24 +156,25 @@ def markdown(rows: list[dict]) -> str:
                 cells.append("")
                 continue
             f1 = f"{r['val_macro_f1']:.4f}"
-            f1 = f"**{f1}**" if r["val_macro_f1"] == best[(m, remedy, s, seed)] else f1
+            f1 = f"**{f1}**" if r["val_macro_f1"] == best[(m, remedy, n, s, seed)] else f1
             cells.append(f"{f1} ({r['train_loss']:.3f})")
         sec = sum(r["seconds"] for r in rs) / len(rs)
-        lines.append(f"| {m} | {remedy} | {s} | {seed} | {lr:g} | " + " | ".join(cells) + f" | {sec:.0f} |")
+        lines.append(f"| {m} | {remedy} | {n} | {s} | {seed} | {lr:g} | " + " | ".join(cells) + f" | {sec:.0f} |")
     return "\n".join(lines) + "\n"
 
 
-def simulate(rows: list[dict], grid: tuple[float, ...], patience: int | None, grid_patience: int | None) -> list[dict]:
+def simulate(rows: list[dict], grid: tuple[float, ...], patience: int | None, grid_patience: int | None, epochs: int = 4) -> list[dict]:
     """What a protocol with the pilot's recipe and epochs, this ascending ``grid`` and this early
     stopping would have trained and selected, per (model, remedy, source, seed), from the sweep's
     scores (exact: each lr of a grid trains independently, and stopping only truncates). A row
     whose grid reaches a learning rate the sweep has not run says so in ``missing``."""
     from shiftbench.selection import selection_edges
 
+    rows = [r for r in rows if r["epochs"] == epochs]  # the sweep's runs with this schedule length
     runs: dict[tuple, dict[float, list[dict]]] = {}
     for r in rows:
         runs.setdefault((r["model"], r["remedy"], r["source"], r["seed"]), {}).setdefault(r["lr"], []).append(r)
-    n_epochs = max((r["epoch"] for r in rows), default=0)
+    n_epochs = epochs
     out = []
     for key, by_lr in runs.items():
         trained: list[dict] = []
@@ -207,8 +217,8 @@ def _since_best(scores: list[float]) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     grid = tuple(sorted(float(x) for x in args.grid.split(",")))
-    sims = simulate(sweep_rows(Path(args.scratch) / "results"), grid, args.patience, args.grid_patience)
-    print(f"grid {', '.join(f'{x:g}' for x in grid)}; patience {args.patience}; grid_patience {args.grid_patience}")
+    sims = simulate(sweep_rows(Path(args.scratch) / "results"), grid, args.patience, args.grid_patience, args.epochs)
+    print(f"grid {', '.join(f'{x:g}' for x in grid)}; {args.epochs} epochs; patience {args.patience}; grid_patience {args.grid_patience}")
     print("| model | remedy | source | epochs trained | train minutes (pilot) | selected lr | epoch | val macro-F1 | lr edge | last epoch |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in sims:
@@ -238,12 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--model", action="append", help="only this model (repeatable)")
     run.add_argument("--after", type=int, action="append", help="first wait for this process to exit (repeatable)")
+    run.add_argument("--epochs", type=int, default=4, help="schedule length (pilot.yaml: 4)")
+    run.add_argument("--item", action="append", help="MODEL:SOURCE:LR[:REMEDY] instead of the built-in queue (repeatable)")
     table = sub.add_parser("table", help="lr x epoch -> source-validation macro-F1 (train loss)")
     table.add_argument("--out", help="also write the Markdown table here")
     sim = sub.add_parser("simulate", help="what a candidate grid with early stopping would train and select")
     sim.add_argument("--grid", required=True, help="comma-separated learning rates, e.g. 3e-5,1e-4,3e-4,1e-3")
     sim.add_argument("--patience", type=int, default=None)
     sim.add_argument("--grid-patience", type=int, default=None)
+    sim.add_argument("--epochs", type=int, default=4, help="the schedule length of the sweep runs to use")
     args = parser.parse_args(argv)
     return {"run": cmd_run, "table": cmd_table, "simulate": cmd_simulate}[args.command](args)
 
