@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from shiftbench.api import make_plan, run_plan
     from shiftbench.leaderboard import summary_table
+    from shiftbench.results import edge_warnings
 
     plan = make_plan(
         suite=args.suite, pairs=args.pair, models=args.model, seeds=args.seeds, protocol=args.protocol,
@@ -140,6 +141,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     mine = board[board["pair"].isin(summary.plan.settings.pairs)] if board is not None else board
     print(f"{len(summary.new_results)} new run(s) written to {summary.plan.settings.results_dir}")
     print(summary_table(mine))
+    for warning in edge_warnings(summary.new_results):  # one line per fine-tune selected at a grid edge
+        print(warning, file=sys.stderr)
     return 0
 
 

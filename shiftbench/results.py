@@ -29,11 +29,16 @@ from shiftbench import faults
 from shiftbench.atomic import write_atomic
 from shiftbench.errors import ShiftbenchError
 from shiftbench.guards import check_output_dir
+from shiftbench.selection import SelectionEdges, edge_warning, selection_edges
 
 if TYPE_CHECKING:
     from shiftbench.evaluation import Predictions
 
-SCHEMA_VERSION = 1
+# 2: selected_lr_edge and selected_epoch_at_edge. Files of an older version are still read: the
+# columns a later version added are filled in (see _added_columns), so every reader sees RUN_SCHEMA.
+SCHEMA_VERSION = 2
+# Columns each schema version added, in RUN_SCHEMA order; add a later version's columns here.
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("selected_lr_edge", "selected_epoch_at_edge")}
 RUNS_DIR = "runs"
 PREDICTIONS_DIR = "predictions"
 
@@ -70,6 +75,11 @@ RUN_SCHEMA = pa.schema(
         ("selected_lr", pa.float64()),  # null for --eval-only
         ("selected_epoch", pa.int32()),
         ("selection_score", pa.float64()),  # source-validation score that chose the checkpoint
+        # Where the selection lay on the grid (shiftbench.selection): "low" / "high" (smallest /
+        # largest lr of a grid of >= 2), "interior", or null (a one-lr grid, eval-only, icl) ...
+        ("selected_lr_edge", pa.string()),
+        # ... and whether the selected epoch is the last its lr trained (null: it trained one epoch)
+        ("selected_epoch_at_edge", pa.bool_()),
         ("eval_only", pa.bool_()),
         ("device", pa.string()),
         ("precision", pa.string()),
@@ -148,10 +158,22 @@ class RunResult:
     def gap(self, metric: str) -> float:
         return self.id_scores[metric] - self.ood_scores[metric]
 
+    @property
+    def edges(self) -> SelectionEdges:
+        """Where the selected (lr, epoch) lies on the protocol's grid."""
+        return selection_edges(self.history, self.selected_lr, self.selected_epoch)
+
+    def edge_warning(self) -> str | None:
+        """One warning line when the selection is at an edge of the grid, else None."""
+        who = f"{self.model} on {self.source}, seed {self.seed}, protocol {self.protocol},"
+        return edge_warning(who, self.history, self.selected_lr, self.selected_epoch)
+
     def to_table(self) -> pa.Table:
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for k in ("id_scores", "ood_scores", "history", "trainable_params"):
             base.pop(k)
+        edges = self.edges
+        base |= {"selected_lr_edge": edges.lr, "selected_epoch_at_edge": edges.epoch_at_edge}
         rows = []
         for metric in self.id_scores:
             i, o = self.id_scores[metric], self.ood_scores[metric]
@@ -164,6 +186,18 @@ class RunResult:
         if self.trainable_params is not None:  # schema metadata, not a column: RUN_SCHEMA is unchanged
             meta[b"shiftbench.trainable_params"] = str(self.trainable_params).encode()
         return table.replace_schema_metadata(meta)
+
+
+def edge_warnings(results: Sequence[RunResult]) -> list[str]:
+    """One warning line per fine-tune of ``results`` whose selection is at an edge of its grid."""
+    lines, seen = [], set()
+    for r in results:
+        if r.finetune_id not in seen:
+            seen.add(r.finetune_id)
+            line = r.edge_warning()
+            if line is not None:
+                lines.append(line)
+    return lines
 
 
 def now_utc() -> datetime:
@@ -216,24 +250,48 @@ class LoadedRuns:
     skipped: tuple[tuple[Path, str], ...]  # (file, reason) for unreadable or foreign files
 
 
+def _added_columns(path: Path, version: int, meta: dict, names: Sequence[str], n_rows: int) -> dict[str, pa.Array]:
+    """The columns in ``names`` that schema versions after ``version`` added, for a file of that
+    version: the selection edges from the file's history (what a current run would have
+    written), any other added column null."""
+    added = [c for v in range(version + 1, SCHEMA_VERSION + 1) for c in ADDED_COLUMNS.get(v, ()) if c in names]
+    if not added:
+        return {}
+    values: dict[str, object] = {}
+    if {"selected_lr_edge", "selected_epoch_at_edge"} & set(added):
+        first = pq.read_table(path, columns=["selected_lr", "selected_epoch"]).slice(0, 1).to_pylist()
+        lr, epoch = (first[0]["selected_lr"], first[0]["selected_epoch"]) if first else (None, None)
+        edges = selection_edges(json.loads(meta.get(b"shiftbench.history", b"[]")), lr, epoch)
+        values |= {"selected_lr_edge": edges.lr, "selected_epoch_at_edge": edges.epoch_at_edge}
+    return {c: pa.array([values.get(c)] * n_rows, type=RUN_SCHEMA.field(c).type) for c in added}
+
+
 def read_runs(results_dir: Path, columns: Sequence[str] | None = None) -> LoadedRuns:
     """All run rows (only ``columns``, when given: reading less is most of the cost of a large
-    leaderboard). A corrupt or foreign file is reported in ``skipped`` and never touched."""
+    leaderboard). Files of an older schema version are read with the columns added since filled
+    in (their ``schema_version`` stays theirs). A corrupt or foreign file is reported in
+    ``skipped`` and never touched."""
     runs = Path(results_dir) / RUNS_DIR
     schema = RUN_SCHEMA if columns is None else pa.schema([RUN_SCHEMA.field(c) for c in columns])
     tables, skipped = [], []
     for path in sorted(runs.glob("*.parquet")) if runs.is_dir() else []:
         try:
             file_schema = pq.read_schema(path)
-            version = (file_schema.metadata or {}).get(b"shiftbench.schema_version")
-            if version != str(SCHEMA_VERSION).encode():
-                skipped.append((path, f"schema version {version!r}, expected {SCHEMA_VERSION}"))
+            meta = file_schema.metadata or {}
+            raw_version = meta.get(b"shiftbench.schema_version")
+            version = int(raw_version) if raw_version is not None and raw_version.isdigit() else None
+            if version is None or not 1 <= version <= SCHEMA_VERSION:
+                skipped.append((path, f"schema version {raw_version!r}, expected 1 to {SCHEMA_VERSION}"))
                 continue
-            missing = [n for n in RUN_SCHEMA.names if n not in file_schema.names]
+            later = {c for v in range(version + 1, SCHEMA_VERSION + 1) for c in ADDED_COLUMNS.get(v, ())}
+            missing = [n for n in RUN_SCHEMA.names if n not in file_schema.names and n not in later]
             if missing:
                 skipped.append((path, f"columns do not match the run schema (missing {', '.join(missing)})"))
                 continue
-            tables.append(pq.read_table(path, columns=schema.names).cast(schema))
+            table = pq.read_table(path, columns=[n for n in schema.names if n in file_schema.names])
+            for name, column in _added_columns(path, version, meta, schema.names, len(table)).items():
+                table = table.append_column(name, column)
+            tables.append(table.select(schema.names).cast(schema))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             skipped.append((path, f"unreadable ({reason})"))
