@@ -228,6 +228,7 @@ def _ranks(board: pd.DataFrame) -> np.ndarray:
     one_sided = special.ndtri(0.95) / special.ndtri(0.975)
     for (_, _, metric, _), idx in board.groupby(["pair", "target", "metric", "protocol"], sort=False).indices.items():
         sign = -1.0 if lower_is_better(metric) else 1.0
+        idx = [j for j in idx if np.isfinite(mean[j])]  # an unlabelled target has no OOD score: no rank
         left = sorted(idx, key=lambda j: -sign * mean[j])
         placed = 0
         while left:

@@ -346,7 +346,8 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
     tokens = kind.task == TOKENS
     if tokens and (position is None or np.isnan(position.astype(np.float64)).all()):
         raise ShiftbenchError(f"{path}: run {run_id} is token classification but its predictions have no word positions")
-    labels_all = table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
+    label_col = table.column("label")
+    labels_all = label_col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)  # -1: unlabelled (checked below)
     preds_all = table.column("pred").to_numpy(zero_copy_only=False).astype(np.int64)
     probs_col = table.column("probs").combine_chunks()
     width = len(label_space)
@@ -362,6 +363,8 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         order = np.lexsort((position[rows].astype(np.int64), index[rows])) if tokens else np.argsort(index[rows], kind="stable")
         rows = rows[order]
         y, p = labels_all[rows], preds_all[rows]
+        if (y == -1).any() and label_col.null_count:
+            raise ShiftbenchError(f"{path}: the {tag} split of run {run_id} is unlabelled (an unlabelled target): no scores to resample")
         if min(y.min(), p.min()) < 0:
             raise ShiftbenchError(f"{path}: negative class ids in the {tag} labels or predictions")
         top = int(max(y.max(), p.max()))

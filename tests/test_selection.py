@@ -181,13 +181,13 @@ def test_unknown_versions_and_incomplete_v2_files_are_skipped(tiny_env):
     shiftbench.run(pairs=["news_to_tweets"], seeds=[0], **tiny_env)
     a, b = sorted((tiny_env["results_dir"] / RUNS_DIR).glob("*.parquet"))
     table = pq.read_table(a)
-    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"shiftbench.schema_version": b"3"}), a)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"shiftbench.schema_version": str(SCHEMA_VERSION + 1).encode()}), a)
     table = pq.read_table(b)
     pq.write_table(table.drop_columns(["selected_lr_edge"]), b)  # still says version 2
     loaded = read_runs(tiny_env["results_dir"])
     assert loaded.table.num_rows == 0
     reasons = dict(loaded.skipped)
-    assert reasons[a] == f"schema version b'3', expected 1 to {SCHEMA_VERSION}"
+    assert reasons[a] == f"schema version {str(SCHEMA_VERSION + 1).encode()!r}, expected 1 to {SCHEMA_VERSION}"
     assert reasons[b] == "columns do not match the run schema (missing selected_lr_edge)"
 
 
