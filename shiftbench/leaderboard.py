@@ -339,6 +339,9 @@ def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
     lines = [f"{metric}", header, "-" * len(header)]
     for r in rows.itertuples():
         names = " ".join(f"{str(getattr(r, c)):<{width[c]}}" for c in text)
+        if pd.isna(r.ood_score_mean):  # an unlabelled target: no true OOD score (see the label-free estimates)
+            lines.append(f"{names} {r.n_seeds:>2} {r.id_score_mean:7.4f} {'-':>7} {'-':>7} {'-':>6} {_edge_cell(r):>4}")
+            continue
         lines.append(
             f"{names} {r.n_seeds:>2} "
             f"{r.id_score_mean:7.4f} {r.ood_score_mean:7.4f} {r.gap_mean:7.4f} {r.relative_gap_mean:6.1%} {_edge_cell(r):>4}"
