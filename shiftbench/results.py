@@ -243,7 +243,10 @@ def predictions_path(results_dir: Path, run_id: str) -> Path:
 
 
 def is_done(results_dir: Path, run_id: str) -> bool:
-    return run_path(results_dir, run_id).is_file()
+    try:
+        return run_path(results_dir, run_id).is_file()
+    except OSError:  # e.g. a results-dir name too long for the file system: check_results_dir reports it
+        return False
 
 
 def predictions_table(splits: dict[str, Predictions]) -> pa.Table:

@@ -93,6 +93,12 @@ def test_unlabelled_target_runs_end_to_end(feed, capsys):
     rc = main(["leaderboard", "--results-dir", str(tmp_path / "results"), "--format", "markdown"])
     assert rc == 0
     capsys.readouterr()
+    from shiftbench.robustness import effective_robustness
+
+    fits, points = effective_robustness(tmp_path / "results", min_models=2)
+    assert not fits and points.empty  # skipped: no OOD score to fit
+    user_error(capsys, ["compare", "tiny@tiny", "tiny@tiny", "--results-dir", tmp_path / "results"], "unlabelled", "news_to_my_feed/my_feed")
+    user_error(capsys, ["leaderboard", "--estimators", "--results-dir", tmp_path / "results"], "no labelled")
 
 
 def test_labelled_runs_get_estimates_beside_the_truth(tiny_data_dir, tiny_registry, tiny_protocol, tmp_path, capsys, clean_env):
@@ -105,6 +111,15 @@ def test_labelled_runs_get_estimates_beside_the_truth(tiny_data_dir, tiny_regist
     runs = read_runs(tmp_path / "r").table.to_pandas()
     acc = runs[runs["metric"] == "accuracy"].iloc[0]
     assert np.isfinite(acc["ood_score"]) and np.isfinite(acc["ood_estimate"]) and acc["ood_estimate_method"] == "doc"
+    # The estimator board reads the new run's source-validation predictions as its held-out split
+    # and gets the recorded point estimate back.
+    from shiftbench.estimator_board import estimate_board
+
+    per_run, skipped = estimate_board(tmp_path / "r", n_boot=5)
+    assert not skipped and set(per_run["held_out_split"]) == {"source_validation"}
+    doc = per_run[per_run["estimator"] == "doc"].iloc[0]
+    assert doc["estimate"] == pytest.approx(acc["ood_estimate"], abs=1e-12)
+    assert doc["true_accuracy"] == pytest.approx(acc["ood_score"])
 
 
 def _nothing_written(results):
