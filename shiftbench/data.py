@@ -84,7 +84,10 @@ class SplitData:
         return tuple(np.fromiter((index[t] for t in tags), dtype=np.int64, count=len(tags)) for tags in self.labels)
 
     def label_counts(self, label_space: tuple[str, ...]) -> np.ndarray:
-        """Examples per label (words per tag for token classification), in ``label_space`` order."""
+        """Examples per label (words per tag for token classification), in ``label_space`` order;
+        zeros for an unlabelled split (no example has a known label)."""
+        if not self.labelled:
+            return np.zeros(len(label_space), dtype=np.int64)
         return np.bincount(self.label_ids(label_space), minlength=len(label_space))
 
     def plain_texts(self) -> tuple[str, ...]:
