@@ -323,7 +323,8 @@ def read_runs(results_dir: Path, columns: Sequence[str] | None = None) -> Loaded
                 skipped.append((path, f"columns do not match the run schema (missing {', '.join(missing)})"))
                 continue
             table = pq.read_table(path, columns=[n for n in schema.names if n in file_schema.names])
-            for name, column in _added_columns(path, version, meta, schema.names, len(table)).items():
+            wanted = [n for n in schema.names if n not in file_schema.names]  # a column the file has is read, whatever its version
+            for name, column in _added_columns(path, version, meta, wanted, len(table)).items():
                 table = table.append_column(name, column)
             tables.append(table.select(schema.names).cast(schema))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:

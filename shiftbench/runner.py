@@ -27,6 +27,7 @@ from shiftbench.models import load_classifier, load_finetuned_classifier, load_t
 from shiftbench.locks import claim
 from shiftbench.plan import FineTuneJob, Plan, refresh
 from shiftbench.remedies import augmented_source
+from shiftbench.errors import ShiftbenchError
 from shiftbench.estimate import HeldOut, Target
 from shiftbench.results import ID_TEST, OOD_TEST, SOURCE_VALIDATION, RunResult, check_results_dir, now_utc, predictions_table, write_run
 from shiftbench.taskstats import TEXT, TOKENS, task_kind
@@ -65,7 +66,11 @@ def _estimate(job: FineTuneJob, held: Predictions, held_split: str, target: Pred
     estimators read one probability vector per example)."""
     if job.task != "text-classification":
         return None
-    return run_estimates(HeldOut(held.labels.astype(np.int64), _stored_probs(held)), Target(_stored_probs(target)), held_split)
+    try:
+        return run_estimates(HeldOut(held.labels.astype(np.int64), _stored_probs(held)), Target(_stored_probs(target)), held_split)
+    except ShiftbenchError as exc:  # a degenerate split must not cost the scored run: record it without estimates
+        _log(f"warning: no label-free estimates for {job.model.name} on {job.source.spec.name}: {exc}")
+        return None
 
 
 def _n_examples(p: Predictions) -> int:

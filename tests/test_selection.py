@@ -150,11 +150,11 @@ def test_quick_and_eval_only_rows_have_no_edge(tiny_env, tmp_path):
 
 
 def downgrade_to_v1(path):
-    """Rewrite a run file as schema version 1 wrote it: without the columns version 2 added."""
+    """Rewrite a run file as schema version 1 wrote it: without the columns versions 2 and later added."""
     table = pq.read_table(path)
     meta = dict(table.schema.metadata)
     meta[b"shiftbench.schema_version"] = b"1"
-    old = table.drop_columns(list(ADDED_COLUMNS[2]))
+    old = table.drop_columns([c for v, cols in ADDED_COLUMNS.items() for c in cols])
     old = old.set_column(old.schema.get_field_index("schema_version"), "schema_version", pa.array([1] * len(old), pa.int32()))
     pq.write_table(old.replace_schema_metadata(meta), path)
 
@@ -169,8 +169,11 @@ def test_version_1_files_read_with_flags_from_their_history(tiny_env):
     assert loaded.skipped == ()
     assert loaded.table.schema == RUN_SCHEMA
     old = loaded.table.to_pandas().sort_values(["run_id", "metric"]).reset_index(drop=True)
-    assert sorted(set(old["schema_version"])) == [1, 2]  # a file's version stays its own
-    pd.testing.assert_frame_equal(old.drop(columns="schema_version"), new.drop(columns="schema_version"))
+    assert sorted(set(old["schema_version"])) == [1, SCHEMA_VERSION]  # a file's version stays its own
+    v1 = old["schema_version"] == 1
+    assert old.loc[v1, list(ADDED_COLUMNS[3])].isna().all().all()  # no estimate before version 3
+    pd.testing.assert_frame_equal(old.drop(columns=["schema_version", *ADDED_COLUMNS[3]]),
+                                  new.drop(columns=["schema_version", *ADDED_COLUMNS[3]]))
     # only some columns, the added ones among them (as the leaderboard reads)
     some = read_runs(results, columns=["run_id", "selected_lr_edge"]).table.to_pandas()
     assert set(some["selected_lr_edge"]) == set(new["selected_lr_edge"])
