@@ -181,6 +181,8 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
         cols = np.unique(np.concatenate([kind.columns(m, tags) for m in wanted]))  # resample only what is read
         sums = {}
         for split, fp_col in (("id", "source_fingerprint"), ("ood", "target_fingerprint")):
+            if any(r.split(split) is None for r in stats):
+                continue  # an unlabelled target: only the ID scores have intervals
             blocks = [r.split(split).values for r in stats]
             # One resample per test set, shared by every row scored on it (each row's interval is
             # valid on its own; sharing only saves drawing the same multiplicities again).
@@ -193,7 +195,8 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
             if i is None or metric not in allowed or list(rows["run_id"]) != run_ids:
                 continue
             fn = kind.metric_fn(metric, tags)
-            rep_id, rep_ood = fn(sums["id"]), fn(sums["ood"])  # (R, S)
+            rep_id = fn(sums["id"])  # (R, S)
+            rep_ood = fn(sums["ood"]) if "ood" in sums else np.full_like(rep_id, np.nan)  # NaN: skipped below
             pt_id, pt_ood = rows["id_score"].to_numpy(float), rows["ood_score"].to_numpy(float)  # recorded per seed
             with np.errstate(invalid="ignore", divide="ignore"):
                 values = {"id_score": (pt_id, rep_id), "ood_score": (pt_ood, rep_ood), "gap": (pt_id - pt_ood, rep_id - rep_ood),

@@ -306,15 +306,16 @@ class RunStats:
     task: str
     label_space: tuple[str, ...]
     id: SplitStats
-    ood: SplitStats
+    ood: SplitStats | None  # None: the target is unlabelled (no OOD score)
 
-    def split(self, name: str) -> SplitStats:
+    def split(self, name: str) -> SplitStats | None:
         return self.id if name == "id" else self.ood
 
     def scores(self, metric: str) -> tuple[float, float]:
-        """(ID, OOD) ``metric`` of the full test splits."""
+        """(ID, OOD) ``metric`` of the full test splits (OOD NaN for an unlabelled target)."""
         fn = task_kind(self.task).metric_fn(metric, self.label_space)
-        return float(fn(self.id.values.sum(axis=0))), float(fn(self.ood.values.sum(axis=0)))
+        ood = float(fn(self.ood.values.sum(axis=0))) if self.ood is not None else float("nan")
+        return float(fn(self.id.values.sum(axis=0))), ood
 
 
 _CACHE: dict[tuple, RunStats] = {}
@@ -364,7 +365,10 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         rows = rows[order]
         y, p = labels_all[rows], preds_all[rows]
         if (y == -1).any() and label_col.null_count:
-            raise ShiftbenchError(f"{path}: the {tag} split of run {run_id} is unlabelled (an unlabelled target): no scores to resample")
+            if tag == "ood_test":  # an unlabelled target: nothing to score there; the ID split still is
+                out[name] = None
+                continue
+            raise ShiftbenchError(f"{path}: the {tag} split of run {run_id} has unlabelled rows")
         if min(y.min(), p.min()) < 0:
             raise ShiftbenchError(f"{path}: negative class ids in the {tag} labels or predictions")
         top = int(max(y.max(), p.max()))

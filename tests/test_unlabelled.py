@@ -93,6 +93,12 @@ def test_unlabelled_target_runs_end_to_end(feed, capsys):
     rc = main(["leaderboard", "--results-dir", str(tmp_path / "results"), "--format", "markdown"])
     assert rc == 0
     capsys.readouterr()
+    from shiftbench.leaderboard import build_leaderboard
+
+    board, _ = build_leaderboard(tmp_path / "results")
+    row = board[board["metric"] == "accuracy"].iloc[0]
+    assert np.isnan(row["ood_score_mean"]) and np.isnan(row["gap_mean"]) and np.isnan(row["rank"])
+    assert row["ci_method"] == "examples only (1 seed)" and row["id_score_ci_low"] <= row["id_score_mean"] <= row["id_score_ci_high"]
     from shiftbench.robustness import effective_robustness
 
     fits, points = effective_robustness(tmp_path / "results", min_models=2)
