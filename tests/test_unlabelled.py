@@ -160,3 +160,27 @@ def test_eval_only_head_mismatch_on_unlabelled_pair_is_refused(feed, capsys, tin
     tmp_path, args = feed
     user_error(capsys, ["run", "--pair", "news_to_my_feed", "--model", str(tiny_model_dir), "--eval-only", *map(str, args)], "config.json")
     assert _nothing_written(tmp_path / "results")
+
+
+def test_mixed_pair_compare_skips_the_unlabelled_target_and_shift_measures_it(feed, capsys):
+    tmp_path, args = feed
+    mixed = MINE.format(extra="").replace("news_to_my_feed", "news_to_mixed").replace("targets: [my_feed]", "targets: [forum, my_feed]")
+    write(tmp_path / "mine.yaml", mixed)
+    rc = main(["run", "--pair", "news_to_mixed", "--model", "tiny", "--seeds", "0", *map(str, args)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "(true " in out and "(target unlabelled)" in out  # forum labelled, my_feed not
+    results = tmp_path / "results"
+    runs = read_runs(results).table.to_pandas()
+    assert runs.loc[runs["target"] == "forum", "ood_score"].notna().all()
+    assert runs.loc[runs["target"] == "my_feed", "ood_score"].isna().all()
+    rc = main(["compare", "tiny@tiny", "tiny@tiny", "--results-dir", str(results)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "skipped news_to_mixed/my_feed: the target is unlabelled" in out and "forum" in out
+    reg = [str(a) for a in args[:4]]  # both --registry flags
+    rc = main(["shift", "--pair", "news_to_mixed", *reg, "--data-dir", str(tmp_path / "data"), "--results-dir", str(results), "--sample", "20"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    feed_line = next(line for line in out.splitlines() if line.startswith("news_to_mixed") and "my_feed" in line)
+    assert " - " in feed_line  # no label-prior distance without labels
