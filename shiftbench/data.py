@@ -392,7 +392,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
             if role not in carve_from_train:
                 continue
             share = frac * n_total / len(splits["train"])
-            strata = [str(x) for x in splits["train"].labels]  # an unlabelled split: one stratum ("None")
+            strata = list(splits["train"].labels)  # all None for an unlabelled split: one stratum
             if spec.task == TOKEN_TASK:  # stratify by the entity types a sentence mentions
                 strata = ["|".join(entity_types(tags)) for tags in strata]
             kept, carved = _carve(strata, share, spec.split_seed + i)
