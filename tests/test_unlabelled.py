@@ -184,3 +184,19 @@ def test_mixed_pair_compare_skips_the_unlabelled_target_and_shift_measures_it(fe
     assert rc == 0, err
     feed_line = next(line for line in out.splitlines() if line.startswith("news_to_mixed") and "my_feed" in line)
     assert " - " in feed_line  # no label-prior distance without labels
+
+
+def test_unlabelled_dataset_loads_texts_only_and_carves_a_test_split(tmp_path):
+    from shiftbench.data import load_domain
+    from shiftbench.specs import DatasetSpec
+
+    texts = [f"text number {i}" for i in range(50)]
+    _write_feed(tmp_path, texts, "me/stream")
+    (tmp_path / "me__stream" / "default" / "test.parquet").rename(tmp_path / "me__stream" / "default" / "train.parquet")
+    spec = DatasetSpec(name="stream", hub_id="me/stream", text_column="text", splits={"train": "train"})
+    assert not spec.labelled
+    d = load_domain(spec, tmp_path, ("test",))
+    test = d.role("test")
+    assert len(test) == 5 and not test.labelled and set(test.labels) == {None}  # 10 % carved, as for labelled data
+    assert d.label_names == () and (test.label_ids(("a", "b")) == -1).all() and test.label_counts(("a", "b")).tolist() == [0, 0]
+    assert set(test.texts) <= set(texts)
