@@ -155,8 +155,8 @@ def _estimate_lines(summary, registries: Sequence[str] = ()) -> list[str]:
     results = [r for r in summary.new_results if r.estimate is not None]
     if not results:
         return []
-    lines = ["", "label-free OOD estimates (no target label read; held-out split "
-             f"{', '.join(sorted({r.estimate.held_out_split for r in results}))}; 95 % bootstrap intervals)"]  # fmt: skip
+    held = ", ".join(sorted({r.estimate.held_out_split for r in results}))
+    lines = ["", f"label-free OOD estimates (no target label read; held-out split {held}; 95 % bootstrap intervals)"]
     for r in results:
         lines.append(f"{r.model} {r.pair} {r.target} seed {r.seed}:")
         for row in r.estimate.rows:

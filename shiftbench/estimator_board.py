@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shiftbench.atomic import write_atomic
@@ -96,7 +96,7 @@ def _has_split(results_dir: Path, run_id: str, split: str) -> bool:
         column = pq.read_table(predictions_path(results_dir, run_id), columns=["split"]).column(0)
     except Exception:
         return False
-    return bool(pa.compute.any(pa.compute.equal(column, split)).as_py())
+    return bool(pc.any(pc.equal(column, split)).as_py())
 
 
 def labelled_runs(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
