@@ -45,9 +45,10 @@ def make_plan(
     settings = resolve_settings(
         catalog, suite=suite, pairs=pairs, models=models, seeds=seeds, protocol=protocol, dry_run=dry_run, **options
     )
+    plan = build_plan(settings, catalog)  # every registry, data and model check first: a bad input writes nothing
     if not dry_run:
         check_results_dir(settings.results_dir)
-    return build_plan(settings, catalog)
+    return plan
 
 
 def run_plan(plan: Plan) -> RunSummary:

@@ -145,7 +145,7 @@ def render_dataset_card(spec: DatasetSpec, ctx: CardContext) -> str:
     lines = [HEADER, "", f"# Dataset `{spec.name}`", "", _md(spec.description or "(no description)"), "",
              f"- Domain: {_md(spec.domain)}", f"- Task: {spec.task}", f"- Hub id: `{spec.hub_id}`, config "
              f"`{spec.config}`, revision " + (f"`{spec.revision}`" if spec.revision else "not pinned"),
-             f"- Columns: text `{spec.text_column}`, label `{spec.label_column}`",
+             f"- Columns: text `{spec.text_column}`, " + (f"label `{spec.label_column}`" if spec.labelled else "no label column (unlabelled: a target only)"),
              f"- License: {_md(spec.license)}" + ("" if spec.redistributable else "; texts not redistributable")]  # fmt: skip
     if spec.label_map:
         dropped = "`O` (type dropped)" if spec.task == TOKEN_TASK else "dropped"

@@ -2,7 +2,7 @@
 
 File layout (all sections optional)::
 
-    datasets: {name: {hub_id, text_column, label_column, splits, ...}}
+    datasets: {name: {hub_id, text_column, label_column (absent: unlabelled, targets only), splits, ...}}
     pairs:    {name: {task, source, targets}}
     suites:   {name: {pairs: [...], models: [...], seeds: [...], protocol: ...}}
     models:   {name: {package | path | hub_id | base, ...}}
@@ -176,6 +176,11 @@ def _check_references(catalog: Catalog) -> None:
                 raise ShiftbenchError(
                     f"{where}: field {preview(field_name)}: dataset {preview(ref)} is {ds.get(ref).task}, the pair is {pair.task}"
                 )
+        if not ds.get(pair.source).labelled:
+            raise ShiftbenchError(
+                f"{ds.origin(pair.source)}: dataset {preview(pair.source)}: field 'label_column' is missing, so the dataset is "
+                f"unlabelled and can only be a target, but pair {preview(name)} ({catalog.pairs.origin(name)}) uses it as its source"
+            )
         if "train" not in ds.get(pair.source).splits:
             raise ShiftbenchError(f"{where}: field 'source': dataset {preview(pair.source)} has no 'train' split role")
     for name, suite in catalog.suites.items():

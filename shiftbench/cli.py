@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from shiftbench.api import make_plan, run_plan
     from shiftbench.leaderboard import summary_table
+    from shiftbench.results import edge_warnings
 
     plan = make_plan(
         suite=args.suite, pairs=args.pair, models=args.model, seeds=args.seeds, protocol=args.protocol,
@@ -140,7 +141,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
     mine = board[board["pair"].isin(summary.plan.settings.pairs)] if board is not None else board
     print(f"{len(summary.new_results)} new run(s) written to {summary.plan.settings.results_dir}")
     print(summary_table(mine))
+    for line in _estimate_lines(summary, args.registry):
+        print(line)
+    for warning in edge_warnings(summary.new_results):  # one line per fine-tune selected at a grid edge
+        print(warning, file=sys.stderr)
     return 0
+
+
+def _estimate_lines(summary, registries: Sequence[str] = ()) -> list[str]:
+    """The final table's label-free part: per new run, the estimated OOD accuracy and macro-F1
+    with their intervals and the verdict (beside the true score where the target is labelled);
+    per unlabelled target, its estimated label priors and how far it is from the source."""
+    results = [r for r in summary.new_results if r.estimate is not None]
+    if not results:
+        return []
+    held = ", ".join(sorted({r.estimate.held_out_split for r in results}))
+    lines = ["", f"label-free OOD estimates (no target label read; held-out split {held}; 95 % bootstrap intervals)"]
+    for r in results:
+        lines.append(f"{r.model} {r.pair} {r.target} seed {r.seed}:")
+        for row in r.estimate.rows:
+            true = r.ood_scores.get(row.metric)
+            truth = f"  (true {true:.4f})" if true is not None else "  (target unlabelled)"
+            verdict = "trusted" if row.trusted else "FLAGGED: " + "; ".join(row.reasons)
+            lines.append(f"  estimated OOD {row.metric:<8} {row.value:.4f} [{row.low:.4f}, {row.high:.4f}] ({row.method}){truth}  {verdict}")
+        if not r.labelled:
+            src = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.label_space, r.estimate.source_priors))
+            tgt = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.label_space, r.estimate.target_priors))
+            lines.append(f"  label priors: held-out {src}; target estimated (BBSE) {tgt}; "
+                         f"shift {r.estimate.evidence.prior_shift_tv:.3f} (total variation)")
+    lines += _shift_lines(summary, {(r.pair, r.target) for r in results if not r.labelled}, registries)
+    return lines
+
+
+def _shift_lines(summary, unlabelled: set[tuple[str, str]], registries: Sequence[str] = ()) -> list[str]:
+    """Shift measures of each unlabelled target of the run (cached under <results-dir>/shift/).
+    MMD and PAD need the sentence encoder; without it the vocabulary measures are printed alone."""
+    from shiftbench import shift
+    from shiftbench.catalog import load_catalog
+
+    catalog = load_catalog(registries)  # the encoder alias may come from a user registry
+    lines, seen = [], set()
+    for job in summary.plan.jobs:
+        for t in job.targets:
+            key = (t.pair.name, t.target.spec.name)
+            if key not in unlabelled or key in seen or "train" not in job.source.splits:
+                continue
+            seen.add(key)
+            head = f"shift {key[0]} -> {key[1]}:"
+            try:
+                m = shift.measure_domains(key[0], job.source, t.target, summary.plan.settings.results_dir, catalog=catalog).measures
+            except ShiftbenchError as exc:  # no encoder (e.g. minilm-l6 not installed): vocabulary only
+                v = shift.vocabulary(job.source.role("train").plain_texts(), t.target.role("test").plain_texts())
+                lines.append(f"{head} vocab Jaccard {v.jaccard:.3f}, target OOV tokens {v.target_oov_rate:.3f}; "
+                             f"MMD/PAD skipped: encoder {shift.DEFAULT_ENCODER} unavailable ({str(exc)[:120]})")  # fmt: skip
+                continue
+            lines.append(f"{head} vocab Jaccard {m.vocab_jaccard:.3f}, target OOV tokens {m.target_oov_rate:.3f}, "
+                         f"MMD2 {m.mmd2:.4f} (p {m.mmd2_p_value:.3f}; source halves {m.mmd2_baseline:.4f}), "
+                         f"PAD {m.pad:.3f} (source halves {m.pad_baseline:.3f}) on {m.sample_size} texts per side")  # fmt: skip
+    return lines
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -241,9 +299,10 @@ def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
         raise ShiftbenchError(f"--estimators: no labelled text-classification runs with predictions under {results_dir}")
     summary = summarise(per_run)
     out = Path(args.out) if args.out else results_dir / ESTIMATOR_BOARD_FILE
-    write_table(summary, out)
-    write_table(per_run, results_dir / ESTIMATES_FILE)
-    sys.stdout.write(to_markdown(summary))
+    held = ", ".join(sorted(set(per_run["held_out_split"])))  # id_test for the committed runs, source_validation for new ones
+    write_table(summary, out, held)
+    write_table(per_run, results_dir / ESTIMATES_FILE, held)
+    sys.stdout.write(to_markdown(summary, held))
     print(f"\n{len(summary)} rows written to {out}; per-run estimates in {results_dir / ESTIMATES_FILE}")
     return 0
 

@@ -54,7 +54,7 @@ from shiftbench.taskstats import RunStats, check_metric, headline_metric, load_r
 DEFAULT_PROTOCOL = "standard"
 _RUN_COLUMNS = ["run_id", "finetune_id", "model", "model_sha256", "pair", "source", "target", "task", "seed", "protocol",
                 "protocol_hash", "metric", "source_fingerprint", "target_fingerprint", "label_space", "eval_only",
-                "created_at"]  # fmt: skip
+                "created_at", "ood_score"]  # fmt: skip
 RECIPE, CONDITIONAL, FIXED = "recipe", "conditional on 1 seed", "fixed checkpoints"
 NEEDS_SEEDS = "needs >= 2 seeds per side"
 POWER = 0.8
@@ -90,6 +90,8 @@ def load_run_frame(
     if metric is not None:
         frame = frame[frame["metric"] == metric]
     frame = frame.drop_duplicates("run_id").reset_index(drop=True)
+    # An unlabelled target has null OOD scores on every row: nothing to compare or fit there.
+    frame["labelled"] = frame["ood_score"].notna()
     return frame, loaded.skipped
 
 
@@ -144,6 +146,7 @@ class Comparison:
     skipped_files: tuple[tuple[Path, str], ...] = ()
     margin: float = 0.0
     effect: float | None = None
+    unlabelled: tuple[tuple[str, str], ...] = ()  # (pair, target) left out: the target has no labels
 
     @property
     def regressions(self) -> list[tuple[str, str]]:
@@ -185,6 +188,8 @@ class Comparison:
         lines += ["", f"regressions (B significantly worse OOD{margin}, Holm-adjusted one-sided p <= {self.alpha:g}): {worse}"]
         if self.skipped_files:
             lines.append(f"({len(self.skipped_files)} unreadable run file(s) skipped)")
+        for pair, target in self.unlabelled:
+            lines.append(f"skipped {pair}/{target}: the target is unlabelled (no true OOD score to compare; see its ood_estimate columns)")
         return "\n".join(lines)
 
 
@@ -379,6 +384,12 @@ def compare(
             if p not in shared:
                 raise ShiftbenchError(f"pair {p!r} has no results for both {ref_a} and {ref_b}{did_you_mean(p, shared)}")
         common = [(p, t) for p, t in common if p in set(pairs)]
+    unlabelled_keys = set(zip(frame.loc[~frame["labelled"], "pair"], frame.loc[~frame["labelled"], "target"]))
+    unlabelled = tuple(k for k in common if k in unlabelled_keys)
+    common = [k for k in common if k not in unlabelled_keys]
+    if not common:
+        where = ", ".join(f"{p}/{t}" for p, t in unlabelled)
+        raise ShiftbenchError(f"{ref_a} vs {ref_b}: every shared target is unlabelled ({where}): there is no true OOD score to compare")
     targets = []
     for pair, target in common:
         ra = rows_a[(rows_a["pair"] == pair) & (rows_a["target"] == target)]
@@ -388,7 +399,7 @@ def compare(
     adjusted = holm([targets[i].p_regression for i in tested])
     for i, p in zip(tested, adjusted):
         targets[i] = replace(targets[i], p_holm=float(p), regression=bool(p <= alpha))
-    return Comparison(str(ref_a), str(ref_b), metric, n_boot, seed, alpha, tuple(targets), skipped, margin, effect)
+    return Comparison(str(ref_a), str(ref_b), metric, n_boot, seed, alpha, tuple(targets), skipped, margin, effect, unlabelled)
 
 
 __all__ = [

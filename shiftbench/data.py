@@ -44,6 +44,7 @@ _FINGERPRINT_FIELDS = (
 
 
 TOKEN_TASK = "token-classification"
+_UNLABELLED = "<unlabelled>"  # placeholder while loading (not None: None means "dropped by label_map")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ class SplitData:
     (one per word)."""
 
     texts: tuple
-    labels: tuple
+    labels: tuple  # all None for an unlabelled dataset
     task: str = "text-classification"
+    labelled: bool = True  # False: an unlabelled dataset (no label_column); it can only be a target
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -65,10 +67,13 @@ class SplitData:
         return self.task == TOKEN_TASK
 
     def subset(self, idx) -> SplitData:
-        return SplitData(tuple(self.texts[i] for i in idx), tuple(self.labels[i] for i in idx), self.task)
+        return SplitData(tuple(self.texts[i] for i in idx), tuple(self.labels[i] for i in idx), self.task, self.labelled)
 
     def label_ids(self, label_space: tuple[str, ...]) -> np.ndarray:
-        """(N,) label ids; for token classification the word tags of every example, concatenated."""
+        """(N,) label ids; for token classification the word tags of every example, concatenated.
+        An unlabelled split has id -1 for every example (never a class id; written as null)."""
+        if not self.labelled:
+            return np.full(len(self.texts), -1, dtype=np.int64)
         index = {name: i for i, name in enumerate(label_space)}
         flat = (t for tags in self.labels for t in tags) if self.is_tokens else self.labels
         return np.fromiter((index[lbl] for lbl in flat), dtype=np.int64)
@@ -79,7 +84,10 @@ class SplitData:
         return tuple(np.fromiter((index[t] for t in tags), dtype=np.int64, count=len(tags)) for tags in self.labels)
 
     def label_counts(self, label_space: tuple[str, ...]) -> np.ndarray:
-        """Examples per label (words per tag for token classification), in ``label_space`` order."""
+        """Examples per label (words per tag for token classification), in ``label_space`` order;
+        zeros for an unlabelled split (no example has a known label)."""
+        if not self.labelled:
+            return np.zeros(len(label_space), dtype=np.int64)
         return np.bincount(self.label_ids(label_space), minlength=len(label_space))
 
     def plain_texts(self) -> tuple[str, ...]:
@@ -357,13 +365,17 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         if spec.task == TOKEN_TASK:
             labels = _canonical_tags(_label_names_of(ds, spec, where), spec, where)
             texts = _words_of(ds, spec, labels, where)
+        elif not spec.labelled:  # unlabelled: texts only, checked as for labelled data
+            texts = _texts_of(ds, spec, where)
+            labels = [_UNLABELLED] * len(texts)
         else:
             texts = _texts_of(ds, spec, where)
             labels = _canonical(_label_names_of(ds, spec, where), spec, where)
         keep = [i for i, lbl in enumerate(labels) if lbl is not None]
         if not keep:
             raise ShiftbenchError(f"{where}: every example of dataset {preview(spec.name)} was dropped by its label_map")
-        splits[role] = SplitData(tuple(texts[i] for i in keep), tuple(labels[i] for i in keep), spec.task)
+        kept_labels = tuple(labels[i] for i in keep) if spec.labelled else (None,) * len(keep)
+        splits[role] = SplitData(tuple(texts[i] for i in keep), kept_labels, spec.task, spec.labelled)
         if path is not None:
             files.append(path)
         else:
@@ -380,7 +392,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
             if role not in carve_from_train:
                 continue
             share = frac * n_total / len(splits["train"])
-            strata = list(splits["train"].labels)
+            strata = list(splits["train"].labels)  # all None for an unlabelled split: one stratum
             if spec.task == TOKEN_TASK:  # stratify by the entity types a sentence mentions
                 strata = ["|".join(entity_types(tags)) for tags in strata]
             kept, carved = _carve(strata, share, spec.split_seed + i)
@@ -389,7 +401,9 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         if "train" not in needed:
             del splits["train"]
 
-    if spec.task == TOKEN_TASK:
+    if not spec.labelled:
+        label_names = ()  # no labels of its own: a pair's label space comes from its source
+    elif spec.task == TOKEN_TASK:
         label_names = bio_tags(entity_types(t for s in splits.values() for tags in s.labels for t in tags))
     else:
         label_names = tuple(sorted({lbl for s in splits.values() for lbl in s.labels}))
@@ -400,8 +414,11 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
 
 
 def pair_label_space(source: DomainData, targets: list[DomainData], pair_name: str) -> tuple[str, ...]:
-    """The pair's label space (sorted names); every target must have exactly the source's labels."""
+    """The pair's label space (sorted names); every labelled target must have exactly the
+    source's labels (an unlabelled target is scored in the source's label space)."""
     for target in targets:
+        if not target.spec.labelled:
+            continue
         if set(target.label_names) != set(source.label_names):
             raise ShiftbenchError(
                 f"pair {preview(pair_name)}: label sets differ after label_map: source {preview(source.spec.name)} has "

@@ -26,10 +26,10 @@ per-row constant does not change a softmax). Intervals are percentile bootstraps
 target examples and, where the estimator uses them, held-out examples (temperature, threshold
 and confusion matrix are refitted in every replicate).
 
-Which held-out split: the runner stores only ``id_test`` and ``ood_test`` predictions today, so
-the committed runs use the source **test** split as the labelled held-out split (source data
-only: no target label enters an estimate). New runs should store source-validation
-predictions instead (issue #18, step 1).
+Which held-out split: runs since results schema 3 store the selected model's source-validation
+predictions (split ``source_validation``) and use them; the committed runs stored only
+``id_test`` and ``ood_test``, so for them the source **test** split is the labelled held-out
+stand-in (source data only: no target label enters an estimate).
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ truth. Per (pair, target) and estimator: the mean absolute error of the OOD-accu
 over runs, with a 95 % percentile-bootstrap interval over runs; and the reliability verdict's
 two error rates (:mod:`shiftbench.verdict`).
 
-Held-out split: ``id_test`` (the runner stores no source-validation predictions yet); see
+Held-out split: ``source_validation`` (the selected model on source validation) for runs that
+stored it (runs made since schema version 3), ``id_test`` for the committed runs, which did not:
+per (pair, target, data fingerprints) group, source validation when every run of the group has it
+(the agreement line needs every model on the same held-out examples), else ``id_test``. See
 :mod:`shiftbench.estimate`.
 
 ``no_drop`` (OOD = ID accuracy) is the baseline every estimator must beat. ALine-S and ALine-D are
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shiftbench.atomic import write_atomic
@@ -36,6 +40,7 @@ ESTIMATES_FILE = "estimates.parquet"
 ESTIMATOR_BOARD_SCHEMA_VERSION = 1
 BOARD_ESTIMATORS = ("no_drop", "avg_conf", "doc", "atc_mc", "atc_ne", "bbse", "aline_s", "aline_d")
 HELD_OUT_SPLIT = "id_test"  # the labelled in-domain split of the committed runs (no source-validation predictions stored)
+PREFERRED_HELD_OUT = "source_validation"  # stored by runs since schema version 3
 _GROUP = ["pair", "target", "source_fingerprint", "target_fingerprint"]
 _RUN_COLUMNS = ["run_id", "model", "protocol", "seed", "pair", "source", "target", "task", "metric",
                 "id_score", "ood_score", *_GROUP[2:]]  # fmt: skip
@@ -84,6 +89,16 @@ def load_run_probs(results_dir: Path, run_id: str, held_out_split: str = HELD_OU
     return RunProbs(run_id, HeldOut(held_labels.astype(np.int64), held_probs), Target(ood_probs), truth)
 
 
+def _has_split(results_dir: Path, run_id: str, split: str) -> bool:
+    """Whether a run's predictions file holds rows of ``split`` (False when unreadable: the
+    regular read reports it)."""
+    try:
+        column = pq.read_table(predictions_path(results_dir, run_id), columns=["split"]).column(0)
+    except Exception:
+        return False
+    return bool(pc.any(pc.equal(column, split)).as_py())
+
+
 def labelled_runs(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
     """One row per labelled text-classification run (its accuracy row)."""
     loaded = read_runs(results_dir, columns=_RUN_COLUMNS)
@@ -104,9 +119,10 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
     rows = []
     for _, group in runs.groupby(_GROUP, sort=True):
         kept, probs = [], []
+        held_split = PREFERRED_HELD_OUT if all(_has_split(results_dir, r, PREFERRED_HELD_OUT) for r in group["run_id"]) else HELD_OUT_SPLIT
         for run in group.itertuples():
             try:
-                probs.append(load_run_probs(results_dir, run.run_id))
+                probs.append(load_run_probs(results_dir, run.run_id, held_split))
                 kept.append(run)
             except ShiftbenchError as exc:
                 skipped.append((predictions_path(results_dir, run.run_id), str(exc).split(": ", 1)[-1]))
@@ -125,7 +141,7 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
                 alone = judge(replace(a.evidence, aline_r2=None, aline_gap=None), e.method)
                 rows.append({
                     "run_id": run.run_id, "model": run.model, "protocol": run.protocol, "seed": int(run.seed),
-                    "pair": run.pair, "source": run.source, "target": run.target, "held_out_split": HELD_OUT_SPLIT,
+                    "pair": run.pair, "source": run.source, "target": run.target, "held_out_split": held_split,
                     "estimator": e.method, "estimate": e.value, "low": e.low, "high": e.high, "true_accuracy": truth,
                     "error": e.value - truth, "default": e.method == a.default.method, "temperature": a.run.temperature,
                     **a.evidence.as_dict(), "trusted": verdict.trusted, "reasons": "; ".join(verdict.reasons),
@@ -207,11 +223,11 @@ def to_markdown(summary: pd.DataFrame, held_out_split: str = HELD_OUT_SPLIT) -> 
     return "\n".join(lines) + "\n"
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
+def write_table(frame: pd.DataFrame, path: Path, held_out_split: str = HELD_OUT_SPLIT) -> None:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[b"shiftbench.estimator_board_schema_version"] = str(ESTIMATOR_BOARD_SCHEMA_VERSION).encode()
-    meta[b"shiftbench.held_out_split"] = HELD_OUT_SPLIT.encode()
+    meta[b"shiftbench.held_out_split"] = held_out_split.encode()
     table = table.replace_schema_metadata(meta)
     write_atomic(Path(path), lambda p: pq.write_table(table, p))
 

@@ -41,8 +41,9 @@ from scipy import special
 from shiftbench.atomic import write_atomic
 from shiftbench.locks import claim
 from shiftbench.results import PREDICTIONS_DIR, RUNS_DIR, LoadedRuns, read_runs
+from shiftbench.selection import LR_EDGES
 
-LEADERBOARD_SCHEMA_VERSION = 2  # 2: one interval method, ``*_se`` and ``rank`` columns
+LEADERBOARD_SCHEMA_VERSION = 3  # 2: one interval method, ``*_se`` and ``rank`` columns; 3: n_edge_selections
 LEADERBOARD_FILE = "leaderboard.parquet"
 _VERSION_KEY = b"shiftbench.leaderboard_schema_version"
 _SKIPPED_KEY = b"shiftbench.skipped_run_files"
@@ -88,12 +89,33 @@ def _seed_lists(runs: pd.DataFrame, group_ids: np.ndarray, n_groups: int) -> lis
     return [",".join(map(str, np.unique(chunk))) for chunk in np.split(seeds, bounds)][:n_groups]
 
 
+EDGE_COLUMNS = ["selected_lr_edge", "selected_epoch_at_edge"]
+
+
+def _edge_selections(runs: pd.DataFrame, n_groups: int) -> pd.arrays.IntegerArray:
+    """Per leaderboard row (in ``aggregate``'s group order): how many of its seeds selected at an
+    edge of the protocol's grid (the smallest or largest lr, or the last epoch; see
+    shiftbench.selection); <NA> where no seed had an edge to be at (one lr and one epoch,
+    eval-only, icl) or the frame has no edge columns."""
+    if not set(EDGE_COLUMNS) <= set(runs.columns):
+        return pd.array([pd.NA] * n_groups, dtype="Int64")
+    lr_edge, epoch_edge = runs["selected_lr_edge"], runs["selected_epoch_at_edge"]
+    # `== True`, not truth-testing: the epoch column holds True, False and None
+    at_edge = lr_edge.isin(LR_EDGES).to_numpy() | (epoch_edge == True).to_numpy()
+    flagged = runs[GROUP_KEYS].assign(_edge_seed=runs["seed"].where(at_edge), _applicable=lr_edge.notna() | epoch_edge.notna())
+    grouped = flagged.groupby(GROUP_KEYS, sort=True, dropna=False, observed=True)
+    counts = pd.array(grouped["_edge_seed"].nunique().to_numpy(), dtype="Int64")
+    counts[~grouped["_applicable"].any().to_numpy()] = pd.NA
+    return counts
+
+
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=GROUP_KEYS + ["n_seeds", "seeds"])
     grouped = runs.groupby(GROUP_KEYS, sort=True, dropna=False, observed=True)
     out = grouped["seed"].nunique().rename("n_seeds").to_frame()
     out["seeds"] = _seed_lists(runs, grouped.ngroup().to_numpy(), len(out))
+    out["n_edge_selections"] = _edge_selections(runs, len(out))
     n = out["n_seeds"].to_numpy()
     for col in VALUES:
         mean = grouped[col].mean()
@@ -159,6 +181,8 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
         cols = np.unique(np.concatenate([kind.columns(m, tags) for m in wanted]))  # resample only what is read
         sums = {}
         for split, fp_col in (("id", "source_fingerprint"), ("ood", "target_fingerprint")):
+            if any(r.split(split) is None for r in stats):
+                continue  # an unlabelled target: only the ID scores have intervals
             blocks = [r.split(split).values for r in stats]
             # One resample per test set, shared by every row scored on it (each row's interval is
             # valid on its own; sharing only saves drawing the same multiplicities again).
@@ -171,7 +195,8 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
             if i is None or metric not in allowed or list(rows["run_id"]) != run_ids:
                 continue
             fn = kind.metric_fn(metric, tags)
-            rep_id, rep_ood = fn(sums["id"]), fn(sums["ood"])  # (R, S)
+            rep_id = fn(sums["id"])  # (R, S)
+            rep_ood = fn(sums["ood"]) if "ood" in sums else np.full_like(rep_id, np.nan)  # NaN: skipped below
             pt_id, pt_ood = rows["id_score"].to_numpy(float), rows["ood_score"].to_numpy(float)  # recorded per seed
             with np.errstate(invalid="ignore", divide="ignore"):
                 values = {"id_score": (pt_id, rep_id), "ood_score": (pt_ood, rep_ood), "gap": (pt_id - pt_ood, rep_id - rep_ood),
@@ -206,6 +231,7 @@ def _ranks(board: pd.DataFrame) -> np.ndarray:
     one_sided = special.ndtri(0.95) / special.ndtri(0.975)
     for (_, _, metric, _), idx in board.groupby(["pair", "target", "metric", "protocol"], sort=False).indices.items():
         sign = -1.0 if lower_is_better(metric) else 1.0
+        idx = [j for j in idx if np.isfinite(mean[j])]  # an unlabelled target has no OOD score: no rank
         left = sorted(idx, key=lambda j: -sign * mean[j])
         placed = 0
         while left:
@@ -222,7 +248,7 @@ def build_leaderboard(
 ) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
     """The leaderboard of every run under ``results_dir`` (``loaded``: its run files already
     read, with at least the columns used here, so a caller reading them anyway reads once)."""
-    columns = [*GROUP_KEYS, "seed", "run_id", *VALUES]
+    columns = [*GROUP_KEYS, "seed", "run_id", *VALUES, *EDGE_COLUMNS]
     loaded = read_runs(results_dir, columns=columns) if loaded is None else loaded
     runs = loaded.table.select(columns).to_pandas()
     board = aggregate(runs)
@@ -251,9 +277,9 @@ def rebuild_leaderboard(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Pa
 
 
 # Bumped whenever the aggregation computes other numbers from the same run files (2: t-interval
-# ends clipped to the value's range; 3: seed- and example-aware intervals, rank), so a
+# ends clipped to the value's range; 3: seed- and example-aware intervals, rank; 4: n_edge_selections), so a
 # leaderboard written by older code is not reused.
-AGGREGATION_VERSION = 3
+AGGREGATION_VERSION = 4
 
 
 def _inputs_signature(results_dir: Path) -> str:
@@ -296,8 +322,15 @@ def write_leaderboard(
     write_atomic(path, lambda p: pq.write_table(table, p))
 
 
+def _edge_cell(row) -> str:
+    """"k/n": k of the row's n seeds selected at an edge of the grid; "-": no edge to be at."""
+    k = getattr(row, "n_edge_selections", pd.NA)
+    return "-" if pd.isna(k) else f"{int(k)}/{row.n_seeds}"
+
+
 def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
-    """A short fixed-width ID / OOD / gap table for the terminal."""
+    """A short fixed-width ID / OOD / gap table for the terminal ("edge": seeds whose selection
+    lay on an edge of the protocol's grid)."""
     rows = board[board["metric"] == metric]
     if rows.empty:
         return f"(no results for metric {metric})"
@@ -305,13 +338,16 @@ def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
     text = ("model", "pair", "target", "protocol")
     width = {c: max(len(c), *(len(str(v)) for v in rows[c])) for c in text}
     head = " ".join(f"{c:<{width[c]}}" for c in text)
-    header = f"{head} {'n':>2} {'ID':>7} {'OOD':>7} {'gap':>7} {'rel':>6}"
+    header = f"{head} {'n':>2} {'ID':>7} {'OOD':>7} {'gap':>7} {'rel':>6} {'edge':>4}"
     lines = [f"{metric}", header, "-" * len(header)]
     for r in rows.itertuples():
         names = " ".join(f"{str(getattr(r, c)):<{width[c]}}" for c in text)
+        if pd.isna(r.ood_score_mean):  # an unlabelled target: no true OOD score (see the label-free estimates)
+            lines.append(f"{names} {r.n_seeds:>2} {r.id_score_mean:7.4f} {'-':>7} {'-':>7} {'-':>6} {_edge_cell(r):>4}")
+            continue
         lines.append(
             f"{names} {r.n_seeds:>2} "
-            f"{r.id_score_mean:7.4f} {r.ood_score_mean:7.4f} {r.gap_mean:7.4f} {r.relative_gap_mean:6.1%}"
+            f"{r.id_score_mean:7.4f} {r.ood_score_mean:7.4f} {r.gap_mean:7.4f} {r.relative_gap_mean:6.1%} {_edge_cell(r):>4}"
         )
     return "\n".join(lines)
 

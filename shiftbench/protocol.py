@@ -45,7 +45,7 @@ REMEDY_FIELDS: dict[str, tuple[str, ...]] = {
 # Fields added after results were recorded under the protocols that have them, whose default
 # computes what the protocols did before: hashed only when set to something other than their
 # default, so those results keep their hash.
-_HASHED_UNLESS_DEFAULT = ("icl_calibrate",)
+_HASHED_UNLESS_DEFAULT = ("icl_calibrate", "patience", "grid_patience")
 REMEDIES = tuple(REMEDY_FIELDS)
 _ALL_REMEDY_FIELDS = ("remedy",) + tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
 # Fields that describe a protocol but do not change what it computes: left out of the hash.
@@ -68,6 +68,13 @@ class Protocol:
     selection_metric: str = "macro_f1"  # measured on the source validation split only
     precision: str = "fp32"
     max_steps: int | None = None  # cap on optimizer steps per learning rate (None: full epochs)
+    # Early stopping on source validation (standard-v2). patience: stop a learning rate after this
+    # many epochs without a better score than its best so far. grid_patience: the grid is trained
+    # in ascending order and stops after this many learning rates in a row whose best does not beat
+    # the best so far (the score is taken to be unimodal in the learning rate). None: train every
+    # epoch of every learning rate. Either way the linear schedule spans all `epochs`.
+    patience: int | None = None
+    grid_patience: int | None = None
     # none | augment (social-media-style source text) | adversarial (FGM on embeddings) |
     # lora (low-rank adapters, peft) | distill (soft targets from a fine-tuned teacher) |
     # icl (few-shot prompting of a causal LM, no weight update)
@@ -108,6 +115,11 @@ class Protocol:
             raise bad("max_grad_norm", "must be > 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise bad("max_steps", "must be >= 1 or null")
+        for name in ("patience", "grid_patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise bad(name, "must be >= 1 or null")
+        if self.grid_patience is not None and list(self.learning_rates) != sorted(set(self.learning_rates)):
+            raise bad("learning_rates", "must be strictly increasing with grid_patience (the grid is searched upwards)")
         if not 0 < self.augment_strength <= 1:
             raise bad("augment_strength", "must be in (0, 1]")
         if self.adversarial_epsilon <= 0:

@@ -159,6 +159,7 @@ def effective_robustness(
         raise ShiftbenchError(f"min_models must be >= 2 (a line needs two points), got {min_models}")
     results_dir = Path(results_dir)
     frame, _ = load_run_frame(results_dir, loaded=loaded)
+    frame = frame[frame["labelled"]]  # an unlabelled target has no OOD score to fit a line through
     if pairs is not None:
         frame = frame[frame["pair"].isin(list(pairs))]
     fits: list[RobustnessFit] = []

@@ -27,9 +27,12 @@ from shiftbench.models import load_classifier, load_finetuned_classifier, load_t
 from shiftbench.locks import claim
 from shiftbench.plan import FineTuneJob, Plan, refresh
 from shiftbench.remedies import augmented_source
-from shiftbench.results import RunResult, check_results_dir, now_utc, predictions_table, write_run
+from shiftbench.errors import ShiftbenchError
+from shiftbench.estimate import HeldOut, Target
+from shiftbench.results import ID_TEST, OOD_TEST, SOURCE_VALIDATION, RunResult, check_results_dir, now_utc, predictions_table, write_run
 from shiftbench.taskstats import TEXT, TOKENS, task_kind
 from shiftbench.train import FineTuned, fine_tune
+from shiftbench.verdict import RunEstimate, run_estimates
 
 
 def _scores(p: Predictions) -> dict[str, float]:
@@ -46,8 +49,28 @@ def _scores(p: Predictions) -> dict[str, float]:
     return out
 
 
-def _counts(p: Predictions, label_space: tuple[str, ...]) -> tuple[int, ...]:
+def _counts(p: Predictions, label_space: tuple[str, ...]) -> tuple[int, ...] | None:
+    if (p.labels < 0).any():  # an unlabelled target: its label counts are unknown
+        return None
     return tuple(int(c) for c in np.bincount(p.labels, minlength=len(label_space)))
+
+
+def _stored_probs(p: Predictions) -> np.ndarray:
+    """The probabilities as the predictions file stores them (float32, 6 decimals), so the
+    recorded estimates can be recomputed exactly from that file."""
+    return np.round(p.probs.astype(np.float32), 6).astype(np.float64)
+
+
+def _estimate(job: FineTuneJob, held: Predictions, held_split: str, target: Predictions) -> RunEstimate | None:
+    """The run-time label-free estimates of the OOD scores (text classification only: the
+    estimators read one probability vector per example)."""
+    if job.task != "text-classification":
+        return None
+    try:
+        return run_estimates(HeldOut(held.labels.astype(np.int64), _stored_probs(held)), Target(_stored_probs(target)), held_split)
+    except ShiftbenchError as exc:  # a degenerate split must not cost the scored run: record it without estimates
+        _log(f"warning: no label-free estimates for {job.model.name} on {job.source.spec.name}: {exc}")
+        return None
 
 
 def _n_examples(p: Predictions) -> int:
@@ -98,8 +121,8 @@ def _classifier_scorer(job: FineTuneJob, plan: Plan, runtime: Runtime) -> tuple[
             model.load_state_dict(ft.state)
     model.to(runtime.device)
 
-    def score(domain):
-        data = encoder(domain, "test")
+    def score(domain, role: str = "test"):
+        data = encoder(domain, role)
         return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime, columns, job.tags)
 
     return ft, score
@@ -113,22 +136,37 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
     protocol = job.protocol
     if protocol.remedy == "icl":  # few-shot prompting: nothing is fine-tuned or cached
         ft, score = None, icl_scorer(job, settings.load, runtime, log=_log)
+        t0 = time.perf_counter()
+        id_pred = score(job.source)
+        # Prompting is slow and selects nothing on validation: the estimators' held-out split is
+        # the source test split, as for the committed runs.
+        held_split, held_pred, val_seconds = ID_TEST, id_pred, 0.0
     else:
         ft, score = _classifier_scorer(job, plan, runtime)
-
-    t0 = time.perf_counter()
-    id_pred = score(job.source)
+        t0 = time.perf_counter()
+        id_pred = score(job.source)
+        # The selected model on source validation: stored, and the held-out split of the estimates.
+        t_val = time.perf_counter()
+        held_split, held_pred = SOURCE_VALIDATION, score(job.source, "validation")
+        val_seconds = time.perf_counter() - t_val
     id_seconds = time.perf_counter() - t0
     id_scores = _scores(id_pred)
     for t in job.pending:
         t1 = time.perf_counter()
         ood_pred = score(t.target)
         faults.checkpoint("evaluate")
+        labelled = t.target.role("test").labelled
+        t_est = time.perf_counter()
+        estimate = _estimate(job, held_pred, held_split, ood_pred)
+        if estimate is not None:
+            _log(f"estimates for {t.target.spec.name}: {time.perf_counter() - t_est:.2f} s "
+                 f"(scoring {id_seconds - val_seconds + t_est - t1:.2f} s, source validation {val_seconds:.2f} s)")  # fmt: skip
         result = RunResult(
             run_id=t.run_id, finetune_id=job.finetune_id, model=job.model.name, model_sha256=job.model.sha256,
             pair=t.pair.name, source=job.source.spec.name, target=t.target.spec.name, task=t.pair.task,
             seed=job.seed, protocol=protocol.name, protocol_hash=protocol.hash,
-            id_scores=id_scores, ood_scores=_scores(ood_pred), n_id=_n_examples(id_pred), n_ood=_n_examples(ood_pred),
+            id_scores=id_scores, ood_scores=_scores(ood_pred) if labelled else dict.fromkeys(id_scores),
+            n_id=_n_examples(id_pred), n_ood=_n_examples(ood_pred),
             label_space=job.label_space, id_label_counts=_counts(id_pred, job.label_space),
             ood_label_counts=_counts(ood_pred, job.label_space),
             overlap_exact=t.overlap.exact if t.overlap else None,
@@ -141,9 +179,12 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
             created_at=now_utc(), shiftbench_version=__version__, runner_version=RUNNER_VERSION,
             transformers_version=transformers.__version__, torch_version=torch.__version__,
             history=tuple(asdict(h) for h in ft.history) if ft else (),
-            trainable_params=ft.trainable_params if ft else None,
+            trainable_params=ft.trainable_params if ft else None, estimate=estimate,
         )  # fmt: skip
-        preds = predictions_table({"id_test": id_pred, "ood_test": ood_pred})
+        splits = {ID_TEST: id_pred, OOD_TEST: ood_pred}
+        if held_split == SOURCE_VALIDATION:
+            splits[SOURCE_VALIDATION] = held_pred
+        preds = predictions_table(splits)
         yield result, preds
 
 

@@ -354,9 +354,7 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
     selection, why a pair was left out (its data are not available)."""
     from shiftbench.catalog import load_catalog
     from shiftbench.data import DataUnavailable, load_domain
-    from shiftbench.models import resolve_model
 
-    encoder = encoder or DEFAULT_ENCODER  # read at call time (tests swap in a tiny encoder)
     if Path(results_dir).exists() and not Path(results_dir).is_dir():
         raise ShiftbenchError(f"--results-dir {results_dir} exists and is not a directory")
     catalog = load_catalog(registries)
@@ -364,7 +362,6 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
     for p in names:
         catalog.pairs.get(p)  # unknown pair: one-line did-you-mean error
     chosen = names or [n for n, p in catalog.pairs.items() if p.task == "text-classification"]
-    model = None
     out: list[PairShift] = []
     unavailable: list[str] = []
     for name in chosen:
@@ -378,32 +375,42 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
                 raise
             unavailable.append(f"pair {name!r}: {exc}")  # the default selection skips pairs whose data are absent
             continue
-        space = source.label_names
-        train = source.role("train")
         for tgt in targets:
-            if model is None:
-                model = resolve_model(encoder, catalog)
-            key = cache_key(source.fingerprint, tgt.fingerprint, model.sha256, sample_size, seed, n_permutations)
-            path = cache_path(Path(results_dir), key)
-            cached = read_cached(path)
-            if cached is not None:
-                out.append(PairShift(name, cached, True))
-                continue
-            test = tgt.role("test")
-            flat = (lambda s: [t for tags in s.labels for t in tags]) if train.is_tokens else (lambda s: list(s.labels))
-
-            def embed(texts, _model=model):
-                from shiftbench.embed import embed_texts
-
-                return embed_texts(texts, _model)
-
-            measures = compute_measures(
-                src_spec.name, tgt.spec.name, source.fingerprint, tgt.fingerprint, train.plain_texts(), test.plain_texts(),
-                space, flat(train), flat(test), embed, encoder, model.sha256, sample_size, seed, n_permutations,
-            )  # fmt: skip
-            write_cached(path, measures)
-            out.append(PairShift(name, measures, False))
+            out.append(measure_domains(name, source, tgt, results_dir, sample_size, seed, n_permutations, encoder, catalog))
     return out, unavailable
+
+
+def measure_domains(pair: str, source, target, results_dir: str | Path = "results", sample_size: int = SAMPLE_SIZE, seed: int = 0,
+                    n_permutations: int = N_PERMUTATIONS, encoder: str | None = None, catalog=None) -> PairShift:  # fmt: skip
+    """The measures of one loaded (source, target) :class:`~shiftbench.data.DomainData` pair, from
+    the cache when present. The source must hold its train split (loaded with the runner's roles,
+    so carving and fingerprint match); an unlabelled target has no label-prior distance here.
+    Raises :class:`ShiftbenchError` when the encoder cannot be resolved."""
+    from shiftbench.catalog import load_catalog
+    from shiftbench.models import resolve_model
+
+    encoder = encoder or DEFAULT_ENCODER  # read at call time (tests swap in a tiny encoder)
+    model = resolve_model(encoder, catalog if catalog is not None else load_catalog())
+    key = cache_key(source.fingerprint, target.fingerprint, model.sha256, sample_size, seed, n_permutations)
+    path = cache_path(Path(results_dir), key)
+    cached = read_cached(path)
+    if cached is not None:
+        return PairShift(pair, cached, True)
+    train, test = source.role("train"), target.role("test")
+    flat = (lambda s: [t for tags in s.labels for t in tags]) if train.is_tokens else (lambda s: list(s.labels))
+
+    def embed(texts, _model=model):
+        from shiftbench.embed import embed_texts
+
+        return embed_texts(texts, _model)
+
+    measures = compute_measures(
+        source.spec.name, target.spec.name, source.fingerprint, target.fingerprint, train.plain_texts(), test.plain_texts(),
+        source.label_names, flat(train), flat(test) if test.labelled else None, embed, encoder, model.sha256, sample_size,
+        seed, n_permutations,
+    )  # fmt: skip
+    write_cached(path, measures)
+    return PairShift(pair, measures, False)
 
 
 _HEADER = ["pair", "target", "n_src", "n_tgt", "vocab J", "OOV tok", "prior TV", "MMD2 [p]", "MMD2 src/src [p]",

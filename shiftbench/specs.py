@@ -25,8 +25,10 @@ class DatasetSpec:
     name: str
     hub_id: str  # resolved offline as <data-dir>/<owner>__<name>/<config>/<split>.parquet
     text_column: str
-    label_column: str
     splits: dict  # role (train/validation/test) -> split name in the data
+    # Absent (None): an unlabelled dataset, usable only as a pair's target (its true OOD score is
+    # unknown; runs on it record label-free estimates instead). Checked in catalog._check_references.
+    label_column: str | None = None
     config: str = "default"
     revision: str | None = None  # pinned Hub revision, used when loading from the Hub
     domain: str = "unspecified"
@@ -72,12 +74,20 @@ class DatasetSpec:
             raise ShiftbenchError(f"field 'split_seed': must be between 0 and {MAX_SEED}, got {preview(self.split_seed)}")
         if not 0.0 < self.carve_fraction < 0.5:
             raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {preview(self.carve_fraction)}")
+        if self.label_column is None and self.label_map is not None:
+            raise ShiftbenchError("field 'label_map': an unlabelled dataset (no 'label_column') has no labels to map; drop label_map or add label_column")
+        if self.label_column is None and self.task != "text-classification":
+            raise ShiftbenchError(f"field 'label_column': required for {self.task} (only text-classification targets may be unlabelled)")
         if self.label_map is not None:
             for key, value in self.label_map.items():
                 if value is not None and (not isinstance(value, str) or not value):
                     raise ShiftbenchError(
                         f"field 'label_map': value for {preview(key)} must be a label name or null, got {preview(value)}"
                     )
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_column is not None
 
     @property
     def local_dirname(self) -> str:

@@ -306,15 +306,16 @@ class RunStats:
     task: str
     label_space: tuple[str, ...]
     id: SplitStats
-    ood: SplitStats
+    ood: SplitStats | None  # None: the target is unlabelled (no OOD score)
 
-    def split(self, name: str) -> SplitStats:
+    def split(self, name: str) -> SplitStats | None:
         return self.id if name == "id" else self.ood
 
     def scores(self, metric: str) -> tuple[float, float]:
-        """(ID, OOD) ``metric`` of the full test splits."""
+        """(ID, OOD) ``metric`` of the full test splits (OOD NaN for an unlabelled target)."""
         fn = task_kind(self.task).metric_fn(metric, self.label_space)
-        return float(fn(self.id.values.sum(axis=0))), float(fn(self.ood.values.sum(axis=0)))
+        ood = float(fn(self.ood.values.sum(axis=0))) if self.ood is not None else float("nan")
+        return float(fn(self.id.values.sum(axis=0))), ood
 
 
 _CACHE: dict[tuple, RunStats] = {}
@@ -346,7 +347,8 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
     tokens = kind.task == TOKENS
     if tokens and (position is None or np.isnan(position.astype(np.float64)).all()):
         raise ShiftbenchError(f"{path}: run {run_id} is token classification but its predictions have no word positions")
-    labels_all = table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
+    label_col = table.column("label")
+    labels_all = label_col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)  # -1: unlabelled (checked below)
     preds_all = table.column("pred").to_numpy(zero_copy_only=False).astype(np.int64)
     probs_col = table.column("probs").combine_chunks()
     width = len(label_space)
@@ -362,6 +364,11 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         order = np.lexsort((position[rows].astype(np.int64), index[rows])) if tokens else np.argsort(index[rows], kind="stable")
         rows = rows[order]
         y, p = labels_all[rows], preds_all[rows]
+        if (y == -1).any() and label_col.null_count:
+            if tag == "ood_test":  # an unlabelled target: nothing to score there; the ID split still is
+                out[name] = None
+                continue
+            raise ShiftbenchError(f"{path}: the {tag} split of run {run_id} has unlabelled rows")
         if min(y.min(), p.min()) < 0:
             raise ShiftbenchError(f"{path}: negative class ids in the {tag} labels or predictions")
         top = int(max(y.max(), p.max()))

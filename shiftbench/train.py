@@ -106,6 +106,30 @@ def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon
     emb.data.sub_(delta)
 
 
+def _since_best(scores: list[float]) -> int:
+    """Entries after the best one (the first best: ties keep the earlier, as selection does)."""
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    return len(scores) - 1 - best
+
+
+def _lr_stopped(history: list[EpochRecord], lr: float, protocol: Protocol) -> bool:
+    """Early stopping: has ``lr`` gone ``protocol.patience`` epochs without beating its best?
+    Computed from the history alone, so a resumed fine-tune stops where an uninterrupted one does."""
+    scores = [h.val_scores[protocol.selection_metric] for h in history if h.learning_rate == lr]
+    return protocol.patience is not None and bool(scores) and _since_best(scores) >= protocol.patience
+
+
+def _grid_stopped(history: list[EpochRecord], protocol: Protocol) -> bool:
+    """Grid early stopping: have the last ``protocol.grid_patience`` learning rates trained (in
+    ascending order) all failed to beat the best of the ones before them?"""
+    if protocol.grid_patience is None:
+        return False
+    best: dict[float, float] = {}  # lr -> its best score, in training order
+    for h in history:
+        best[h.learning_rate] = max(best.get(h.learning_rate, -math.inf), h.val_scores[protocol.selection_metric])
+    return _since_best(list(best.values())) >= protocol.grid_patience
+
+
 def _build(make_model: Callable[[], torch.nn.Module], protocol: Protocol) -> torch.nn.Module:
     model = make_model()
     if protocol.remedy == "lora":  # frozen checkpoint + trainable low-rank adapters and head
@@ -180,6 +204,9 @@ def fine_tune(
         for epoch in range(first_epoch, protocol.epochs + 1):
             if step >= total_steps:
                 break
+            if _lr_stopped(history, lr, protocol):
+                log(f"{desc} lr={lr:g}: early stop after epoch {epoch - 1} ({protocol.patience} without a better source-val score)")
+                break
             model.train()
             batches = length_grouped_batches(lengths, protocol.batch_size, data_rng)[: total_steps - step]
             loss_sum = torch.zeros((), device=runtime.device)  # summed on device: no host sync per step
@@ -231,8 +258,12 @@ def fine_tune(
                 ))  # fmt: skip
             faults.checkpoint("epoch_end")
         del optimizer
-        if lr_index < len(protocol.learning_rates) - 1:
-            del model  # free it before the next learning rate's model is built
+        if lr_index == len(protocol.learning_rates) - 1:
+            break  # keep `model`: it is returned with the selected weights
+        if _grid_stopped(history, protocol):
+            log(f"{desc} grid stop after lr={lr:g}: {protocol.grid_patience} learning rate(s) without a better source-val score")
+            break
+        del model  # free it before the next learning rate's model is built
 
     assert best_meta is not None and best_state is not None  # >= 1 learning rate and epoch
     score, lr, epoch = best_meta

@@ -138,3 +138,89 @@ def assess(held_outs: Sequence[HeldOut], targets: Sequence[Target], n_boot: int 
         verdicts = {e.method: judge(evidence, e.method) for e in ests}
         out.append(Assessment(run, line.line if line else None, ests, evidence, verdicts))
     return tuple(out)
+
+
+# --------------------------------------------------------------------------- at run time
+
+# What a run records (RUN_SCHEMA's ood_estimate* columns). At run time one model is known, so only
+# the per-run estimators exist (the agreement line needs >= 3 fine-tunes on the pair: that is the
+# estimator board's, `leaderboard --estimators`). Per metric, the default: accuracy <- DoC (lowest
+# mean absolute error of the per-run estimators on the committed board, README "Shift without
+# labels"), macro_f1 <- BBSE (the one per-run method that gives a macro-F1). Other metrics: none.
+RUN_METHODS = {"accuracy": "doc", "macro_f1": "bbse"}
+# Bootstrap replicates at run time: fewer than the board's 200 keeps the added scoring time small;
+# at 100 the percentile ends move by ~0.005 against 200 (the interval is about sampling noise only).
+RUN_N_BOOT = 100
+
+
+@dataclass(frozen=True)
+class RowEstimate:
+    """The label-free estimate of one metric of one run, with its interval and verdict."""
+
+    metric: str
+    method: str
+    value: float
+    low: float
+    high: float
+    trusted: bool
+    reasons: tuple[str, ...]  # why it was flagged (empty when trusted)
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """What a run records about its target without reading a target label."""
+
+    held_out_split: str  # the labelled in-domain split the estimators were fitted on
+    n_boot: int
+    rows: tuple[RowEstimate, ...]  # one per covered metric: the run-time default (RUN_METHODS)
+    estimates: tuple[Estimate, ...]  # every per-run estimate
+    evidence: Evidence
+    temperature: float
+    held_out_accuracy: float
+    source_priors: tuple[float, ...]  # held-out label distribution
+    target_priors: tuple[float, ...]  # BBSE's estimate of the target's label distribution
+    source_pred_dist: tuple[float, ...]
+    target_pred_dist: tuple[float, ...]
+    seconds: float  # wall time of estimating (what the estimates add to a run's scoring time)
+
+    def for_metric(self, metric: str) -> RowEstimate | None:
+        return next((r for r in self.rows if r.metric == metric), None)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["evidence"] = self.evidence.as_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunEstimate:
+        return cls(
+            held_out_split=d["held_out_split"], n_boot=int(d["n_boot"]),
+            rows=tuple(RowEstimate(**{**r, "reasons": tuple(r["reasons"])}) for r in d["rows"]),
+            estimates=tuple(Estimate(**e) for e in d["estimates"]), evidence=Evidence(**d["evidence"]),
+            temperature=d["temperature"], held_out_accuracy=d["held_out_accuracy"],
+            **{k: tuple(d[k]) for k in ("source_priors", "target_priors", "source_pred_dist", "target_pred_dist")},
+            seconds=d["seconds"],
+        )  # fmt: skip
+
+
+def run_estimates(held: HeldOut, target: Target, held_out_split: str, n_boot: int = RUN_N_BOOT, seed: int = 0) -> RunEstimate:
+    """The per-run estimates of one model on one target, the per-run evidence and the verdict on
+    each metric's default estimate (no agreement line: a run knows one model)."""
+    import time
+
+    start = time.perf_counter()
+    run = estimate_run(held, target, n_boot=n_boot, seed=seed)
+    evidence = Evidence.of(run)
+    rows = []
+    for metric, method in RUN_METHODS.items():
+        e = run.get(method, metric)
+        if e is None:
+            continue
+        v = judge(evidence, method)
+        rows.append(RowEstimate(metric, method, e.value, e.low, e.high, v.trusted, v.reasons))
+    return RunEstimate(
+        held_out_split=held_out_split, n_boot=n_boot, rows=tuple(rows), estimates=run.estimates, evidence=evidence,
+        temperature=run.temperature, held_out_accuracy=run.held_out_accuracy, source_priors=run.source_priors,
+        target_priors=run.target_priors, source_pred_dist=run.source_pred_dist, target_pred_dist=run.target_pred_dist,
+        seconds=time.perf_counter() - start,
+    )  # fmt: skip

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from shiftbench.cli import main
 from shiftbench.errors import ShiftbenchError
-from shiftbench.protocol import Protocol, builtin_protocol_dir, builtin_protocols, load_protocol
+from shiftbench.protocol import REMEDY_FIELDS, Protocol, builtin_protocol_dir, builtin_protocols, load_protocol
 
 from .conftest import user_error, write
 
@@ -39,12 +39,29 @@ def run_with(tiny_registry, tiny_data_dir):
 
 
 def test_builtins_load():
-    assert builtin_protocols() == ["adversarial", "augment", "decoder-quick", "distill", "icl", "icl-calibrated", "lora",
-                                   "quick", "standard"]  # fmt: skip
+    assert builtin_protocols() == ["adversarial", "adversarial-v2", "augment", "augment-v2", "decoder-quick", "distill",
+                                   "distill-v2", "icl", "icl-calibrated", "lora", "lora-v2", "quick", "standard",
+                                   "standard-v2"]  # fmt: skip
     std, quick = load_protocol("standard"), load_protocol("quick")
     assert std.learning_rates == (2e-5, 5e-5, 1e-4) and std.epochs == 3 and std.batch_size == 32
     assert (quick.name, quick.base, quick.epochs, quick.learning_rates, quick.max_length) == ("quick", "standard", 1, (1e-4,), 64)
     assert quick.batch_size == std.batch_size and quick.optimizer == "adamw"
+
+
+def test_v2_remedies_stand_on_standard_v2():
+    """Each remedy's v2 trains on standard-v2's footing (epochs, early stopping, recipe); lora keeps
+    its own larger rates, searched upwards too; distill's teacher is a standard-v2 fine-tune."""
+    v2 = load_protocol("standard-v2")
+    assert v2.learning_rates == tuple(sorted(v2.learning_rates)) and v2.patience and v2.grid_patience
+    shared = ("epochs", "patience", "grid_patience", "batch_size", "max_length", "warmup_ratio", "schedule", "weight_decay")
+    for name, remedy in (("augment-v2", "augment"), ("adversarial-v2", "adversarial"), ("distill-v2", "distill"), ("lora-v2", "lora")):
+        p, old = load_protocol(name), load_protocol(remedy)
+        assert p.base == "standard-v2" and p.remedy == remedy
+        assert all(getattr(p, f) == getattr(v2, f) for f in shared)
+        assert all(getattr(p, f) == getattr(old, f) for f in REMEDY_FIELDS[remedy] if f != "distill_teacher_protocol")
+        assert p.learning_rates == (v2.learning_rates if remedy != "lora" else tuple(sorted(p.learning_rates)))
+    assert load_protocol("lora-v2").learning_rates[0] == max(load_protocol("lora").learning_rates)  # starts at lora's edge
+    assert load_protocol("distill-v2").distill_teacher_protocol == "standard-v2"
 
 
 def test_dry_run_with_a_user_protocol_file(run_with, tiny_protocol, capsys):

@@ -332,11 +332,18 @@ def test_bad_model_entry(tmp_path, capsys, model, needles):
     user_error(capsys, ["list", "--registry", f], f, *needles)
 
 
-@pytest.mark.parametrize("field", ["hub_id", "text_column", "label_column", "splits"])
+@pytest.mark.parametrize("field", ["hub_id", "text_column", "splits"])
 def test_missing_required_dataset_field(tmp_path, capsys, field):
     text = re.sub(rf"\n    {field}: [^\n]*", "", GOOD, count=1)
     f = write(tmp_path / "missing.yaml", text)
     user_error(capsys, ["list", "--registry", f], f, "dataset 'src'", f"missing required field '{field}'")
+
+
+def test_missing_label_column_makes_an_unlabelled_dataset_that_cannot_be_a_source(tmp_path, capsys):
+    # label_column is optional since #18 (an unlabelled target); the pair's source must have one.
+    text = re.sub(r"\n    label_column: [^\n]*", "", GOOD, count=1)
+    f = write(tmp_path / "missing.yaml", text)
+    user_error(capsys, ["list", "--registry", f], f, "dataset 'src'", "field 'label_column' is missing", "only be a target", "pair 'src_to_tgt'")
 
 
 @pytest.mark.parametrize("field", ["task", "source", "targets"])

@@ -40,7 +40,9 @@ def test_user_pair_runs_end_to_end(tiny_env):
     assert len(read_history(files[0])) == 4
 
     preds = pq.read_table(tiny_env["results_dir"] / PREDICTIONS_DIR / files[0].name).to_pandas()
-    assert set(preds["split"]) == {"id_test", "ood_test"}
+    assert set(preds["split"]) == {"id_test", "ood_test", "source_validation"}  # validation: the estimates' held-out split
+    assert (preds["split"] == "source_validation").sum() == 9 and preds["label"].notna().all()
+    assert rows["ood_estimate_method"].notna().sum() == 2  # accuracy (doc) and macro_f1 (bbse)
     assert np.allclose(np.stack(preds["probs"]).sum(axis=1), 1.0, atol=1e-4)
     assert (tiny_env["results_dir"] / "leaderboard.parquet").is_file()
 
