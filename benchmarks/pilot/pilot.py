@@ -1,10 +1,13 @@
 """Pilot sweep for ``standard-v2`` (issue #16): learning rate x epoch -> source-validation score.
 
-``python benchmarks/pilot/pilot.py run``   trains the queue below, one (model, source, lr) at a
-    time, with ``python -m shiftbench run`` (so a killed sweep resumes where it stopped: finished
-    fine-tunes are skipped, a killed one resumes from its last epoch checkpoint).
+``python benchmarks/pilot/pilot.py run [--epochs 6]`` trains the queue for that schedule length
+    (or ``--item``s), one (model, source, lr) at a time, with ``python -m shiftbench run`` (so a
+    killed sweep resumes where it stopped: finished fine-tunes are skipped, a killed one resumes
+    from its last epoch checkpoint).
 ``python benchmarks/pilot/pilot.py table`` prints (and writes ``--out``) the per-epoch
     source-validation macro-F1 and train loss of everything finished.
+``python benchmarks/pilot/pilot.py simulate --epochs 6 --grid ... --patience 2 --grid-patience 1``
+    what a protocol with that grid and early stopping would train and select, from those runs.
 
 Only the source-validation history (run file metadata ``shiftbench.history``) is read: the target
 scores the runner also records are never read here, so they cannot steer the grid.
@@ -45,6 +48,20 @@ QUEUE = [
     *[(m, s, "3e-5", "none") for s in PAIRS for m in ("minilm-l6-l2", "minilm-l6-random")],
     *[(m, s, "1e-3", "none") for s in PAIRS for m in ("minilm-l6-l4", "minilm-l6")],
 ]
+# 6 epochs (standard-v2's proposal), patience 2: what the proposal still needs, in this order.
+# FPB first: minilm-l6's bracket, then whether 1e-5 beats 3e-5 for 4 and 6 layers (the 4-layer
+# model's best at 6 epochs was 3e-5, the grid's lowest), then the small models' remaining rates.
+QUEUE_6 = [
+    *[("minilm-l6", "fpb", lr, "none") for lr in ("3e-5", "1e-4", "3e-4")],
+    ("minilm-l6-l4", "fpb", "1e-5", "none"),
+    ("minilm-l6", "fpb", "1e-5", "none"),
+    *[("minilm-l6-random", "fpb", lr, "none") for lr in ("3e-4", "1e-4", "3e-5")],
+    *[("minilm-l6-l2", "fpb", lr, "none") for lr in ("3e-4", "1e-4", "3e-5", "1e-3")],
+    *[(m, "sst2", lr, "none") for m in ("minilm-l6-l2", "minilm-l6-random") for lr in ("3e-5", "1e-4", "3e-4", "1e-3")],
+    *[(m, "sst2", lr, "none") for m in ("minilm-l6-l4", "minilm-l6") for lr in ("1e-5", "3e-5", "1e-4", "3e-4")],
+    *[("minilm-l6", "fpb", lr, "lora") for lr in ("1e-3", "3e-3", "1e-2")],
+]
+QUEUES = {4: QUEUE, 6: QUEUE_6}
 
 
 def protocol_file(lr: str, remedy: str, scratch: Path, epochs: int = 4, patience: int = 2) -> Path:
@@ -87,7 +104,7 @@ def _children_cpu() -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scratch = Path(args.scratch)
-    queue = [tuple(item.split(":")) + (("none",) if item.count(":") == 2 else ()) for item in args.item] if args.item else QUEUE
+    queue = [tuple(item.split(":")) + (("none",) if item.count(":") == 2 else ()) for item in args.item] if args.item else QUEUES[args.epochs]
     todo = [q for q in queue if args.model is None or q[0] in args.model]
     for pid in args.after or ():  # a sweep process still finishing an item: let it, then skip that item
         while Path(f"/proc/{pid}").exists():
