@@ -1,10 +1,13 @@
 """Pilot sweep for ``standard-v2`` (issue #16): learning rate x epoch -> source-validation score.
 
-``python benchmarks/pilot/pilot.py run``   trains the queue below, one (model, source, lr) at a
-    time, with ``python -m shiftbench run`` (so a killed sweep resumes where it stopped: finished
-    fine-tunes are skipped, a killed one resumes from its last epoch checkpoint).
+``python benchmarks/pilot/pilot.py run [--epochs 6]`` trains the queue for that schedule length
+    (or ``--item``s), one (model, source, lr) at a time, with ``python -m shiftbench run`` (so a
+    killed sweep resumes where it stopped: finished fine-tunes are skipped, a killed one resumes
+    from its last epoch checkpoint).
 ``python benchmarks/pilot/pilot.py table`` prints (and writes ``--out``) the per-epoch
     source-validation macro-F1 and train loss of everything finished.
+``python benchmarks/pilot/pilot.py simulate --epochs 6 --grid ... --patience 2 --grid-patience 1``
+    what a protocol with that grid and early stopping would train and select, from those runs.
 
 Only the source-validation history (run file metadata ``shiftbench.history``) is read: the target
 scores the runner also records are never read here, so they cannot steer the grid.
@@ -45,22 +48,36 @@ QUEUE = [
     *[(m, s, "3e-5", "none") for s in PAIRS for m in ("minilm-l6-l2", "minilm-l6-random")],
     *[(m, s, "1e-3", "none") for s in PAIRS for m in ("minilm-l6-l4", "minilm-l6")],
 ]
+# 6 epochs (standard-v2's proposal), patience 2: what the proposal still needs, in this order.
+# FPB first: minilm-l6's bracket, then whether 1e-5 beats 3e-5 for 4 and 6 layers (the 4-layer
+# model's best at 6 epochs was 3e-5, the grid's lowest), then the small models' remaining rates.
+QUEUE_6 = [
+    *[("minilm-l6", "fpb", lr, "none") for lr in ("3e-5", "1e-4", "3e-4")],
+    ("minilm-l6-l4", "fpb", "1e-5", "none"),
+    ("minilm-l6", "fpb", "1e-5", "none"),
+    *[("minilm-l6-random", "fpb", lr, "none") for lr in ("3e-4", "1e-4", "3e-5")],
+    *[("minilm-l6-l2", "fpb", lr, "none") for lr in ("3e-4", "1e-4", "3e-5", "1e-3")],
+    *[(m, "sst2", lr, "none") for m in ("minilm-l6-l2", "minilm-l6-random") for lr in ("3e-5", "1e-4", "3e-4", "1e-3")],
+    *[(m, "sst2", lr, "none") for m in ("minilm-l6-l4", "minilm-l6") for lr in ("1e-5", "3e-5", "1e-4", "3e-4")],
+    *[("minilm-l6", "fpb", lr, "lora") for lr in ("1e-3", "3e-3", "1e-2")],
+]
+QUEUES = {4: QUEUE, 6: QUEUE_6}
 
 
-def protocol_file(lr: str, remedy: str, scratch: Path, epochs: int = 4) -> Path:
-    """``pilot[-lora][-e<epochs>]-lr<lr>-es.yaml`` in the scratch dir: pilot.yaml (with the remedy's
-    fields from its built-in protocol, and ``epochs`` when not 4), a one-element grid and early
-    stopping (patience 1, standard-v2's): the epochs after the stop are never used by a protocol
-    that stops, so they are not trained. (The first sweep runs trained all 4 epochs, as
-    ``pilot[-lora]-lr<lr>``; a prefix of those is what the stopping run computes, and
-    ``simulate`` truncates them the same way.)"""
+def protocol_file(lr: str, remedy: str, scratch: Path, epochs: int = 4, patience: int = 2) -> Path:
+    """``pilot[-lora][-e<epochs>]-lr<lr>-es[<patience>].yaml`` in the scratch dir: pilot.yaml (with the
+    remedy's fields from its built-in protocol, and ``epochs`` when not 4), a one-element grid and
+    early stopping: the epochs after the stop are never used by a protocol that stops this way, so
+    they are not trained. ``-es`` runs used patience 1; standard-v2 uses 2 (``-es2``). A run with
+    less patience, or none (the first runs, ``pilot[-lora]-lr<lr>``), computed a prefix of a run
+    with more, and ``simulate`` counts it only where it reaches as far as the simulated protocol."""
     name = "pilot" if remedy == "none" else f"pilot-{remedy}"
     name += "" if epochs == 4 else f"-e{epochs}"
-    path = scratch / "protocols" / f"{name}-lr{lr}-es.yaml"
+    path = scratch / "protocols" / f"{name}-lr{lr}-es{'' if patience == 1 else patience}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = "" if remedy == "none" else _remedy_fields(remedy)
     fields += "" if epochs == 4 else f"epochs: {epochs}\n"
-    path.write_text(f"base: {BASE}\n{fields}learning_rates: [{float(lr)!r}]\npatience: 1\n")
+    path.write_text(f"base: {BASE}\n{fields}learning_rates: [{float(lr)!r}]\npatience: {patience}\n")
     return path
 
 
@@ -87,17 +104,18 @@ def _children_cpu() -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scratch = Path(args.scratch)
-    queue = [tuple(item.split(":")) + (("none",) if item.count(":") == 2 else ()) for item in args.item] if args.item else QUEUE
+    queue = [tuple(item.split(":")) + (("none",) if item.count(":") == 2 else ()) for item in args.item] if args.item else QUEUES[args.epochs]
     todo = [q for q in queue if args.model is None or q[0] in args.model]
     for pid in args.after or ():  # a sweep process still finishing an item: let it, then skip that item
         while Path(f"/proc/{pid}").exists():
             time.sleep(10)
     for i, (model, source, lr, remedy) in enumerate(todo, 1):
-        done = {(r["model"], r["remedy"], r["epochs"], r["source"], r["lr"]) for r in sweep_rows(scratch / "results")}
-        if (model, remedy, args.epochs, source, float(lr)) in done:
-            continue
+        mine = [r["val_macro_f1"] for r in sweep_rows(scratch / "results")
+                if (r["model"], r["remedy"], r["epochs"], r["source"], r["lr"]) == (model, remedy, args.epochs, source, float(lr))]  # fmt: skip
+        if mine and (len(mine) == args.epochs or _since_best(mine) >= args.patience):
+            continue  # a finished run reaches as far as this patience would
         cmd = [sys.executable, "-m", "shiftbench", "run", "--pair", PAIRS[source], "--model", model,
-               "--protocol", str(protocol_file(lr, remedy, scratch, args.epochs)), "--seeds", str(args.seed),
+               "--protocol", str(protocol_file(lr, remedy, scratch, args.epochs, args.patience)), "--seeds", str(args.seed),
                "--results-dir", str(scratch / "results"), "--cache-dir", str(scratch / "cache")]  # fmt: skip
         print(f"[{time.strftime('%H:%M:%S')}] {i}/{len(todo)} {model} {source} lr {lr} remedy {remedy}", flush=True)
         t0, cpu0 = time.perf_counter(), _children_cpu()
@@ -115,24 +133,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def sweep_rows(results_dir: Path) -> list[dict]:
-    """One row per (model, source, lr, epoch) of every finished pilot fine-tune (source validation only)."""
+    """One row per (model, remedy, schedule length, source, seed, lr, epoch) of the finished pilot
+    fine-tunes (source validation only). Runs of one rate that differ only in their patience
+    computed prefixes of one curve: the longest is kept."""
     import pyarrow.parquet as pq
 
     from shiftbench.results import RUNS_DIR, read_history
 
-    rows, seen = [], set()
+    runs: dict[tuple, list[dict]] = {}
     for path in sorted((results_dir / RUNS_DIR).glob("*.parquet")):
         meta = pq.read_table(path, columns=["finetune_id", "model", "source", "seed", "protocol"]).slice(0, 1).to_pylist()[0]
-        if meta["finetune_id"] in seen:
-            continue
-        seen.add(meta["finetune_id"])
         name = _NAME.match(meta["protocol"])
         remedy, epochs = (name["remedy"] or "none", int(name["epochs"] or 4)) if name else ("?", 0)
-        for h in read_history(path):
-            rows.append({"model": meta["model"], "remedy": remedy, "epochs": epochs, "source": meta["source"], "seed": meta["seed"],
-                         "lr": h["learning_rate"], "epoch": h["epoch"], "val_macro_f1": h["val_scores"]["macro_f1"],
-                         "train_loss": h["train_loss"], "seconds": h["seconds"]})  # fmt: skip
+        history = read_history(path)
+        lr = history[0]["learning_rate"] if history else None
+        key = (meta["model"], remedy, epochs, meta["source"], meta["seed"], lr)
+        rows = [{"model": meta["model"], "remedy": remedy, "epochs": epochs, "source": meta["source"], "seed": meta["seed"],
+                 "lr": h["learning_rate"], "epoch": h["epoch"], "val_macro_f1": h["val_scores"]["macro_f1"],
+                 "train_loss": h["train_loss"], "seconds": h["seconds"]} for h in history]  # fmt: skip
+        if len(rows) > len(runs.get(key, [])):
+            runs[key] = rows
     order = {"minilm-l6-l2": 0, "minilm-l6-random": 1, "minilm-l6-l4": 2, "minilm-l6": 3}
+    rows = [r for rs in runs.values() for r in rs]
     return sorted(rows, key=lambda r: (r["remedy"], r["epochs"], order.get(r["model"], 9), r["model"], r["source"], r["seed"], r["lr"], r["epoch"]))
 
 
@@ -249,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", action="append", help="only this model (repeatable)")
     run.add_argument("--after", type=int, action="append", help="first wait for this process to exit (repeatable)")
     run.add_argument("--epochs", type=int, default=4, help="schedule length (pilot.yaml: 4)")
+    run.add_argument("--patience", type=int, default=2, help="early stopping patience (standard-v2: 2)")
     run.add_argument("--item", action="append", help="MODEL:SOURCE:LR[:REMEDY] instead of the built-in queue (repeatable)")
     table = sub.add_parser("table", help="lr x epoch -> source-validation macro-F1 (train loss)")
     table.add_argument("--out", help="also write the Markdown table here")
