@@ -45,7 +45,7 @@ REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 
 def _leaderboard_section(rows: pd.DataFrame) -> str:
-    header = ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank"]
+    header = ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank", "at grid edge"]
     body = []
     for r in rows.sort_values(["target", "model", "protocol", "model_sha256", "protocol_hash"], kind="mergesort").itertuples():
         one = getattr(r, "ci_method", None) == CI_EXAMPLES_ONLY
@@ -58,12 +58,22 @@ def _leaderboard_section(rows: pd.DataFrame) -> str:
             with_ci(r.gap_mean, r.gap_ci_low, r.gap_ci_high),
             pct_ci(r.relative_gap_mean, r.relative_gap_ci_low, r.relative_gap_ci_high),
             str(int(rank)) if pd.notna(rank) else "–",
+            _edge_cell(getattr(r, "n_edge_selections", pd.NA), r.n_seeds),
         ])  # fmt: skip
-    table = html_table(header, body, [False, False, False, True, True, True, True, True, True], cls="leaderboard")
+    table = html_table(header, body, [False, False, False, True, True, True, True, True, True, True], cls="leaderboard")
+    if "n_edge_selections" in rows and (rows["n_edge_selections"].fillna(0) > 0).any():
+        table += ('<p class="note">at grid edge: how many seeds selected the smallest or largest learning rate of '
+                  "the protocol's grid or the last epoch they trained; the grid may not bracket their optimum "
+                  "(shiftbench.selection).</p>")  # fmt: skip
     if "ci_method" in rows and (rows["ci_method"] == CI_EXAMPLES_ONLY).any():
         table += ('<p class="note">† one seed: its interval holds test-example noise only (conditional on that '
                   "fine-tune); seed-to-seed variation is unknown.</p>")  # fmt: skip
     return table
+
+
+def _edge_cell(n_edge: Any, n_seeds: int) -> str:
+    """"k/n" seeds that selected at an edge of the grid; "–" where no seed had an edge to be at."""
+    return "–" if pd.isna(n_edge) else f"{int(n_edge)}/{int(n_seeds)}"
 
 
 def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str | None) -> str:

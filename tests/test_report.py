@@ -210,12 +210,18 @@ def test_report_names_every_model_and_has_every_section(results, cards):
         assert name in text, name
 
     board = page.table("leaderboard")
-    assert board[0] == ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank"]
+    assert board[0] == ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank", "at grid edge"]
     assert sorted((r[0], r[2]) for r in board[1:]) == sorted((m, t) for m in MODELS for t in TARGETS)
     assert all(r[3] == "2" and " [" in r[4] for r in board[1:])  # two seeds: intervals shown, no one-seed mark
     for target in TARGETS:  # every target has a best model, ranks are competition ranks
         ranks = sorted(int(r[8]) for r in board[1:] if r[2] == target)
         assert ranks[0] == 1 and all(r <= i + 1 for i, r in enumerate(ranks))
+    edges = read_runs(results).table.to_pandas().drop_duplicates(["model", "target", "seed"])  # one row per fine-tune and target
+    for r in board[1:]:  # "k/n": the row's seeds whose selection was at an edge of the grid; "-" where none could be
+        rows = edges[(edges["model"] == r[0]) & (edges["target"] == r[2])]
+        applicable = rows["selected_lr_edge"].notna() | rows["selected_epoch_at_edge"].notna()
+        at_edge = rows["selected_lr_edge"].isin(["low", "high"]) | (rows["selected_epoch_at_edge"] == True)  # noqa: E712
+        assert r[9] == (f"{int(at_edge.sum())}/{r[3]}" if applicable.any() else "–")
     meta = {r[0]: r[1] for r in page.table("meta")}
     assert meta["models"] == ", ".join(MODELS)
 
