@@ -39,6 +39,7 @@ from shiftbench.report_html import (
     markdown_to_html,
 )
 from shiftbench.results import LoadedRuns, read_runs
+from shiftbench.shift import read_shift_table
 from shiftbench.taskstats import headline_metric
 
 REPORT_FILE = "report.html"
@@ -205,6 +206,34 @@ def _priors_section(runs: pd.DataFrame) -> str:
     return "".join(parts)
 
 
+def _shift_section(pair_runs: pd.DataFrame, shift_rows: pd.DataFrame) -> str:
+    """How far each target is from the source: the cached `shiftbench shift` row whose data
+    fingerprints are those the pair's runs were scored on (another version of the data is
+    another row, never shown here)."""
+    body = []
+    for target, fps in pair_runs.drop_duplicates("target").set_index("target")[["source_fingerprint", "target_fingerprint"]].iterrows():
+        hit = shift_rows[(shift_rows["source_fingerprint"] == fps["source_fingerprint"])
+                         & (shift_rows["target_fingerprint"] == fps["target_fingerprint"])] if not shift_rows.empty else shift_rows
+        if hit.empty:
+            continue
+        r = hit.sort_values("created_at").iloc[-1]
+        tv = "–" if pd.isna(r["label_prior_tv"]) else f"{r['label_prior_tv']:.3f} ({r['label_prior_method']})"
+        body.append([str(target), f"{r['vocab_jaccard']:.3f}", f"{r['target_oov_rate']:.3f}", tv,
+                     f"{r['mmd2']:.4f} [p={r['mmd2_p_value']:.3f}]", f"{r['mmd2_baseline']:.4f} [p={r['mmd2_baseline_p_value']:.3f}]",
+                     f"{r['pad']:.3f}", f"{r['pad_baseline']:.3f}"])  # fmt: skip
+    head = "<h3>How far the target is</h3>"
+    if not body:
+        return head + '<p class="note">No shift measures cached for these data: run <code>shiftbench shift --pair …</code>.</p>'
+    header = ["target", "vocabulary Jaccard", "target OOV rate", "label-prior TV", "MMD²", "MMD² source/source",
+              "proxy A-distance", "PAD source/source"]  # fmt: skip
+    note = ('<p class="note">From <code>shiftbench shift</code> (cached under <code>shift/</code> for these data fingerprints): '
+            "vocabulary overlap with source train, share of target tokens unseen there, label-prior total variation "
+            "(true labels, or estimated for an unlabelled target), MMD² of all-MiniLM-L6-v2 sentence embeddings with its "
+            "permutation p-value and proxy A-distance of a linear domain classifier, each beside a source-vs-source "
+            "baseline.</p>")  # fmt: skip
+    return head + html_table(header, body, [False] + [True] * 7, cls="shift") + note
+
+
 def _card_section(pair: str, cards_dir: Path | None) -> str:
     if cards_dir is None:
         return ""
@@ -317,6 +346,7 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
 
     plots_dir = results_dir / PLOTS_DIR
     pngs: list[tuple[Path, bytes]] = []
+    shift_rows = read_shift_table(results_dir).to_pandas()  # `shiftbench shift`'s cache; none: the section says how to fill it
     for pair in pairs:
         metric = pair_metric[pair]  # the metric shown for this pair
         rows = board[board["pair"] == pair]
@@ -345,6 +375,7 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
             pair_er = er[(er["pair"] == pair) & (er["metric"] == metric)]
         doc.append(_robustness_section(pair_er, pair_fits, er_note))
         doc.append(_priors_section(pair_runs))
+        doc.append(_shift_section(pair_runs, shift_rows))
         doc.append(_card_section(pair, cards_dir))
         doc.append("</section>")
     doc.append("</body></html>\n")

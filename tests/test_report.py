@@ -425,3 +425,36 @@ def test_markdown_converter():
         "<table><thead><tr><th>a</th><th>b&#124;c</th></tr></thead><tbody><tr><td>1</td><td><strong>2</strong></td></tr></tbody></table>\n"
         "<ul><li>one</li><li>two</li></ul>"
     )
+
+
+def test_shift_section_shows_the_cached_measures_of_the_scored_data(results):
+    """The report's "How far the target is" table shows the `shiftbench shift` row whose data
+    fingerprints are the ones the runs were scored on, and nothing for other data."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from shiftbench.shift import ShiftMeasures, cache_path, write_cached
+
+    before = Page(write_report(results, cards_dir=None).read_text(encoding="utf-8"))
+    assert "No shift measures cached" in " ".join(before.text)
+    assert not [c for c, _ in before.tables if c == "shift"]
+
+    runs = read_runs(results).table.to_pandas()
+    first = runs[runs["target"] == "tweets"].iloc[0]
+    row = ShiftMeasures(
+        source=first["source"], target="tweets", source_fingerprint=first["source_fingerprint"],
+        target_fingerprint=first["target_fingerprint"], n_source=10, n_target=20, source_types=5, target_types=7,
+        vocab_jaccard=0.123, target_oov_rate=0.456, target_type_oov_rate=0.5, label_space=("a", "b"),
+        source_priors=(0.5, 0.5), target_priors=(0.25, 0.75), label_prior_tv=0.25, label_prior_method="labels",
+        encoder="stand-in", encoder_sha256="0" * 64, sample_size=10, seed=0, mmd2=0.0421, mmd2_p_value=0.002,
+        mmd2_baseline=0.0003, mmd2_baseline_p_value=0.41, kernel_bandwidth=1.0, n_permutations=500, pad=1.5,
+        pad_baseline=0.1, domain_classifier_error=0.125, seconds=1.0, created_at=datetime.now(timezone.utc),
+    )  # fmt: skip
+    write_cached(cache_path(results, "a" * 24), row)
+    other = dataclasses.replace(row, target_fingerprint="another-version", vocab_jaccard=0.999)  # other data: never shown
+    write_cached(cache_path(results, "b" * 24), other)
+
+    page = Page(write_report(results, cards_dir=None).read_text(encoding="utf-8"))
+    shift = page.table("shift")
+    assert shift[0][:3] == ["target", "vocabulary Jaccard", "target OOV rate"]
+    assert shift[1:] == [["tweets", "0.123", "0.456", "0.250 (labels)", "0.0421 [p=0.002]", "0.0003 [p=0.410]", "1.500", "0.100"]]
