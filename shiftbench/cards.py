@@ -21,6 +21,7 @@ from shiftbench.errors import ShiftbenchError
 from shiftbench.guards import preview
 from shiftbench.models import load_tokenizer, package_dir, resolve_model
 from shiftbench.overlap import count_overlap
+from shiftbench.shift import vocabulary
 from shiftbench.protocol import load_protocol
 from shiftbench.specs import SPLIT_ROLES, DatasetSpec, PairSpec
 
@@ -187,7 +188,7 @@ def _entities(tags: tuple[str, ...]) -> str:
 
 
 def render_pair_card(pair: PairSpec, ctx: CardContext) -> str:
-    """The Markdown card of one pair: label shift, length shift and target-test/source-train overlap."""
+    """The Markdown card of one pair: label shift, length shift, target-test/source-train overlap and vocabulary shift."""
     links = ", ".join(f"[`{n}`](../datasets/{n}.md)" for n in pair.targets)
     lines = [HEADER, "", f"# Pair `{pair.name}`", "", _md(pair.description or "(no description)"), "",
              f"- Source → targets: [`{pair.source}`](../datasets/{pair.source}.md) → {links}", f"- Task: {pair.task}"]
@@ -214,6 +215,14 @@ def render_pair_card(pair: PairSpec, ctx: CardContext) -> str:
     lines += ["", "## Overlap with the source train split", "", "Target test examples whose text also occurs in the "
               "source train split, exactly and after normalisation (lower-case, URLs and @mentions removed, whitespace "
               "collapsed).", "", *_table(["target", "test examples", "exact", "normalised"], rows)]  # fmt: skip
+    vocab = {t: vocabulary(train, data[t].splits["test"].plain_texts()) for t in pair.targets}
+    rows = [[f"`{t}`", str(v.source_types), str(v.target_types), f"{v.jaccard:.3f}", f"{100 * v.target_oov_rate:.1f} %",
+             f"{100 * v.target_type_oov_rate:.1f} %"] for t, v in vocab.items()]  # fmt: skip
+    lines += ["", "## Vocabulary shift", "", "Word types (lower-cased, URLs and @mentions removed) of the source train split "
+              "and each target test split: their Jaccard overlap, and the share of target word tokens and types never seen "
+              "in source train. The embedding measures (MMD², proxy A-distance, each beside a source-vs-source baseline) "
+              f"need the sentence encoder: `python -m shiftbench shift --pair {pair.name}`; the report shows them.", "",
+              *_table(["target", "source types", "target types", "Jaccard", "target OOV tokens", "target OOV types"], rows)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

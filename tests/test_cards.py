@@ -170,6 +170,9 @@ def test_overlap_counts_exact_and_normalised(tmp_path, tiny_registry):
     assert "| `ovl_tgt` | 6 | 2 (33.3 %) | 5 (83.3 %) |" in card
     assert "| `negative` | 50.0 % | 50.0 % | 50.0 % | 50.0 % |" in card  # label priors side by side
     assert "Total variation distance between source train and target test priors: `ovl_tgt` 0.000." in card
+    # vocabulary shift: source types {shares rose sharply today profit up loss in the market weak report} = 12; target
+    # types = 6 of those + {something else entirely} = 9; Jaccard 6 / 15; OOV tokens 3 of 19; OOV types 3 of 9
+    assert "| `ovl_tgt` | 12 | 9 | 0.400 | 15.8 % | 33.3 % |" in card
 
 
 def test_normalise_text():
