@@ -54,6 +54,11 @@ class FineTuned:
     train_seconds: float
     trainable_params: int | None = None  # parameters the optimizer updated (None: cached before it was recorded)
     model: Any = field(default=None, compare=False, repr=False)  # the trained module holding `state`, if in memory
+    # Source-validation predictions of the selected (lr, epoch), made when it was scored for selection: the runner
+    # stores them and fits the label-free estimates on them without scoring validation again. None when they
+    # are not in memory (a cached or resumed fine-tune whose best epoch came before the resume; lora, whose
+    # merged weights score slightly differently): the runner then scores validation itself.
+    val_predictions: Any = field(default=None, compare=False, repr=False)
 
 
 def seed_everything(seed: int) -> None:
@@ -169,6 +174,7 @@ def fine_tune(
     history = [EpochRecord(**h) for h in resume.history] if resume else []
     best_meta = resume.best if resume else None  # (score, lr, epoch)
     best_state = resume.best_state if resume else None
+    best_val = None  # predictions of the selected (lr, epoch) on source validation, if made in this process
     elapsed = resume.elapsed if resume else 0.0
     trainable_params = None
     if resume:
@@ -235,7 +241,8 @@ def fine_tune(
                 step += 1
                 faults.checkpoint("train_step")
             seconds = time.perf_counter() - t0
-            scores = predict(model, val, protocol.eval_batch_size, pad_id, runtime, tags=tags).scores()
+            val_pred = predict(model, val, protocol.eval_batch_size, pad_id, runtime, tags=tags)
+            scores = val_pred.scores()
             history.append(
                 EpochRecord(lr, epoch, len(batches), float(loss_sum) / max(1, len(batches)), scores, seconds, tokens)
             )
@@ -245,6 +252,7 @@ def fine_tune(
             if best_meta is None or score > best_meta[0]:  # ties keep the earlier (lr, epoch)
                 best_meta = (score, lr, epoch)
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_val = val_pred
             last = lr_index == len(protocol.learning_rates) - 1 and (epoch == protocol.epochs or step >= total_steps)
             if checkpoints is not None and not last:  # after the last epoch the result itself is cached
                 save_checkpoint(checkpoints, TrainState(
@@ -275,4 +283,5 @@ def fine_tune(
         # instead of building the model a second time from the checkpoint files.
         model.load_state_dict(best_state)
     seconds = elapsed + time.perf_counter() - t_start
-    return FineTuned(best_state, lr, epoch, score, tuple(history), seconds, trainable_params, model=model)
+    return FineTuned(best_state, lr, epoch, score, tuple(history), seconds, trainable_params, model=model,
+                     val_predictions=best_val if model is not None else None)

@@ -215,3 +215,31 @@ def test_bf16_precision_is_its_own_protocol(tiny_env):
     assert bf16.precision == "bf16" and fp32.precision == "fp32"
     assert bf16.protocol_hash != fp32.protocol_hash and bf16.finetune_id != fp32.finetune_id
     assert 0.0 <= bf16.ood_scores["macro_f1"] <= 1.0
+
+
+def test_source_validation_predictions_from_selection_equal_a_rescoring(tiny_env, tmp_path, monkeypatch):
+    """A fine-tune run in this process stores the validation predictions it made when it selected
+    the (lr, epoch); a run that reuses the cached fine-tune scores validation itself. Same weights and
+    batches: the two must be identical, so skipping the second scoring pass changes no number."""
+    import shiftbench.runner as runner
+
+    roles: list[str] = []
+    scorer = runner._classifier_scorer
+
+    def counting(*args, **kwargs):  # records which splits the runner scores after fine-tuning
+        ft, score = scorer(*args, **kwargs)
+        return ft, lambda domain, role="test": roles.append(role) or score(domain, role)
+
+    monkeypatch.setattr(runner, "_classifier_scorer", counting)
+    first = shiftbench.run(pairs=["news_to_forum"], seeds=[1], **tiny_env)  # trains: validation from selection
+    assert "validation" not in roles
+    other = {**tiny_env, "results_dir": tmp_path / "r2"}  # same cache: the fine-tune is reused, validation re-scored
+    second = shiftbench.run(pairs=["news_to_forum"], seeds=[1], **other)
+    assert roles.count("validation") == 1
+    (ra,), (rb,) = first.new_results, second.new_results
+    assert ra.finetune_id == rb.finetune_id and rb.train_seconds == ra.train_seconds  # really the cached fine-tune
+    read = lambda d, r: pq.read_table(d / PREDICTIONS_DIR / f"{r.run_id}.parquet").to_pandas()  # noqa: E731
+    va, vb = (p[p["split"] == "source_validation"].sort_values("index") for p in (read(tiny_env["results_dir"], ra), read(other["results_dir"], rb)))
+    assert len(va) == len(vb) > 0
+    assert (va["pred"].to_numpy() == vb["pred"].to_numpy()).all()
+    assert np.array_equal(np.stack(va["probs"]), np.stack(vb["probs"]))
