@@ -19,16 +19,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from shiftbench.compare import compare  # noqa: E402
 from shiftbench.stats import _half_width, minimum_detectable, percentile_interval, seed_aware_interval  # noqa: E402
-from shiftbench.taskstats import headline_metric, load_run_stats, replicate_scores  # noqa: E402
 from tests.test_stats_honest import EXAMPLE_HEAVY, MIXED, N, SEED_HEAVY, simulate  # noqa: E402
-from tests.test_verdicts_committed import _copy_with, _reseed  # noqa: E402
+from tests.test_verdicts_committed import _copy_with, _reseed, headline_ood_replicates, two_seed_nulls  # noqa: E402
 
 RESULTS = REPO / "results"
 
@@ -51,26 +49,14 @@ def coverage() -> None:
 
 def committed_nulls() -> None:
     print("3. null comparisons on the committed predictions (headline metric, OOD)")
-    runs = sorted((RESULTS / "runs").glob("*.parquet"))
-    cols = ["run_id", "model", "protocol", "pair", "target", "task", "seed", "label_space"]
-    frame = pd.concat(pd.read_parquet(p, columns=cols).iloc[:1] for p in runs)
     old = old_n = two = two_n = gate = gate_n = 0
-    rng = np.random.default_rng(0)
-    for _, g in frame.groupby(["model", "protocol", "pair", "target"]):
-        if len(g) < 3:
-            continue
-        g = g.sort_values("seed")
-        task, tags = g["task"].iloc[0], tuple(g["label_space"].iloc[0])
-        stats = [load_run_stats(RESULTS, rid, task, tags) for rid in g["run_id"]]
-        pts, reps = replicate_scores([s.ood.values for s in stats], task, headline_metric(task), tags, 2000, rng)
+    for pts, reps in headline_ood_replicates(RESULTS, 2000, np.random.default_rng(0)):
         for i in range(3):
             for j in range(3):
                 if i != j:
                     ci = percentile_interval(pts[j] - pts[i], reps[:, j] - reps[:, i])
                     old, old_n = old + ci.excludes_zero, old_n + 1
-        for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
-            d = np.array([pts[j] - pts[i], pts[k] - pts[j]])
-            dr = np.stack([reps[:, j] - reps[:, i], reps[:, k] - reps[:, j]], axis=1)
+        for d, dr in two_seed_nulls(pts, reps):
             ci = seed_aware_interval(d, dr)
             two, two_n = two + (ci.low > 0 or ci.high < 0), two_n + 1
             for sign in (1, -1):

@@ -132,28 +132,42 @@ def test_task_metrics_work_on_the_committed_results(tmp_path, capsys):
     assert "Leaderboard (entity_micro_f1)" in html and "wikigold_to_wnut17" in html and "fpb_to_tfns" not in html.split("<nav>")[1]
 
 
-def test_null_comparisons_on_committed_predictions_rarely_reject():
-    """2-seed null comparisons from every (model, protocol, pair, target) with 3 seeds: A = seeds
-    (i, j), B = seeds (j, k) relabelled as (i, j), for the three rotations. Same recipe on both
-    sides, so at alpha = 0.05 the two-sided verdict should fire rarely. (With only 3 seeds the two
-    sides share one fine-tune, which inflates the seed variance: these nulls are conservative.)"""
-    from shiftbench.stats import seed_aware_interval
+def headline_ood_replicates(results_dir: Path, n_boot: int, rng: np.random.Generator):
+    """Per (model, protocol, pair, target) with at least 3 seeds: the OOD headline score of each seed
+    (in seed order) and its ``n_boot`` example-bootstrap replicates under one shared resample, from
+    the stored predictions (also used by benchmarks/verdict_calibration.py)."""
     from shiftbench.taskstats import headline_metric, replicate_scores
 
-    frame = pd.concat(pd.read_parquet(p, columns=["run_id", "model", "protocol", "pair", "target", "task", "seed", "label_space"])
-                      .iloc[:1] for p in RUNS)  # fmt: skip
-    fired = tested = 0
-    rng = np.random.default_rng(0)
+    cols = ["run_id", "model", "protocol", "pair", "target", "task", "seed", "label_space"]
+    frame = pd.concat(pd.read_parquet(p, columns=cols).iloc[:1] for p in sorted((results_dir / "runs").glob("*.parquet")))
     for _, g in frame.groupby(["model", "protocol", "pair", "target"]):
         if len(g) < 3:
             continue
         g = g.sort_values("seed")
         task, tags = g["task"].iloc[0], tuple(g["label_space"].iloc[0])
-        stats = [load_run_stats(COMMITTED, rid, task, tags) for rid in g["run_id"]]
-        pts, reps = replicate_scores([s.ood.values for s in stats], task, headline_metric(task), tags, 400, rng)
-        for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
-            d = np.array([pts[j] - pts[i], pts[k] - pts[j]])
-            dr = np.stack([reps[:, j] - reps[:, i], reps[:, k] - reps[:, j]], axis=1)
+        stats = [load_run_stats(results_dir, rid, task, tags) for rid in g["run_id"]]
+        yield replicate_scores([s.ood.values for s in stats], task, headline_metric(task), tags, n_boot, rng)
+
+
+def two_seed_nulls(points: np.ndarray, replicates: np.ndarray):
+    """Null comparisons from the first three seeds of one recipe: A = seeds (i, j), B = seeds (j, k)
+    relabelled as (i, j), for the three rotations; yields the per-seed differences B - A (2,) and
+    their bootstrap replicates (n_boot, 2)."""
+    for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        d = np.array([points[j] - points[i], points[k] - points[j]])
+        yield d, np.stack([replicates[:, j] - replicates[:, i], replicates[:, k] - replicates[:, j]], axis=1)
+
+
+def test_null_comparisons_on_committed_predictions_rarely_reject():
+    """2-seed null comparisons from every (model, protocol, pair, target) with 3 seeds (see
+    :func:`two_seed_nulls`). Same recipe on both sides, so at alpha = 0.05 the two-sided verdict should
+    fire rarely. (With only 3 seeds the two sides share one fine-tune, which inflates the seed
+    variance: these nulls are conservative.)"""
+    from shiftbench.stats import seed_aware_interval
+
+    fired = tested = 0
+    for pts, reps in headline_ood_replicates(COMMITTED, 400, np.random.default_rng(0)):
+        for d, dr in two_seed_nulls(pts, reps):
             ci = seed_aware_interval(d, dr)
             tested += 1
             fired += bool(ci.low > 0 or ci.high < 0)
