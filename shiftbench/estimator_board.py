@@ -33,6 +33,7 @@ from shiftbench.atomic import write_atomic
 from shiftbench.errors import ShiftbenchError
 from shiftbench.estimate import GROUP_METHODS, N_BOOT, Estimate, HeldOut, Target
 from shiftbench.results import predictions_path, read_runs
+from shiftbench.taskstats import TEXT
 from shiftbench.verdict import assess, judge
 
 ESTIMATOR_BOARD_FILE = "estimator_leaderboard.parquet"
@@ -103,7 +104,7 @@ def labelled_runs(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, st
     """One row per labelled text-classification run (its accuracy row)."""
     loaded = read_runs(results_dir, columns=_RUN_COLUMNS)
     frame = loaded.table.to_pandas()
-    frame = frame[(frame["task"] == "text-classification") & (frame["metric"] == "accuracy") & frame["ood_score"].notna()]
+    frame = frame[(frame["task"] == TEXT) & (frame["metric"] == "accuracy") & frame["ood_score"].notna()]
     return frame.drop_duplicates("run_id").sort_values(["pair", "target", "model", "protocol", "seed", "run_id"]).reset_index(drop=True), loaded.skipped
 
 

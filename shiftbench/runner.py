@@ -64,7 +64,7 @@ def _stored_probs(p: Predictions) -> np.ndarray:
 def _estimate(job: FineTuneJob, held: Predictions, held_split: str, target: Predictions) -> RunEstimate | None:
     """The run-time label-free estimates of the OOD scores (text classification only: the
     estimators read one probability vector per example)."""
-    if job.task != "text-classification":
+    if job.task != TEXT:
         return None
     try:
         return run_estimates(HeldOut(held.labels.astype(np.int64), _stored_probs(held)), Target(_stored_probs(target)), held_split)

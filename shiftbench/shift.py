@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from shiftbench.atomic import write_atomic
 from shiftbench.errors import ShiftbenchError
 from shiftbench.overlap import normalise_text
+from shiftbench.taskstats import TEXT
 
 SHIFT_SCHEMA_VERSION = 1
 SHIFT_DIR = "shift"
@@ -361,7 +362,7 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
     names = list(dict.fromkeys(pairs))
     for p in names:
         catalog.pairs.get(p)  # unknown pair: one-line did-you-mean error
-    chosen = names or [n for n, p in catalog.pairs.items() if p.task == "text-classification"]
+    chosen = names or [n for n, p in catalog.pairs.items() if p.task == TEXT]
     out: list[PairShift] = []
     unavailable: list[str] = []
     for name in chosen:

@@ -76,7 +76,7 @@ class DatasetSpec:
             raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {preview(self.carve_fraction)}")
         if self.label_column is None and self.label_map is not None:
             raise ShiftbenchError("field 'label_map': an unlabelled dataset (no 'label_column') has no labels to map; drop label_map or add label_column")
-        if self.label_column is None and self.task != "text-classification":
+        if self.label_column is None and self.task != TASKS[0]:  # text classification
             raise ShiftbenchError(f"field 'label_column': required for {self.task} (only text-classification targets may be unlabelled)")
         if self.label_map is not None:
             for key, value in self.label_map.items():

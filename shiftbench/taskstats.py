@@ -69,6 +69,7 @@ import pyarrow.parquet as pq
 from shiftbench.errors import ShiftbenchError, did_you_mean
 from shiftbench.ner_metrics import entity_types, ner_sum_metric, per_type_f1_from_counts, sentence_stats
 from shiftbench.results import predictions_path
+from shiftbench.specs import TASKS
 from shiftbench.stats import bootstrap_weights, weighted_sums
 
 N_BINS = 15  # the runner's ECE binning (metrics.expected_calibration_error's default)
@@ -82,8 +83,7 @@ def _cal_columns(metric: str, start: int) -> np.ndarray:
     if metric == "brier":
         return np.r_[np.arange(start, start + N_BINS), start + 3 * N_BINS]
     return np.arange(start, start + CAL_WIDTH)
-TEXT = "text-classification"
-TOKENS = "token-classification"
+TEXT, TOKENS = TASKS  # the registry's task names (shiftbench.specs), one home
 LOWER_IS_BETTER = frozenset({"ece", "ece_debiased", "brier"})
 
 SumMetric = Callable[[np.ndarray], np.ndarray]  # summed unit statistics (..., D) -> scores (...)
