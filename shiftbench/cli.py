@@ -18,6 +18,12 @@ from shiftbench.errors import EXIT_USAGE, ShiftbenchError
 MAX_N_BOOT = 100_000
 
 
+def _check_n_boot(n_boot: int, low: int) -> None:
+    """Every --n-boot is bounded: memory grows with it (10^9 resamples asked for 268 GiB)."""
+    if not low <= n_boot <= MAX_N_BOOT:
+        raise ShiftbenchError(f"--n-boot: use between {low} and {MAX_N_BOOT} resamples, got {n_boot}")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
         raise ShiftbenchError(f"{self.prog}: {message}")
@@ -290,8 +296,7 @@ def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
 
     if args.format == "csv" or args.metric not in (None, "accuracy"):
         raise ShiftbenchError("--estimators: prints markdown and writes Parquet, for the accuracy metric only")
-    if args.n_boot < 0:
-        raise ShiftbenchError(f"--n-boot: must be >= 0, got {args.n_boot}")
+    _check_n_boot(args.n_boot, 0)  # 0: point estimates without intervals
     per_run, skipped = estimate_board(results_dir, n_boot=args.n_boot)
     for path, why in skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
@@ -328,8 +333,7 @@ def _cmd_shift(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from shiftbench.compare import compare
 
-    if not 100 <= args.n_boot <= MAX_N_BOOT:  # memory grows with it: 10^9 resamples asked for 268 GiB
-        raise ShiftbenchError(f"--n-boot: use between 100 and {MAX_N_BOOT} resamples, got {args.n_boot}")
+    _check_n_boot(args.n_boot, 100)
     if args.margin is not None and not 0 < args.margin < 1:
         raise ShiftbenchError(f"--margin: must lie in (0, 1), got {args.margin}")
     if args.effect is not None and not args.effect > 0:

@@ -604,6 +604,9 @@ def test_n_boot_is_bounded(board_world):
     w = board_world
     out = hostile(["compare", "alpha", "alpha", "--results-dir", w.results, "--n-boot", "1000000000"], timeout=60)
     one_line_error(out, "--n-boot", "1000000000", "100000")
+    # every --n-boot: the estimator leaderboard's too
+    out = hostile(["leaderboard", "--estimators", "--results-dir", w.results, "--n-boot", "1000000000"], timeout=60)
+    one_line_error(out, "--n-boot", "1000000000", "100000")
 
 
 def test_predictions_with_a_huge_class_id(board_world):
