@@ -11,6 +11,7 @@ removed after the rename.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -45,11 +46,16 @@ def checkpoint_dir(cache_dir: Path, finetune_id: str) -> Path:
 
 
 def _states(root: Path) -> list[Path]:
-    def key(p: Path) -> tuple[int, int]:
-        _, lr_index, epoch = p.name.split("-")
-        return int(lr_index), int(epoch)
+    """Saved states, oldest first. A state is named state-<epochs trained in all>-<lr index>-<epoch>:
+    a bracketing grid search (standard-v2) trains lower rates after higher ones, so only the total
+    count orders them. The older state-<lr index>-<epoch> names (ascending grids) sort first."""
 
-    return sorted((p for p in root.glob("state-*-*") if p.is_dir()), key=key) if root.is_dir() else []
+    def key(p: Path) -> tuple[int, int, int]:
+        parts = [int(x) for x in p.name.split("-")[1:]]
+        return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (-1, parts[0], parts[1])
+
+    states = (p for p in root.glob("state-*") if p.is_dir() and re.fullmatch(r"state(-\d+){2,3}", p.name))
+    return sorted(states, key=key) if root.is_dir() else []
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -69,7 +75,7 @@ def save_checkpoint(root: Path, st: TrainState) -> None:
     )
     progress = {k: v for k, v in asdict(st).items() if k in ("lr_index", "epoch", "step", "history", "best", "elapsed", "data_rng")}
     (tmp / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
-    final = root / f"state-{st.lr_index}-{st.epoch}"
+    final = root / f"state-{len(st.history)}-{st.lr_index}-{st.epoch}"
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

@@ -25,7 +25,7 @@ from shiftbench.specs import MAX_SEED
 
 DEFAULT_SUITE = "default"
 DEFAULT_SEEDS = (0,)
-DEFAULT_PROTOCOL = "standard"
+DEFAULT_PROTOCOL = "standard-v2"  # issue #16: standard under-trained the board (see its protocol file)
 DEFAULT_RESULTS_DIR = Path("results")
 _SEED_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
 

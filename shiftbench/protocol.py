@@ -45,7 +45,7 @@ REMEDY_FIELDS: dict[str, tuple[str, ...]] = {
 # Fields added after results were recorded under the protocols that have them, whose default
 # computes what the protocols did before: hashed only when set to something other than their
 # default, so those results keep their hash.
-_HASHED_UNLESS_DEFAULT = ("icl_calibrate", "patience", "grid_patience")
+_HASHED_UNLESS_DEFAULT = ("icl_calibrate", "patience", "grid_patience", "lr_start")
 REMEDIES = tuple(REMEDY_FIELDS)
 _ALL_REMEDY_FIELDS = ("remedy",) + tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
 # Fields that describe a protocol but do not change what it computes: left out of the hash.
@@ -75,6 +75,10 @@ class Protocol:
     # epoch of every learning rate. Either way the linear schedule spans all `epochs`.
     patience: int | None = None
     grid_patience: int | None = None
+    # Bracketing search (standard-v2): train this rate of the grid first, search upwards, and,
+    # when no larger rate beat it, downwards (selection.next_learning_rate). None: from the
+    # smallest rate upwards.
+    lr_start: float | None = None
     # none | augment (social-media-style source text) | adversarial (FGM on embeddings) |
     # lora (low-rank adapters, peft) | distill (soft targets from a fine-tuned teacher) |
     # icl (few-shot prompting of a causal LM, no weight update)
@@ -120,6 +124,8 @@ class Protocol:
                 raise bad(name, "must be >= 1 or null")
         if self.grid_patience is not None and list(self.learning_rates) != sorted(set(self.learning_rates)):
             raise bad("learning_rates", "must be strictly increasing with grid_patience (the grid is searched upwards)")
+        if self.lr_start is not None and (self.grid_patience is None or self.lr_start not in self.learning_rates):
+            raise bad("lr_start", "must be one of learning_rates, with grid_patience set")
         if not 0 < self.augment_strength <= 1:
             raise bad("augment_strength", "must be in (0, 1]")
         if self.adversarial_epsilon <= 0:

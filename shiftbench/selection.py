@@ -99,3 +99,69 @@ def edge_warning(
     fields = " and ".join(f for f, on in (("learning_rates", edges.lr in LR_EDGES), ("epochs", edges.epoch_at_edge)) if on)
     return (f"warning: {who} selected {where}: the grid may not bracket the optimum; "
             f"{' and '.join(todo)} (protocol {fields})")  # fmt: skip
+
+
+def next_learning_rate(
+    trained: Sequence[tuple[float, float]],
+    learning_rates: Sequence[float],
+    grid_patience: int | None,
+    lr_start: float | None,
+) -> float | None:
+    """The learning rate to train next, or None when the grid search is over.
+
+    ``trained``: (learning rate, source-validation score) for every epoch trained so far, in
+    training order. The choice depends on the history alone, so a resumed fine-tune trains what
+    an uninterrupted one would.
+
+    - No ``grid_patience``: every rate, in the order listed (``standard``).
+    - ``grid_patience`` without ``lr_start``: upwards, stopping after ``grid_patience`` rates in a
+      row whose best does not beat the best before them.
+    - ``lr_start`` (a bracketing search, ``standard-v2``): train ``lr_start``, search upwards as
+      above, and, when no larger rate beat ``lr_start``, search downwards from it the same way.
+      The score is taken to be unimodal in log learning rate, so the search ends with the best
+      rate between two worse ones, unless the best is the grid's smallest or largest rate: the
+      edge that ``selection_edges`` then reports.
+
+    >>> grid = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+    >>> next_learning_rate([], grid, 1, 1e-4)
+    0.0001
+    >>> next_learning_rate([(1e-4, 0.80), (3e-4, 0.70)], grid, 1, 1e-4)  # up was worse: go down
+    3e-05
+    >>> next_learning_rate([(1e-4, 0.80), (3e-4, 0.70), (3e-5, 0.75)], grid, 1, 1e-4) is None
+    True
+    >>> next_learning_rate([(1e-4, 0.60), (3e-4, 0.80), (1e-3, 0.70)], grid, 1, 1e-4) is None
+    True
+    >>> next_learning_rate([(2e-5, 0.5), (2e-5, 0.6)], (2e-5, 5e-5, 1e-4), None, None)
+    5e-05
+    """
+    best: dict[float, float] = {}  # lr -> its best score, in training order
+    for lr, score in trained:
+        best[lr] = max(best.get(lr, -math.inf), score)
+    if lr_start is None:
+        if grid_patience is not None and best and since_best(list(best.values())) >= grid_patience:
+            return None
+        return next((lr for lr in learning_rates if lr not in best), None)
+
+    rates = sorted(learning_rates)
+    start = rates.index(lr_start)
+    if lr_start not in best:
+        return lr_start
+    patience = grid_patience if grid_patience is not None else len(rates)
+    up, down = rates[start + 1 :], rates[:start][::-1]  # nearest first
+    tried_up = [lr for lr in best if lr > lr_start]
+    scores_up = [best[lr_start]] + [best[lr] for lr in tried_up]
+    if len(tried_up) < len(up) and since_best(scores_up) < patience:
+        return up[len(tried_up)]
+    if since_best(scores_up) < len(scores_up) - 1:
+        return None  # a larger rate beat lr_start: the optimum is above it, nothing to find below
+    tried_down = [lr for lr in best if lr < lr_start]
+    scores_down = [best[lr_start]] + [best[lr] for lr in tried_down]
+    if len(tried_down) < len(down) and since_best(scores_down) < patience:
+        return down[len(tried_down)]
+    return None
+
+
+def since_best(scores: list[float]) -> int:
+    """Entries after the best one (the first best: ties keep the earlier, as selection does)."""
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    return len(scores) - 1 - best

@@ -31,6 +31,7 @@ from shiftbench.distill import distillation_loss
 from shiftbench.encode import IGNORE, EncodedSplit
 from shiftbench.evaluation import predict
 from shiftbench.protocol import Protocol
+from shiftbench.selection import next_learning_rate, since_best
 
 
 @dataclass(frozen=True)
@@ -111,28 +112,17 @@ def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon
     emb.data.sub_(delta)
 
 
-def _since_best(scores: list[float]) -> int:
-    """Entries after the best one (the first best: ties keep the earlier, as selection does)."""
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    return len(scores) - 1 - best
-
-
 def _lr_stopped(history: list[EpochRecord], lr: float, protocol: Protocol) -> bool:
     """Early stopping: has ``lr`` gone ``protocol.patience`` epochs without beating its best?
     Computed from the history alone, so a resumed fine-tune stops where an uninterrupted one does."""
     scores = [h.val_scores[protocol.selection_metric] for h in history if h.learning_rate == lr]
-    return protocol.patience is not None and bool(scores) and _since_best(scores) >= protocol.patience
+    return protocol.patience is not None and bool(scores) and since_best(scores) >= protocol.patience
 
 
-def _grid_stopped(history: list[EpochRecord], protocol: Protocol) -> bool:
-    """Grid early stopping: have the last ``protocol.grid_patience`` learning rates trained (in
-    ascending order) all failed to beat the best of the ones before them?"""
-    if protocol.grid_patience is None:
-        return False
-    best: dict[float, float] = {}  # lr -> its best score, in training order
-    for h in history:
-        best[h.learning_rate] = max(best.get(h.learning_rate, -math.inf), h.val_scores[protocol.selection_metric])
-    return _since_best(list(best.values())) >= protocol.grid_patience
+def _next_lr(history: list[EpochRecord], protocol: Protocol) -> float | None:
+    """The grid's next learning rate (None: the search is over), from the history alone."""
+    trained = [(h.learning_rate, h.val_scores[protocol.selection_metric]) for h in history]
+    return next_learning_rate(trained, protocol.learning_rates, protocol.grid_patience, protocol.lr_start)
 
 
 def _build(make_model: Callable[[], torch.nn.Module], protocol: Protocol) -> torch.nn.Module:
@@ -181,8 +171,12 @@ def fine_tune(
         log(f"{desc} resuming after lr #{resume.lr_index + 1} epoch {resume.epoch} from {checkpoints}")
     t_start = time.perf_counter()
 
-    for lr_index in range(resume.lr_index if resume else 0, len(protocol.learning_rates)):
-        lr = protocol.learning_rates[lr_index]
+    # The grid is searched in the order the protocol says (selection.next_learning_rate): every
+    # rate in turn, or a search that stops once the best is bracketed. A resumed fine-tune goes on
+    # with the rate it was training.
+    lr = protocol.learning_rates[resume.lr_index] if resume else _next_lr(history, protocol)
+    while lr is not None:
+        lr_index = protocol.learning_rates.index(lr)
         seed_everything(seed)
         model = _build(make_model, protocol).to(runtime.device)
         if trainable_params is None:
@@ -253,7 +247,7 @@ def fine_tune(
                 best_meta = (score, lr, epoch)
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 best_val = val_pred
-            last = lr_index == len(protocol.learning_rates) - 1 and (epoch == protocol.epochs or step >= total_steps)
+            last = (epoch == protocol.epochs or step >= total_steps) and _next_lr(history, protocol) is None
             if checkpoints is not None and not last:  # after the last epoch the result itself is cached
                 save_checkpoint(checkpoints, TrainState(
                     lr_index=lr_index, epoch=epoch, step=step, history=[asdict(h) for h in history],
@@ -266,11 +260,12 @@ def fine_tune(
                 ))  # fmt: skip
             faults.checkpoint("epoch_end")
         del optimizer
-        if lr_index == len(protocol.learning_rates) - 1:
+        lr = _next_lr(history, protocol)
+        if lr is None:
+            if len({h.learning_rate for h in history}) < len(protocol.learning_rates):
+                log(f"{desc} grid search over after {len({h.learning_rate for h in history})} of "
+                    f"{len(protocol.learning_rates)} learning rates: the best is bracketed or at the grid's edge")  # fmt: skip
             break  # keep `model`: it is returned with the selected weights
-        if _grid_stopped(history, protocol):
-            log(f"{desc} grid stop after lr={lr:g}: {protocol.grid_patience} learning rate(s) without a better source-val score")
-            break
         del model  # free it before the next learning rate's model is built
 
     assert best_meta is not None and best_state is not None  # >= 1 learning rate and epoch

@@ -37,7 +37,7 @@ def test_workflow_is_valid_yaml_with_the_expected_shape():
     assert uploads and "results/leaderboard.parquet" in uploads[0]["with"]["path"]
 
 
-def test_nightly_suite_is_the_default_pairs_with_minilm_one_seed_standard():
+def test_nightly_suite_is_the_default_pairs_with_minilm_one_seed_standard_v2():
     catalog = load_catalog(include_env=False)
     nightly, default = catalog.suites.get("nightly"), catalog.suites.get("default")
     assert nightly.pairs[: len(default.pairs)] == default.pairs
@@ -45,7 +45,7 @@ def test_nightly_suite_is_the_default_pairs_with_minilm_one_seed_standard():
     extra = [catalog.pairs.get(p) for p in nightly.pairs[len(default.pairs) :]]
     assert {p.task for p in extra} == {"token-classification"}
     assert any(catalog.datasets.get(p.source).optional for p in extra)
-    assert nightly.models == ("minilm-l6",) and nightly.seeds == (0,) and nightly.protocol == "standard"
+    assert nightly.models == ("minilm-l6",) and nightly.seeds == (0,) and nightly.protocol == default.protocol == "standard-v2"
 
 
 def _board(mean, low, high):

@@ -60,7 +60,7 @@ def test_v2_remedies_stand_on_standard_v2():
         assert all(getattr(p, f) == getattr(v2, f) for f in shared)
         assert all(getattr(p, f) == getattr(old, f) for f in REMEDY_FIELDS[remedy] if f != "distill_teacher_protocol")
         assert p.learning_rates == (v2.learning_rates if remedy != "lora" else tuple(sorted(p.learning_rates)))
-    assert load_protocol("lora-v2").learning_rates[0] == max(load_protocol("lora").learning_rates)  # starts at lora's edge
+    assert load_protocol("lora-v2").lr_start == max(load_protocol("lora").learning_rates)  # starts at lora's edge
     assert load_protocol("distill-v2").distill_teacher_protocol == "standard-v2"
 
 
@@ -259,6 +259,9 @@ def test_fuzz_load_protocol_text(payload):
 RECORDED_HASHES = {
     "standard": "eff8f18e4c31d47c", "augment": "33a1ea06f3a33bdc", "adversarial": "f3d57a6ad3756bbf",
     "lora": "5d6bd13c5f03df08", "distill": "b2b6890c5560feaf", "icl": "1b96f9f962538a5e",
+    # standard-v2 and its remedies (issue #16): pinned when the new board started recording under them
+    "standard-v2": "48d22da52adef278", "augment-v2": "e560cb95b2f1253b", "adversarial-v2": "aab7ad5443206351",
+    "distill-v2": "74e2d1adae6d20a4", "lora-v2": "a5a40a820fa5c820",
 }  # fmt: skip
 
 

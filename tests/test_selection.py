@@ -315,3 +315,72 @@ def test_early_stopping_fields_are_validated_and_hashed_only_when_set():
         std.with_overrides(patience=0)
     with pytest.raises(ShiftbenchError, match="strictly increasing with grid_patience"):
         std.with_overrides(grid_patience=1, learning_rates=(1e-4, 2e-5))
+
+
+# --- bracketing search (lr_start, standard-v2) ---------------------------------------------
+
+GRID5 = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+
+
+def test_bracketing_search_goes_down_when_no_larger_rate_beats_the_start(scripted, tmp_path, monkeypatch):
+    from shiftbench import faults
+
+    from .conftest import Killed, kill_at
+
+    # 1e-4: 0.6, 0.7; 3e-4: 0.65 (worse: up stops); 3e-5: 0.8 (better: keep going down); 1e-5: 0.5 (stop)
+    scores = [0.6, 0.7, 0.65, 0.6, 0.75, 0.8, 0.5, 0.4]
+    fields = {"learning_rates": GRID5, "lr_start": 1e-4, "epochs": 2, "grid_patience": 1}
+    ft = scripted(scores, **fields)
+    assert trace(ft) == [(1e-4, 1), (1e-4, 2), (3e-4, 1), (3e-4, 2), (3e-5, 1), (3e-5, 2), (1e-5, 1), (1e-5, 2)]
+    assert (ft.selected_lr, ft.selected_epoch) == (3e-5, 2)
+    h = [dataclasses.asdict(r) for r in ft.history]
+    assert selection_edges(h, ft.selected_lr, ft.selected_epoch) == SelectionEdges("interior", True)
+    # killed in the downward phase (after 3e-5's first epoch), it resumes with 3e-5 and ends alike:
+    # the saved state of a lower rate trained later is the newest one
+    kill_at(monkeypatch, "epoch_end", 5)
+    with pytest.raises(Killed):
+        scripted(scores, checkpoints=tmp_path / "ckpt", **fields)
+    monkeypatch.setattr(faults, "checkpoint", lambda point: None)
+    resumed = scripted(scores[5:], checkpoints=tmp_path / "ckpt", **fields)
+    assert trace(resumed) == trace(ft) and (resumed.selected_lr, resumed.selected_epoch) == (3e-5, 2)
+
+
+def test_bracketing_search_does_not_go_down_once_a_larger_rate_won(scripted):
+    ft = scripted([0.6, 0.8, 0.7], learning_rates=GRID5, lr_start=1e-4, epochs=1, grid_patience=1)
+    assert trace(ft) == [(1e-4, 1), (3e-4, 1), (1e-3, 1)]  # 3e-5 and 1e-5 never trained
+    assert ft.selected_lr == 3e-4
+    # the optimum at the grid's top: the search ends there and the selection is an edge
+    ft = scripted([0.6, 0.7, 0.8], learning_rates=GRID5, lr_start=1e-4, epochs=1, grid_patience=1)
+    h = [dataclasses.asdict(r) for r in ft.history]
+    assert selection_edges(h, ft.selected_lr, ft.selected_epoch).lr == "high"
+
+
+@pytest.mark.parametrize("peak", range(5))
+@pytest.mark.parametrize("start", range(5))
+def test_bracketing_search_finds_the_peak_of_any_unimodal_curve(peak, start):
+    from shiftbench.selection import next_learning_rate
+
+    score = {lr: -abs(i - peak) for i, lr in enumerate(GRID5)}  # unimodal in log lr
+    trained: list[tuple[float, float]] = []
+    while (lr := next_learning_rate(trained, GRID5, 1, GRID5[start])) is not None:
+        assert lr not in {t for t, _ in trained}, "a rate trained twice"
+        trained.append((lr, score[lr]))
+    best = max(trained, key=lambda t: t[1])[0]
+    assert best == GRID5[peak]
+    lrs = sorted(t for t, _ in trained)
+    # bracketed: the best has a worse trained neighbour on each side, unless it is the grid's edge
+    assert best in (GRID5[0], GRID5[-1]) or lrs[0] < best < lrs[-1]
+    assert len(trained) <= abs(peak - start) + 3  # the start, the way to the peak, one past it, one the other way
+
+
+def test_lr_start_is_validated_and_hashed_only_when_set():
+    from shiftbench.errors import ShiftbenchError
+    from shiftbench.protocol import load_protocol
+
+    v2 = load_protocol("standard-v2")
+    assert "lr_start" not in load_protocol("standard").canonical() and v2.canonical()["lr_start"] == 1e-4
+    assert v2.with_overrides(lr_start=3e-4).hash != v2.hash
+    with pytest.raises(ShiftbenchError, match="'lr_start': must be one of learning_rates"):
+        v2.with_overrides(lr_start=2e-4)
+    with pytest.raises(ShiftbenchError, match="'lr_start': must be one of learning_rates, with grid_patience"):
+        v2.with_overrides(grid_patience=None)
