@@ -43,8 +43,8 @@ pairs:
 
 def export_checkpoint(job, settings, out: Path) -> Path:
     """The cached fine-tune of ``job`` as a plain checkpoint directory (config with id2label)."""
-    from shiftbench.cache import load_finetuned
-    from shiftbench.models import load_classifier, load_tokenizer
+    from shiftbench.execution.cache import load_finetuned
+    from shiftbench.modeling.models import load_classifier, load_tokenizer
 
     ft = load_finetuned(settings.cache_dir, job.finetune_id)
     assert ft is not None, "the fine-tune should be cached by now"

@@ -49,15 +49,15 @@ if str(HERE) not in sys.path:
 import torch  # noqa: E402
 from side_by_side import matmul_peak_gflops, non_embedding_params, train_flops  # noqa: E402
 
-from shiftbench.batching import length_grouped_batches  # noqa: E402
-from shiftbench.catalog import Catalog, load_catalog  # noqa: E402
-from shiftbench.data import DomainData, load_domain, pair_label_space  # noqa: E402
-from shiftbench.device import Runtime, make_runtime  # noqa: E402
-from shiftbench.encode import EncodedSplit, encode_split  # noqa: E402
-from shiftbench.errors import ShiftbenchError  # noqa: E402
-from shiftbench.models import ResolvedModel, load_classifier, load_tokenizer, resolve_model  # noqa: E402
-from shiftbench.protocol import Protocol, load_protocol  # noqa: E402
-from shiftbench.train import fine_tune, seed_everything  # noqa: E402
+from shiftbench.training.batching import length_grouped_batches  # noqa: E402
+from shiftbench.registry.catalog import Catalog, load_catalog  # noqa: E402
+from shiftbench.data.datasets import DomainData, load_domain, pair_label_space  # noqa: E402
+from shiftbench.modeling.device import Runtime, make_runtime  # noqa: E402
+from shiftbench.data.encode import EncodedSplit, encode_split  # noqa: E402
+from shiftbench.core.errors import ShiftbenchError  # noqa: E402
+from shiftbench.modeling.models import ResolvedModel, load_classifier, load_tokenizer, resolve_model  # noqa: E402
+from shiftbench.registry.protocol import Protocol, load_protocol  # noqa: E402
+from shiftbench.training.train import fine_tune, seed_everything  # noqa: E402
 
 REAL_DATA_DIR = Path(os.environ.get("SHIFTBENCH_DATA_DIR", REPO.parent / "shared" / "data"))
 MINILM = "minilm-l6"

@@ -1,7 +1,7 @@
 """What the run-time label-free estimates add to a run's scoring time (issue #18 goal: < 5 %).
 
 For every committed text-classification run (minilm-l6, standard protocol), time
-:func:`shiftbench.verdict.run_estimates` on its stored predictions (held-out = id_test, the
+:func:`shiftbench.analysis.verdict.run_estimates` on its stored predictions (held-out = id_test, the
 committed runs' stand-in; a new run uses source validation, about as large) and divide by the
 run's recorded ``eval_seconds`` (scoring the source test split and the target).
 
@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from shiftbench.estimator_board import labelled_runs, load_run_probs
-from shiftbench.results import read_runs
-from shiftbench.verdict import run_estimates
+from shiftbench.analysis.estimator_board import labelled_runs, load_run_probs
+from shiftbench.results.store import read_runs
+from shiftbench.analysis.verdict import run_estimates
 
 
 def main(results_dir: Path = Path("results")) -> None:

@@ -60,13 +60,13 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from shiftbench.catalog import load_catalog
-    from shiftbench.data import load_domain, pair_label_space
-    from shiftbench.device import make_runtime
-    from shiftbench.encode import encode_split
-    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
-    from shiftbench.protocol import load_protocol
-    from shiftbench.train import fine_tune
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.data.datasets import load_domain, pair_label_space
+    from shiftbench.modeling.device import make_runtime
+    from shiftbench.data.encode import encode_split
+    from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.protocol import load_protocol
+    from shiftbench.training.train import fine_tune
 
     runtime = make_runtime("cpu", "fp32")
     catalog = load_catalog(include_env=False)

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 
 import shiftbench
-from shiftbench.catalog import load_catalog
-from shiftbench.data import load_domain, pair_label_space
-from shiftbench.metrics import classification_metrics
-from shiftbench.models import load_tokenizer, resolve_model
-from shiftbench.protocol import load_protocol
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.data.datasets import load_domain, pair_label_space
+from shiftbench.tasks.metrics import classification_metrics
+from shiftbench.modeling.models import load_tokenizer, resolve_model
+from shiftbench.registry.protocol import load_protocol
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,8 +81,8 @@ def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
     """(a) when tuned is False, (b) when True."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from shiftbench.models import load_classifier
-    from shiftbench.train import seed_everything
+    from shiftbench.modeling.models import load_classifier
+    from shiftbench.training.train import seed_everything
 
     t0 = time.perf_counter()
     # Like (c), each recipe loads its data, tokenizer and model inside its own timing.
@@ -158,7 +158,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "side_by_side.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from shiftbench.device import make_runtime
+    from shiftbench.modeling.device import make_runtime
 
     make_runtime(args.device, "fp32")  # thread settings, as the runner uses them
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -167,8 +167,8 @@ def main() -> int:
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak (measured now): {peak:.1f} GFLOP/s; torch threads {torch.get_num_threads()}", flush=True)
 
-    from shiftbench.encode import encode_split
-    from shiftbench.models import load_classifier
+    from shiftbench.data.encode import encode_split
+    from shiftbench.modeling.models import load_classifier
 
     net = load_classifier(ctx["model"], ctx["space"], ctx["tokenizer"].pad_token_id)
     n_params, cfg = non_embedding_params(net), net.config
@@ -229,7 +229,7 @@ def main() -> int:
 
 def suite_comparison(ctx: dict, args, work: Path) -> dict:
     """The default suite, one seed: (b) scripted once per pair vs (c) one `shiftbench run`."""
-    from shiftbench.models import load_tokenizer as _tok
+    from shiftbench.modeling.models import load_tokenizer as _tok
 
     catalog = load_catalog(include_env=False)
     pairs = list(catalog.suites.get("default").pairs)

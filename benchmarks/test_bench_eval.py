@@ -1,11 +1,11 @@
-"""Evaluation throughput: ``shiftbench.evaluation.predict`` of MiniLM over the TFNS test split
+"""Evaluation throughput: ``shiftbench.training.evaluation.predict`` of MiniLM over the TFNS test split
 (2388 finance tweets, the ``fpb_to_tfns`` target), eval batch 128, fp32.
 
 Three members of one group, the same ``predict`` code with one thing changed each:
 
 - ``sorted``: as shipped, batches cut from the examples in order of decreasing length, so each
   batch pads to a similar length, and the last layer computes position 0 only
-  (``shiftbench.first_token``);
+  (``shiftbench.modeling.first_token``);
 - ``unsorted``: batches of the same size cut from a random permutation (the ``sorted_batches``
   used by ``predict`` is swapped for a random one), so each batch pads to its longest member;
 - ``all_positions``: sorted, but the last layer computes every position (the stock forward).
@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 from conftest import EVAL_EXAMPLES, EVAL_ROUNDS, SEED, head, median_seconds
-from shiftbench import evaluation
-from shiftbench.batching import sorted_batches
-from shiftbench.encode import encode_split
-from shiftbench.models import load_classifier
-from shiftbench.train import seed_everything
+from shiftbench.training import evaluation
+from shiftbench.training.batching import sorted_batches
+from shiftbench.data.encode import encode_split
+from shiftbench.modeling.models import load_classifier
+from shiftbench.training.train import seed_everything
 
 _SECONDS: dict[str, float] = {}
 _PROBS: dict[str, np.ndarray] = {}

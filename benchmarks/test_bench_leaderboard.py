@@ -1,5 +1,5 @@
 """Leaderboard aggregation over 1,000,000 synthetic result rows. Target (issue): < 3 s for
-``shiftbench.leaderboard.aggregate`` over 1M rows; the timing is reported, not asserted
+``shiftbench.analysis.leaderboard.aggregate`` over 1M rows; the timing is reported, not asserted
 (``extra_info``: rows/s, and ``meets_target_3s`` for the record).
 
 The rows have every ``RUN_SCHEMA`` column with its dtype (list columns such as
@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import LEADERBOARD_ROUNDS, QUICK, median_seconds
-from shiftbench.leaderboard import GROUP_KEYS, aggregate, build_leaderboard
-from shiftbench.metrics import METRIC_NAMES
-from shiftbench.results import RUN_SCHEMA, RUNS_DIR
+from shiftbench.analysis.leaderboard import GROUP_KEYS, aggregate, build_leaderboard
+from shiftbench.tasks.metrics import METRIC_NAMES
+from shiftbench.results.store import RUN_SCHEMA, RUNS_DIR
 
 TARGET_SECONDS = 3.0
 # Cardinalities of everything but the metric (one run = one row per metric).

@@ -1,4 +1,4 @@
-"""Tokenization throughput: ``shiftbench.encode.encode_split`` of the TweetEval sentiment test
+"""Tokenization throughput: ``shiftbench.data.encode.encode_split`` of the TweetEval sentiment test
 split (12,284 tweets, the ``fpb_to_tweeteval`` target) with MiniLM's fast tokenizer, max
 length 128: one tokenizer call over the whole split plus truncation and conversion to
 per-example int64 arrays. ``extra_info``: texts/s and tokens/s.
@@ -15,8 +15,8 @@ import time
 import pytest
 
 from conftest import TOKENIZE_ROUNDS, TOKENIZE_TEXTS, median_seconds, real_domain
-from shiftbench.data import SplitData
-from shiftbench.encode import encode_split
+from shiftbench.data.datasets import SplitData
+from shiftbench.data.encode import encode_split
 
 
 @pytest.fixture(scope="module")

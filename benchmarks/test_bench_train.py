@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import SEED, VAL_EXAMPLES, head
-from shiftbench.data import SplitData
-from shiftbench.encode import encode_split
-from shiftbench.models import load_tokenizer, resolve_model
+from shiftbench.data.datasets import SplitData
+from shiftbench.data.encode import encode_split
+from shiftbench.modeling.models import load_tokenizer, resolve_model
 
 TINY_LABELS = ("negative", "neutral", "positive")
 TINY_TRAIN_EXAMPLES = 2000

@@ -23,8 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shiftbench.compare import compare  # noqa: E402
-from shiftbench.stats import _half_width, minimum_detectable, percentile_interval, seed_aware_interval  # noqa: E402
+from shiftbench.analysis.compare import compare  # noqa: E402
+from shiftbench.analysis.stats import _half_width, minimum_detectable, percentile_interval, seed_aware_interval  # noqa: E402
 from tests.test_stats_honest import EXAMPLE_HEAVY, MIXED, N, SEED_HEAVY, simulate  # noqa: E402
 from tests.test_verdicts_committed import _copy_with, _reseed, headline_ood_replicates, two_seed_nulls  # noqa: E402
 

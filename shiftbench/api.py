@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from shiftbench.catalog import load_catalog
-from shiftbench.config import resolve_settings
-from shiftbench.leaderboard import rebuild_leaderboard
-from shiftbench.plan import Plan, build_plan
-from shiftbench.results import RunResult, check_results_dir
-from shiftbench.runner import execute
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.execution.config import resolve_settings
+from shiftbench.analysis.leaderboard import rebuild_leaderboard
+from shiftbench.execution.plan import Plan, build_plan
+from shiftbench.results.store import RunResult, check_results_dir
+from shiftbench.execution.runner import execute
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def make_plan(
 ) -> RunSummary:
     """Resolve settings and validate everything a run needs; nothing is trained.
 
-    ``options`` are the remaining :func:`shiftbench.config.resolve_settings` keywords:
+    ``options`` are the remaining :func:`shiftbench.execution.config.resolve_settings` keywords:
     ``data_dir``, ``results_dir``, ``cache_dir``, ``device``, ``precision``,
     ``trust_remote_code``, ``allow_pickle``, ``eval_only``.
     """

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from shiftbench.errors import EXIT_USAGE, ShiftbenchError
+from shiftbench.core.errors import EXIT_USAGE, ShiftbenchError
 
 MAX_N_BOOT = 100_000
 
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from shiftbench.api import make_plan, run_plan
-    from shiftbench.leaderboard import summary_table
-    from shiftbench.results import edge_warnings
+    from shiftbench.analysis.leaderboard import summary_table
+    from shiftbench.results.store import edge_warnings
 
     plan = make_plan(
         suite=args.suite, pairs=args.pair, models=args.model, seeds=args.seeds, protocol=args.protocol,
@@ -182,8 +182,8 @@ def _estimate_lines(summary, registries: Sequence[str] = ()) -> list[str]:
 def _shift_lines(summary, unlabelled: set[tuple[str, str]], registries: Sequence[str] = ()) -> list[str]:
     """Shift measures of each unlabelled target of the run (cached under <results-dir>/shift/).
     MMD and PAD need the sentence encoder; without it the vocabulary measures are printed alone."""
-    from shiftbench import shift
-    from shiftbench.catalog import load_catalog
+    from shiftbench.execution import shift
+    from shiftbench.registry.catalog import load_catalog
 
     catalog = load_catalog(registries)  # the encoder alias may come from a user registry
     lines, seen = [], set()
@@ -208,8 +208,8 @@ def _shift_lines(summary, unlabelled: set[tuple[str, str]], registries: Sequence
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from shiftbench.catalog import load_catalog
-    from shiftbench.protocol import builtin_protocols, load_protocol
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.registry.protocol import builtin_protocols, load_protocol
 
     c = load_catalog(args.registry)
     print("datasets:")
@@ -232,7 +232,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    from shiftbench.cards import write_cards
+    from shiftbench.reporting.cards import write_cards
 
     stale = write_cards(Path(args.out), registries=args.registry, data_dir=args.data_dir, check=args.check)
     if args.check and stale:
@@ -244,10 +244,10 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import contextlib
 
-    from shiftbench.errors import did_you_mean
-    from shiftbench.guards import check_output_dir, check_output_file, preview
-    from shiftbench.leaderboard import LEADERBOARD_FILE, build_leaderboard, rebuild_leaderboard, to_markdown, write_leaderboard
-    from shiftbench.locks import claim
+    from shiftbench.core.errors import did_you_mean
+    from shiftbench.core.guards import check_output_dir, check_output_file, preview
+    from shiftbench.analysis.leaderboard import LEADERBOARD_FILE, build_leaderboard, rebuild_leaderboard, to_markdown, write_leaderboard
+    from shiftbench.core.locks import claim
 
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
@@ -283,7 +283,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         return 0
     text = board.to_csv(index=False) if args.format == "csv" else to_markdown(board)
     if out is not None:
-        from shiftbench.atomic import write_text_atomic
+        from shiftbench.core.atomic import write_text_atomic
 
         write_text_atomic(out, text)
     else:
@@ -292,7 +292,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
-    from shiftbench.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_FILE, estimate_board, summarise, to_markdown, write_table
+    from shiftbench.analysis.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_FILE, estimate_board, summarise, to_markdown, write_table
 
     if args.format == "csv" or args.metric not in (None, "accuracy"):
         raise ShiftbenchError("--estimators: prints markdown and writes Parquet, for the accuracy metric only")
@@ -313,7 +313,7 @@ def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
 
 
 def _cmd_shift(args: argparse.Namespace) -> int:
-    from shiftbench.shift import SAMPLE_SIZE, measure_pairs, to_markdown, to_text
+    from shiftbench.execution.shift import SAMPLE_SIZE, measure_pairs, to_markdown, to_text
 
     sample = SAMPLE_SIZE if args.sample is None else args.sample
     if sample < 4:
@@ -331,7 +331,7 @@ def _cmd_shift(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from shiftbench.compare import compare
+    from shiftbench.analysis.compare import compare
 
     _check_n_boot(args.n_boot, 100)
     if args.margin is not None and not 0 < args.margin < 1:
@@ -353,8 +353,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from shiftbench.guards import check_output_dir, check_output_file
-    from shiftbench.report import write_report
+    from shiftbench.core.guards import check_output_dir, check_output_file
+    from shiftbench.reporting.report import write_report
 
     check_output_dir(Path(args.results_dir), "--results-dir")
     if args.out:
@@ -384,8 +384,8 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
 def _cmd_cache(args: argparse.Namespace) -> int:
     import os
 
-    from shiftbench.cache import KINDS, cache_usage, prune_cache
-    from shiftbench.config import default_cache_dir
+    from shiftbench.execution.cache import KINDS, cache_usage, prune_cache
+    from shiftbench.execution.config import default_cache_dir
 
     cache_dir = Path(args.cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
     if args.action == "info":

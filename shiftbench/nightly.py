@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from shiftbench.leaderboard import LEADERBOARD_FILE
+from shiftbench.analysis.leaderboard import LEADERBOARD_FILE
 
 KEY = ["model", "pair", "target", "metric", "protocol", "protocol_hash"]
 WATCHED = ["id_score", "ood_score", "gap"]
@@ -67,7 +67,7 @@ def run_nightly(results_dir: Path, data_dir: Path | None = None, cache_dir: Path
     summary = run(suite="nightly", registries=registries, data_dir=data_dir, results_dir=results_dir, cache_dir=cache_dir)
     out = None
     if report:
-        from shiftbench.report import write_report
+        from shiftbench.reporting.report import write_report
 
         out = write_report(Path(results_dir))
     assert summary.leaderboard is not None

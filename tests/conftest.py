@@ -116,10 +116,9 @@ class Killed(Exception):
 
 
 def kill_at(monkeypatch, point: str, n: int) -> None:
-    """Make the ``n``-th time ``point`` is reached (``shiftbench.faults``) raise :class:`Killed`;
+    """Make the ``n``-th time ``point`` is reached (``shiftbench.core.faults``) raise :class:`Killed`;
     undo with ``monkeypatch.setattr(faults, "checkpoint", lambda point: None)``."""
-    from shiftbench import faults
-
+    from shiftbench.core import faults
     hits = []
 
     def fault(reached: str) -> None:

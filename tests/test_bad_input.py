@@ -21,7 +21,7 @@ import pytest
 
 from shiftbench.api import make_plan
 from shiftbench.cli import main
-from shiftbench.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError
 
 from .conftest import MINI_REGISTRY, user_error, balanced_labels, make_texts, write_split
 
@@ -96,8 +96,7 @@ def test_dataset_missing_and_hub_unreachable_fails_fast(world, capsys, monkeypat
     """Hub allowed but the machine has no network: one refused connect, no retries, one line."""
     import datasets
 
-    from shiftbench import data
-
+    from shiftbench.data import datasets as data
     shutil.rmtree(world.data / "acme__tgt")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shiftbench.catalog import load_catalog
-from shiftbench.data import load_domain, pair_label_space
-from shiftbench.protocol import builtin_protocols, load_protocol
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.data.datasets import load_domain, pair_label_space
+from shiftbench.registry.protocol import builtin_protocols, load_protocol
 
 from .conftest import REAL_DATA_DIR
 

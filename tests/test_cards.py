@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shiftbench.cards import CardContext, render_dataset_card, render_pair_card, write_cards
-from shiftbench.overlap import normalise_text
-from shiftbench.catalog import load_catalog
-from shiftbench.data import load_domain
-from shiftbench.models import package_dir
+from shiftbench.reporting.cards import CardContext, render_dataset_card, render_pair_card, write_cards
+from shiftbench.data.overlap import normalise_text
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.data.datasets import load_domain
+from shiftbench.modeling.models import package_dir
 
 from .conftest import REAL_DATA_DIR, REPO, write_split
 
@@ -179,7 +179,7 @@ def test_normalise_text():
     assert normalise_text("Check THIS  out:\thttps://example.com/a?b=1 @someone_1 now") == "check this out: now"
     assert normalise_text("www.example.org @x") == ""
     assert normalise_text("Same text") == normalise_text("  same   TEXT ")
-    import shiftbench.overlap as overlap_module
+    import shiftbench.data.overlap as overlap_module
 
     result = doctest.testmod(overlap_module, verbose=False)
     assert result.attempted >= 1 and result.failed == 0

@@ -7,7 +7,7 @@ import pytest
 
 import shiftbench
 from shiftbench.cli import main
-from shiftbench.leaderboard import LEADERBOARD_SCHEMA_VERSION
+from shiftbench.analysis.leaderboard import LEADERBOARD_SCHEMA_VERSION
 
 
 @pytest.fixture()
@@ -68,8 +68,7 @@ def test_rerun_with_nothing_new_reuses_the_current_leaderboard(finished, monkeyp
     """A re-run that finds everything done does not rebuild (its bootstrap is the slow part);
     a run file added, removed or corrupt since then does trigger the rebuild, and skipped files
     are still reported by a run that reuses the leaderboard."""
-    from shiftbench import leaderboard
-
+    from shiftbench.analysis import leaderboard
     results = finished["results_dir"]
     path = results / leaderboard.LEADERBOARD_FILE
     before = pq.read_table(path).to_pandas()
@@ -101,7 +100,7 @@ def test_rerun_with_nothing_new_reuses_the_current_leaderboard(finished, monkeyp
 def test_summary_table_never_cuts_names():
     import pandas as pd
 
-    from shiftbench.leaderboard import summary_table
+    from shiftbench.analysis.leaderboard import summary_table
 
     row = {"metric": "macro_f1", "model": "a-local-checkpoint-with-a-long-name", "pair": "fpb_to_tweeteval",
            "target": "tweeteval_sentiment_binary", "protocol": "icl-calibrated", "n_seeds": 3,
@@ -121,7 +120,7 @@ def test_t_intervals_stay_inside_what_a_score_can_be():
     import pandas as pd
     from scipy import stats
 
-    from shiftbench.leaderboard import GROUP_KEYS, aggregate
+    from shiftbench.analysis.leaderboard import GROUP_KEYS, aggregate
 
     base = {k: "x" for k in GROUP_KEYS} | {"schema_version": 1}
     runs = pd.DataFrame([

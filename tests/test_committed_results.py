@@ -81,8 +81,8 @@ def test_eval_only_adds_a_checkpoint_beside_the_committed_runs(tmp_path, capsys)
     --eval-only: one new run file, recorded as such, the committed rows unchanged, and comparable."""
     if not (REAL_DATA_DIR / "takala__financial_phrasebank").is_dir():
         pytest.skip(f"data mirror not found at {REAL_DATA_DIR}")
-    from shiftbench.catalog import load_catalog
-    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
 
     results = copy_results(tmp_path / "results")
     before = {p.name for p in (results / "runs").glob("*.parquet")}

@@ -1,4 +1,4 @@
-"""shiftbench.compare on synthetic run files (fast), plus one comparison of real tiny runs."""
+"""shiftbench.analysis.compare on synthetic run files (fast), plus one comparison of real tiny runs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import shiftbench
-from shiftbench.compare import ModelRef, compare
-from shiftbench.errors import ShiftbenchError
-from shiftbench.metrics import classification_metrics
-from shiftbench.evaluation import Predictions
-from shiftbench.results import RunResult, predictions_table, write_run
+from shiftbench.analysis.compare import ModelRef, compare
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.tasks.metrics import classification_metrics
+from shiftbench.training.evaluation import Predictions
+from shiftbench.results.store import RunResult, predictions_table, write_run
 
 
 def write_fake_run(

@@ -9,7 +9,7 @@ import sys
 import pyarrow.parquet as pq
 
 import shiftbench
-from shiftbench.results import RUNS_DIR, read_runs
+from shiftbench.results.store import RUNS_DIR, read_runs
 
 
 def _argv(kw, results, cache, pairs, seeds):

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from shiftbench.results import PREDICTIONS_DIR, read_runs
+from shiftbench.results.store import PREDICTIONS_DIR, read_runs
 
 COMPARED = ["run_id", "finetune_id", "model", "pair", "target", "seed", "metric", "id_score", "ood_score",
             "gap", "selected_lr", "selected_epoch", "selection_score", "n_id", "n_ood"]  # fmt: skip

@@ -58,8 +58,8 @@ def test_decoder_fine_tunes_and_scores(decoder_dir, tiny_env):
 
 
 def test_last_token_pooling_ignores_padding(decoder_dir, tiny_registry):
-    from shiftbench.catalog import load_catalog
-    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
 
     _, path = decoder_dir
     model = resolve_model(str(path), load_catalog([tiny_registry], include_env=False))

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from shiftbench.catalog import load_catalog
-from shiftbench.data import SplitData
-from shiftbench.device import make_runtime
-from shiftbench.encode import encode_split
-from shiftbench.evaluation import predict
-from shiftbench.models import load_classifier, load_tokenizer, resolve_model
-from shiftbench.protocol import load_protocol
-from shiftbench.train import fine_tune
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.data.datasets import SplitData
+from shiftbench.modeling.device import make_runtime
+from shiftbench.data.encode import encode_split
+from shiftbench.training.evaluation import predict
+from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+from shiftbench.registry.protocol import load_protocol
+from shiftbench.training.train import fine_tune
 
 pytestmark = [
     pytest.mark.slow,

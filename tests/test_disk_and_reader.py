@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import shiftbench
 from shiftbench.cli import main
-from shiftbench.results import RUNS_DIR, read_runs
+from shiftbench.results.store import RUNS_DIR, read_runs
 
 
 def test_disk_full_while_writing_keeps_earlier_results(tiny_env, capsys, monkeypatch):

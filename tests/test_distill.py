@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 import shiftbench
 from shiftbench.api import make_plan
-from shiftbench.cache import finetune_dir
-from shiftbench.catalog import load_catalog
-from shiftbench.distill import Teacher, check_head, distillation_loss, resolve_teacher
-from shiftbench.errors import ShiftbenchError
-from shiftbench.models import LoadOptions, load_classifier, resolve_model
-from shiftbench.protocol import load_protocol
+from shiftbench.execution.cache import finetune_dir
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.remedies.distill import Teacher, check_head, distillation_loss, resolve_teacher
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.modeling.models import LoadOptions, load_classifier, resolve_model
+from shiftbench.registry.protocol import load_protocol
 
 from .conftest import FILLER, SPECIAL, WORDS, Killed, kill_at, write
 
@@ -198,8 +198,7 @@ def test_teacher_protocol_and_task_are_checked(env, tmp_path):
 # epoch_end hits: 1-4 are the teacher's (2 lr x 2 epochs), 5-8 the student's.
 @pytest.mark.parametrize("kill_at_hit", [3, 6])
 def test_interrupted_distill_run_resumes_to_the_same_result(env, tmp_path, capsys, monkeypatch, kill_at_hit):
-    from shiftbench import faults
-
+    from shiftbench.core import faults
     proto = distill_protocol(env, tmp_path / "d.yaml")
     ref = {**env, "results_dir": tmp_path / "ref" / "results", "cache_dir": tmp_path / "ref" / "cache"}
     (reference,) = run(ref, capsys, protocol=proto)[0].new_results

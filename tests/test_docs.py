@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from shiftbench.results import RUN_SCHEMA, SCHEMA_VERSION
+from shiftbench.results.store import RUN_SCHEMA, SCHEMA_VERSION
 
 from .conftest import REPO
 
@@ -49,7 +49,7 @@ def test_readme_remedy_verdicts_are_the_ones_compare_gives():
     the committed results (each quoted "OOD <diff> [<low>, <high>]" with its MDE)."""
     import re as _re
 
-    from shiftbench.compare import compare
+    from shiftbench.analysis.compare import compare
 
     readme = (REPO / "README.md").read_text()
     section = readme.split("<!-- remedies:start -->", 1)[1].split("<!-- remedies:end -->", 1)[0]

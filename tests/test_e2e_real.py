@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shiftbench.cli import main
-from shiftbench.results import RUNS_DIR
+from shiftbench.results.store import RUNS_DIR
 
 from .conftest import REAL_DATA_DIR
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shiftbench.batching import collate, length_grouped_batches, sorted_batches
-from shiftbench.catalog import load_catalog
-from shiftbench.data import SplitData, load_domain
-from shiftbench.encode import Encoder, encode_split
-from shiftbench.models import load_tokenizer, resolve_model
+from shiftbench.training.batching import collate, length_grouped_batches, sorted_batches
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.data.datasets import SplitData, load_domain
+from shiftbench.data.encode import Encoder, encode_split
+from shiftbench.modeling.models import load_tokenizer, resolve_model
 
 
 def _tokenizer(tiny_registry):
@@ -79,7 +79,7 @@ def test_tokenizer_identity_does_not_change_when_the_tokenizer_is_used(tiny_mode
     token cache key must not depend on it (else every second Encoder misses the cache)."""
     from transformers import AutoTokenizer
 
-    from shiftbench.encode import tokenizer_identity
+    from shiftbench.data.encode import tokenizer_identity
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     before = tokenizer_identity(tok)

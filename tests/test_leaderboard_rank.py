@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from shiftbench.leaderboard import _ranks
+from shiftbench.analysis.leaderboard import _ranks
 
 
 def board(metric: str, means: list[float], halves: list[float]) -> pd.DataFrame:

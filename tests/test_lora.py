@@ -12,18 +12,19 @@ import pytest
 import torch
 
 import shiftbench
-from shiftbench import faults, lora
-from shiftbench.cache import finetune_dir
-from shiftbench.catalog import load_catalog
+from shiftbench.core import faults
+from shiftbench.remedies import lora
+from shiftbench.execution.cache import finetune_dir
+from shiftbench.registry.catalog import load_catalog
 from shiftbench.cli import main
-from shiftbench.data import load_domain
-from shiftbench.device import make_runtime
-from shiftbench.encode import Encoder
-from shiftbench.errors import ShiftbenchError
-from shiftbench.models import load_classifier, load_tokenizer, resolve_model
-from shiftbench.protocol import load_protocol
-from shiftbench.results import RUNS_DIR, read_runs, read_trainable_params
-from shiftbench.train import fine_tune, seed_everything
+from shiftbench.data.datasets import load_domain
+from shiftbench.modeling.device import make_runtime
+from shiftbench.data.encode import Encoder
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+from shiftbench.registry.protocol import load_protocol
+from shiftbench.results.store import RUNS_DIR, read_runs, read_trainable_params
+from shiftbench.training.train import fine_tune, seed_everything
 
 from .conftest import Killed, kill_at, user_error
 

@@ -1,4 +1,4 @@
-"""Known-answer and property tests for shiftbench.metrics (and its `evaluate` wrapper)."""
+"""Known-answer and property tests for shiftbench.tasks.metrics (and its `evaluate` wrapper)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import shiftbench.metrics as metrics_module
-from shiftbench.metrics import (
+import shiftbench.tasks.metrics as metrics_module
+from shiftbench.tasks.metrics import (
     METRIC_NAMES,
     PRIMARY_METRIC,
     classification_metrics,

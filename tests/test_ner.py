@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.data import bio_tags, load_domain
-from shiftbench.encode import IGNORE, encode_split
-from shiftbench.errors import ShiftbenchError
-from shiftbench.results import PREDICTIONS_DIR, read_runs
-from shiftbench.specs import DatasetSpec
+from shiftbench.data.datasets import bio_tags, load_domain
+from shiftbench.data.encode import IGNORE, encode_split
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.results.store import PREDICTIONS_DIR, read_runs
+from shiftbench.registry.specs import DatasetSpec
 from tests.conftest import FILLER, user_error, write
 
 PER, ORG, LOC = ["stocks", "user"], ["profit", "market"], ["gain", "report"]  # words of the tiny vocab
@@ -157,7 +157,7 @@ def test_carving_keeps_sentences_whole_and_splits_disjoint(ner_world):
 def test_first_subtoken_alignment_and_truncation(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from shiftbench.data import SplitData
+    from shiftbench.data.datasets import SplitData
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     space = bio_tags({"PER"})
@@ -179,9 +179,9 @@ def test_predict_reads_first_subtoken_and_marks_cut_words_outside(tiny_model_dir
     import torch
     from transformers import AutoTokenizer
 
-    from shiftbench.data import SplitData
-    from shiftbench.device import make_runtime
-    from shiftbench.evaluation import predict
+    from shiftbench.data.datasets import SplitData
+    from shiftbench.modeling.device import make_runtime
+    from shiftbench.training.evaluation import predict
 
     class Fixed(torch.nn.Module):  # logits favour tag (position mod 3)
         config = type("C", (), {"num_labels": 3})()
@@ -220,7 +220,7 @@ def test_ner_pair_end_to_end(ner_env):
     assert ood["index"].nunique() == 40 and len(ood) == sum(r.ood_label_counts)
     assert (ood.groupby("index")["position"].apply(lambda s: s.tolist() == list(range(len(s))))).all()
     # Stored predictions reproduce the recorded entity F1.
-    from shiftbench.ner_metrics import token_classification_scores
+    from shiftbench.tasks.ner_metrics import token_classification_scores
 
     lengths = ood.groupby("index").size().to_numpy()
     again = token_classification_scores(ood["label"].to_numpy(), ood["pred"].to_numpy(), lengths, r.label_space)
@@ -264,8 +264,8 @@ def test_tiny_model_learns_the_entities(ner_env, tmp_path):
 
 def test_compare_and_leaderboard_bootstrap_sentences(ner_env, tmp_path, capsys):
     """compare and the single-seed leaderboard CI work on NER runs (sentence bootstrap, entity F1)."""
-    from shiftbench.compare import compare
-    from shiftbench.leaderboard import build_leaderboard
+    from shiftbench.analysis.compare import compare
+    from shiftbench.analysis.leaderboard import build_leaderboard
 
     proto = write(tmp_path / "learn.yaml", "base: quick\nlearning_rates: [1.0e-2]\nepochs: 4\nbatch_size: 8\nmax_length: 32\n")
     shiftbench.run(**ner_env, seeds=[0])
@@ -326,7 +326,7 @@ def test_token_cache_round_trips(ner_world, tiny_model_dir, tmp_path):
     """A token-classification split read back from the on-disk token cache equals the fresh one."""
     from transformers import AutoTokenizer
 
-    from shiftbench.encode import Encoder
+    from shiftbench.data.encode import Encoder
 
     data_dir, _ = ner_world
     dom = load_domain(_spec(name="wiki", hub_id="acme/wiki", splits={"train": "train"}), data_dir, ("train", "validation", "test"))

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shiftbench import ner_metrics as nm
-from shiftbench.ner_metrics import (
+from shiftbench.tasks import ner_metrics as nm
+from shiftbench.tasks.ner_metrics import (
     NER_PRIMARY_METRIC,
     EntityCounts,
     entity_counts,

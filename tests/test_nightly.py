@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import yaml
 
-from shiftbench.catalog import load_catalog
+from shiftbench.registry.catalog import load_catalog
 from shiftbench.nightly import significant_moves
 
 from .conftest import REPO

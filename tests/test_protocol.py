@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shiftbench.cli import main
-from shiftbench.errors import ShiftbenchError
-from shiftbench.protocol import REMEDY_FIELDS, Protocol, builtin_protocol_dir, builtin_protocols, load_protocol
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.registry.protocol import REMEDY_FIELDS, Protocol, builtin_protocol_dir, builtin_protocols, load_protocol
 
 from .conftest import user_error, write
 

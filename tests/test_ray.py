@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 import shiftbench
-from shiftbench.results import read_runs
+from shiftbench.results.store import read_runs
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (pip install 'shiftbench[ray]')")
 

@@ -18,12 +18,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shiftbench.catalog import builtin_registry_path, load_catalog
+from shiftbench.registry.catalog import builtin_registry_path, load_catalog
 from shiftbench.cli import main
-from shiftbench.errors import ShiftbenchError, did_you_mean
-from shiftbench.records import from_mapping
-from shiftbench.registry import Registry
-from shiftbench.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
+from shiftbench.core.errors import ShiftbenchError, did_you_mean
+from shiftbench.registry.records import from_mapping
+from shiftbench.registry.base import Registry
+from shiftbench.registry.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
 
 from .conftest import MINI_REGISTRY, user_error, write, balanced_labels, make_texts, write_split
 

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 import shiftbench
-from shiftbench.data import SplitData
-from shiftbench.protocol import load_protocol
-from shiftbench.remedies import augment_split
+from shiftbench.data.datasets import SplitData
+from shiftbench.registry.protocol import load_protocol
+from shiftbench.remedies.augment import augment_split
 
 
 def test_plain_protocol_hashes_are_unchanged_by_the_remedy_fields():

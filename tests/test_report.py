@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 import shiftbench
-from shiftbench.errors import ShiftbenchError
-from shiftbench.leaderboard import build_leaderboard
-from shiftbench.results import read_runs
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.analysis.leaderboard import build_leaderboard
+from shiftbench.results.store import read_runs
 
-from shiftbench.plots import gap_bars, id_ood_scatter, series_labels
-from shiftbench.report import markdown_to_html, write_report
+from shiftbench.reporting.plots import gap_bars, id_ood_scatter, series_labels
+from shiftbench.reporting.report import markdown_to_html, write_report
 
 PAIR = "news_to_tweets"
 TARGETS = ["forum", "tweets"]
@@ -240,7 +240,7 @@ def test_report_names_every_model_and_has_every_section(results, cards):
 
 
 def test_effective_robustness_line_and_table(results):
-    robustness = pytest.importorskip("shiftbench.robustness", reason="shiftbench.robustness is not there yet")
+    robustness = pytest.importorskip("shiftbench.analysis.robustness", reason="shiftbench.analysis.robustness is not there yet")
     page = Page(write_report(results, cards_dir=None).read_text(encoding="utf-8"))
     er = page.table("robustness")
     assert er[0][:3] == ["model", "protocol", "target"] and "effective robustness" in er[0]
@@ -338,7 +338,7 @@ def synthetic_board(n_seeds: int = 3) -> pd.DataFrame:
 
 
 def test_scatter_is_deterministic_and_draws_the_fit():
-    robustness = pytest.importorskip("shiftbench.robustness", reason="shiftbench.robustness is not there yet")
+    robustness = pytest.importorskip("shiftbench.analysis.robustness", reason="shiftbench.analysis.robustness is not there yet")
     board = synthetic_board()
     fit = robustness.RobustnessFit("p", "tweets", "macro_f1", ("h" * 64,), slope=1.1, intercept=-1.0, n_models=4)
     plain = id_ood_scatter(board, "p", "tweets", "macro_f1")
@@ -433,7 +433,7 @@ def test_shift_section_shows_the_cached_measures_of_the_scored_data(results):
     import dataclasses
     from datetime import datetime, timezone
 
-    from shiftbench.shift import ShiftMeasures, cache_path, write_cached
+    from shiftbench.execution.shift import ShiftMeasures, cache_path, write_cached
 
     before = Page(write_report(results, cards_dir=None).read_text(encoding="utf-8"))
     assert "No shift measures cached" in " ".join(before.text)

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, tiny_registry, tiny_data_dir) -> Path:
-    from shiftbench.report import write_report
+    from shiftbench.reporting.report import write_report
 
     shared = tiny_results_dir(tmp_path_factory, tiny_registry, tiny_data_dir)
     results = copy_results(shared, tmp_path_factory.mktemp("browser") / "results")

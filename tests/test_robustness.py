@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from shiftbench.errors import ShiftbenchError
-from shiftbench.robustness import COLUMNS, RobustnessFit, effective_robustness, logit, sigmoid
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.analysis.robustness import COLUMNS, RobustnessFit, effective_robustness, logit, sigmoid
 from tests.test_compare import write_fake_run
 
 N = 2000

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.results import PREDICTIONS_DIR, RUN_SCHEMA, RUNS_DIR, SCHEMA_VERSION, read_history, read_runs
+from shiftbench.results.store import PREDICTIONS_DIR, RUN_SCHEMA, RUNS_DIR, SCHEMA_VERSION, read_history, read_runs
 
 
 def test_user_pair_runs_end_to_end(tiny_env):
@@ -107,8 +107,8 @@ def test_dry_run_trains_nothing(tiny_env):
 
 
 def test_overlap_is_recorded_and_dedup_removes_it(tiny_env, tiny_registry, tiny_data_dir, tmp_path):
-    from shiftbench.catalog import load_catalog
-    from shiftbench.data import load_domain
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.data.datasets import load_domain
 
     from .conftest import write_split
 
@@ -134,8 +134,8 @@ def test_overlap_is_recorded_and_dedup_removes_it(tiny_env, tiny_registry, tiny_
 
 
 def test_eval_only_scores_a_finetuned_checkpoint_without_training(tiny_env, tiny_registry, tmp_path):
-    from shiftbench.catalog import load_catalog
-    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
 
     catalog = load_catalog([tiny_registry], include_env=False)
     base = resolve_model("tiny", catalog)
@@ -156,7 +156,7 @@ def test_eval_only_scores_a_finetuned_checkpoint_without_training(tiny_env, tiny
     import pyarrow.parquet as pq
     import torch
 
-    from shiftbench.encode import encode_split
+    from shiftbench.data.encode import encode_split
 
     preds = pq.read_table(tiny_env["results_dir"] / "predictions" / f"{r.run_id}.parquet").to_pandas()
     ood = preds[preds.split == "ood_test"]
@@ -169,9 +169,9 @@ def test_eval_only_scores_a_finetuned_checkpoint_without_training(tiny_env, tiny
 
 
 def test_eval_only_refuses_a_head_with_other_labels(tiny_env, tiny_registry, tmp_path, capsys):
-    from shiftbench.catalog import load_catalog
+    from shiftbench.registry.catalog import load_catalog
     from shiftbench.cli import main
-    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
 
     catalog = load_catalog([tiny_registry], include_env=False)
     base = resolve_model("tiny", catalog)
@@ -221,7 +221,7 @@ def test_source_validation_predictions_from_selection_equal_a_rescoring(tiny_env
     """A fine-tune run in this process stores the validation predictions it made when it selected
     the (lr, epoch); a run that reuses the cached fine-tune scores validation itself. Same weights and
     batches: the two must be identical, so skipping the second scoring pass changes no number."""
-    import shiftbench.runner as runner
+    import shiftbench.execution.runner as runner
 
     roles: list[str] = []
     scorer = runner._classifier_scorer

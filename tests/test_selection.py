@@ -13,8 +13,8 @@ import pytest
 
 import shiftbench
 from shiftbench.cli import main
-from shiftbench.leaderboard import GROUP_KEYS, aggregate, summary_table
-from shiftbench.results import (
+from shiftbench.analysis.leaderboard import GROUP_KEYS, aggregate, summary_table
+from shiftbench.results.store import (
     ADDED_COLUMNS,
     RUN_SCHEMA,
     RUNS_DIR,
@@ -22,7 +22,7 @@ from shiftbench.results import (
     edge_warnings,
     read_runs,
 )
-from shiftbench.selection import SelectionEdges, edge_warning, selection_edges
+from shiftbench.registry.selection import SelectionEdges, edge_warning, selection_edges
 
 GRID = (2e-5, 5e-5, 1e-4)
 
@@ -225,13 +225,13 @@ LABELS = ("negative", "neutral", "positive")
 def scripted(tiny_registry, tiny_data_dir, tiny_protocol, monkeypatch):
     """fine_tune on the tiny world with source-validation scores read from a script (one per
     epoch, in training order) instead of measured, so where it stops is known exactly."""
-    from shiftbench.catalog import load_catalog
-    from shiftbench.data import load_domain
-    from shiftbench.device import make_runtime
-    from shiftbench.encode import Encoder
-    from shiftbench.models import load_classifier, load_tokenizer, resolve_model
-    from shiftbench.protocol import load_protocol
-    from shiftbench.train import fine_tune
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.data.datasets import load_domain
+    from shiftbench.modeling.device import make_runtime
+    from shiftbench.data.encode import Encoder
+    from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.protocol import load_protocol
+    from shiftbench.training.train import fine_tune
 
     monkeypatch.setenv("SHIFTBENCH_NUM_THREADS", "1")
     catalog = load_catalog([tiny_registry], include_env=False)
@@ -252,7 +252,7 @@ def scripted(tiny_registry, tiny_data_dir, tiny_protocol, monkeypatch):
             def scores(self):
                 return {"macro_f1": self.value, "accuracy": self.value}
 
-        monkeypatch.setattr("shiftbench.train.predict", lambda *a, **k: Scored())
+        monkeypatch.setattr("shiftbench.training.train.predict", lambda *a, **k: Scored())
         protocol = dataclasses.replace(base, **fields)
         ft = fine_tune(lambda: load_classifier(model, LABELS, tok.pad_token_id), train, val, protocol, 0,
                        tok.pad_token_id, make_runtime("cpu", "fp32"), checkpoints=checkpoints)  # fmt: skip
@@ -288,8 +288,7 @@ def test_grid_patience_stops_the_ascending_grid_after_the_optimum(scripted):
 
 
 def test_early_stopping_resumes_where_an_uninterrupted_run_stops(scripted, tmp_path, monkeypatch):
-    from shiftbench import faults
-
+    from shiftbench.core import faults
     from .conftest import Killed, kill_at
 
     scores = [0.5, 0.6, 0.55, 0.7, 0.8, 0.85, 0.9, 0.3, 0.3]
@@ -305,8 +304,8 @@ def test_early_stopping_resumes_where_an_uninterrupted_run_stops(scripted, tmp_p
 
 
 def test_early_stopping_fields_are_validated_and_hashed_only_when_set():
-    from shiftbench.errors import ShiftbenchError
-    from shiftbench.protocol import load_protocol
+    from shiftbench.core.errors import ShiftbenchError
+    from shiftbench.registry.protocol import load_protocol
 
     std = load_protocol("standard")
     assert "patience" not in std.canonical() and "grid_patience" not in std.canonical()
@@ -323,8 +322,7 @@ GRID5 = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 
 def test_bracketing_search_goes_down_when_no_larger_rate_beats_the_start(scripted, tmp_path, monkeypatch):
-    from shiftbench import faults
-
+    from shiftbench.core import faults
     from .conftest import Killed, kill_at
 
     # 1e-4: 0.6, 0.7; 3e-4: 0.65 (worse: up stops); 3e-5: 0.8 (better: keep going down); 1e-5: 0.5 (stop)
@@ -358,7 +356,7 @@ def test_bracketing_search_does_not_go_down_once_a_larger_rate_won(scripted):
 @pytest.mark.parametrize("peak", range(5))
 @pytest.mark.parametrize("start", range(5))
 def test_bracketing_search_finds_the_peak_of_any_unimodal_curve(peak, start):
-    from shiftbench.selection import next_learning_rate
+    from shiftbench.registry.selection import next_learning_rate
 
     score = {lr: -abs(i - peak) for i, lr in enumerate(GRID5)}  # unimodal in log lr
     trained: list[tuple[float, float]] = []
@@ -374,8 +372,8 @@ def test_bracketing_search_finds_the_peak_of_any_unimodal_curve(peak, start):
 
 
 def test_lr_start_is_validated_and_hashed_only_when_set():
-    from shiftbench.errors import ShiftbenchError
-    from shiftbench.protocol import load_protocol
+    from shiftbench.core.errors import ShiftbenchError
+    from shiftbench.registry.protocol import load_protocol
 
     v2 = load_protocol("standard-v2")
     assert "lr_start" not in load_protocol("standard").canonical() and v2.canonical()["lr_start"] == 1e-4

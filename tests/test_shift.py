@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from shiftbench import shift
+from shiftbench.execution import shift
 from shiftbench.cli import main
-from shiftbench.errors import ShiftbenchError
-from shiftbench.shift import (
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.execution.shift import (
     compute_measures, domain_classifier_error, mmd2_test, proxy_a_distance, read_shift_table, vocabulary,
 )  # fmt: skip
 
@@ -108,12 +108,12 @@ def test_shift_cli_prints_measures_and_caches_them(tiny_shift, tmp_path, capsys,
     assert table["label_prior_method"].eq("labels").all() and table["mmd2_p_value"].between(0, 1).all()
     assert pq.read_schema(files[0]).metadata[b"shiftbench.shift_schema_version"] == b"1"
 
-    import shiftbench.embed
+    import shiftbench.modeling.embed
 
     def refuse(*a, **k):
         raise AssertionError("a cached pair must not be embedded again")
 
-    monkeypatch.setattr(shiftbench.embed, "embed_texts", refuse)
+    monkeypatch.setattr(shiftbench.modeling.embed, "embed_texts", refuse)
     assert main(argv) == 0
     assert capsys.readouterr().out.count(" yes") == 2
     assert main(["shift", "--pair", "news_to_forum", "--sample", "20", *tiny_shift]) == 0  # same data pair: shared entry
@@ -132,9 +132,9 @@ def test_shift_cli_bad_input(tiny_shift, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not (REAL_DATA_DIR / "takala__financial_phrasebank").is_dir(), reason="no data mirror")
 def test_real_minilm_embeddings_are_unit_norm_sentence_vectors():
-    from shiftbench.catalog import load_catalog
-    from shiftbench.embed import embed_texts
-    from shiftbench.models import resolve_model
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.modeling.embed import embed_texts
+    from shiftbench.modeling.models import resolve_model
 
     emb = embed_texts(["Profits rose sharply.", "Earnings increased a lot.", "The cat sat on the mat."],
                       resolve_model("minilm-l6", load_catalog()))  # fmt: skip
@@ -143,7 +143,7 @@ def test_real_minilm_embeddings_are_unit_norm_sentence_vectors():
 
 
 def test_readme_shift_table_is_the_committed_cache():
-    from shiftbench.catalog import load_catalog
+    from shiftbench.registry.catalog import load_catalog
 
     from .conftest import REPO
 

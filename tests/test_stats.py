@@ -1,4 +1,4 @@
-"""Known-answer tests for shiftbench.stats and the task layer's resampling (no training; tiny
+"""Known-answer tests for shiftbench.analysis.stats and the task layer's resampling (no training; tiny
 synthetic predictions)."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from shiftbench.errors import ShiftbenchError
-from shiftbench.metrics import classification_metrics, expected_calibration_error
-from shiftbench.stats import (
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.tasks.metrics import classification_metrics, expected_calibration_error
+from shiftbench.analysis.stats import (
     Interval, holm, mcnemar, percentile_interval, resampled_sums, seed_aware_interval, seeds_needed, t_interval,
 )  # fmt: skip
-from shiftbench.taskstats import replicate_scores, task_kind
+from shiftbench.analysis.taskstats import replicate_scores, task_kind
 
 TEXT = task_kind("text-classification")
 

@@ -2,7 +2,7 @@
 seed and example variance components, and a planted effect detected at about the power that
 the minimum-detectable-difference formula predicts.
 
-Simulation model (the one in :mod:`shiftbench.stats`): the per-unit difference of seed s on test
+Simulation model (the one in :mod:`shiftbench.analysis.stats`): the per-unit difference of seed s on test
 example i is z_si = delta + a_i + u_s + eps_si with a_i ~ N(0, sa^2) shared by the seeds (which
 examples are in the test set), u_s ~ N(0, su^2) the seed's effect and eps_si ~ N(0, se^2) the
 seed's own example noise; the metric is the mean over the n examples. The estimand is delta.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shiftbench.stats import _half_width, minimum_detectable, resampled_sums, seed_aware_interval
+from shiftbench.analysis.stats import _half_width, minimum_detectable, resampled_sums, seed_aware_interval
 
 N, R, REPS = 200, 200, 600
 # (sa, su, se): seed noise dominating (as on the committed board: lora vs standard has per-seed

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from shiftbench import shift
+from shiftbench.execution import shift
 from shiftbench.cli import main
-from shiftbench.results import ESTIMATE_COLUMNS, PREDICTIONS_DIR, RUNS_DIR, SCHEMA_VERSION, read_estimate, read_runs
+from shiftbench.results.store import ESTIMATE_COLUMNS, PREDICTIONS_DIR, RUNS_DIR, SCHEMA_VERSION, read_estimate, read_runs
 from tests.conftest import balanced_labels, make_texts, user_error, write
 
 MINE = """
@@ -80,8 +80,8 @@ def test_unlabelled_target_runs_end_to_end(feed, capsys):
     assert set(preds["split"]) == {"id_test", "ood_test", "source_validation"}
     assert preds[preds["split"] != "ood_test"]["label"].notna().all()
     # The recorded estimate is recomputable from the predictions file (held-out = source validation).
-    from shiftbench.estimator_board import load_run_probs
-    from shiftbench.verdict import run_estimates
+    from shiftbench.analysis.estimator_board import load_run_probs
+    from shiftbench.analysis.verdict import run_estimates
 
     probs = load_run_probs(tmp_path / "results", run_id, "source_validation")
     assert probs.target_labels is None
@@ -93,13 +93,13 @@ def test_unlabelled_target_runs_end_to_end(feed, capsys):
     rc = main(["leaderboard", "--results-dir", str(tmp_path / "results"), "--format", "markdown"])
     assert rc == 0
     capsys.readouterr()
-    from shiftbench.leaderboard import build_leaderboard
+    from shiftbench.analysis.leaderboard import build_leaderboard
 
     board, _ = build_leaderboard(tmp_path / "results")
     row = board[board["metric"] == "accuracy"].iloc[0]
     assert np.isnan(row["ood_score_mean"]) and np.isnan(row["gap_mean"]) and np.isnan(row["rank"])
     assert row["ci_method"] == "examples only (1 seed)" and row["id_score_ci_low"] <= row["id_score_mean"] <= row["id_score_ci_high"]
-    from shiftbench.robustness import effective_robustness
+    from shiftbench.analysis.robustness import effective_robustness
 
     fits, points = effective_robustness(tmp_path / "results", min_models=2)
     assert not fits and points.empty  # skipped: no OOD score to fit
@@ -119,7 +119,7 @@ def test_labelled_runs_get_estimates_beside_the_truth(tiny_data_dir, tiny_regist
     assert np.isfinite(acc["ood_score"]) and np.isfinite(acc["ood_estimate"]) and acc["ood_estimate_method"] == "doc"
     # The estimator board reads the new run's source-validation predictions as its held-out split
     # and gets the recorded point estimate back.
-    from shiftbench.estimator_board import estimate_board
+    from shiftbench.analysis.estimator_board import estimate_board
 
     per_run, skipped = estimate_board(tmp_path / "r", n_boot=5)
     assert not skipped and set(per_run["held_out_split"]) == {"source_validation"}
@@ -187,8 +187,8 @@ def test_mixed_pair_compare_skips_the_unlabelled_target_and_shift_measures_it(fe
 
 
 def test_unlabelled_dataset_loads_texts_only_and_carves_a_test_split(tmp_path):
-    from shiftbench.data import load_domain
-    from shiftbench.specs import DatasetSpec
+    from shiftbench.data.datasets import load_domain
+    from shiftbench.registry.specs import DatasetSpec
 
     texts = [f"text number {i}" for i in range(50)]
     _write_feed(tmp_path, texts, "me/stream")

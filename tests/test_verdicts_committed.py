@@ -2,7 +2,7 @@
 test that writes works on a copy under tmp_path).
 
 * every metric of every committed run, recomputed from its stored predictions through
-  :mod:`shiftbench.taskstats`, equals the run file;
+  :mod:`shiftbench.analysis.taskstats`, equals the run file;
 * the regression gate on a null comparison -- B is A's own recipe under other seeds (each run
   file copied with the model renamed and the seeds permuted) -- passes on every pair, NER
   included, while the real regression on the board (``minilm-l6-l2`` vs ``minilm-l6``) fails;
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shiftbench.cli import main
-from shiftbench.taskstats import load_run_stats, task_kind
+from shiftbench.analysis.taskstats import load_run_stats, task_kind
 
 from .conftest import REPO
 
@@ -136,7 +136,7 @@ def headline_ood_replicates(results_dir: Path, n_boot: int, rng: np.random.Gener
     """Per (model, protocol, pair, target) with at least 3 seeds: the OOD headline score of each seed
     (in seed order) and its ``n_boot`` example-bootstrap replicates under one shared resample, from
     the stored predictions (also used by benchmarks/verdict_calibration.py)."""
-    from shiftbench.taskstats import headline_metric, replicate_scores
+    from shiftbench.analysis.taskstats import headline_metric, replicate_scores
 
     cols = ["run_id", "model", "protocol", "pair", "target", "task", "seed", "label_space"]
     frame = pd.concat(pd.read_parquet(p, columns=cols).iloc[:1] for p in sorted((results_dir / "runs").glob("*.parquet")))
@@ -163,7 +163,7 @@ def test_null_comparisons_on_committed_predictions_rarely_reject():
     :func:`two_seed_nulls`). Same recipe on both sides, so at alpha = 0.05 the two-sided verdict should
     fire rarely. (With only 3 seeds the two sides share one fine-tune, which inflates the seed
     variance: these nulls are conservative.)"""
-    from shiftbench.stats import seed_aware_interval
+    from shiftbench.analysis.stats import seed_aware_interval
 
     fired = tested = 0
     for pts, reps in headline_ood_replicates(COMMITTED, 400, np.random.default_rng(0)):

@@ -88,7 +88,7 @@ def _remedy_fields(remedy: str) -> str:
     """The remedy's own fields as its built-in protocol sets them, as YAML lines."""
     import json
 
-    from shiftbench.protocol import REMEDY_FIELDS, load_protocol
+    from shiftbench.registry.protocol import REMEDY_FIELDS, load_protocol
 
     p = load_protocol(remedy)
     return "".join(f"{k}: {json.dumps(getattr(p, k))}\n" for k in ("remedy", *REMEDY_FIELDS[remedy]))
@@ -138,7 +138,7 @@ def sweep_rows(results_dir: Path) -> list[dict]:
     computed prefixes of one curve: the longest is kept."""
     import pyarrow.parquet as pq
 
-    from shiftbench.results import RUNS_DIR, read_history
+    from shiftbench.results.store import RUNS_DIR, read_history
 
     runs: dict[tuple, list[dict]] = {}
     for path in sorted((results_dir / RUNS_DIR).glob("*.parquet")):
@@ -190,7 +190,7 @@ def simulate(rows: list[dict], grid: tuple[float, ...], patience: int | None, gr
     stopping would have trained and selected, per (model, remedy, source, seed), from the sweep's
     scores (exact: each lr of a grid trains independently, and stopping only truncates). A row
     whose grid reaches a learning rate the sweep has not run says so in ``missing``."""
-    from shiftbench.selection import selection_edges
+    from shiftbench.registry.selection import selection_edges
 
     rows = [r for r in rows if r["epochs"] == epochs]  # the sweep's runs with this schedule length
     runs: dict[tuple, dict[float, list[dict]]] = {}
@@ -256,7 +256,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     text = markdown(sweep_rows(Path(args.scratch) / "results"))
     print(text, end="")
     if args.out:
-        from shiftbench.atomic import write_text_atomic
+        from shiftbench.core.atomic import write_text_atomic
 
         write_text_atomic(Path(args.out), text)
     return 0

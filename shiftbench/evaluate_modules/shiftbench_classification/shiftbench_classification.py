@@ -1,10 +1,10 @@
-"""Hugging Face ``evaluate`` wrapper around :func:`shiftbench.metrics.classification_metrics`.
+"""Hugging Face ``evaluate`` wrapper around :func:`shiftbench.tasks.metrics.classification_metrics`.
 
 Load it offline by absolute path (``evaluate`` copies this script into its module cache, so the
 import below must stay absolute)::
 
     import evaluate
-    from shiftbench.metrics import evaluate_module_path
+    from shiftbench.tasks.metrics import evaluate_module_path
     metric = evaluate.load(evaluate_module_path())
     metric.compute(references=[0, 1, 1], predictions=[0, 1, 0])
 """
@@ -12,12 +12,12 @@ import below must stay absolute)::
 import datasets
 import evaluate
 
-from shiftbench.metrics import classification_metrics
+from shiftbench.tasks.metrics import classification_metrics
 
 _DESCRIPTION = (
     "Accuracy plus macro-averaged precision, recall and F1 over the union of label ids seen in "
     "references or predictions; a zero denominator counts as 0 (scikit-learn's "
-    "zero_division=0). Identical to shiftbench.metrics.classification_metrics."
+    "zero_division=0). Identical to shiftbench.tasks.metrics.classification_metrics."
 )
 
 _KWARGS_DESCRIPTION = (

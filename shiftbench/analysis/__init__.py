@@ -1,0 +1,1 @@
+"""Leaderboards, comparisons, effective robustness, estimates: numpy/pandas only, no torch."""

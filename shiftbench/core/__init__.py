@@ -1,0 +1,1 @@
+"""Bottom layer: one-line errors, atomic writes, file locks, safe YAML, input guards, fault points."""

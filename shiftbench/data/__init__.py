@@ -1,0 +1,1 @@
+"""Loading a dataset's splits from local copies (or the Hub), overlap checks, tokenization."""

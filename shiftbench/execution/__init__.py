@@ -1,0 +1,1 @@
+"""Settings, the plan, the runner and its executors (local, Ray), the shift measurement."""

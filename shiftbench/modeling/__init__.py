@@ -1,0 +1,1 @@
+"""Loading checkpoints (safetensors, GGUF), devices and precision, sentence embeddings."""

@@ -1,0 +1,1 @@
+"""The registries: datasets, pairs, suites, model aliases and protocols, read from YAML."""

@@ -1,0 +1,1 @@
+"""Remedies for domain shift: augment, adversarial, lora, distill, icl."""

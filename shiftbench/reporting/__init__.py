@@ -1,0 +1,1 @@
+"""The report (Markdown, HTML), plots and dataset cards."""

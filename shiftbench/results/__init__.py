@@ -1,0 +1,1 @@
+"""The immutable run files and predictions: schema, atomic writes, reading."""

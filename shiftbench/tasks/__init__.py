@@ -1,0 +1,1 @@
+"""Task kinds: how each kind reads labels, encodes, predicts and scores."""

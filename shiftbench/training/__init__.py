@@ -1,0 +1,1 @@
+"""The fine-tuning loop, prediction, batching and resumable training state."""
