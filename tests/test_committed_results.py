@@ -92,7 +92,8 @@ def test_eval_only_adds_a_checkpoint_beside_the_committed_runs(tmp_path, capsys)
     load_classifier(base, ("negative", "neutral", "positive"), tok.pad_token_id).save_pretrained(str(ckpt))
     tok.save_pretrained(str(ckpt))
     argv = ["run", "--eval-only", "--pair", "fpb_to_tfns", "--model", str(ckpt), "--results-dir", str(results),
-            "--data-dir", str(REAL_DATA_DIR), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+            "--data-dir", str(REAL_DATA_DIR), "--cache-dir", str(tmp_path / "cache"),
+            "--protocol", "standard"]  # the committed board's protocol, which compare defaults to  # fmt: skip
     assert main(argv) == 0
     new = {p.name for p in (results / "runs").glob("*.parquet")} - before
     assert len(new) == 1
