@@ -57,7 +57,6 @@ import numpy as np
 from shiftbench.core import console
 from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.core.errors import ShiftbenchError
-from shiftbench.core.guards import preview
 from shiftbench.modeling.models import LoadOptions, ResolvedModel, check_causal_lm
 from shiftbench.registry.protocol import Protocol
 from shiftbench.registry.specs import TASKS
