@@ -14,7 +14,8 @@ import shiftbench
 from shiftbench.api import make_plan
 from shiftbench.execution.cache import finetune_dir
 from shiftbench.registry.catalog import load_catalog
-from shiftbench.remedies.distill import Teacher, check_head, distillation_loss, resolve_teacher
+from shiftbench.remedies import remedy_for
+from shiftbench.remedies.distill import check_head, distillation_loss, resolve_teacher
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.modeling.models import LoadOptions, load_classifier, resolve_model
 from shiftbench.registry.protocol import load_protocol
@@ -107,7 +108,8 @@ def test_cached_teacher_is_reused_and_a_missing_one_trained_once(env, tmp_path, 
     teacher_id = plain.new_results[0].finetune_id
     summary, log = run(a, capsys, protocol=proto)
     (student,) = summary.new_results
-    assert summary.plan.jobs[0].teacher.finetune_id == teacher_id  # the teacher's id is the plain run's
+    (dep,) = summary.plan.jobs[0].dependencies
+    assert dep.role == "teacher" and dep.job.finetune_id == teacher_id  # the teacher's id is the plain run's
     assert f"reusing fine-tuned weights {teacher_id}" in log
     assert "fine-tuning tiny on" not in log and "fine-tuning tiny-l1 on news" in log
     assert student.protocol == "distill" and student.protocol_hash == load_protocol(proto).hash
@@ -138,6 +140,11 @@ def test_alpha_one_trains_like_plain_cross_entropy(env, tmp_path, capsys):
     assert soft.new_results[0].history[0]["train_loss"] != p.history[0]["train_loss"]
 
 
+def teacher_id(job) -> str:
+    (dep,) = job.dependencies
+    return dep.job.finetune_id
+
+
 def test_finetune_id_changes_with_the_teacher(env, tmp_path):
     teacher_proto = write(tmp_path / "teacher.yaml", f"base: {env['protocol']}\n")
     proto = distill_protocol(env, tmp_path / "distill.yaml", distill_teacher_protocol=teacher_proto)
@@ -147,11 +154,11 @@ def test_finetune_id_changes_with_the_teacher(env, tmp_path):
     second = make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "protocol": proto}).jobs[0]
     assert first.protocol.hash == second.protocol.hash
     # ...but another teacher fine-tune, so another student fine-tune.
-    assert first.teacher.finetune_id != second.teacher.finetune_id
+    assert teacher_id(first) != teacher_id(second)
     assert first.finetune_id != second.finetune_id
     # The teacher's id is exactly the one a plain run of the teacher gets.
     plain = make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "models": ["tiny"], "protocol": str(teacher_proto)})
-    assert plain.jobs[0].finetune_id == second.teacher.finetune_id
+    assert plain.jobs[0].finetune_id == teacher_id(second)
     other = distill_protocol(env, tmp_path / "other.yaml", distill_teacher="tiny-l1")
     third = make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "protocol": other}).jobs[0]
     assert third.finetune_id != first.finetune_id and third.protocol.hash != first.protocol.hash
@@ -171,15 +178,15 @@ def test_teacher_over_another_label_space_is_refused(env, tmp_path, tiny_registr
     job = make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "protocol": proto}).jobs[0]
     # Plant a binary (reviews) fine-tune of the teacher where the 3-class news teacher belongs.
     binary = shiftbench.run(pairs=["reviews_to_forum"], seeds=[0], **{**env, "models": ["tiny"]}).new_results[0]
-    shutil.copytree(finetune_dir(env["cache_dir"], binary.finetune_id), finetune_dir(env["cache_dir"], job.teacher.finetune_id))
+    shutil.copytree(finetune_dir(env["cache_dir"], binary.finetune_id), finetune_dir(env["cache_dir"], teacher_id(job)))
     with pytest.raises(ShiftbenchError, match=r"does not fit a classifier over the student's 3 labels \['negative', 'neutral', 'positive'\]"):
         shiftbench.run(pairs=["news_to_forum"], seeds=[0], **{**env, "protocol": proto})
     # The check itself, on a state dict.
     catalog = load_catalog(env["registries"], include_env=False)
-    teacher = Teacher(resolve_model("tiny", catalog), load_protocol(env["protocol"]), "t")
-    two = load_classifier(teacher.model, ("negative", "positive"), 0).state_dict()
+    teacher = resolve_model("tiny", catalog)
+    two = load_classifier(teacher, ("negative", "positive"), 0).state_dict()
     with pytest.raises(ShiftbenchError, match=r"mismatch in classifier\."):
-        check_head(teacher, two, load_classifier(teacher.model, ("a", "b", "c"), 0), ("a", "b", "c"))
+        check_head(teacher.name, "t", two, load_classifier(teacher, ("a", "b", "c"), 0), ("a", "b", "c"))
 
 
 def test_teacher_protocol_and_task_are_checked(env, tmp_path):
@@ -187,9 +194,9 @@ def test_teacher_protocol_and_task_are_checked(env, tmp_path):
     nested = load_protocol(distill_protocol(env, tmp_path / "inner.yaml"))
     outer = dataclasses.replace(nested, distill_teacher_protocol=str(tmp_path / "inner.yaml"))
     with pytest.raises(ShiftbenchError, match="uses the 'distill' remedy"):
-        resolve_teacher(outer, catalog, LoadOptions(), {"text-classification"})
-    with pytest.raises(ShiftbenchError, match="text classification only, not 'token-classification'"):
-        resolve_teacher(nested, catalog, LoadOptions(), {"text-classification", "token-classification"})
+        resolve_teacher(outer, catalog, LoadOptions())
+    with pytest.raises(ShiftbenchError, match="pair 'ner': the distill remedy supports text-classification pairs only, not token-classification"):
+        remedy_for(nested).check_task("ner", "token-classification")
     with pytest.raises(ShiftbenchError, match="unknown model 'nope'"):
         make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True,
                   **{**env, "protocol": distill_protocol(env, tmp_path / "nope.yaml", distill_teacher="nope")})  # fmt: skip

@@ -23,7 +23,10 @@ from shiftbench.data.encode import Encoder
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
 from shiftbench.registry.protocol import load_protocol
+from shiftbench.remedies import remedy_for
+from shiftbench.remedies.base import TrainContext
 from shiftbench.results.store import RUNS_DIR, read_runs, read_trainable_params
+from shiftbench.training.hooks import count_trainable
 from shiftbench.training.train import fine_tune, seed_everything
 
 from .conftest import Killed, kill_at, user_error
@@ -57,7 +60,9 @@ def tiny(tiny_registry, tiny_data_dir, tiny_protocol, monkeypatch):
 
 def _fine_tune(tiny, **kw):
     t = tiny
-    return fine_tune(t["make_model"], t["train"], t["val"], kw.pop("protocol", t["protocol"]), 0, t["pad_id"], t["runtime"], **kw)
+    protocol = kw.pop("protocol", t["protocol"])
+    hooks = remedy_for(protocol).train_hooks(TrainContext(t["train"], LABELS, t["runtime"]))
+    return fine_tune(t["make_model"], t["train"], t["val"], protocol, 0, t["pad_id"], t["runtime"], hooks=hooks, **kw)
 
 
 def test_lora_protocol_is_built_in_and_hashed_apart():
@@ -109,7 +114,7 @@ def test_explicit_targets_and_rank_change_the_count(tiny):
     protocol = dataclasses.replace(tiny["protocol"], lora_r=4, lora_targets=("query", "key", "value"))
     seed_everything(0)
     model = lora.wrap(tiny["make_model"](), protocol)
-    assert lora.count_trainable(model) == _expected_trainable(model.config, r=4, n_targets=3, n_labels=3)
+    assert count_trainable(model) == _expected_trainable(model.config, r=4, n_targets=3, n_labels=3)
     bad = dataclasses.replace(tiny["protocol"], lora_targets=("no_such_module",))
     with pytest.raises(ShiftbenchError, match="lora_targets"):
         lora.wrap(tiny["make_model"](), bad)

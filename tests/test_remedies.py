@@ -1,4 +1,5 @@
-"""Remedies as protocol variants: augment (source texts) and adversarial (FGM)."""
+"""Remedies as protocol variants: augment (source texts) and adversarial (FGM); the interface they
+share is tested in test_remedy_interface.py."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def test_remedy_runs_end_to_end_and_differs_from_plain(tiny_env, tmp_path, remed
     fixed = shiftbench.run(pairs=["news_to_forum"], seeds=[0], **env).new_results[0]
     assert fixed.protocol == remedy and fixed.protocol_hash != plain.protocol_hash
     assert fixed.finetune_id != plain.finetune_id  # a remedy is its own fine-tune
-    assert fixed.history != plain.history  # it trained differently
+    # It trained differently (the histories without their wall-clock seconds, which always differ).
+    assert [h["train_loss"] for h in fixed.history] != [h["train_loss"] for h in plain.history]
     # Reproducible under the seed.
     again = shiftbench.run(pairs=["news_to_forum"], seeds=[0],
                            **{**env, "results_dir": tmp_path / "r2", "cache_dir": tmp_path / "c2"}).new_results[0]  # fmt: skip

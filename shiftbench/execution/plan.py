@@ -5,8 +5,8 @@ selected pair, label spaces, model directories, the results dir) before any trai
 so a broken target file fails in seconds rather than after a fine-tune.
 
 Identity (DomainBed style): a fine-tune is the hash of (model sha256, source data fingerprint,
-protocol hash, seed, runner version; for the distill remedy also the teacher's fine-tune id,
-computed the same way); a run is that plus (model name, pair, target, target
+protocol hash, seed, runner version; for a remedy that depends on other fine-tunes (distill: its
+teacher) also their fine-tune ids, computed the same way); a run is that plus (model name, pair, target, target
 fingerprint), so two aliases of the same weights share one fine-tune but keep their own rows.
 A run whose file exists in the results dir is done and is skipped.
 """
@@ -25,13 +25,12 @@ from shiftbench.core import console
 from shiftbench.registry.catalog import Catalog
 from shiftbench.execution.config import RunSettings
 from shiftbench.data.datasets import TOKEN_TASK, DomainData, load_domain, pair_label_space
-from shiftbench.remedies.distill import Teacher, resolve_teacher
 from shiftbench.core.errors import DataUnavailable, ShiftbenchError
 from shiftbench.core.guards import preview
-from shiftbench.remedies.lora import require_peft
 from shiftbench.modeling.models import ResolvedModel, check_head_labels, check_loadable, resolve_model
 from shiftbench.data.overlap import Overlap, count_overlap, without_overlap
 from shiftbench.registry.protocol import Protocol
+from shiftbench.remedies import remedy_for
 from shiftbench.results.store import is_done
 from shiftbench.registry.specs import PairSpec
 
@@ -41,11 +40,11 @@ def short_hash(*parts: object) -> str:
 
 
 def finetune_id(model_sha256: str, source_fingerprint: str, protocol: Protocol, seed: int,
-                eval_only: bool = False, teacher_id: str | None = None) -> str:  # fmt: skip
+                eval_only: bool = False, dependency_ids: tuple[str, ...] = ()) -> str:  # fmt: skip
     """The identity of one fine-tune (of a distill student: with its teacher's fine-tune id)."""
     kind = "eval-only" if eval_only else "fine-tune"
     parts = (kind, model_sha256, source_fingerprint, protocol.hash, seed, RUNNER_VERSION)
-    return short_hash(*parts, *((teacher_id,) if teacher_id is not None else ()))
+    return short_hash(*parts, *dependency_ids)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,9 @@ class FineTuneJob:
     label_space: tuple[str, ...]
     finetune_id: str
     targets: tuple[ScoredTarget, ...]  # every (pair, target) of the selection sharing this source
-    teacher: Teacher | None = None  # distill: the teacher, with its fine-tune id on this source and seed
+    # Fine-tunes the remedy needs before this one, on this source and seed (distill: the teacher),
+    # as jobs of their own with no targets: the runner executes them first.
+    dependencies: tuple[DependencyJob, ...] = ()
 
     @property
     def pending(self) -> tuple[ScoredTarget, ...]:
@@ -80,6 +81,12 @@ class FineTuneJob:
     def tags(self) -> tuple[str, ...] | None:
         """The BIO label space for token classification (what entity scoring parses), else None."""
         return self.label_space if self.task == TOKEN_TASK else None
+
+
+@dataclass(frozen=True)
+class DependencyJob:
+    role: str  # what the remedy calls it ("teacher")
+    job: FineTuneJob
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,7 @@ class Plan:
             f"protocol {s.protocol.name} ({s.protocol.hash}), seeds {list(s.seeds)}, results in {s.results_dir}",
         ]
         # What a job does, and what a count of jobs is called.
-        verb, unit = (("evaluate", "evaluations") if s.eval_only else ("prompt (icl)", "prompt jobs (icl)")
-                      if s.protocol.remedy == "icl" else ("fine-tune", "fine-tunes"))  # fmt: skip
+        verb, unit = ("evaluate", "evaluations") if s.eval_only else remedy_for(s.protocol).job_words
         for job in self.jobs:
             state = "pending" if job.pending else "done"
             lines.append(
@@ -106,8 +112,8 @@ class Plan:
                 f"(train {len(job.source.role('train')) if 'train' in job.source.splits else '-'}) "
                 f"seed {job.seed}  id={job.finetune_id}"
             )
-            if job.teacher is not None:
-                lines.append(f"    teacher: {job.teacher.model.name} under {job.teacher.protocol.name}  id={job.teacher.finetune_id}")
+            for dep in job.dependencies:
+                lines.append(f"    {dep.role}: {dep.job.model.name} under {dep.job.protocol.name}  id={dep.job.finetune_id}")
             for t in job.targets:
                 mark = "done" if t.done else "todo"
                 seen = f", {t.overlap.normalised}/{t.overlap.n_test} target texts seen in source train" if t.overlap else ""
@@ -160,21 +166,18 @@ def _load_pairs(settings: RunSettings, catalog: Catalog, log: Callable[[str], No
 
 
 def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], None] = console.log) -> Plan:
-    if settings.protocol.remedy == "lora" and not settings.eval_only:
-        require_peft()  # fail before any data is loaded, not after the first fine-tune starts
-    teacher = None
-    if settings.protocol.remedy == "distill" and not settings.eval_only:
-        tasks = {catalog.pairs.get(name).task for name in settings.pairs}
-        teacher = resolve_teacher(settings.protocol, catalog, settings.load, tasks)
+    remedy = remedy_for(settings.protocol)
+    # --eval-only trains nothing: a remedy that fine-tunes has no dependencies or checks then.
+    trains = remedy.fine_tunes and not settings.eval_only
+    dependencies = remedy.dependencies(catalog, settings.load) if trains else ()
     models = [resolve_model(name, catalog, settings.load) for name in settings.models]
-    # Config, tokenizer and head are read now, so a model defect fails the dry run, not a fine-tune.
-    tasks = () if settings.protocol.remedy == "icl" else tuple(sorted({catalog.pairs.get(n).task for n in settings.pairs}))
-    for model in models + ([teacher.model] if teacher is not None else []):
+    if trains or not remedy.fine_tunes:  # the remedy's own checks (task kinds, peft, ...), before any data is loaded
+        remedy.check(settings, [catalog.pairs.get(name) for name in settings.pairs], models, dependencies)
+    # Config, tokenizer and head are read now, so a model defect fails the dry run, not a fine-tune
+    # (a remedy that replaces fine-tuning loads no classifier head).
+    tasks = tuple(sorted({catalog.pairs.get(n).task for n in settings.pairs})) if remedy.fine_tunes else ()
+    for model in models + [d.model for d in dependencies]:
         check_loadable(model, settings.load, settings.protocol.max_length, tasks)
-    if settings.protocol.remedy == "icl":  # causal LMs and text classification only, checked before any work
-        from shiftbench.remedies.icl import check_icl
-
-        check_icl(settings, [catalog.pairs.get(name) for name in settings.pairs], models)
     pairs, sources_, domains = _load_pairs(settings, catalog, log)
     spaces = {p.name: pair_label_space(sources_[p.source], [domains[t] for t in p.targets], p.name) for p in pairs}
 
@@ -194,12 +197,15 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
         for model in models:
             for source_name in sources:
                 source = sources_[source_name]
-                job_teacher = None
-                if teacher is not None:
-                    t_id = finetune_id(teacher.model.sha256, source.fingerprint, teacher.protocol, seed)
-                    job_teacher = dataclasses.replace(teacher, finetune_id=t_id)
+                space = spaces[next(p.name for p in pairs if p.source == source_name)]
+                # Each dependency is the very fine-tune a plain run of its model under its protocol makes.
+                deps = tuple(
+                    DependencyJob(d.role, FineTuneJob(d.model, source, seed, d.protocol, space,
+                                                      finetune_id(d.model.sha256, source.fingerprint, d.protocol, seed), ()))
+                    for d in dependencies
+                )  # fmt: skip
                 ft_id = finetune_id(model.sha256, source.fingerprint, settings.protocol, seed, settings.eval_only,
-                                    job_teacher.finetune_id if job_teacher else None)  # fmt: skip
+                                    tuple(d.job.finetune_id for d in deps))  # fmt: skip
                 targets = []
                 for pair in (p for p in pairs if p.source == source_name):
                     for t in pair.targets:
@@ -207,8 +213,7 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
                         run_id = short_hash(ft_id, model.name, pair.name, t, target.fingerprint)
                         done = is_done(settings.results_dir, run_id)
                         targets.append(ScoredTarget(pair, target, run_id, done, overlap))
-                space = spaces[next(p.name for p in pairs if p.source == source_name)]
                 if settings.eval_only:
                     check_head_labels(model, space)
-                jobs.append(FineTuneJob(model, source, seed, settings.protocol, space, ft_id, tuple(targets), job_teacher))
+                jobs.append(FineTuneJob(model, source, seed, settings.protocol, space, ft_id, tuple(targets), deps))
     return Plan(settings, tuple(jobs))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -13,7 +14,6 @@ import torch
 import transformers
 
 from shiftbench import RUNNER_VERSION, __version__
-from shiftbench.remedies import distill
 from shiftbench.core import faults
 from shiftbench.execution.cache import load_finetuned, save_finetuned
 from shiftbench.training.checkpoint import checkpoint_dir, clear_checkpoints
@@ -22,12 +22,12 @@ from shiftbench.data.datasets import DomainData
 from shiftbench.modeling.device import Runtime, make_runtime
 from shiftbench.data.encode import Encoder
 from shiftbench.training.evaluation import Predictions, predict
-from shiftbench.remedies.icl import icl_scorer
 from shiftbench.tasks.metrics import expected_calibration_error
 from shiftbench.modeling.models import load_classifier, load_finetuned_classifier, load_tokenizer
 from shiftbench.core.locks import claim
-from shiftbench.execution.plan import FineTuneJob, Plan, refresh
-from shiftbench.remedies.augment import augmented_source
+from shiftbench.execution.plan import DependencyJob, FineTuneJob, Plan, refresh
+from shiftbench.remedies import remedy_for
+from shiftbench.remedies.base import TrainContext, Trained
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.estimate import HeldOut, Target
 from shiftbench.results.store import ID_TEST, OOD_TEST, SOURCE_VALIDATION, RunResult, check_results_dir, now_utc, predictions_table, write_run
@@ -78,26 +78,35 @@ def _n_examples(p: Predictions) -> int:
     return len(p.lengths) if p.lengths is not None else len(p.labels)  # sentences, not words, for NER
 
 
+def _dependency(dep: DependencyJob, plan: Plan, runtime: Runtime) -> Trained:
+    """A fine-tune the job's remedy needs first (distill: the teacher), fine-tuned or reused through
+    exactly the code path of a plain run of its model, under the claim such a run takes."""
+    settings, job = plan.settings, dep.job
+    tokenizer = load_tokenizer(job.model, settings.load)
+    encoder = Encoder(tokenizer, job.label_space, job.protocol.max_length, settings.cache_dir)
+    with claim(settings.results_dir, job.finetune_id):
+        ft = _fine_tuned(job, plan, tokenizer, encoder, dataclasses.replace(runtime, precision=job.protocol.precision))
+    return Trained(job, ft)
+
+
 def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runtime: Runtime) -> FineTuned:
     settings = plan.settings
     cached = load_finetuned(settings.cache_dir, job.finetune_id)
     if cached is not None:
         _log(f"reusing fine-tuned weights {job.finetune_id} from {settings.cache_dir}")
         return cached
-    source = job.source
-    if job.protocol.remedy == "augment":
-        source = augmented_source(source, job.seed, job.protocol.augment_strength)
+    remedy = remedy_for(job.protocol)
+    done = {dep.role: _dependency(dep, plan, runtime) for dep in job.dependencies}  # before this fine-tune
+    source = remedy.transform_source(job.source, job.seed)  # augment: the train texts; validation as it is
     train, val = encoder(source, "train"), encoder(job.source, "validation")
     faults.checkpoint("tokenize")
-    soft_targets = None
-    if job.teacher is not None:  # distill: the fine-tuned teacher's logits on the source train split
-        soft_targets = distill.soft_targets(job, plan, train, runtime, fine_tuned=_fine_tuned)
+    hooks = remedy.train_hooks(TrainContext(train, job.label_space, runtime, settings.load, done))
     _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
     ft = fine_tune(
         lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task),
         train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
         desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}", log=_log,
-        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), tags=job.tags, soft_targets=soft_targets,
+        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), tags=job.tags, hooks=hooks,
     )  # fmt: skip
     save_finetuned(settings.cache_dir, job.finetune_id, ft)
     clear_checkpoints(checkpoint_dir(settings.cache_dir, job.finetune_id))
@@ -130,13 +139,14 @@ def _classifier_scorer(job: FineTuneJob, plan: Plan, runtime: Runtime) -> tuple[
 
 
 def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[RunResult, pa.Table]]:
-    """Fine-tune (or reuse the cached fine-tune; the icl remedy prompts the checkpoint instead) and
+    """Fine-tune (or reuse the cached fine-tune; a remedy with its own scorer, icl, prompts the checkpoint instead) and
     yield, per pending target, the run record and its per-example predictions. Writes nothing to the results dir: the caller does, so a remote
     worker can compute and the driver can write."""
     settings = plan.settings
     protocol = job.protocol
-    if protocol.remedy == "icl":  # few-shot prompting: nothing is fine-tuned or cached
-        ft, score = None, icl_scorer(job, settings.load, runtime, log=_log)
+    remedy = remedy_for(protocol)
+    if not remedy.fine_tunes:  # icl: few-shot prompting, nothing is fine-tuned or cached
+        ft, score = None, remedy.scorer(job, settings.load, runtime, _log)
         t0 = time.perf_counter()
         id_pred = score(job.source)
         # Prompting is slow and selects nothing on validation: the estimators' held-out split is

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,25 +32,19 @@ OPTIMIZERS = ("adamw",)
 SCHEDULES = ("linear", "constant")
 PRECISIONS = ("fp32", "bf16")
 SELECTION_METRICS = ("macro_f1", "accuracy")
-# Each remedy and the protocol fields that configure it. A remedy's fields are hashed only when
-# that remedy is chosen (and "remedy" itself only when it is not "none"), so `standard` and
-# `quick` keep the hashes their stored results carry and adding a remedy changes no other hash.
-REMEDY_FIELDS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "augment": ("augment_strength",),
-    "adversarial": ("adversarial_epsilon",),
-    "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets"),
-    "distill": ("distill_teacher", "distill_teacher_protocol", "distill_temperature", "distill_alpha"),
-    "icl": ("icl_shots", "icl_template", "icl_instruction", "icl_calibrate"),
-}
 # Fields added after results were recorded under the protocols that have them, whose default
 # computes what the protocols did before: hashed only when set to something other than their
-# default, so those results keep their hash.
-_HASHED_UNLESS_DEFAULT = ("icl_calibrate", "patience", "grid_patience", "lr_start")
-REMEDIES = tuple(REMEDY_FIELDS)
-_ALL_REMEDY_FIELDS = ("remedy",) + tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
+# default, so those results keep their hash. "remedy" itself is one: `standard` and `quick` were
+# recorded before there were remedies.
+_HASHED_UNLESS_DEFAULT = ("remedy", "icl_calibrate", "patience", "grid_patience", "lr_start")
 # Fields that describe a protocol but do not change what it computes: left out of the hash.
 _NOT_HASHED = ("name", "description", "base")
+
+
+def _remedy(remedy: str, default: Any, check: tuple[Callable[[Any], bool], str] | None = None) -> Any:
+    """A protocol field that configures ``remedy`` (with ``check``: a test its value must pass, and why,
+    when that remedy is chosen)."""
+    return dataclasses.field(default=default, metadata={"remedy": remedy, **({"check": check} if check else {})})
 
 
 @dataclass(frozen=True)
@@ -83,20 +78,27 @@ class Protocol:
     # lora (low-rank adapters, peft) | distill (soft targets from a fine-tuned teacher) |
     # icl (few-shot prompting of a causal LM, no weight update)
     remedy: str = "none"
-    augment_strength: float = 0.3  # augment: per-operation probability (see shiftbench.remedies.augment)
-    adversarial_epsilon: float = 1.0  # adversarial: L2 norm of the embedding perturbation
-    lora_r: int = 8  # lora: rank of the adapter matrices
-    lora_alpha: int = 16  # lora: scaling numerator (the update is scaled by alpha / r)
-    lora_dropout: float = 0.1  # lora: dropout on the adapter input
-    lora_targets: tuple[str, ...] | None = None  # lora: module names; None = peft's default for the architecture
-    distill_teacher: str | None = None  # distill: model alias of the teacher (fine-tuned on the same source and seed)
-    distill_teacher_protocol: str = "standard"  # distill: protocol the teacher is fine-tuned under
-    distill_temperature: float = 2.0  # distill: softmax temperature of the soft targets
-    distill_alpha: float = 0.5  # distill: weight of the hard-label loss (1 - alpha on the soft one)
-    icl_shots: int = 8  # icl: labelled source-train examples in the prompt
-    icl_template: str = "Text: {text}\nLabel: {label}\n\n"  # icl: one demonstration; the query ends before {label}
-    icl_instruction: str = ""  # icl: text put before the demonstrations; "{labels}" becomes the label names
-    icl_calibrate: bool = False  # icl: contextual calibration (Zhao et al. 2021) by content-free queries
+    # A remedy's own fields are declared here once, each with the name of the remedy it configures
+    # (field metadata "remedy"): REMEDY_FIELDS and each remedy's `fields` are read from it. They are
+    # hashed only when that remedy is chosen, so adding a remedy changes no other protocol's hash.
+    # "check" (optional): a test the value must pass when that remedy is chosen, and why.
+    augment_strength: float = _remedy("augment", 0.3)  # per-operation probability (see shiftbench.remedies.augment)
+    adversarial_epsilon: float = _remedy("adversarial", 1.0)  # L2 norm of the embedding perturbation
+    lora_r: int = _remedy("lora", 8)  # rank of the adapter matrices
+    lora_alpha: int = _remedy("lora", 16)  # scaling numerator (the update is scaled by alpha / r)
+    lora_dropout: float = _remedy("lora", 0.1)  # dropout on the adapter input
+    lora_targets: tuple[str, ...] | None = _remedy("lora", None)  # module names; None = peft's default for the architecture
+    distill_teacher: str | None = _remedy(  # model alias of the teacher (fine-tuned on the same source and seed)
+        "distill", None, check=(bool, "the distill remedy needs a teacher model alias"))
+    distill_teacher_protocol: str = _remedy("distill", "standard")  # protocol the teacher is fine-tuned under
+    distill_temperature: float = _remedy("distill", 2.0)  # softmax temperature of the soft targets
+    distill_alpha: float = _remedy("distill", 0.5)  # weight of the hard-label loss (1 - alpha on the soft one)
+    icl_shots: int = _remedy("icl", 8)  # labelled source-train examples in the prompt
+    icl_template: str = _remedy(  # one demonstration; the query ends before {label}
+        "icl", "Text: {text}\nLabel: {label}\n\n",
+        check=(lambda t: 0 <= t.find("{text}") < t.find("{label}"), "must contain {text} and then {label}"))
+    icl_instruction: str = _remedy("icl", "")  # text put before the demonstrations; "{labels}" becomes the label names
+    icl_calibrate: bool = _remedy("icl", False)  # contextual calibration (Zhao et al. 2021) by content-free queries
     description: str = ""
     base: str | None = None
 
@@ -134,31 +136,29 @@ class Protocol:
             raise bad("lora_r" if self.lora_r < 1 else "lora_alpha", "must be >= 1")
         if not 0 <= self.lora_dropout < 1:
             raise bad("lora_dropout", "must be in [0, 1)")
-        if self.remedy == "distill" and not self.distill_teacher:
-            raise bad("distill_teacher", "the distill remedy needs a teacher model alias")
         if self.distill_temperature <= 0:
             raise bad("distill_temperature", "must be > 0")
         if not 0 <= self.distill_alpha <= 1:
             raise bad("distill_alpha", "must be in [0, 1]")
         if self.icl_shots < 0:
             raise bad("icl_shots", "must be >= 0")
-        if self.remedy == "icl" and not 0 <= self.icl_template.find("{text}") < self.icl_template.find("{label}"):
-            raise bad("icl_template", "must contain {text} and then {label}")
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("precision", PRECISIONS),
             ("selection_metric", SELECTION_METRICS),
-            ("remedy", REMEDIES),
+            ("remedy", remedy_names()),
         ):
             value = getattr(self, name)
             if value not in allowed:
                 raise ShiftbenchError(f"field {preview(name)}: unknown value {preview(value)}{did_you_mean(value, allowed)}")
+        for f in _REMEDY_FIELD_SPECS.get(self.remedy, ()):  # the chosen remedy's own field checks
+            if "check" in f.metadata and not f.metadata["check"][0](getattr(self, f.name)):
+                raise bad(f.name, f.metadata["check"][1])
 
     def canonical(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        hashed_remedy = set(REMEDY_FIELDS[self.remedy]) | ({"remedy"} if self.remedy != "none" else set())
-        skip = set(_NOT_HASHED) | (set(_ALL_REMEDY_FIELDS) - hashed_remedy)
+        skip = set(_NOT_HASHED) | (set(_ALL_REMEDY_FIELDS) - set(REMEDY_FIELDS.get(self.remedy, ())))
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         skip |= {k for k in _HASHED_UNLESS_DEFAULT if d[k] == defaults[k]}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if k not in skip}
@@ -170,6 +170,30 @@ class Protocol:
 
     def with_overrides(self, **changes: Any) -> Protocol:
         return dataclasses.replace(self, **changes) if changes else self
+
+
+# Each remedy and the protocol fields that configure it, read from the field declarations above
+# ("none": no fields). The remedy objects (shiftbench.remedies) read their fields from here.
+_REMEDY_FIELD_SPECS: dict[str, tuple[dataclasses.Field, ...]] = {}
+for _f in dataclasses.fields(Protocol):
+    if "remedy" in _f.metadata:
+        _REMEDY_FIELD_SPECS[_f.metadata["remedy"]] = (*_REMEDY_FIELD_SPECS.get(_f.metadata["remedy"], ()), _f)
+REMEDY_FIELDS: dict[str, tuple[str, ...]] = {"none": (), **{r: tuple(f.name for f in fs) for r, fs in _REMEDY_FIELD_SPECS.items()}}
+_ALL_REMEDY_FIELDS = tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
+# Remedies without fields of their own that were registered by name (shiftbench.remedies.base.register_remedy).
+_DECLARED_REMEDIES: list[str] = []
+
+
+def declare_remedy(name: str) -> None:
+    """Make ``name`` a valid value of the ``remedy`` field (called when a remedy is registered)."""
+    if name not in _DECLARED_REMEDIES:
+        _DECLARED_REMEDIES.append(name)
+
+
+def remedy_names() -> tuple[str, ...]:
+    """The values the ``remedy`` field accepts: "none", every remedy with declared fields, and every
+    registered remedy."""
+    return tuple(dict.fromkeys((*REMEDY_FIELDS, *_DECLARED_REMEDIES)))
 
 
 def builtin_protocol_dir() -> Path:

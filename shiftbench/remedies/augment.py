@@ -1,12 +1,11 @@
-"""Remedies against the news -> social-media gap, as protocol variants (``remedy:``).
+"""The ``augment`` remedy: source-side text augmentation towards social-media style.
 
-- ``augment``: source-side text augmentation towards social-media style. Each training text is
-  replaced, with probability 1/2, by a variant where each operation fires with probability
-  ``augment_strength`` (p): random casing of words (lower / UPPER / Title), a #hashtag made of one
-  of its words, a leading @user mention, a trailing short URL; and, each with probability p/3,
-  swapping two adjacent characters inside a word (typo) and dropping one word. Seeded by the
-  training seed, so a run is reproducible; validation and test texts are never changed.
-- ``adversarial``: FGM (Miyato et al. 2017) on the input embeddings, in :mod:`shiftbench.training.train`.
+Each training text is replaced, with probability 1/2, by a variant where each operation fires
+with probability ``augment_strength`` (p): random casing of words (lower / UPPER / Title), a
+#hashtag made of one of its words, a leading @user mention, a trailing short URL; and, each with
+probability p/3, swapping two adjacent characters inside a word (typo) and dropping one word.
+Seeded by the training seed, so a run is reproducible; validation and test texts are never
+changed. Text classification only: word-level edits would shift a word/tag alignment.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ import random
 from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
+from shiftbench.registry.specs import TASKS
+from shiftbench.remedies.base import Remedy, register_remedy
 
 
 def augment_text(text: str, rng: random.Random, p: float) -> str:
@@ -68,3 +69,11 @@ def augmented_source(source: DomainData, seed: int, strength: float) -> DomainDa
     train = augment_split(source.role("train"), seed, strength)
     fp = hashlib.sha256(f"{source.fingerprint}|augment|{strength}|{seed}".encode()).hexdigest()[:16]
     return dataclasses.replace(source, splits={**source.splits, "train": train}, fingerprint=fp)
+
+
+@register_remedy("augment")
+class Augment(Remedy):
+    tasks = TASKS[:1]  # text classification
+
+    def transform_source(self, source: DomainData, seed: int) -> DomainData:
+        return augmented_source(source, seed, self.protocol.augment_strength)

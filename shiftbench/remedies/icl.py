@@ -50,19 +50,23 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from shiftbench.core import console
-from shiftbench.training.batching import pad_right
 from shiftbench.data.datasets import DomainData, SplitData
-from shiftbench.modeling.device import Runtime
 from shiftbench.core.errors import ShiftbenchError
-from shiftbench.core.guards import preview
-from shiftbench.training.evaluation import Predictions
+from shiftbench.modeling.models import LoadOptions, ResolvedModel, check_causal_lm
 from shiftbench.registry.protocol import Protocol
+from shiftbench.registry.specs import TASKS
+from shiftbench.remedies.base import Dependency, Job, Remedy, register_remedy
+
+if TYPE_CHECKING:  # annotations only: torch is imported when a model is prompted, not with this module
+    import torch
+
+    from shiftbench.modeling.device import Runtime
+    from shiftbench.training.evaluation import Predictions
 
 _SLOT = re.compile(r"\{text\}|\{label\}")
 # Slack, in tokens, for merges at the joins between template and text when sizing the prompt.
@@ -324,12 +328,20 @@ def _rows_per_batch(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], batch_si
     return max(1, min(batch_size, CACHE_BUDGET_BYTES // max(per_row, 1)))
 
 
-@torch.inference_mode()
 def label_logliks(
     model: Any, enc: EncodedQueries, batch_size: int, runtime: Runtime, log: Callable[[str], None] | None = None
 ) -> np.ndarray:
     """(N, C) summed log-likelihood of each label's span after each query's prompt, in order.
     ``log`` (optional) hears how far it got, about once a minute."""
+    import torch
+
+    with torch.inference_mode():
+        return _label_logliks(model, enc, batch_size, runtime, log)
+
+
+def _label_logliks(model: Any, enc: EncodedQueries, batch_size: int, runtime: Runtime, log: Callable[[str], None] | None) -> np.ndarray:
+    import torch
+
     model.eval()
     device, config = runtime.device, model.config
     n, n_labels = len(enc), (len(enc.label_ids[0]) if len(enc) else 0)
@@ -360,11 +372,17 @@ def label_logliks(
 
 
 def _padded(seqs: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    from shiftbench.training.batching import pad_right
+
     ids, mask = pad_right(seqs, pad)
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def _score_batch(model: Any, enc: EncodedQueries, idx: np.ndarray, prefix_kv, P: int, runtime: Runtime) -> np.ndarray:
+    import torch
+
     device, config = runtime.device, model.config
     B = len(idx)
     ids, qmask = _padded([enc.query_ids[i] for i in idx], 0)
@@ -447,6 +465,8 @@ def calibrate(logliks: np.ndarray, content_free: np.ndarray) -> np.ndarray:
 def _predictions(
     logliks: np.ndarray, split: SplitData, prompt: FewShotPrompt, calibration: np.ndarray | None = None
 ) -> Predictions:
+    from shiftbench.training.evaluation import Predictions
+
     if calibration is not None:
         logliks = calibrate(logliks, calibration)
     probs = softmax(logliks).astype(np.float32)
@@ -456,22 +476,11 @@ def _predictions(
 # --------------------------------------------------------------------------- harness
 
 
-def check_icl(settings: Any, pairs: Sequence[Any], models: Sequence[Any]) -> None:
-    """Plan-time checks for ``remedy: icl``: text classification, no --eval-only, causal LMs."""
-    from shiftbench.modeling.models import check_causal_lm
-
-    if settings.eval_only:
-        raise ShiftbenchError("--eval-only scores a fine-tuned classifier; it does not apply to the icl remedy")
-    for pair in pairs:
-        if pair.task != "text-classification":
-            raise ShiftbenchError(f"pair {preview(pair.name)}: the icl remedy supports text-classification pairs only, not {pair.task}")
-    for model in models:
-        check_causal_lm(model, settings.load)
-
-
-def icl_scorer(job: Any, options: Any, runtime: Runtime, log: Callable[[str], None] | None = None) -> Callable[[DomainData], Predictions]:
+def icl_scorer(job: Job, options: LoadOptions, runtime: Runtime, log: Callable[[str], None] | None = None) -> Callable[[DomainData], Predictions]:
     """Load the causal LM once for a (model, source, seed) and return ``score(domain)``, which
     classifies the domain's test split with the job's few-shot prompt."""
+    import torch
+
     from shiftbench.modeling.models import load_causal_lm, load_tokenizer
 
     log = log or console.log
@@ -500,3 +509,23 @@ def icl_scorer(job: Any, options: Any, runtime: Runtime, log: Callable[[str], No
         return preds
 
     return score
+
+
+@register_remedy("icl")
+class ICL(Remedy):
+    """Few-shot prompting of a causal LM: the scorer replaces fine-tuning."""
+
+    tasks = TASKS[:1]  # text classification
+    fine_tunes = False
+    job_words = ("prompt (icl)", "prompt jobs (icl)")
+
+    def check(self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]) -> None:
+        """Causal LMs and text classification only, and no --eval-only; checked before any work."""
+        if settings.eval_only:
+            raise ShiftbenchError("--eval-only scores a fine-tuned classifier; it does not apply to the icl remedy")
+        super().check(settings, pairs, models, dependencies)
+        for model in models:
+            check_causal_lm(model, settings.load)
+
+    def scorer(self, job: Job, load: LoadOptions, runtime: Any, log: Callable[[str], None]) -> Callable[[DomainData], Predictions]:
+        return icl_scorer(job, load, runtime, log=log)

@@ -1,14 +1,14 @@
 """The ``lora`` remedy: low-rank adapters (Hu et al. 2021) with peft, on a frozen checkpoint.
 
 Inside :func:`shiftbench.training.train.fine_tune` the freshly loaded classifier is wrapped by
-:func:`wrap`: every checkpoint weight is frozen, each targeted linear layer W gets a trainable
+:func:`wrap` (the ``wrap_model`` hook): every checkpoint weight is frozen, each targeted linear layer W gets a trainable
 update ``(lora_alpha / lora_r) * B @ A`` (A: r x in, B: out x r, B starts at zero so training
 starts from the checkpoint), and the new classification head (``classifier`` / ``score``) stays
 fully trainable. ``lora_targets: null`` takes peft's default for the architecture (the attention
 query and value projections: ``query``/``value`` for BERT, ``q_proj``/``v_proj`` for Llama, as in
 the LoRA paper). Everything else, the BERT pooler included, stays as the checkpoint has it.
 
-What a fine-tune keeps is :func:`merged_state`: the adapters folded into W and peft's wrappers
+What a fine-tune keeps is :func:`merged_state` (the ``export_state`` hook): the adapters folded into W and peft's wrappers
 removed, so the state has exactly the keys of a plain classifier and the cache, scoring and
 ``--eval-only`` never need peft. peft itself is imported only when the remedy is used.
 """
@@ -16,13 +16,18 @@ removed, so the state has exactly the keys of a plain classifier and the cache, 
 from __future__ import annotations
 
 import warnings
-from typing import Any
-
-import torch
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
+from shiftbench.modeling.models import ResolvedModel
 from shiftbench.registry.protocol import Protocol
+from shiftbench.remedies.base import Dependency, Remedy, TrainContext, register_remedy
+from shiftbench.training.hooks import TrainHooks
+
+if TYPE_CHECKING:  # annotations only: torch is imported when a model is wrapped, not with this module
+    import torch
 
 MISSING_PEFT = "the lora remedy needs peft: pip install shiftbench[lora]"
 
@@ -68,11 +73,6 @@ def wrap(model: torch.nn.Module, protocol: Protocol) -> torch.nn.Module:
         ) from None
 
 
-def count_trainable(model: torch.nn.Module) -> int:
-    """Parameters the optimizer updates (for a plain fine-tune: all of them)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def merged_state(peft_model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The plain-classifier state dict of ``state`` (a state dict of ``peft_model``): W + scale * B @ A
     in each adapted layer, the trained head in place of peft's wrapper, on the CPU.
@@ -82,3 +82,24 @@ def merged_state(peft_model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
     peft_model.load_state_dict(state)
     plain = peft_model.merge_and_unload()
     return {k: v.detach().to("cpu", copy=True) for k, v in plain.state_dict().items()}
+
+
+class LoraHooks(TrainHooks):
+    def __init__(self, protocol: Protocol):
+        self.protocol = protocol
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return wrap(model, self.protocol)
+
+    def export_state(self, state: dict[str, torch.Tensor], build: Callable[[], torch.nn.Module]) -> dict[str, torch.Tensor]:
+        return merged_state(build(), state)
+
+
+@register_remedy("lora")
+class Lora(Remedy):
+    def check(self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]) -> None:
+        super().check(settings, pairs, models, dependencies)
+        require_peft()  # fail before any data is loaded, not after the first fine-tune starts
+
+    def train_hooks(self, ctx: TrainContext) -> TrainHooks:
+        return LoraHooks(self.protocol)

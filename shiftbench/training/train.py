@@ -20,17 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from shiftbench.core import faults
 
-from shiftbench.remedies import lora
 from shiftbench.training.batching import collate, length_grouped_batches
 from shiftbench.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from shiftbench.training.hooks import TrainHooks, count_trainable
 from shiftbench.modeling.device import Runtime
-from shiftbench.remedies.distill import distillation_loss
-from shiftbench.data.encode import IGNORE, EncodedSplit
+from shiftbench.data.encode import EncodedSplit
 from shiftbench.training.evaluation import predict
 from shiftbench.registry.protocol import Protocol
 from shiftbench.registry.selection import next_learning_rate, since_best
@@ -41,7 +39,7 @@ class EpochRecord:
     learning_rate: float
     epoch: int  # 1-based
     steps: int  # optimizer steps taken in this epoch
-    train_loss: float  # mean training loss over the epoch's steps (nats: cross-entropy, or the distill loss)
+    train_loss: float  # mean training loss over the epoch's steps (nats: cross-entropy, or a remedy's loss)
     val_scores: dict[str, float]  # source validation only
     seconds: float  # wall time of the epoch's training steps (validation excluded)
     train_tokens: int  # real (non-padding) tokens processed in the epoch
@@ -93,27 +91,6 @@ def _schedule(protocol: Protocol, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats) over the labelled positions: (B, C) logits with (B,) labels, or
-    (B, T, C) with (B, T) tag ids where IGNORE (-100) marks sub-tokens, specials and padding."""
-    return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=IGNORE)
-
-
-def _fgm_step(model: torch.nn.Module, batch: dict, labels: torch.Tensor, epsilon: float, runtime: Runtime) -> None:
-    """FGM: add epsilon * g / ||g|| to the input embedding matrix (g: its gradient from the clean
-    loss), accumulate the gradient of the loss on that perturbed input, then restore the
-    embeddings. No host sync: the norm stays on the device."""
-    emb = model.get_input_embeddings().weight
-    if emb.grad is None:
-        return
-    delta = epsilon * emb.grad / (emb.grad.norm() + 1e-12)
-    emb.data.add_(delta)
-    with runtime.autocast():
-        adv_logits = model(**batch).logits
-    _loss(adv_logits, labels).backward()
-    emb.data.sub_(delta)
-
-
 def _lr_stopped(history: list[EpochRecord], lr: float, protocol: Protocol) -> bool:
     """Early stopping: has ``lr`` gone ``protocol.patience`` epochs without beating its best?
     Computed from the history alone, so a resumed fine-tune stops where an uninterrupted one does."""
@@ -127,11 +104,10 @@ def _next_lr(history: list[EpochRecord], protocol: Protocol) -> float | None:
     return next_learning_rate(trained, protocol.learning_rates, protocol.grid_patience, protocol.lr_start)
 
 
-def _build(make_model: Callable[[], torch.nn.Module], protocol: Protocol) -> torch.nn.Module:
-    model = make_model()
-    if protocol.remedy == "lora":  # frozen checkpoint + trainable low-rank adapters and head
-        model = lora.wrap(model, protocol)
-    return model
+def _build(make_model: Callable[[], torch.nn.Module], hooks: TrainHooks) -> torch.nn.Module:
+    # The remedy may wrap the fresh classifier (lora: frozen checkpoint + trainable low-rank
+    # adapters and head); after seeding, so a wrapper's new weights are drawn reproducibly.
+    return hooks.wrap_model(make_model())
 
 
 def fine_tune(
@@ -146,17 +122,18 @@ def fine_tune(
     log: Callable[[str], None] = lambda message: None,
     checkpoints: Path | None = None,
     tags: tuple[str, ...] | None = None,
-    soft_targets: np.ndarray | None = None,
+    hooks: TrainHooks = TrainHooks(),
 ) -> FineTuned:
     """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
 
     With ``checkpoints`` set, the full training state is saved after every epoch and a later
     call resumes from the newest one, giving the same result as an uninterrupted run.
     ``tags``: the BIO label space, for token classification (scores are entity-level).
-    ``soft_targets`` (the distill remedy, and only it): a teacher's (N, C) logits on ``train``.
+    ``hooks``: what the protocol's remedy changes in the loop (:class:`TrainHooks`: the model it
+    trains, the loss, a step after the backward pass, the weights it keeps); the default changes
+    nothing. The remedy's hooks are made by the caller (``shiftbench.remedies``): this loop never
+    looks at the remedy's name.
     """
-    if (soft_targets is not None) != (protocol.remedy == "distill"):
-        raise ValueError("fine_tune: soft_targets go with the distill remedy, and only with it")
     steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
     total_steps = protocol.epochs * steps_per_epoch
     if protocol.max_steps is not None:
@@ -180,9 +157,9 @@ def fine_tune(
     while lr is not None:
         lr_index = protocol.learning_rates.index(lr)
         seed_everything(seed)
-        model = _build(make_model, protocol).to(runtime.device)
+        model = _build(make_model, hooks).to(runtime.device)
         if trainable_params is None:
-            trainable_params = lora.count_trainable(model)
+            trainable_params = count_trainable(model)
             total = sum(p.numel() for p in model.parameters())
             log(f"{desc} {trainable_params:,} trainable parameters ({trainable_params / total:.2%} of {total:,})")
         optimizer = torch.optim.AdamW(
@@ -220,14 +197,9 @@ def fine_tune(
                 labels = torch.from_numpy(train.batch_labels(idx)).to(runtime.device)
                 with runtime.autocast():
                     logits = model(**batch).logits
-                if soft_targets is None:
-                    loss = _loss(logits, labels)
-                else:  # distill: gold labels mixed with the teacher's tempered distribution
-                    teacher = torch.from_numpy(soft_targets[idx]).to(runtime.device)
-                    loss = distillation_loss(logits.float(), labels, teacher, protocol.distill_temperature, protocol.distill_alpha)
+                loss = hooks.loss(logits, labels, idx)  # cross-entropy; distill: mixed with the teacher's distribution
                 loss.backward()
-                if protocol.remedy == "adversarial":
-                    _fgm_step(model, batch, labels, protocol.adversarial_epsilon, runtime)
+                hooks.after_backward(model, batch, labels, runtime)  # adversarial: FGM's second backward pass
                 torch.nn.utils.clip_grad_norm_(model.parameters(), protocol.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
@@ -272,9 +244,10 @@ def fine_tune(
 
     assert best_meta is not None and best_state is not None  # >= 1 learning rate and epoch
     score, lr, epoch = best_meta
-    if protocol.remedy == "lora":  # kept (and cached) as a plain classifier: scoring needs no peft
-        best_state = lora.merged_state(_build(make_model, protocol), best_state)
-        model = None  # the peft-wrapped module is not what scoring loads
+    exported = hooks.export_state(best_state, lambda: _build(make_model, hooks))
+    if exported is not None:  # lora: kept (and cached) as a plain classifier, so scoring needs no peft
+        best_state = exported
+        model = None  # the wrapped module is not what scoring loads
     else:
         # The last learning rate's module, with the selected weights: scoring uses it directly
         # instead of building the model a second time from the checkpoint files.
