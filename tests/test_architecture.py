@@ -50,6 +50,12 @@ def test_reading_modules_import_without_torch():
     assert _modules_loaded_by(code) == set()
 
 
+def test_planning_imports_without_torch():
+    """What ``run --dry-run`` needs to plan (settings, plan: identities, data, model files) loads no
+    torch; torch comes with the runner, when something is trained or scored."""
+    assert _modules_loaded_by("import shiftbench.execution.config, shiftbench.execution.plan") == set()
+
+
 def test_read_only_commands_start_without_torch(tmp_path):
     """The leaderboard, compare and report commands go through their imports (on a results dir
     with no runs, so they stop right after) without loading torch or transformers."""

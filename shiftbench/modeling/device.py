@@ -1,15 +1,21 @@
-"""Where and in what precision the math runs."""
+"""Where and in what precision the math runs.
+
+torch is imported inside the functions that use it: planning validates --device and the thread
+count through this module (execution.config), and ``run --dry-run`` should not pay for torch.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,8 @@ class Runtime:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
+            import torch
+
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -45,6 +53,8 @@ def physical_cores() -> int:
 
 def make_runtime(device: str | None, precision: str) -> Runtime:
     """``device`` is "cpu", "cuda", "cuda:N" or None (CUDA when present, else CPU)."""
+    import torch
+
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(device)
@@ -71,6 +81,8 @@ def check_device(device: str | None) -> None:
     """Validate a --device value without touching the accelerator (used when planning)."""
     if device is None:
         return
+    import torch
+
     try:
         dev = torch.device(device)
     except RuntimeError:
