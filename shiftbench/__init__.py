@@ -10,14 +10,8 @@ The Python API is what the CLI itself calls::
     summary = shiftbench.run(pairs=["fpb_to_tfns"], models=["minilm-l6"], protocol="quick")
 """
 
-__version__ = "0.1.0"
-
-# Bump whenever a code change alters the numbers a run produces (training loop, batching,
-# metrics, split carving). It is part of every fine-tune identity, so old cached runs are
-# never silently mixed with new ones.
-# 2: model_sha256 covers config.json and the tokenizer files besides the weights (issue #15),
-#    so every fine-tune id changed; runs recorded under 1 stay valid under their own identity.
-RUNNER_VERSION = 2
+# Defined in core.version (the bottom layer reads them from there); re-exported here.
+from shiftbench.core.version import RUNNER_VERSION, __version__
 
 
 def run(**kwargs):

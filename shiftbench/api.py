@@ -13,7 +13,7 @@ from shiftbench.execution.config import resolve_settings
 from shiftbench.analysis.leaderboard import rebuild_leaderboard
 from shiftbench.execution.plan import Plan, build_plan
 from shiftbench.results.store import RunResult, check_results_dir
-from shiftbench.execution.runner import execute
+from shiftbench.execution.executors import execute
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def test_merged_state_loads_into_a_plain_classifier_with_the_same_predictions(ti
     peft_model = lora.wrap(tiny["make_model"](), tiny["protocol"])
     assert lora.task_type(tiny["make_model"]()) == "SEQ_CLS"
     with torch.no_grad():  # a trained-looking adapter: B != 0, and a head unlike the initial one
-        for name, p in peft_model.named_parameters():
+        for _name, p in peft_model.named_parameters():
             if p.requires_grad:
                 p.normal_(0, 0.5)
     peft_model.eval()

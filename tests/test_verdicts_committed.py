@@ -66,12 +66,12 @@ def _reseed(results: Path, model: str, protocol: str, new_model: str) -> int:
     frames = [(p, pq.read_table(p)) for p in sorted((results / "runs").glob("*.parquet"))]
     mine = [(p, t) for p, t in frames if t.column("model")[0].as_py() == model and t.column("protocol")[0].as_py() == protocol]
     by_target: dict[tuple, list] = {}
-    for p, t in mine:
+    for _p, t in mine:
         by_target.setdefault((t.column("pair")[0].as_py(), t.column("target")[0].as_py()), []).append(t)
     for tables in by_target.values():
         tables.sort(key=lambda t: t.column("seed")[0].as_py())
         seeds = [t.column("seed")[0].as_py() for t in tables]
-        for i, t in enumerate(tables):
+        for i in range(len(tables)):
             source = tables[(i + 1) % len(tables)]  # seed seeds[i] gets the run of the next seed
             old_id = source.column("run_id")[0].as_py()
             new_id = hashlib.sha256(f"{old_id}/reseeded/{new_model}".encode()).hexdigest()[:16]

@@ -261,10 +261,10 @@ def _question(ra: pd.DataFrame, rb: pd.DataFrame, seeds: list[int]) -> str:
     return RECIPE if len(seeds) >= 2 else CONDITIONAL
 
 
-def _differences(stats: dict[str, list[RunStats]], a: ModelRef, b: ModelRef, split: str, task: str, metric: str,
+def _differences(stats: dict[ModelRef, list[RunStats]], a: ModelRef, b: ModelRef, split: str, task: str, metric: str,
                  tags: tuple[str, ...], n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(per-seed A scores (S,), per-seed B scores (S,), replicate differences B - A (R, S))."""
-    blocks = [r.split(split).values for pair in zip(stats[a], stats[b]) for r in pair]  # a_0, b_0, a_1, ...
+    blocks = [r.labelled(split).values for pair in zip(stats[a], stats[b]) for r in pair]  # a_0, b_0, a_1, ...
     points, reps = replicate_scores(blocks, task, metric, tags, n_boot, rng)
     s = len(stats[a])
     points, reps = points.reshape(s, 2), reps.reshape(n_boot, s, 2)
@@ -299,7 +299,7 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
     first = stats[a][0]
     for r in stats[a] + stats[b]:
         for split in ("id", "ood"):
-            if not np.array_equal(r.split(split).labels, first.split(split).labels):
+            if not np.array_equal(r.labelled(split).labels, first.labelled(split).labels):
                 raise ShiftbenchError(
                     f"{pair}/{target}: run {r.run_id} has different {split.upper()} test labels than run {first.run_id}; "
                     "predictions are not paired"
@@ -328,10 +328,10 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
         if effect is not None and question == RECIPE:
             needed = seeds_needed(effect, ood.v_example, ood.v_seed * ood.n_seeds, alpha, POWER,
                                   own_var=ood.v_own * ood.n_seeds)  # fmt: skip
-    correct = {ref: np.concatenate([r.ood.preds == r.ood.labels for r in stats[ref]]) for ref in (a, b)}
+    correct = {ref: np.concatenate([r.labelled("ood").preds == r.labelled("ood").labels for r in stats[ref]]) for ref in (a, b)}
     return TargetComparison(
         pair=pair, source=ra["source"].iloc[0], target=target, seeds=tuple(int(s) for s in seeds),
-        n_id=first.id.n_units, n_ood=first.ood.n_units,
+        n_id=first.id.n_units, n_ood=first.labelled("ood").n_units,
         id_a=float(pa_["id"].mean()), id_b=float(pb_["id"].mean()), ood_a=float(pa_["ood"].mean()), ood_b=float(pb_["ood"].mean()),
         id_diff=shown["id"], ood_diff=ood_ci, gap_diff=shown["gap"],
         mcnemar_ood=mcnemar(correct[a], correct[b]), verdict=verdict, metric=metric, question=question, ood=ood,

@@ -115,8 +115,8 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
     run files, and runs whose predictions are missing or unreadable (as the leaderboard does,
     they are reported and never touched)."""
     results_dir = Path(results_dir)
-    runs, skipped = labelled_runs(results_dir)
-    skipped = list(skipped)
+    runs, unreadable = labelled_runs(results_dir)
+    skipped = list(unreadable)
     rows = []
     for _, group in runs.groupby(_GROUP, sort=True):
         kept, probs = [], []

@@ -101,7 +101,7 @@ def _edge_selections(runs: pd.DataFrame, n_groups: int) -> pd.arrays.IntegerArra
         return pd.array([pd.NA] * n_groups, dtype="Int64")
     lr_edge, epoch_edge = runs["selected_lr_edge"], runs["selected_epoch_at_edge"]
     # `== True`, not truth-testing: the epoch column holds True, False and None
-    at_edge = lr_edge.isin(LR_EDGES).to_numpy() | (epoch_edge == True).to_numpy()
+    at_edge = lr_edge.isin(LR_EDGES).to_numpy() | (epoch_edge == True).to_numpy()  # noqa: E712
     flagged = runs[GROUP_KEYS].assign(_edge_seed=runs["seed"].where(at_edge), _applicable=lr_edge.notna() | epoch_edge.notna())
     grouped = flagged.groupby(GROUP_KEYS, sort=True, dropna=False, observed=True)
     counts = pd.array(grouped["_edge_seed"].nunique().to_numpy(), dtype="Int64")
@@ -127,7 +127,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         out[f"{col}_ci_low"] = np.clip(mean.to_numpy() - half, low, high)
         out[f"{col}_ci_high"] = np.clip(mean.to_numpy() + half, low, high)
         out[f"{col}_se"] = std.to_numpy() / np.sqrt(n)
-    out["ci_method"] = np.where(n >= 2, CI_SEEDS_ONLY, None)
+    out["ci_method"] = np.where(n >= 2, CI_SEEDS_ONLY, None)  # type: ignore[call-overload]  # an object column: the label or None
     out = out.reset_index()
     out["leaderboard_schema_version"] = LEADERBOARD_SCHEMA_VERSION
     return out
@@ -183,7 +183,7 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
         for split, fp_col in (("id", "source_fingerprint"), ("ood", "target_fingerprint")):
             if any(r.split(split) is None for r in stats):
                 continue  # an unlabelled target: only the ID scores have intervals
-            blocks = [r.split(split).values for r in stats]
+            blocks = [r.labelled(split).values for r in stats]
             # One resample per test set, shared by every row scored on it (each row's interval is
             # valid on its own; sharing only saves drawing the same multiplicities again).
             wkey = (split, group[fp_col].iloc[0], blocks[0].shape[0])

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,7 +179,7 @@ def effective_robustness(
         stats = [load_run_stats(results_dir, rid, task, tags) for rid in runs["run_id"]]
         for r in stats[1:]:
             for split in ("id", "ood"):
-                if not np.array_equal(r.split(split).labels, stats[0].split(split).labels):
+                if not np.array_equal(r.labelled(split).labels, stats[0].labelled(split).labels):
                     raise ShiftbenchError(
                         f"{pair}/{target}: run {r.run_id} has different {split.upper()} test labels than run "
                         f"{stats[0].run_id} despite equal data fingerprints"
@@ -190,7 +191,7 @@ def effective_robustness(
         ss_id, ss_ood, ss_seeds = np.random.SeedSequence(seed).spawn(3)  # independent ID and OOD resamples
         run_pts, run_reps = {}, {}
         for split, ss in (("id", ss_id), ("ood", ss_ood)):
-            blocks = [r.split(split).values for r in stats]
+            blocks = [r.labelled(split).values for r in stats]
             run_pts[split], run_reps[split] = replicate_scores(blocks, task, name, tags, n_boot, np.random.default_rng(ss))
         scores = {split: run_pts[split] @ avg for split in ("id", "ood")}
         seed_w = _seed_resample(member, len(points), n_boot, np.random.default_rng(ss_seeds))
@@ -209,7 +210,7 @@ def effective_robustness(
                                   tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f})),
                                   (id_lo, id_hi)))  # fmt: skip
         for i, (model, protocol) in enumerate(points):
-            delta = {"base": None, "delta_er": np.nan, "delta_er_ci_low": np.nan, "delta_er_ci_high": np.nan, "delta_er_seeds": 0}
+            delta: dict[str, Any] = {"base": None, "delta_er": np.nan, "delta_er_ci_low": np.nan, "delta_er_ci_high": np.nan, "delta_er_seeds": 0}
             base = (model, BASELINE_PROTOCOLS[0])
             if not in_fit[i] and base in points:
                 mine = runs.index[member == i]

@@ -311,6 +311,13 @@ class RunStats:
     def split(self, name: str) -> SplitStats | None:
         return self.id if name == "id" else self.ood
 
+    def labelled(self, name: str) -> SplitStats:
+        """The split's statistics, where they are known to exist (an error for an unlabelled target)."""
+        stats = self.split(name)
+        if stats is None:
+            raise ShiftbenchError(f"run {self.run_id}: its {name.upper()} test split is unlabelled; nothing to score there")
+        return stats
+
     def scores(self, metric: str) -> tuple[float, float]:
         """(ID, OOD) ``metric`` of the full test splits (OOD NaN for an unlabelled target)."""
         fn = task_kind(self.task).metric_fn(metric, self.label_space)
@@ -356,12 +363,12 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
     if len(flat) != width * len(table):
         raise ShiftbenchError(f"{path}: probs of run {run_id} do not have {width} columns (its label space) on every row")
     probs_all = flat.reshape(len(table), width)
-    out = {}
+    out: dict[str, SplitStats | None] = {}
     for name, tag in (("id", "id_test"), ("ood", "ood_test")):
         rows = np.flatnonzero(split == tag)
         if rows.size == 0:
             raise ShiftbenchError(f"{path}: no {tag} predictions")
-        order = np.lexsort((position[rows].astype(np.int64), index[rows])) if tokens else np.argsort(index[rows], kind="stable")
+        order = np.lexsort((position[rows].astype(np.int64), index[rows])) if tokens and position is not None else np.argsort(index[rows], kind="stable")
         rows = rows[order]
         y, p = labels_all[rows], preds_all[rows]
         if (y == -1).any() and label_col.null_count:
@@ -378,7 +385,9 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         if lengths is not None:
             lengths = lengths[lengths > 0]
         out[name] = SplitStats(kind.unit_stats(y, p, probs_all[rows], lengths, label_space), y, p)
-    stats = RunStats(run_id, task, label_space, out["id"], out["ood"])
+    id_stats = out["id"]
+    assert id_stats is not None  # only the OOD split may be unlabelled (an unlabelled ID split raised above)
+    stats = RunStats(run_id, task, label_space, id_stats, out["ood"])
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = stats

@@ -40,7 +40,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
 
 
-def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(target: Path, write: Callable[[Path], object]) -> None:  # what write returns is ignored
     with atomic_path(target) as tmp:
         write(tmp)
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from shiftbench.core.preview import preview
+
 EXIT_USAGE = 2
 
 
 class ShiftbenchError(Exception):
     """A user-facing error: one line, names what is wrong and where."""
 
-    # A last bound on a message (values quoted in it are cut by guards.preview; paths are not).
+    # A last bound on a message (values quoted in it are cut by preview; paths are not).
     MAX_CHARS = 2000
 
     def __init__(self, message: str):
@@ -36,8 +38,6 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     >>> did_you_mean("zzz", ["a", "b"])
     ' (known: a, b)'
     """
-    from shiftbench.core.guards import preview  # guards imports this module
-
     choices = sorted(str(c) for c in choices)
     name = str(name)
     # A name far longer than any choice is not a typo of one (and matching it costs its length).

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shiftbench import RUNNER_VERSION
+from shiftbench.core.version import RUNNER_VERSION
 
 from shiftbench.core import console
 from shiftbench.registry.catalog import Catalog

@@ -16,16 +16,16 @@ from __future__ import annotations
 import os
 
 from shiftbench.core.errors import ShiftbenchError
-from shiftbench.core.locks import claim
-from shiftbench.execution.plan import FineTuneJob, Plan, refresh
-from shiftbench.results.store import RunResult, is_done, write_run
+from shiftbench.execution.claims import claimed_jobs, write_unwritten
+from shiftbench.execution.plan import FineTuneJob, Plan
+from shiftbench.execution.runner import score_job
+from shiftbench.results.store import RunResult
 
 
 def _task(job: FineTuneJob, plan: Plan, threads: int) -> list:
     """Runs on a worker: this job's fine-tune and scores, nothing written to the results dir."""
     os.environ.setdefault("SHIFTBENCH_NUM_THREADS", str(threads))  # torch threads = the task's CPUs
     from shiftbench.modeling.device import make_runtime
-    from shiftbench.execution.runner import score_job
 
     runtime = make_runtime(plan.settings.device, plan.settings.protocol.precision)
     return list(score_job(job, plan, runtime))
@@ -45,19 +45,11 @@ def execute_on_ray(plan: Plan) -> list[RunResult]:
             raise ShiftbenchError(f"--address {s.ray_address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
     remote = ray.remote(num_cpus=s.cpus_per_task, num_gpus=s.gpus_per_task)(_task)
     pending = {}
-    for job in plan.pending_jobs:
-        with claim(s.results_dir, job.finetune_id):
-            job = refresh(job, s.results_dir)
-        if job.pending:
-            pending[remote.remote(job, plan, s.cpus_per_task)] = job
+    for job in claimed_jobs(plan):  # submitted under its claim; scored without it
+        pending[remote.remote(job, plan, s.cpus_per_task)] = job
     results: list[RunResult] = []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(done[0])
-        scored = ray.get(done[0])
-        with claim(s.results_dir, job.finetune_id):
-            for result, preds in scored:
-                if not is_done(s.results_dir, result.run_id):  # another process may have written it
-                    write_run(s.results_dir, result, preds)
-                    results.append(result)
+        results.extend(write_unwritten(s.results_dir, job, ray.get(done[0])))  # another process may have written some
     return results

@@ -13,24 +13,24 @@ import pyarrow as pa
 import torch
 import transformers
 
-from shiftbench import RUNNER_VERSION, __version__
+from shiftbench.core.version import RUNNER_VERSION, __version__
 from shiftbench.core import faults
 from shiftbench.execution.cache import load_finetuned, save_finetuned
 from shiftbench.training.checkpoint import checkpoint_dir, clear_checkpoints
 from shiftbench.core.console import log as _log
 from shiftbench.data.datasets import DomainData
-from shiftbench.modeling.device import Runtime, make_runtime
+from shiftbench.modeling.device import Runtime
 from shiftbench.data.encode import Encoder
 from shiftbench.training.evaluation import Predictions, predict
 from shiftbench.tasks.metrics import expected_calibration_error
 from shiftbench.modeling.models import load_classifier, load_finetuned_classifier, load_tokenizer
 from shiftbench.core.locks import claim
-from shiftbench.execution.plan import DependencyJob, FineTuneJob, Plan, refresh
+from shiftbench.execution.plan import DependencyJob, FineTuneJob, Plan
 from shiftbench.remedies import remedy_for
 from shiftbench.remedies.base import TrainContext, Trained
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.estimate import HeldOut, Target
-from shiftbench.results.store import ID_TEST, OOD_TEST, SOURCE_VALIDATION, RunResult, check_results_dir, now_utc, predictions_table, write_run
+from shiftbench.results.store import ID_TEST, OOD_TEST, SOURCE_VALIDATION, RunResult, now_utc, predictions_table, write_run
 from shiftbench.analysis.taskstats import TEXT, TOKENS, task_kind
 from shiftbench.training.train import FineTuned, fine_tune
 from shiftbench.analysis.verdict import RunEstimate, run_estimates
@@ -210,24 +210,3 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
         results.append(result)
     return results
 
-
-def execute(plan: Plan) -> list[RunResult]:
-    """Run every pending job, here or on a Ray cluster (``settings.executor``).
-
-    Locally each fine-tune is claimed with a lock file in the results dir, so concurrent
-    processes on one results dir never train or write the same run twice: whoever waits for a
-    claim re-checks what is done once it gets it."""
-    settings = plan.settings
-    check_results_dir(settings.results_dir)
-    if settings.executor == "ray":
-        from shiftbench.execution.ray_executor import execute_on_ray
-
-        return execute_on_ray(plan)
-    runtime = make_runtime(settings.device, settings.protocol.precision)
-    results: list[RunResult] = []
-    for job in plan.pending_jobs:
-        with claim(settings.results_dir, job.finetune_id):
-            job = refresh(job, settings.results_dir)
-            if job.pending:
-                results.extend(run_job(job, plan, runtime))
-    return results

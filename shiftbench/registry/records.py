@@ -12,12 +12,17 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.core.guards import preview
 
-R = TypeVar("R")
+
+class _Dataclass(Protocol):  # what dataclasses.fields accepts (typeshed's DataclassInstance)
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+R = TypeVar("R", bound=_Dataclass)
 
 
 def _type_name(tp: Any) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -31,9 +31,43 @@ from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import check_output_dir
 from shiftbench.registry.selection import SelectionEdges, edge_warning, selection_edges
 
-if TYPE_CHECKING:
-    from shiftbench.training.evaluation import Predictions
-    from shiftbench.analysis.verdict import RunEstimate
+
+# What this layer records is described here, by shape, not imported from the layers that make it
+# (training's Predictions, analysis.verdict's RunEstimate): results sits below both (README "Layers").
+class Predictions(Protocol):
+    """One split's predictions (:class:`shiftbench.training.evaluation.Predictions`)."""
+
+    @property
+    def labels(self) -> np.ndarray: ...  # (N,) gold ids, negative: unlabelled
+    @property
+    def preds(self) -> np.ndarray: ...  # (N,) predicted ids
+    @property
+    def probs(self) -> np.ndarray: ...  # (N, C) probabilities
+    @property
+    def lengths(self) -> np.ndarray | None: ...  # token classification: words per example
+
+
+class MetricEstimate(Protocol):
+    """One metric's label-free estimate (:class:`shiftbench.analysis.verdict.RowEstimate`)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def low(self) -> float: ...
+    @property
+    def high(self) -> float: ...
+    @property
+    def trusted(self) -> bool: ...
+
+
+class RunEstimate(Protocol):
+    """A run's label-free estimates (:class:`shiftbench.analysis.verdict.RunEstimate`)."""
+
+    def for_metric(self, metric: str) -> MetricEstimate | None: ...
+    def as_dict(self) -> dict: ...
+
 
 # 2: selected_lr_edge and selected_epoch_at_edge; 3: the label-free OOD estimate columns
 # (ood_estimate*) and unlabelled targets (null ood_score / gap / relative_gap). Files of an older

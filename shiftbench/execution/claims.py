@@ -1,0 +1,43 @@
+"""The claim/refresh loop both executors share: concurrent processes on one results dir never
+train or write the same run twice.
+
+Each fine-tune is claimed with a lock file in the results dir (:func:`shiftbench.core.locks.claim`);
+whoever gets a claim re-reads what is done (another process may have finished it while this one
+waited) and works only on what is still pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from shiftbench.core.locks import claim
+from shiftbench.execution.plan import FineTuneJob, Plan, refresh
+from shiftbench.results.store import RunResult, is_done, write_run
+
+
+def claimed_jobs(plan: Plan) -> Iterator[FineTuneJob]:
+    """Each of the plan's pending jobs, re-checked under its claim and yielded while the claim is
+    held, when any of its targets is still pending (a job finished meanwhile is skipped)."""
+    results_dir = plan.settings.results_dir
+    for job in plan.pending_jobs:
+        with claim(results_dir, job.finetune_id):
+            job = refresh(job, results_dir)
+            if job.pending:
+                yield job
+
+
+def write_unwritten(
+    results_dir: Path, job: FineTuneJob, scored: Iterable[tuple[RunResult, pa.Table]]
+) -> list[RunResult]:
+    """Under the job's claim, write each scored run that no other process wrote meanwhile (a
+    job scored without holding its claim, e.g. on a Ray worker); returns the runs written."""
+    written: list[RunResult] = []
+    with claim(results_dir, job.finetune_id):
+        for result, preds in scored:
+            if not is_done(results_dir, result.run_id):
+                write_run(results_dir, result, preds)
+                written.append(result)
+    return written
