@@ -16,6 +16,7 @@ import hashlib
 import random
 
 from shiftbench.data.datasets import DomainData, SplitData
+from shiftbench.tasks import TextClassification
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
 
@@ -62,9 +63,10 @@ def augment_split(split: SplitData, seed: int, strength: float) -> SplitData:
 def augmented_source(source: DomainData, seed: int, strength: float) -> DomainData:
     """The source with its train role augmented and a fingerprint that says so (so the token
     cache and the data identity never confuse it with the original)."""
-    if source.role("train").is_tokens:
-        # Word-level edits (hashtags, dropout) would shift the word/tag alignment.
-        raise ShiftbenchError(f"dataset {preview(source.spec.name)}: the augment remedy supports text classification only, not token classification")
+    kind = source.role("train").kind
+    if not isinstance(kind, TextClassification):
+        # Word-level edits (hashtags, dropout) would shift the word/tag alignment; a pair is two texts.
+        raise ShiftbenchError(f"dataset {preview(source.spec.name)}: the augment remedy supports text classification only, not {kind.name}")
     train = augment_split(source.role("train"), seed, strength)
     fp = hashlib.sha256(f"{source.fingerprint}|augment|{strength}|{seed}".encode()).hexdigest()[:16]
     return dataclasses.replace(source, splits={**source.splits, "train": train}, fingerprint=fp)

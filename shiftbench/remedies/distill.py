@@ -35,6 +35,7 @@ from shiftbench.core.guards import preview
 from shiftbench.core.locks import claim
 from shiftbench.modeling.models import LoadOptions, ResolvedModel, load_classifier, load_tokenizer, resolve_model
 from shiftbench.registry.protocol import Protocol, load_protocol
+from shiftbench.tasks import TextClassification, get_task
 
 if TYPE_CHECKING:  # imported for annotations only: plan and runner import this module
     from shiftbench.registry.catalog import Catalog
@@ -54,7 +55,7 @@ class Teacher:
 
 def resolve_teacher(protocol: Protocol, catalog: Catalog, options: LoadOptions, tasks: Iterable[str]) -> Teacher:
     """The teacher model and protocol of a distill protocol, validated before any training."""
-    other = sorted(set(tasks) - {"text-classification"})
+    other = sorted(t for t in set(tasks) if not isinstance(get_task(t), TextClassification))
     if other:
         raise ShiftbenchError(f"the distill remedy supports text classification only, not {preview(other[0])}")
     teacher_protocol = load_protocol(protocol.distill_teacher_protocol)

@@ -63,6 +63,7 @@ from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
 from shiftbench.training.evaluation import Predictions
 from shiftbench.registry.protocol import Protocol
+from shiftbench.tasks import TextClassification, get_task
 
 _SLOT = re.compile(r"\{text\}|\{label\}")
 # Slack, in tokens, for merges at the joins between template and text when sizing the prompt.
@@ -463,8 +464,8 @@ def check_icl(settings: Any, pairs: Sequence[Any], models: Sequence[Any]) -> Non
     if settings.eval_only:
         raise ShiftbenchError("--eval-only scores a fine-tuned classifier; it does not apply to the icl remedy")
     for pair in pairs:
-        if pair.task != "text-classification":
-            raise ShiftbenchError(f"pair {preview(pair.name)}: the icl remedy supports text-classification pairs only, not {pair.task}")
+        if not isinstance(get_task(pair.task), TextClassification):  # a prompt holds one text per example
+            raise ShiftbenchError(f"pair {preview(pair.name)}: the icl remedy supports {TextClassification.name} pairs only, not {pair.task}")
     for model in models:
         check_causal_lm(model, settings.load)
 

@@ -36,20 +36,16 @@ def require_peft() -> Any:
     return peft
 
 
-def task_type(model: torch.nn.Module) -> str:
-    """peft's task type for a transformers classifier: TOKEN_CLS for a token classifier, else SEQ_CLS."""
-    return "TOKEN_CLS" if type(model).__name__.endswith("ForTokenClassification") else "SEQ_CLS"
-
-
-def wrap(model: torch.nn.Module, protocol: Protocol) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, protocol: Protocol, task_type: str) -> torch.nn.Module:
     """``model`` with LoRA adapters: only the adapters and the classification head train.
 
     Call after seeding: the A matrices are drawn from the global generator (after the head,
-    so the head starts exactly as it does in a plain fine-tune).
+    so the head starts exactly as it does in a plain fine-tune). ``task_type``: peft's task type
+    of the model's head, as its task kind declares it (``TaskKind.peft_task_type``).
     """
     peft = require_peft()
     config = peft.LoraConfig(
-        task_type=task_type(model),
+        task_type=task_type,
         r=protocol.lora_r,
         lora_alpha=protocol.lora_alpha,
         lora_dropout=protocol.lora_dropout,

@@ -127,10 +127,10 @@ def _next_lr(history: list[EpochRecord], protocol: Protocol) -> float | None:
     return next_learning_rate(trained, protocol.learning_rates, protocol.grid_patience, protocol.lr_start)
 
 
-def _build(make_model: Callable[[], torch.nn.Module], protocol: Protocol) -> torch.nn.Module:
+def _build(make_model: Callable[[], torch.nn.Module], protocol: Protocol, peft_task_type: str) -> torch.nn.Module:
     model = make_model()
     if protocol.remedy == "lora":  # frozen checkpoint + trainable low-rank adapters and head
-        model = lora.wrap(model, protocol)
+        model = lora.wrap(model, protocol, peft_task_type)
     return model
 
 
@@ -145,14 +145,13 @@ def fine_tune(
     desc: str = "",
     log: Callable[[str], None] = lambda message: None,
     checkpoints: Path | None = None,
-    tags: tuple[str, ...] | None = None,
     soft_targets: np.ndarray | None = None,
 ) -> FineTuned:
     """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
 
     With ``checkpoints`` set, the full training state is saved after every epoch and a later
     call resumes from the newest one, giving the same result as an uninterrupted run.
-    ``tags``: the BIO label space, for token classification (scores are entity-level).
+    What is scored on validation (e.g. entity-level for token classification) is ``val``'s task kind's.
     ``soft_targets`` (the distill remedy, and only it): a teacher's (N, C) logits on ``train``.
     """
     if (soft_targets is not None) != (protocol.remedy == "distill"):
@@ -180,7 +179,7 @@ def fine_tune(
     while lr is not None:
         lr_index = protocol.learning_rates.index(lr)
         seed_everything(seed)
-        model = _build(make_model, protocol).to(runtime.device)
+        model = _build(make_model, protocol, train.kind.peft_task_type).to(runtime.device)
         if trainable_params is None:
             trainable_params = lora.count_trainable(model)
             total = sum(p.numel() for p in model.parameters())
@@ -237,7 +236,7 @@ def fine_tune(
                 step += 1
                 faults.checkpoint("train_step")
             seconds = time.perf_counter() - t0
-            val_pred = predict(model, val, protocol.eval_batch_size, pad_id, runtime, tags=tags)
+            val_pred = predict(model, val, protocol.eval_batch_size, pad_id, runtime)
             scores = val_pred.scores()
             history.append(
                 EpochRecord(lr, epoch, len(batches), float(loss_sum) / max(1, len(batches)), scores, seconds, tokens)
@@ -273,7 +272,7 @@ def fine_tune(
     assert best_meta is not None and best_state is not None  # >= 1 learning rate and epoch
     score, lr, epoch = best_meta
     if protocol.remedy == "lora":  # kept (and cached) as a plain classifier: scoring needs no peft
-        best_state = lora.merged_state(_build(make_model, protocol), best_state)
+        best_state = lora.merged_state(_build(make_model, protocol, train.kind.peft_task_type), best_state)
         model = None  # the peft-wrapped module is not what scoring loads
     else:
         # The last learning rate's module, with the selected weights: scoring uses it directly
