@@ -60,7 +60,8 @@ class TaskKind(ABC):
     # The head reads one position of the last layer (a pooled sequence head): scoring may compute
     # only that position (modeling.first_token).
     pooled_head: ClassVar[bool] = True
-    unit: ClassVar[str] = "example"  # what a test unit is, for messages and cards
+    allows_unlabelled: ClassVar[bool] = False  # may be a pair's unlabelled target (label-free estimates)
+    reads_text_pairs: ClassVar[bool] = False  # reads ``text_pair_column`` besides ``text_column``
 
     # ------------------------------------------------------------------ registry entries
 
@@ -75,9 +76,6 @@ class TaskKind(ABC):
             raise ShiftbenchError(
                 f"field 'text_pair_column': {preview(spec.text_pair_column)} is only read by {' and '.join(pair_kinds())} datasets, not {self.name}"
             )
-
-    allows_unlabelled: ClassVar[bool] = False  # may be a pair's unlabelled target (label-free estimates)
-    reads_text_pairs: ClassVar[bool] = False  # reads ``text_pair_column`` besides ``text_column``
 
     # ------------------------------------------------------------------ data
 

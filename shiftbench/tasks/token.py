@@ -105,7 +105,6 @@ class TokenClassification(TaskKind):
     peft_task_type = "TOKEN_CLS"
     word_level = True
     pooled_head = False
-    unit = "sentence"
 
     # ------------------------------------------------------------------ data
 
