@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--n-boot", type=int, default=200, help="--estimators: bootstrap replicates per estimate (default 200)")
 
     shift = sub.add_parser("shift", help="how far each target is from its source: vocabulary, label priors, MMD, proxy A-distance")
-    shift.add_argument("--pair", action="append", default=[], help="pair name (repeatable; default: every text-classification pair with data)")
+    shift.add_argument("--pair", action="append", default=[], help="pair name (repeatable; default: every pair with one label per example, not NER, with data)")
     shift.add_argument("--results-dir", default="results", help="the cache lives under <results-dir>/shift/")
     shift.add_argument("--sample", type=int, default=None, help="texts per side for MMD and PAD (default 1000; fixed seed)")
     shift.add_argument("--seed", type=int, default=0, help="subsample, permutation and CV-fold seed")
@@ -301,7 +301,7 @@ def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
     for path, why in skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
     if per_run.empty:
-        raise ShiftbenchError(f"--estimators: no labelled text-classification runs with predictions under {results_dir}")
+        raise ShiftbenchError(f"--estimators: no labelled runs with one label per example (not NER) with predictions under {results_dir}")
     summary = summarise(per_run)
     out = Path(args.out) if args.out else results_dir / ESTIMATOR_BOARD_FILE
     held = ", ".join(sorted(set(per_run["held_out_split"])))  # id_test for the committed runs, source_validation for new ones

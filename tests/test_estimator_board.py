@@ -83,7 +83,7 @@ def test_estimator_leaderboard_bad_input(board, tmp_path, capsys):
     user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(results), "--n-boot", "-1"], "--n-boot", "-1")
     empty = tmp_path / "empty"
     empty.mkdir()
-    user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(empty)], "no labelled text-classification runs")
+    user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(empty)], "no labelled runs with one label per example")
     (results / "predictions" / "run0.parquet").write_bytes(b"PAR1 broken")
     assert main(["leaderboard", "--estimators", "--results-dir", str(results), "--n-boot", "0"]) == 0
     out, err = capsys.readouterr()

@@ -18,6 +18,7 @@ from shiftbench.execution.cache import finetune_dir
 from shiftbench.registry.catalog import load_catalog
 from shiftbench.cli import main
 from shiftbench.data.datasets import load_domain
+from shiftbench.tasks import get_task
 from shiftbench.modeling.device import make_runtime
 from shiftbench.data.encode import Encoder
 from shiftbench.core.errors import ShiftbenchError
@@ -113,17 +114,17 @@ def test_only_targeted_layers_and_head_change(tiny):
 def test_explicit_targets_and_rank_change_the_count(tiny):
     protocol = dataclasses.replace(tiny["protocol"], lora_r=4, lora_targets=("query", "key", "value"))
     seed_everything(0)
-    model = lora.wrap(tiny["make_model"](), protocol)
+    model = lora.wrap(tiny["make_model"](), protocol, "SEQ_CLS")
     assert count_trainable(model) == _expected_trainable(model.config, r=4, n_targets=3, n_labels=3)
     bad = dataclasses.replace(tiny["protocol"], lora_targets=("no_such_module",))
     with pytest.raises(ShiftbenchError, match="lora_targets"):
-        lora.wrap(tiny["make_model"](), bad)
+        lora.wrap(tiny["make_model"](), bad, "SEQ_CLS")
 
 
 def test_merged_state_loads_into_a_plain_classifier_with_the_same_predictions(tiny):
     seed_everything(0)
-    peft_model = lora.wrap(tiny["make_model"](), tiny["protocol"])
-    assert lora.task_type(tiny["make_model"]()) == "SEQ_CLS"
+    peft_model = lora.wrap(tiny["make_model"](), tiny["protocol"], get_task(tiny["train"].task).peft_task_type)
+    assert get_task(tiny["train"].task).peft_task_type == "SEQ_CLS"
     with torch.no_grad():  # a trained-looking adapter: B != 0, and a head unlike the initial one
         for _name, p in peft_model.named_parameters():
             if p.requires_grad:

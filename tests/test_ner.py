@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.data.datasets import bio_tags, load_domain
+from shiftbench.data.datasets import load_domain
+from shiftbench.tasks import bio_tags
 from shiftbench.data.encode import IGNORE, encode_split
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.results.store import PREDICTIONS_DIR, read_runs
@@ -194,7 +195,7 @@ def test_predict_reads_first_subtoken_and_marks_cut_words_outside(tiny_model_dir
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     split = SplitData((("the", "zq", "zq"), ("a",)), (("O", "B-PER", "I-PER"), ("O",)), "token-classification")
     enc = encode_split(split, tok, bio_tags({"PER"}), max_length=4)
-    p = predict(Fixed(), enc, 2, tok.pad_token_id, make_runtime("cpu", "fp32"), tags=bio_tags({"PER"}))
+    p = predict(Fixed(), enc, 2, tok.pad_token_id, make_runtime("cpu", "fp32"))  # the split's task kind places the outputs
     # words start at positions 1, 2 and (cut) -> tags 1, 2, O; second sentence: position 1 -> 1
     assert p.preds.tolist() == [1, 2, 0, 1] and p.lengths.tolist() == [3, 1]
     assert np.allclose(p.probs.sum(axis=1), 1.0) and p.probs[2].tolist() == [1.0, 0.0, 0.0]

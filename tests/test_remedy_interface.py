@@ -4,11 +4,7 @@ keep the training loop and the planner free of remedy names and of torch."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -128,38 +124,3 @@ def test_a_remedy_defined_in_a_test_runs_through_plan_runner_and_fine_tune(tiny_
 
 
 # --------------------------------------------------------------------------- import rules
-
-
-def _imports(path: Path) -> set[str]:
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-    return out
-
-
-def test_training_imports_no_remedy_and_remedies_no_execution():
-    for path in (PACKAGE / "training").glob("*.py"):
-        assert not {m for m in _imports(path) if m.startswith("shiftbench.remedies")}, path
-    for path in (PACKAGE / "remedies").glob("*.py"):
-        assert not {m for m in _imports(path) if m.startswith(("shiftbench.execution", "shiftbench.reporting"))}, path
-
-
-def test_remedy_names_are_compared_only_in_remedies():
-    pattern = re.compile(r"remedy\s*(==|!=)|\.remedy\s+(not\s+)?in\b")
-    hits = [
-        f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
-        for path in PACKAGE.rglob("*.py")
-        if path.relative_to(PACKAGE).parts[0] != "remedies"
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        if pattern.search(line)
-    ]
-    assert hits == []
-
-
-@pytest.mark.parametrize("module", ["shiftbench.execution.plan", "shiftbench.remedies"])
-def test_planning_does_not_import_torch(module):
-    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)

@@ -1,6 +1,6 @@
 """The estimator leaderboard: how well does each label-free estimate match the true OOD accuracy?
 
-Every labelled text-classification run under ``results/`` is a test of the estimators of
+Every labelled run with one label per example (text classification, text pairs) under ``results/`` is a test of the estimators of
 :mod:`shiftbench.analysis.estimate`: its stored per-example probabilities give the estimates (from the
 in-domain held-out split and the target's predictions only), its stored target labels give the
 truth. Per (pair, target) and estimator: the mean absolute error of the OOD-accuracy estimate
@@ -33,7 +33,7 @@ from shiftbench.core.atomic import write_atomic
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.estimate import GROUP_METHODS, N_BOOT, Estimate, HeldOut, Target
 from shiftbench.results.store import predictions_path, read_runs
-from shiftbench.analysis.taskstats import TEXT
+from shiftbench.tasks import get_task
 from shiftbench.analysis.verdict import assess, judge
 
 ESTIMATOR_BOARD_FILE = "estimator_leaderboard.parquet"
@@ -101,10 +101,12 @@ def _has_split(results_dir: Path, run_id: str, split: str) -> bool:
 
 
 def labelled_runs(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
-    """One row per labelled text-classification run (its accuracy row)."""
+    """One row per labelled run of a task with one label per example (its accuracy row): the
+    estimators read one probability vector per example."""
     loaded = read_runs(results_dir, columns=_RUN_COLUMNS)
     frame = loaded.table.to_pandas()
-    frame = frame[(frame["task"] == TEXT) & (frame["metric"] == "accuracy") & frame["ood_score"].notna()]
+    per_example = frame["task"].map(lambda t: not get_task(t).word_level).astype(bool)
+    frame = frame[per_example & (frame["metric"] == "accuracy") & frame["ood_score"].notna()]
     return frame.drop_duplicates("run_id").sort_values(["pair", "target", "model", "protocol", "seed", "run_id"]).reset_index(drop=True), loaded.skipped
 
 

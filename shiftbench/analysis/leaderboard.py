@@ -171,7 +171,7 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
         try:
             kind = task_kind(str(group["task"].iloc[0]))
             tags = _label_space(results_dir, run_ids[0])
-            stats = [load_run_stats(results_dir, rid, kind.task, tags) for rid in run_ids]
+            stats = [load_run_stats(results_dir, rid, kind.name, tags) for rid in run_ids]
         except (ShiftbenchError, KeyError, OSError):
             continue  # no predictions kept (or another task): the row keeps the spread over seeds
         allowed = set(kind.metrics(tags))

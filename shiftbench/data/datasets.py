@@ -9,10 +9,9 @@ through the entry's ``label_map`` (unmentioned labels keep their name, ``null`` 
 example) and only then turned into ids by the pair's sorted label space. A missing validation
 or test role is carved out of train: stratified, with the entry's fixed ``split_seed``.
 
-Token classification (``task: token-classification``): the text column holds a list of words
-and the label column a list of BIO tags (a list of ClassLabel ids on the Hub). ``label_map``
-then maps entity *types* (``person: PER``; ``null`` turns that type's words into ``O``), and
-the label space is the BIO tag list of the mapped types (``O``, ``B-LOC``, ``I-LOC``, ...).
+How a split's texts and labels are read, which label space they span and what carving
+stratifies by is the dataset's task kind's (:mod:`shiftbench.tasks`): e.g. token classification
+reads a list of words and a list of BIO tags per example, a text pair two text columns.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ import pyarrow.parquet as pq
 
 from shiftbench.core.errors import DataUnavailable, ShiftbenchError
 from shiftbench.core.guards import check_regular_file, preview
-from shiftbench.tasks.ner_metrics import entity_types, parse_tag
 from shiftbench.registry.specs import DatasetSpec, as_plain
+from shiftbench.tasks import TextClassification, get_task
 
 # WILDS-style names that say which side of the shift a split is on.
 ROLE_NAMES = {"train": "id_train", "validation": "id_val", "test": "id_test"}
@@ -41,42 +40,46 @@ _FINGERPRINT_FIELDS = (
     "hub_id", "config", "revision", "text_column", "label_column", "splits",
     "label_map", "task", "split_seed", "carve_fraction",
 )  # fmt: skip
-
-
-TOKEN_TASK = "token-classification"
-_UNLABELLED = "<unlabelled>"  # placeholder while loading (not None: None means "dropped by label_map")
+# Fingerprinted only when set, so adding them changed no existing dataset's fingerprint.
+_OPTIONAL_FINGERPRINT_FIELDS = ("text_pair_column",)
 
 
 @dataclass(frozen=True)
 class SplitData:
     """Texts and their canonical label names, in file order (after drops and carving).
 
-    For token classification each text is a tuple of words and each label a tuple of BIO tags
-    (one per word)."""
+    What a text and a label are is the task kind's: e.g. for token classification each text is a
+    tuple of words and each label a tuple of BIO tags (one per word), for a text pair each text
+    is a tuple of two strings."""
 
     texts: tuple
     labels: tuple  # all None for an unlabelled dataset
-    task: str = "text-classification"
+    task: str = TextClassification.name
     labelled: bool = True  # False: an unlabelled dataset (no label_column); it can only be a target
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @property
-    def is_tokens(self) -> bool:
-        return self.task == TOKEN_TASK
+    def kind(self):
+        """The task kind (:class:`shiftbench.tasks.TaskKind`)."""
+        return get_task(self.task)
 
     def subset(self, idx) -> SplitData:
         return SplitData(tuple(self.texts[i] for i in idx), tuple(self.labels[i] for i in idx), self.task, self.labelled)
 
     def label_ids(self, label_space: tuple[str, ...]) -> np.ndarray:
-        """(N,) label ids; for token classification the word tags of every example, concatenated.
-        An unlabelled split has id -1 for every example (never a class id; written as null)."""
+        """(N,) label ids of the prediction rows (for token classification the word tags of every
+        example, concatenated). An unlabelled split has id -1 for every example (never a class
+        id; written as null)."""
         if not self.labelled:
             return np.full(len(self.texts), -1, dtype=np.int64)
         index = {name: i for i, name in enumerate(label_space)}
-        flat = (t for tags in self.labels for t in tags) if self.is_tokens else self.labels
-        return np.fromiter((index[lbl] for lbl in flat), dtype=np.int64)
+        return np.fromiter((index[lbl] for lbl in self.row_labels()), dtype=np.int64)
+
+    def row_labels(self) -> list:
+        """The label name of every prediction row (example, or word), in order."""
+        return list(self.kind.row_labels(self.labels))
 
     def tag_ids(self, label_space: tuple[str, ...]) -> tuple[np.ndarray, ...]:
         """Token classification: one array of tag ids per example."""
@@ -91,17 +94,9 @@ class SplitData:
         return np.bincount(self.label_ids(label_space), minlength=len(label_space))
 
     def plain_texts(self) -> tuple[str, ...]:
-        """Each example as one string (words joined by spaces for token classification)."""
-        return tuple(" ".join(t) for t in self.texts) if self.is_tokens else self.texts
-
-
-def bio_tags(entity_types) -> tuple[str, ...]:
-    """The BIO label space of a set of entity types: ``O`` first, then B-/I- per sorted type.
-
-    >>> bio_tags({"PER", "LOC"})
-    ('O', 'B-LOC', 'I-LOC', 'B-PER', 'I-PER')
-    """
-    return ("O",) + tuple(f"{p}-{t}" for t in sorted(entity_types) for p in ("B", "I"))
+        """Each example as one string (words, or the two texts of a pair, joined by spaces)."""
+        kind = self.kind
+        return tuple(kind.plain_text(t) for t in self.texts)
 
 
 @dataclass(frozen=True)
@@ -216,115 +211,6 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
     return ds, None
 
 
-def _column(ds: Any, name: str) -> list[Any]:
-    """One column as Python values, read through Arrow: ``ds[name]`` is a lazy ``Column`` in
-    datasets >= 4 that formats one row per access (a 12k-row split took ~0.1 s to iterate and
-    seconds to index; Arrow's ``to_pylist`` takes milliseconds)."""
-    return ds.with_format("arrow")[name].to_pylist()
-
-
-def _label_names_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
-    """Each example's label *name*: the ClassLabel name, or the raw value for plain columns."""
-    import datasets
-
-    if spec.label_column not in ds.column_names:
-        raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} not found (columns: {', '.join(ds.column_names)})")
-    feature = ds.features[spec.label_column]
-    raw = _column(ds, spec.label_column)
-    if spec.task == TOKEN_TASK:
-        inner = getattr(feature, "feature", None)  # List(ClassLabel) / Sequence(ClassLabel)
-        if inner is None:
-            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} must hold a list of tags per example for token classification")
-        if isinstance(inner, datasets.ClassLabel):
-            return [[_class_name(inner, v, where, spec.label_column, i) for v in row] if row is not None else None
-                    for i, row in enumerate(raw)]  # fmt: skip
-        return [list(row) if row is not None else None for row in raw]
-    if isinstance(feature, datasets.ClassLabel):
-        return [_class_name(feature, v, where, spec.label_column, i) for i, v in enumerate(raw)]
-    for i, value in enumerate(raw):
-        if isinstance(value, (list, dict, tuple)):  # a list or struct column: no label name to match
-            kind = "a struct" if isinstance(value, dict) else "a list"
-            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {i}: expected a label name or id, got {kind} {preview(value)}")
-    return list(raw)
-
-
-def _class_name(feature: Any, value: Any, where: str, column: str, row: int) -> str | None:
-    """A ClassLabel id's name (None for a missing value or -1); an id outside the names is an error."""
-    if value is None or value < 0:
-        return None
-    if value >= len(feature.names):
-        raise ShiftbenchError(
-            f"{where}: label column {preview(column)} row {row}: class id {value} is outside its {len(feature.names)} ClassLabel names"
-        )
-    return feature.names[value]
-
-
-def _canonical_tags(raw_rows: list[Any], spec: DatasetSpec, where: str) -> list[tuple[str, ...]]:
-    """BIO tags with entity types passed through ``label_map`` (a ``null`` type becomes ``O``)."""
-    mapping = {str(k): v for k, v in (spec.label_map or {}).items()}
-    out = []
-    for row_no, row in enumerate(raw_rows):
-        if row is None:
-            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {row_no}: missing tag list")
-        tags = []
-        for pos, tag in enumerate(row):
-            if not isinstance(tag, str):
-                raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {row_no}: tag {preview(tag)} is not a string")
-            try:
-                prefix, etype = parse_tag(tag, pos)
-            except ValueError:
-                raise ShiftbenchError(
-                    f"{where}: label column {preview(spec.label_column)} row {row_no}: tag {preview(tag)} is not BIO ('O', 'B-<TYPE>', 'I-<TYPE>')"
-                ) from None
-            mapped = mapping.get(etype, etype) if prefix != "O" else None
-            tags.append("O" if mapped is None else f"{prefix}-{mapped}")
-        out.append(tuple(tags))
-    return out
-
-
-def _words_of(ds: Any, spec: DatasetSpec, tags: list[tuple[str, ...]], where: str) -> list[tuple[str, ...]]:
-    if spec.text_column not in ds.column_names:
-        raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} not found (columns: {', '.join(ds.column_names)})")
-    out = []
-    for i, (words, row_tags) in enumerate(zip(_column(ds, spec.text_column), tags)):
-        # An empty-string word occurs in real data (BTC test): it has no sub-token and is predicted O.
-        if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
-            raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} row {i}: expected a non-empty list of words (strings)")
-        if len(words) != len(row_tags):
-            raise ShiftbenchError(
-                f"{where}: row {i}: {len(words)} words in {preview(spec.text_column)} but {len(row_tags)} tags in {preview(spec.label_column)}"
-            )
-        out.append(tuple(words))
-    return out
-
-
-def _canonical(raw_names: list[Any], spec: DatasetSpec, where: str) -> list[str | None]:
-    mapping = spec.label_map or {}
-    # YAML keys may be ints (SST-2's 0/1) or strings; match on the value and on its string form.
-    lookup = {**{str(k): v for k, v in mapping.items()}, **mapping}
-    out: list[str | None] = []
-    for value in raw_names:
-        if value is None:
-            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} has a missing value")
-        if value in lookup or str(value) in lookup:
-            out.append(lookup[value] if value in lookup else lookup[str(value)])
-        else:
-            out.append(str(value))
-    return out
-
-
-def _texts_of(ds: Any, spec: DatasetSpec, where: str) -> list[Any]:
-    if spec.text_column not in ds.column_names:
-        raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} not found (columns: {', '.join(ds.column_names)})")
-    texts = _column(ds, spec.text_column)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} row {i}: expected a string, got {type(t).__name__}")
-        if not t.strip():
-            raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} row {i}: empty text")
-    return texts
-
-
 def _carve(labels: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of ``range(len(labels))`` into (kept, carved), both sorted."""
     rng = np.random.default_rng(seed)
@@ -353,6 +239,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         if role not in spec.splits:
             raise ShiftbenchError(f"dataset {preview(spec.name)}: no split for role {preview(role)} (splits: {spec.splits})")
 
+    kind = get_task(spec.task)
     splits: dict[str, SplitData] = {}
     files: list[Path] = []
     hub_content: dict[str, str] = {}  # split -> content hash, for data that came from the Hub
@@ -362,15 +249,7 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         where = str(path) if path is not None else f"{spec.hub_id}[{spec.config}/{split}]"
         if len(ds) == 0:
             raise ShiftbenchError(f"{where}: split {preview(split)} of dataset {preview(spec.name)} is empty")
-        if spec.task == TOKEN_TASK:
-            labels = _canonical_tags(_label_names_of(ds, spec, where), spec, where)
-            texts = _words_of(ds, spec, labels, where)
-        elif not spec.labelled:  # unlabelled: texts only, checked as for labelled data
-            texts = _texts_of(ds, spec, where)
-            labels = [_UNLABELLED] * len(texts)
-        else:
-            texts = _texts_of(ds, spec, where)
-            labels = _canonical(_label_names_of(ds, spec, where), spec, where)
+        texts, labels = kind.read(ds, spec, where)  # unlabelled: a placeholder label per example
         keep = [i for i, lbl in enumerate(labels) if lbl is not None]
         if not keep:
             raise ShiftbenchError(f"{where}: every example of dataset {preview(spec.name)} was dropped by its label_map")
@@ -392,9 +271,8 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
             if role not in carve_from_train:
                 continue
             share = frac * n_total / len(splits["train"])
-            strata = list(splits["train"].labels)  # all None for an unlabelled split: one stratum
-            if spec.task == TOKEN_TASK:  # stratify by the entity types a sentence mentions
-                strata = ["|".join(entity_types(tags)) for tags in strata]
+            # all None for an unlabelled split: one stratum
+            strata = [kind.stratum(lbl) if lbl is not None else None for lbl in splits["train"].labels]
             kept, carved = _carve(strata, share, spec.split_seed + i)
             splits[role] = splits["train"].subset(carved)
             splits["train"] = splits["train"].subset(kept)
@@ -403,11 +281,10 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
 
     if not spec.labelled:
         label_names = ()  # no labels of its own: a pair's label space comes from its source
-    elif spec.task == TOKEN_TASK:
-        label_names = bio_tags(entity_types(t for s in splits.values() for tags in s.labels for t in tags))
     else:
-        label_names = tuple(sorted({lbl for s in splits.values() for lbl in s.labels}))
+        label_names = kind.label_space(lbl for s in splits.values() for lbl in s.labels)
     identity = {k: as_plain(getattr(spec, k)) for k in _FINGERPRINT_FIELDS}
+    identity.update({k: as_plain(getattr(spec, k)) for k in _OPTIONAL_FINGERPRINT_FIELDS if getattr(spec, k) is not None})
     identity["files"] = {p.name: file_sha256(p) for p in files} if files else {"hub": hub_content}
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return DomainData(spec, splits, label_names, fingerprint, tuple(files), "local" if files else "hub")

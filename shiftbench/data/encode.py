@@ -1,10 +1,8 @@
 """Tokenize a split once into variable-length id sequences (padding happens per batch), with an
 on-disk cache so a split is tokenized once per tokenizer and max length, not once per run.
 
-Token classification: words are tokenized with ``is_split_into_words`` and each word's tag goes
-on its first sub-token; later sub-tokens and special tokens are ignored by the loss (-100), and
-predictions are read at the first sub-token of every word (a word cut off by truncation is
-predicted ``O``, the first tag of every BIO label space)."""
+How the tokenizer is called (one text, pre-split words aligned at their first sub-token, a text
+pair) and what a batch's training targets are is the split's task kind's (:mod:`shiftbench.tasks`)."""
 
 from __future__ import annotations
 
@@ -21,9 +19,9 @@ import pyarrow.parquet as pq
 from shiftbench.core.atomic import write_atomic
 from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.tasks import IGNORE, TextClassification, get_task
 
-
-IGNORE = -100  # label of positions the loss skips (torch's cross_entropy default ignore_index)
+__all__ = ["IGNORE", "EncodedSplit", "Encoder", "encode_split", "tokenizer_identity"]
 
 
 @dataclass(frozen=True)
@@ -35,29 +33,34 @@ class EncodedSplit:
     n_truncated: int  # examples longer than max_length before truncation
     word_starts: tuple[np.ndarray, ...] | None = None  # token classification: first sub-token position per word, -1 if none
     word_labels: tuple[np.ndarray, ...] | None = None  # token classification: gold tag id of every word
+    task: str = TextClassification.name  # the task kind that encoded it (and scores its predictions)
+    label_space: tuple[str, ...] | None = None  # what the label ids index (None: not given)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     @classmethod
-    def of_words(cls, input_ids, n_truncated: int, word_starts, word_labels) -> EncodedSplit:
-        """Token classification: ``labels`` is every word's tag, the examples concatenated."""
+    def of_words(cls, input_ids, n_truncated: int, word_starts, word_labels, task: str, label_space=None) -> EncodedSplit:
+        """Word-level kinds: ``labels`` is every word's tag, the examples concatenated."""
         flat = np.concatenate(word_labels) if word_labels else np.zeros(0, dtype=np.int64)
-        return cls(tuple(input_ids), flat, n_truncated, tuple(word_starts), tuple(word_labels))
+        return cls(tuple(input_ids), flat, n_truncated, tuple(word_starts), tuple(word_labels), task, label_space)
 
     @property
-    def is_tokens(self) -> bool:
-        return self.word_labels is not None
+    def kind(self):
+        """The task kind (:class:`shiftbench.tasks.TaskKind`)."""
+        return get_task(self.task)
 
     def batch_labels(self, idx: np.ndarray) -> np.ndarray:
-        """Training targets of a batch: (B,) ids, or (B, longest) tag ids with IGNORE elsewhere."""
-        if self.word_labels is None or self.word_starts is None:
-            return self.labels[idx]
-        out = np.full((len(idx), max(len(self.input_ids[i]) for i in idx)), IGNORE, dtype=np.int64)
-        for row, i in enumerate(idx):
-            kept = self.word_starts[i] >= 0
-            out[row, self.word_starts[i][kept]] = self.word_labels[i][kept]
-        return out
+        """Training targets of a batch: (B,) ids, or for token classification (B, longest) tag
+        ids at each word's first sub-token with IGNORE elsewhere."""
+        return self.kind.targets(self.labels, self, idx, self.word_labels)
+
+    @property
+    def word_lengths(self) -> np.ndarray | None:
+        """Words per example for a word-level kind (None otherwise)."""
+        if self.word_labels is None:
+            return None
+        return np.fromiter((len(w) for w in self.word_labels), dtype=np.int64, count=len(self))
 
     @property
     def lengths(self) -> np.ndarray:
@@ -68,46 +71,12 @@ class EncodedSplit:
         return int(self.lengths.sum())
 
 
-def _truncate(seq: list, max_length: int, keep_last: bool) -> list:
-    # Keep the final special token (e.g. [SEP] / EOS) the model was trained to see.
-    if len(seq) <= max_length:
-        return seq
-    return seq[: max_length - 1] + seq[-1:] if keep_last else seq[:max_length]
-
-
 def encode_split(split: SplitData, tokenizer: Any, label_space: tuple[str, ...], max_length: int) -> EncodedSplit:
-    if split.is_tokens:
-        return _encode_words(split, tokenizer, label_space, max_length)
-    # One call over the whole split: the fast (Rust) tokenizer batches internally.
-    enc = tokenizer(list(split.texts), truncation=False, add_special_tokens=True)["input_ids"]
-    n_truncated = sum(len(ids) > max_length for ids in enc)
-    keep_last = tokenizer.sep_token_id is not None
-    ids = [np.asarray(_truncate(seq, max_length, keep_last), dtype=np.int64) for seq in enc]
-    return EncodedSplit(tuple(ids), split.label_ids(label_space), n_truncated)
-
-
-def _encode_words(split: SplitData, tokenizer: Any, label_space: tuple[str, ...], max_length: int) -> EncodedSplit:
-    """Token classification: sub-token ids plus, per example, where each word starts."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ShiftbenchError(f"token classification needs a fast tokenizer (word alignment); {type(tokenizer).__name__} is not one")
-    try:
-        enc = tokenizer([list(w) for w in split.texts], is_split_into_words=True, truncation=False, add_special_tokens=True)
-    except (ValueError, TypeError) as exc:  # e.g. byte-level BPE without add_prefix_space=True
-        raise ShiftbenchError(f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {str(exc).splitlines()[0]}") from None
-    keep_last = tokenizer.sep_token_id is not None
-    ids, starts, n_truncated = [], [], 0
-    for i, seq in enumerate(enc["input_ids"]):
-        word_ids = enc.word_ids(i)
-        n_truncated += len(seq) > max_length
-        seq, word_ids = _truncate(seq, max_length, keep_last), _truncate(list(word_ids), max_length, keep_last)
-        first: dict[int, int] = {}
-        for pos, w in enumerate(word_ids):
-            if w is not None and w not in first:
-                first[w] = pos
-        # -1: a word cut off by truncation, or one that tokenizes to nothing; it is predicted O.
-        ids.append(np.asarray(seq, dtype=np.int64))
-        starts.append(np.asarray([first.get(w, -1) for w in range(len(split.texts[i]))], dtype=np.int64))
-    return EncodedSplit.of_words(ids, n_truncated, starts, split.tag_ids(label_space))
+    kind = split.kind
+    enc = kind.encode(split.texts, tokenizer, max_length)
+    if kind.word_level:
+        return EncodedSplit.of_words(enc.input_ids, enc.n_truncated, enc.word_starts, split.tag_ids(label_space), split.task, label_space)
+    return EncodedSplit(enc.input_ids, split.label_ids(label_space), enc.n_truncated, task=split.task, label_space=label_space)
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
@@ -145,7 +114,7 @@ class Encoder:
         ).hexdigest()[:20]
         path = self.cache_dir / f"{key}.parquet"
         try:
-            return _from_table(pq.read_table(path), split.is_tokens)
+            return _from_table(pq.read_table(path), split.task, self.label_space)
         except (OSError, pa.ArrowInvalid, KeyError):
             pass  # not cached yet, or damaged: tokenize again
         enc = encode_split(split, self.tokenizer, self.label_space, self.max_length)
@@ -162,18 +131,18 @@ def _ragged(arrays: tuple[np.ndarray, ...]) -> pa.Array:
 
 
 def _to_table(enc: EncodedSplit) -> pa.Table:
-    if enc.word_starts is not None and enc.word_labels is not None:
+    if enc.kind.word_level:
         cols = {"input_ids": _ragged(enc.input_ids), "word_starts": _ragged(enc.word_starts), "word_labels": _ragged(enc.word_labels)}
     else:
         cols = {"input_ids": _ragged(enc.input_ids), "label": pa.array(enc.labels, type=pa.int64())}
     return pa.table(cols).replace_schema_metadata({"n_truncated": str(enc.n_truncated)})
 
 
-def _from_table(table: pa.Table, is_tokens: bool) -> EncodedSplit:
+def _from_table(table: pa.Table, task: str, label_space: tuple[str, ...]) -> EncodedSplit:
     def ragged(name: str) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(x, dtype=np.int64) for x in table.column(name).to_numpy(zero_copy_only=False))
 
     n_truncated = int((table.schema.metadata or {}).get(b"n_truncated", b"0"))
-    if is_tokens:
-        return EncodedSplit.of_words(ragged("input_ids"), n_truncated, ragged("word_starts"), ragged("word_labels"))
-    return EncodedSplit(ragged("input_ids"), table.column("label").to_numpy().astype(np.int64), n_truncated)
+    if get_task(task).word_level:
+        return EncodedSplit.of_words(ragged("input_ids"), n_truncated, ragged("word_starts"), ragged("word_labels"), task, label_space)
+    return EncodedSplit(ragged("input_ids"), table.column("label").to_numpy().astype(np.int64), n_truncated, task=task, label_space=label_space)

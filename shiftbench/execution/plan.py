@@ -24,7 +24,7 @@ from shiftbench.core.version import RUNNER_VERSION
 from shiftbench.core import console
 from shiftbench.registry.catalog import Catalog
 from shiftbench.execution.config import RunSettings
-from shiftbench.data.datasets import TOKEN_TASK, DomainData, load_domain, pair_label_space
+from shiftbench.data.datasets import DomainData, load_domain, pair_label_space
 from shiftbench.core.errors import DataUnavailable, ShiftbenchError
 from shiftbench.core.guards import preview
 from shiftbench.modeling.models import ResolvedModel, check_head_labels, check_loadable, resolve_model
@@ -76,11 +76,6 @@ class FineTuneJob:
     @property
     def task(self) -> str:
         return self.source.spec.task
-
-    @property
-    def tags(self) -> tuple[str, ...] | None:
-        """The BIO label space for token classification (what entity scoring parses), else None."""
-        return self.label_space if self.task == TOKEN_TASK else None
 
 
 @dataclass(frozen=True)

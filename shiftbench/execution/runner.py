@@ -31,7 +31,7 @@ from shiftbench.remedies.base import TrainContext, Trained
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.estimate import HeldOut, Target
 from shiftbench.results.store import ID_TEST, OOD_TEST, SOURCE_VALIDATION, RunResult, now_utc, predictions_table, write_run
-from shiftbench.analysis.taskstats import TEXT, TOKENS, task_kind
+from shiftbench.tasks import get_task
 from shiftbench.training.train import FineTuned, fine_tune
 from shiftbench.analysis.verdict import RunEstimate, run_estimates
 
@@ -40,10 +40,8 @@ def _scores(p: Predictions) -> dict[str, float]:
     """The recorded scores: the task's metrics, ECE (as ever: every example, every word for NER),
     and the debiased ECE and Brier score of :mod:`shiftbench.analysis.taskstats` (NER: entity words)."""
     out = {**p.scores(), "ece": expected_calibration_error(p.labels, p.probs)}
-    tokens = p.lengths is not None and p.tags is not None
-    task = TOKENS if tokens else TEXT
-    space = tuple(p.tags) if tokens else tuple(str(i) for i in range(p.probs.shape[1]))
-    kind = task_kind(task)
+    kind = p.kind
+    space = p.label_space if p.label_space is not None else tuple(str(i) for i in range(p.probs.shape[1]))
     sums = kind.unit_stats(p.labels, p.preds, p.probs, p.lengths, space).sum(axis=0)
     for metric in ("ece_debiased", "brier"):
         out[metric] = float(kind.metric_fn(metric, space)(sums))
@@ -63,19 +61,15 @@ def _stored_probs(p: Predictions) -> np.ndarray:
 
 
 def _estimate(job: FineTuneJob, held: Predictions, held_split: str, target: Predictions) -> RunEstimate | None:
-    """The run-time label-free estimates of the OOD scores (text classification only: the
+    """The run-time label-free estimates of the OOD scores (not for a word-level task kind: the
     estimators read one probability vector per example)."""
-    if job.task != TEXT:
+    if get_task(job.task).word_level:
         return None
     try:
         return run_estimates(HeldOut(held.labels.astype(np.int64), _stored_probs(held)), Target(_stored_probs(target)), held_split)
     except ShiftbenchError as exc:  # a degenerate split must not cost the scored run: record it without estimates
         _log(f"warning: no label-free estimates for {job.model.name} on {job.source.spec.name}: {exc}")
         return None
-
-
-def _n_examples(p: Predictions) -> int:
-    return len(p.lengths) if p.lengths is not None else len(p.labels)  # sentences, not words, for NER
 
 
 def _dependency(dep: DependencyJob, plan: Plan, runtime: Runtime) -> Trained:
@@ -106,7 +100,7 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
         lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task),
         train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
         desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}", log=_log,
-        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), tags=job.tags, hooks=hooks,
+        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), hooks=hooks,
     )  # fmt: skip
     save_finetuned(settings.cache_dir, job.finetune_id, ft)
     clear_checkpoints(checkpoint_dir(settings.cache_dir, job.finetune_id))
@@ -133,7 +127,7 @@ def _classifier_scorer(job: FineTuneJob, plan: Plan, runtime: Runtime) -> tuple[
 
     def score(domain, role: str = "test"):
         data = encoder(domain, role)
-        return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime, columns, job.tags)
+        return predict(model, data, protocol.eval_batch_size, tokenizer.pad_token_id, runtime, columns)
 
     return ft, score
 
@@ -180,7 +174,7 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
             pair=t.pair.name, source=job.source.spec.name, target=t.target.spec.name, task=t.pair.task,
             seed=job.seed, protocol=protocol.name, protocol_hash=protocol.hash,
             id_scores=id_scores, ood_scores=_scores(ood_pred) if labelled else dict.fromkeys(id_scores),
-            n_id=_n_examples(id_pred), n_ood=_n_examples(ood_pred),
+            n_id=id_pred.n_units, n_ood=ood_pred.n_units,
             label_space=job.label_space, id_label_counts=_counts(id_pred, job.label_space),
             ood_label_counts=_counts(ood_pred, job.label_space),
             overlap_exact=t.overlap.exact if t.overlap else None,

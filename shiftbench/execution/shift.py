@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from shiftbench.core.atomic import write_atomic
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.data.overlap import normalise_text
-from shiftbench.analysis.taskstats import TEXT
+from shiftbench.tasks import get_task
 
 SHIFT_SCHEMA_VERSION = 1
 SHIFT_DIR = "shift"
@@ -350,8 +350,8 @@ class PairShift:
 def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = (), data_dir: str | Path | None = None,
                   results_dir: str | Path = "results", sample_size: int = SAMPLE_SIZE, seed: int = 0,
                   n_permutations: int = N_PERMUTATIONS, encoder: str | None = None) -> tuple[list[PairShift], list[str]]:  # fmt: skip
-    """Shift measures of every (source, target) of ``pairs`` (default: every text-classification
-    pair whose data are present), from the cache when it has them; and, for the default
+    """Shift measures of every (source, target) of ``pairs`` (default: every pair with one label
+    per example -- not word-level, e.g. not NER -- whose data are present), from the cache when it has them; and, for the default
     selection, why a pair was left out (its data are not available)."""
     from shiftbench.registry.catalog import load_catalog
     from shiftbench.data.datasets import DataUnavailable, load_domain
@@ -362,7 +362,7 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
     names = list(dict.fromkeys(pairs))
     for p in names:
         catalog.pairs.get(p)  # unknown pair: one-line did-you-mean error
-    chosen = names or [n for n, p in catalog.pairs.items() if p.task == TEXT]
+    chosen = names or [n for n, p in catalog.pairs.items() if not get_task(p.task).word_level]
     out: list[PairShift] = []
     unavailable: list[str] = []
     for name in chosen:
@@ -398,7 +398,7 @@ def measure_domains(pair: str, source, target, results_dir: str | Path = "result
     if cached is not None:
         return PairShift(pair, cached, True)
     train, test = source.role("train"), target.role("test")
-    flat = (lambda s: [t for tags in s.labels for t in tags]) if train.is_tokens else (lambda s: list(s.labels))
+    flat = lambda s: s.row_labels()  # noqa: E731 - one label per example, or per word
 
     def embed(texts, _model=model):
         from shiftbench.modeling.embed import embed_texts

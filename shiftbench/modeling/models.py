@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from shiftbench.registry.catalog import Catalog
-from shiftbench.data.datasets import TOKEN_TASK, file_sha256
+from shiftbench.data.datasets import file_sha256
+from shiftbench.tasks import TextClassification, get_task
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.core.guards import check_path_component, check_regular_file, preview, read_text_bounded
 from shiftbench.registry.specs import ModelSpec
@@ -425,17 +426,18 @@ def load_tokenizer(model: ResolvedModel, options: LoadOptions = LoadOptions()) -
 
 
 def _auto_class(task: str) -> Any:
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+    """The transformers Auto class of the head ``task``'s kind puts on a checkpoint."""
+    import transformers
 
-    return AutoModelForTokenClassification if task == TOKEN_TASK else AutoModelForSequenceClassification
+    return getattr(transformers, get_task(task).head_class)
 
 
 def load_classifier(
     model: ResolvedModel, label_space: tuple[str, ...], pad_token_id: int, options: LoadOptions = LoadOptions(),
-    task: str = "text-classification",
+    task: str = TextClassification.name,
 ) -> Any:  # fmt: skip
-    """The checkpoint with a fresh classification head over ``label_space`` (a sequence head,
-    or a per-token head for ``token-classification``).
+    """The checkpoint with a fresh classification head over ``label_space`` (the head of
+    ``task``'s kind: a sequence head, or a per-token head for token classification).
 
     Call ``torch.manual_seed`` first: the head (and, for ``random_init``, every weight) is
     drawn from the global generator, which is what makes a seed reproducible.
@@ -557,7 +559,7 @@ def check_loadable(model: ResolvedModel, options: LoadOptions, max_length: int, 
 
 
 def load_finetuned_classifier(
-    model: ResolvedModel, label_space: tuple[str, ...], options: LoadOptions = LoadOptions(), task: str = "text-classification"
+    model: ResolvedModel, label_space: tuple[str, ...], options: LoadOptions = LoadOptions(), task: str = TextClassification.name
 ) -> tuple[Any, list[int]]:  # fmt: skip
     """An already fine-tuned checkpoint, as it is (``run --eval-only``).
 

@@ -12,10 +12,15 @@ from typing import Any
 
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.core.guards import check_path_component, preview
+from shiftbench.tasks import TextClassification, get_task, task_names
 
-TASKS = ("text-classification", "token-classification")
 SPLIT_ROLES = ("train", "validation", "test")
 MAX_SEED = 2**32 - 1  # numpy's global seeding (train.seed_everything) takes no more
+
+
+def _check_task(task: object) -> None:
+    if not isinstance(task, str) or task not in task_names():
+        raise ShiftbenchError(f"field 'task': unknown task {preview(task)}{did_you_mean(str(task), task_names())}")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,10 @@ class DatasetSpec:
     domain: str = "unspecified"
     license: str = "unknown"
     label_map: dict | None = None  # {raw label name or value: canonical name or null (drop)}
-    task: str = "text-classification"
+    task: str = TextClassification.name
+    # The column of each example's second text (e.g. the hypothesis), for a task kind that reads
+    # text pairs (text-pair-classification); the first is text_column.
+    text_pair_column: str | None = None
     description: str = ""
     # Whether example texts may be quoted in generated data cards (False for e.g. FPB, NC-SA).
     redistributable: bool = False
@@ -49,8 +57,7 @@ class DatasetSpec:
     base: str | None = None  # inherit fields from another dataset entry
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ShiftbenchError(f"field 'task': unknown task {preview(self.task)}{did_you_mean(self.task, TASKS)}")
+        _check_task(self.task)
         # hub_id, config and split names become <data-dir>/<owner>__<name>/<config>/<split>.parquet:
         # each must name one entry, so no value can reach a file outside the data dir.
         parts = self.hub_id.split("/")
@@ -76,8 +83,7 @@ class DatasetSpec:
             raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {preview(self.carve_fraction)}")
         if self.label_column is None and self.label_map is not None:
             raise ShiftbenchError("field 'label_map': an unlabelled dataset (no 'label_column') has no labels to map; drop label_map or add label_column")
-        if self.label_column is None and self.task != TASKS[0]:  # text classification
-            raise ShiftbenchError(f"field 'label_column': required for {self.task} (only text-classification targets may be unlabelled)")
+        get_task(self.task).check_spec(self)  # the fields its task kind needs (label_column, text_pair_column)
         if self.label_map is not None:
             for key, value in self.label_map.items():
                 if value is not None and (not isinstance(value, str) or not value):
@@ -108,8 +114,7 @@ class PairSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ShiftbenchError(f"field 'task': unknown task {preview(self.task)}{did_you_mean(self.task, TASKS)}")
+        _check_task(self.task)
         if not self.targets:
             raise ShiftbenchError("field 'targets': needs at least one target dataset")
         if self.source in self.targets:

@@ -15,9 +15,9 @@ import hashlib
 import random
 
 from shiftbench.data.datasets import DomainData, SplitData
+from shiftbench.tasks import TextClassification
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
-from shiftbench.registry.specs import TASKS
 from shiftbench.remedies.base import Remedy, register_remedy
 
 
@@ -63,9 +63,10 @@ def augment_split(split: SplitData, seed: int, strength: float) -> SplitData:
 def augmented_source(source: DomainData, seed: int, strength: float) -> DomainData:
     """The source with its train role augmented and a fingerprint that says so (so the token
     cache and the data identity never confuse it with the original)."""
-    if source.role("train").is_tokens:
-        # Word-level edits (hashtags, dropout) would shift the word/tag alignment.
-        raise ShiftbenchError(f"dataset {preview(source.spec.name)}: the augment remedy supports text classification only, not token classification")
+    kind = source.role("train").kind
+    if not isinstance(kind, TextClassification):
+        # Word-level edits (hashtags, dropout) would shift the word/tag alignment; a pair is two texts.
+        raise ShiftbenchError(f"dataset {preview(source.spec.name)}: the augment remedy supports text classification only, not {kind.name}")
     train = augment_split(source.role("train"), seed, strength)
     fp = hashlib.sha256(f"{source.fingerprint}|augment|{strength}|{seed}".encode()).hexdigest()[:16]
     return dataclasses.replace(source, splits={**source.splits, "train": train}, fingerprint=fp)
@@ -73,7 +74,7 @@ def augmented_source(source: DomainData, seed: int, strength: float) -> DomainDa
 
 @register_remedy("augment")
 class Augment(Remedy):
-    tasks = TASKS[:1]  # text classification
+    tasks = (TextClassification.name,)  # one text per example (a prompt, an augmented sentence, soft targets per text)
 
     def transform_source(self, source: DomainData, seed: int) -> DomainData:
         return augmented_source(source, seed, self.protocol.augment_strength)

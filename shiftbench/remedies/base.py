@@ -51,7 +51,6 @@ from shiftbench.data.encode import EncodedSplit
 from shiftbench.modeling.models import LoadOptions, ResolvedModel
 from shiftbench.registry.base import Registry
 from shiftbench.registry.protocol import REMEDY_FIELDS, Protocol, declare_remedy
-from shiftbench.registry.specs import TASKS
 from shiftbench.training.hooks import TrainHooks
 
 
@@ -99,7 +98,7 @@ class Remedy:
     """The plain fine-tune; a remedy overrides what it changes. One instance per protocol."""
 
     name: ClassVar[str] = ""  # set by register_remedy
-    tasks: ClassVar[tuple[str, ...]] = TASKS  # task kinds it supports
+    tasks: ClassVar[tuple[str, ...] | None] = None  # names of the task kinds it supports; None: every kind
     fine_tunes: ClassVar[bool] = True  # False: `scorer` replaces fine-tuning (nothing is trained or cached)
     job_words: ClassVar[tuple[str, str]] = ("fine-tune", "fine-tunes")  # what the plan calls one job, and several
 
@@ -119,7 +118,7 @@ class Remedy:
             self.check_task(pair.name, pair.task)
 
     def check_task(self, pair_name: str, task: str) -> None:
-        if task not in self.tasks:
+        if self.tasks is not None and task not in self.tasks:
             raise ShiftbenchError(
                 f"pair {preview(pair_name)}: the {self.name} remedy supports {' and '.join(self.tasks)} pairs only, not {task}"
             )

@@ -30,7 +30,7 @@ from shiftbench.core.guards import preview
 from shiftbench.data.encode import EncodedSplit, tokenizer_identity
 from shiftbench.modeling.models import LoadOptions, ResolvedModel, load_classifier, load_tokenizer, resolve_model
 from shiftbench.registry.protocol import Protocol, load_protocol
-from shiftbench.registry.specs import TASKS
+from shiftbench.tasks import TextClassification
 from shiftbench.remedies.base import REMEDIES, Dependency, Remedy, TrainContext, Trained, register_remedy
 from shiftbench.training.hooks import TrainHooks
 
@@ -149,7 +149,7 @@ class DistillHooks(TrainHooks):
 
 @register_remedy("distill")
 class Distill(Remedy):
-    tasks = TASKS[:1]  # text classification
+    tasks = (TextClassification.name,)  # one text per example (a prompt, an augmented sentence, soft targets per text)
 
     def dependencies(self, catalog: Any, load: LoadOptions) -> tuple[Dependency, ...]:
         return (resolve_teacher(self.protocol, catalog, load),)

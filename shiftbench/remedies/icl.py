@@ -59,7 +59,7 @@ from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.modeling.models import LoadOptions, ResolvedModel, check_causal_lm
 from shiftbench.registry.protocol import Protocol
-from shiftbench.registry.specs import TASKS
+from shiftbench.tasks import TextClassification
 from shiftbench.remedies.base import Dependency, Job, Remedy, register_remedy
 
 if TYPE_CHECKING:  # annotations only: torch is imported when a model is prompted, not with this module
@@ -515,7 +515,7 @@ def icl_scorer(job: Job, options: LoadOptions, runtime: Runtime, log: Callable[[
 class ICL(Remedy):
     """Few-shot prompting of a causal LM: the scorer replaces fine-tuning."""
 
-    tasks = TASKS[:1]  # text classification
+    tasks = (TextClassification.name,)  # one text per example (a prompt, an augmented sentence, soft targets per text)
     fine_tunes = False
     job_words = ("prompt (icl)", "prompt jobs (icl)")
 

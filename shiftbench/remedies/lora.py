@@ -41,20 +41,16 @@ def require_peft() -> Any:
     return peft
 
 
-def task_type(model: torch.nn.Module) -> str:
-    """peft's task type for a transformers classifier: TOKEN_CLS for a token classifier, else SEQ_CLS."""
-    return "TOKEN_CLS" if type(model).__name__.endswith("ForTokenClassification") else "SEQ_CLS"
-
-
-def wrap(model: torch.nn.Module, protocol: Protocol) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, protocol: Protocol, task_type: str) -> torch.nn.Module:
     """``model`` with LoRA adapters: only the adapters and the classification head train.
 
     Call after seeding: the A matrices are drawn from the global generator (after the head,
-    so the head starts exactly as it does in a plain fine-tune).
+    so the head starts exactly as it does in a plain fine-tune). ``task_type``: peft's task type
+    of the model's head, as its task kind declares it (``TaskKind.peft_task_type``).
     """
     peft = require_peft()
     config = peft.LoraConfig(
-        task_type=task_type(model),
+        task_type=task_type,
         r=protocol.lora_r,
         lora_alpha=protocol.lora_alpha,
         lora_dropout=protocol.lora_dropout,
@@ -85,11 +81,12 @@ def merged_state(peft_model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
 
 
 class LoraHooks(TrainHooks):
-    def __init__(self, protocol: Protocol):
+    def __init__(self, protocol: Protocol, task_type: str):
         self.protocol = protocol
+        self.task_type = task_type  # peft's name for the head, from the task kind
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return wrap(model, self.protocol)
+        return wrap(model, self.protocol, self.task_type)
 
     def export_state(self, state: dict[str, torch.Tensor], build: Callable[[], torch.nn.Module]) -> dict[str, torch.Tensor]:
         return merged_state(build(), state)
@@ -102,4 +99,4 @@ class Lora(Remedy):
         require_peft()  # fail before any data is loaded, not after the first fine-tune starts
 
     def train_hooks(self, ctx: TrainContext) -> TrainHooks:
-        return LoraHooks(self.protocol)
+        return LoraHooks(self.protocol, ctx.train.kind.peft_task_type)

@@ -291,7 +291,7 @@ def predictions_table(splits: dict[str, Predictions]) -> pa.Table:
     for name, p in splits.items():
         n = len(p.labels)
         cols["split"] += [name] * n
-        if p.lengths is None:
+        if not p.kind.word_level:  # one row per example
             cols["index"] += list(range(n))
             cols["position"] += [None] * n
         else:

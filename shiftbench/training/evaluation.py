@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,72 +13,62 @@ from shiftbench.training.batching import collate, sorted_batches
 from shiftbench.modeling.device import Runtime
 from shiftbench.data.encode import EncodedSplit
 from shiftbench.modeling.first_token import first_token_only
-from shiftbench.tasks.metrics import classification_metrics
-from shiftbench.tasks.ner_metrics import token_classification_scores
+from shiftbench.tasks import TextClassification, get_task
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """Gold ids, predicted ids and probabilities, in dataset order.
+    """Gold ids, predicted ids and probabilities, in dataset order: one row per prediction row
+    of the task kind (an example; for token classification a *word*, examples concatenated).
 
-    Token classification: one entry per *word*, examples concatenated; ``lengths`` gives the
-    words of each example and ``tags`` the BIO tag names the ids index."""
+    ``lengths``: the rows of each example, for a word-level kind; ``label_space``: the names
+    the ids index (None: not given); ``task``: the task kind that scores them."""
 
     labels: np.ndarray  # (N,) gold label ids
     preds: np.ndarray  # (N,) predicted label ids
     probs: np.ndarray  # (N, C) float32 softmax probabilities
-    lengths: np.ndarray | None = None  # token classification: words per example
-    tags: tuple[str, ...] | None = None  # token classification: tag name of each id
+    lengths: np.ndarray | None = None  # word-level kinds: words per example
+    label_space: tuple[str, ...] | None = None
+    task: str = TextClassification.name
+
+    @property
+    def kind(self):
+        return get_task(self.task)
+
+    @property
+    def n_units(self) -> int:
+        """Test units behind the rows (examples; sentences, not words, for NER)."""
+        return self.kind.n_units(self.labels, self.lengths)
 
     def scores(self) -> dict[str, float]:
-        if self.lengths is None or self.tags is None:
-            return classification_metrics(self.labels, self.preds)
-        return token_classification_scores(self.labels, self.preds, self.lengths, self.tags)
+        return self.kind.scores(self.labels, self.preds, self.lengths, self.label_space)
 
 
 @torch.inference_mode()
 def predict(
-    model: Any, data: EncodedSplit, batch_size: int, pad_id: int, runtime: Runtime,
-    columns: list[int] | None = None, tags: tuple[str, ...] | None = None,
+    model: Any, data: EncodedSplit, batch_size: int, pad_id: int, runtime: Runtime, columns: list[int] | None = None,
 ) -> Predictions:  # fmt: skip
-    """Class probabilities for every example (every word, for token classification), batched
-    longest-first and returned in order.
+    """Class probabilities for every prediction row of ``data`` (every example, every word for
+    token classification: its task kind places the model's outputs), batched longest-first and
+    returned in order.
 
     ``columns`` picks and orders the logits (a fine-tuned checkpoint's own label order may differ
-    from the pair's sorted label space). ``tags``: the label space, for token classification.
+    from the pair's sorted label space).
     """
     model.eval()
+    kind = data.kind
     n_out = len(columns) if columns is not None else model.config.num_labels
-    if data.word_starts is not None and data.word_labels is not None:
-        return _predict_words(model, data, batch_size, pad_id, runtime, columns, n_out, tags)
-    probs = np.zeros((len(data), n_out), dtype=np.float32)
-    with first_token_only(model):  # a classifier reads position 0 of the last layer only
+    lengths, offsets = data.word_lengths, None  # word-level kinds: words per example, and where each starts
+    if kind.word_level:
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+    probs = kind.new_probs(int(offsets[-1]) if kind.word_level else len(data), n_out)
+    # A pooled classifier reads position 0 of the last layer only.
+    with first_token_only(model) if kind.pooled_head else nullcontext():
         for idx in sorted_batches(data.lengths, batch_size):
             batch = collate(data.input_ids, idx, pad_id, runtime.device)
             with runtime.autocast():
-                logits = model(**batch).logits
+                logits = model(**batch).logits  # (B, C), or (B, T, C) per position
             if columns is not None:
-                logits = logits[:, columns]
-            probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return Predictions(data.labels, probs.argmax(axis=1), probs)
-
-
-def _predict_words(model, data: EncodedSplit, batch_size, pad_id, runtime, columns, n_out, tags) -> Predictions:
-    """Per word: the distribution at its first sub-token; a word without one is O (id 0) for sure."""
-    assert data.word_starts is not None and data.word_labels is not None
-    lengths = np.fromiter((len(w) for w in data.word_labels), dtype=np.int64, count=len(data))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    probs = np.zeros((int(offsets[-1]), n_out), dtype=np.float32)
-    probs[:, 0] = 1.0
-    for idx in sorted_batches(data.lengths, batch_size):
-        batch = collate(data.input_ids, idx, pad_id, runtime.device)
-        with runtime.autocast():
-            logits = model(**batch).logits  # (B, T, C)
-        if columns is not None:
-            logits = logits[..., columns]
-        p = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        for row, i in enumerate(idx):
-            starts = data.word_starts[i]
-            kept = np.flatnonzero(starts >= 0)
-            probs[offsets[i] + kept] = p[row, starts[kept]]
-    return Predictions(data.labels, probs.argmax(axis=1), probs, lengths, tags)
+                logits = logits[..., columns]
+            kind.place(probs, torch.softmax(logits.float(), dim=-1).cpu().numpy(), idx, data, offsets)
+    return Predictions(data.labels, probs.argmax(axis=1), probs, lengths, data.label_space, data.task)

@@ -121,18 +121,17 @@ def fine_tune(
     desc: str = "",
     log: Callable[[str], None] = lambda message: None,
     checkpoints: Path | None = None,
-    tags: tuple[str, ...] | None = None,
     hooks: TrainHooks = TrainHooks(),
 ) -> FineTuned:
     """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
 
     With ``checkpoints`` set, the full training state is saved after every epoch and a later
     call resumes from the newest one, giving the same result as an uninterrupted run.
-    ``tags``: the BIO label space, for token classification (scores are entity-level).
     ``hooks``: what the protocol's remedy changes in the loop (:class:`TrainHooks`: the model it
     trains, the loss, a step after the backward pass, the weights it keeps); the default changes
     nothing. The remedy's hooks are made by the caller (``shiftbench.remedies``): this loop never
     looks at the remedy's name.
+    What is scored on validation (e.g. entity-level for token classification) is ``val``'s task kind's.
     """
     steps_per_epoch = math.ceil(len(train) / protocol.batch_size)
     total_steps = protocol.epochs * steps_per_epoch
@@ -209,7 +208,7 @@ def fine_tune(
                 step += 1
                 faults.checkpoint("train_step")
             seconds = time.perf_counter() - t0
-            val_pred = predict(model, val, protocol.eval_batch_size, pad_id, runtime, tags=tags)
+            val_pred = predict(model, val, protocol.eval_batch_size, pad_id, runtime)
             scores = val_pred.scores()
             history.append(
                 EpochRecord(lr, epoch, len(batches), float(loss_sum) / max(1, len(batches)), scores, seconds, tokens)
