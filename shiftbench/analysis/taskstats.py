@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from shiftbench.core.errors import ShiftbenchError, did_you_mean
+from shiftbench.core.errors import ShiftbenchError, did_you_mean, one_line
 from shiftbench.tasks.ner_metrics import entity_types, ner_sum_metric, per_type_f1_from_counts, sentence_stats
 from shiftbench.results.store import predictions_path
 from shiftbench.registry.specs import TASKS
@@ -339,7 +339,7 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         names = pq.read_schema(path).names
         table = pq.read_table(path, columns=["split", "index", "label", "pred", "probs"] + (["position"] if "position" in names else []))
     except Exception as exc:  # unreadable or foreign file: one line naming it
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = one_line(exc)
         raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
     split = table.column("split").to_numpy(zero_copy_only=False)
     index = table.column("index").to_numpy(zero_copy_only=False).astype(np.int64)

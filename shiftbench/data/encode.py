@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from shiftbench.core.atomic import write_atomic
 from shiftbench.data.datasets import DomainData, SplitData
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 
 
 IGNORE = -100  # label of positions the loss skips (torch's cross_entropy default ignore_index)
@@ -93,7 +93,7 @@ def _encode_words(split: SplitData, tokenizer: Any, label_space: tuple[str, ...]
     try:
         enc = tokenizer([list(w) for w in split.texts], is_split_into_words=True, truncation=False, add_special_tokens=True)
     except (ValueError, TypeError) as exc:  # e.g. byte-level BPE without add_prefix_space=True
-        raise ShiftbenchError(f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {str(exc).splitlines()[0]}") from None
+        raise ShiftbenchError(f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {one_line(exc)}") from None
     keep_last = tokenizer.sep_token_id is not None
     ids, starts, n_truncated = [], [], 0
     for i, seq in enumerate(enc["input_ids"]):

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.core.guards import preview
 from shiftbench.registry.protocol import Protocol
 
@@ -62,7 +62,7 @@ def wrap(model: torch.nn.Module, protocol: Protocol) -> torch.nn.Module:
             return peft.get_peft_model(model, config)
     except ValueError as exc:  # no default targets for this architecture, or targets not found
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = one_line(exc)
         raise ShiftbenchError(
             f"lora remedy on model type {preview(model_type)}: {first} (set lora_targets in the protocol to module names of the model)"
         ) from None
