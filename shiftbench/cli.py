@@ -71,13 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
-    nightly.add_argument("--cache-dir")
+    add_run_arguments(nightly, ("cache_dir",))
     nightly.add_argument("--no-report", action="store_true", help="skip the HTML report")
     _common(nightly)
 
     cache = sub.add_parser("cache", help="show or trim the caches (fine-tuned weights, checkpoints, tokens)")
     cache.add_argument("action", choices=["info", "prune"])
-    cache.add_argument("--cache-dir", help="default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench")
+    add_run_arguments(cache, ("cache_dir",))
     cache.add_argument("--kind", action="append", choices=["finetunes", "checkpoints", "tokens"],
                        help="prune only this kind (repeatable; default: all)")  # fmt: skip
     cache.add_argument("--older-than", type=float, default=0.0, metavar="DAYS", help="prune entries unused this long")

@@ -17,7 +17,7 @@ import pytest
 
 import shiftbench
 
-_EXAMPLE = re.compile(r"^\s*>>> (?!.*doctest: \+SKIP).*$", re.M)  # an example that runs
+_EXAMPLE = re.compile(r"^\s*>>> (?!.*doctest: \+SKIP).*$", re.MULTILINE)  # an example that runs
 
 
 def _source(name: str) -> str:
@@ -25,7 +25,11 @@ def _source(name: str) -> str:
     return Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
 
 
-ALL_MODULES = sorted(m.name for m in pkgutil.walk_packages(shiftbench.__path__, "shiftbench.") if "evaluate_modules" not in m.name and not m.name.endswith("__main__"))
+ALL_MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(shiftbench.__path__, "shiftbench.")
+    if "evaluate_modules" not in m.name and not m.name.endswith("__main__")
+)
 MODULES = [name for name in ALL_MODULES if _EXAMPLE.search(_source(name))]
 
 

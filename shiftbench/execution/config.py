@@ -88,7 +88,7 @@ def default_cache_dir() -> Path:
 
 
 def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
-    """``--cache-dir``, else ``$SHIFTBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/shiftbench`` (``~/.cache/shiftbench``)."""
+    """``--cache-dir``, else ``$SHIFTBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/shiftbench`` (``~/.cache/...``)."""
     return Path(cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
 
 
@@ -97,10 +97,10 @@ def resolve_settings(catalog: Catalog, request: RunRequest) -> RunSettings:
     r = request
     if r.suite is not None and r.pairs:
         raise ShiftbenchError("give either --suite or --pair, not both")
-    chosen = catalog.suites.get(r.suite or DEFAULT_SUITE) if not r.pairs else None
+    chosen = None if r.pairs else catalog.suites.get(r.suite or DEFAULT_SUITE)
     for p in r.pairs:
         catalog.pairs.get(p)  # unknown pair -> did-you-mean error
-    pair_names = tuple(dict.fromkeys(r.pairs)) if r.pairs else chosen.pairs
+    pair_names = chosen.pairs if chosen is not None else tuple(dict.fromkeys(r.pairs))
     model_names = tuple(dict.fromkeys(r.models)) or (chosen.models if chosen and chosen.models else ("minilm-l6",))
     seed_tuple = parse_seeds(r.seeds) or (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS)
     if r.eval_only and len(seed_tuple) > 1:

@@ -29,11 +29,10 @@ if TYPE_CHECKING:  # only for the annotation: building the CLI parser reads no p
 _EXCLUSIVE = "exclusive"  # metadata key: options sharing a value are mutually exclusive on the command line
 
 
-def option(default: Any, flag: str, help: str, exclusive: str | None = None, **argparse_kwargs: Any) -> Any:
-    """One run option: its default, its command-line flag and help, and how argparse reads it
+def cli(flag: str, help: str, exclusive: str | None = None, **argparse_kwargs: Any) -> dict[str, Any]:
+    """A run option's field metadata: its command-line flag and help, and how argparse reads it
     (``action``, ``type``, ``choices``, ``metavar``)."""
-    meta = {"flag": flag, "help": help, "argparse": argparse_kwargs, _EXCLUSIVE: exclusive}
-    return field(default=default, metadata=meta)
+    return {"flag": flag, "help": help, "argparse": argparse_kwargs, _EXCLUSIVE: exclusive}
 
 
 @dataclass(frozen=True)
@@ -41,43 +40,93 @@ class RunRequest:
     """What a run was asked to do, as given (CLI flags or ``shiftbench.run`` keywords)."""
 
     # What to run.
-    suite: str | None = option(None, "--suite", "named set of pairs (default: default)", exclusive="what")
-    pairs: Sequence[str] = option((), "--pair", "pair name (repeatable)", exclusive="what", action="append")
-    models: Sequence[str] = option((), "--model", "alias, local dir or Hub id (repeatable)", action="append")
-    seeds: str | Sequence[int] | None = option(None, "--seeds", "comma-separated seeds, e.g. 0,1,2")
-    protocol: str | Protocol | None = option(
-        None, "--protocol", "a built-in protocol (standard-v2, standard, quick, ...) or a protocol YAML file "
-        "(default: the suite's, else standard-v2)",
+    suite: str | None = field(
+        default=None, metadata=cli("--suite", "named set of pairs (default: default)", exclusive="what")
     )
-    precision: str | None = option(None, "--precision", "override the protocol's precision (fp32 or bf16)")
+    pairs: Sequence[str] = field(
+        default=(), metadata=cli("--pair", "pair name (repeatable)", exclusive="what", action="append")
+    )
+    models: Sequence[str] = field(
+        default=(), metadata=cli("--model", "alias, local dir or Hub id (repeatable)", action="append")
+    )
+    seeds: str | Sequence[int] | None = field(
+        default=None, metadata=cli("--seeds", "comma-separated seeds, e.g. 0,1,2")
+    )
+    protocol: str | Protocol | None = field(
+        default=None,
+        metadata=cli(
+            "--protocol",
+            "a built-in protocol (standard-v2, standard, quick, ...) or a protocol YAML file "
+            "(default: the suite's, else standard-v2)",
+        ),
+    )
+    precision: str | None = field(
+        default=None, metadata=cli("--precision", "override the protocol's precision (fp32 or bf16)")
+    )
     # Where things are.
-    registries: Sequence[str | Path] = option(
-        (), "--registry", "extra registry YAML (repeatable; also $SHIFTBENCH_REGISTRY, path-separated)",
-        action="append", metavar="FILE",
-    )  # fmt: skip
-    data_dir: str | Path | None = option(None, "--data-dir", "local dataset mirror (default: $SHIFTBENCH_DATA_DIR)")
-    results_dir: str | Path | None = option(None, "--results-dir", "where run files go (default: results/)")
-    cache_dir: str | Path | None = option(
-        None, "--cache-dir", "fine-tuned weights cache (default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench)"
+    registries: Sequence[str | Path] = field(
+        default=(),
+        metadata=cli(
+            "--registry",
+            "extra registry YAML (repeatable; also $SHIFTBENCH_REGISTRY, path-separated)",
+            action="append",
+            metavar="FILE",
+        ),
     )
-    device: str | None = option(None, "--device", "cpu or cuda (default: cuda when available)")
+    data_dir: str | Path | None = field(
+        default=None, metadata=cli("--data-dir", "local dataset mirror (default: $SHIFTBENCH_DATA_DIR)")
+    )
+    results_dir: str | Path | None = field(
+        default=None, metadata=cli("--results-dir", "where run files go (default: results/)")
+    )
+    cache_dir: str | Path | None = field(
+        default=None,
+        metadata=cli(
+            "--cache-dir",
+            "cache of fine-tuned weights, checkpoints and tokens (default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench)",
+        ),
+    )
+    device: str | None = field(default=None, metadata=cli("--device", "cpu or cuda (default: cuda when available)"))
     # How.
-    dry_run: bool = option(False, "--dry-run", "print the plan (what trains, what is done) and stop", action="store_true")
-    eval_only: bool = option(
-        False, "--eval-only",
-        "score already fine-tuned checkpoints (--model DIR with a head over the pair's labels) without training",
-        action="store_true",
-    )  # fmt: skip
-    dedup: bool = option(False, "--dedup", "drop target test texts that also occur in the source train split", action="store_true")
-    executor: str = option(
-        "local", "--executor", "run fine-tunes here, or as one Ray task per (model, source, seed)", choices=["local", "ray"]
+    dry_run: bool = field(
+        default=False,
+        metadata=cli("--dry-run", "print the plan (what trains, what is done) and stop", action="store_true"),
     )
-    ray_address: str | None = option(None, "--address", "Ray cluster address (default: start a local cluster)")
-    cpus_per_task: int = option(1, "--cpus-per-task", "Ray CPUs per task (also its torch threads)", type=int)
-    gpus_per_task: float = option(0.0, "--gpus-per-task", "Ray GPUs per task", type=float)
+    eval_only: bool = field(
+        default=False,
+        metadata=cli(
+            "--eval-only",
+            "score already fine-tuned checkpoints (--model DIR with a head over the pair's labels) without training",
+            action="store_true",
+        ),
+    )
+    dedup: bool = field(
+        default=False,
+        metadata=cli(
+            "--dedup", "drop target test texts that also occur in the source train split", action="store_true"
+        ),
+    )
+    executor: str = field(
+        default="local",
+        metadata=cli(
+            "--executor", "run fine-tunes here, or as one Ray task per (model, source, seed)", choices=["local", "ray"]
+        ),
+    )
+    ray_address: str | None = field(
+        default=None, metadata=cli("--address", "Ray cluster address (default: start a local cluster)")
+    )
+    cpus_per_task: int = field(
+        default=1, metadata=cli("--cpus-per-task", "Ray CPUs per task (also its torch threads)", type=int)
+    )
+    gpus_per_task: float = field(default=0.0, metadata=cli("--gpus-per-task", "Ray GPUs per task", type=float))
     # Safety.
-    trust_remote_code: bool = option(False, "--trust-remote-code", "allow a checkpoint's custom code to run", action="store_true")
-    allow_pickle: bool = option(False, "--allow-pickle", "allow pickle-based weights (.bin/.pt)", action="store_true")
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=cli("--trust-remote-code", "allow a checkpoint's custom code to run", action="store_true"),
+    )
+    allow_pickle: bool = field(
+        default=False, metadata=cli("--allow-pickle", "allow pickle-based weights (.bin/.pt)", action="store_true")
+    )
 
     def __post_init__(self) -> None:
         # Lists become tuples (the request is frozen); a bare string is not a list of names.
@@ -128,7 +177,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, names: Sequence[str] | No
             continue
         meta = f.metadata
         kwargs = dict(meta["argparse"])
-        default = list(f.default) if kwargs.get("action") == "append" else f.default  # argparse appends to a list
+        default: Any = f.default  # every option has one
+        if kwargs.get("action") == "append":
+            default = list(default)  # argparse appends to a list
         if kwargs.get("action") != "store_true" and "choices" not in kwargs:
             kwargs.setdefault("metavar", meta["flag"].lstrip("-").replace("-", "_").upper())  # --pair PAIR, not PAIRS
         target: Any = parser
