@@ -14,11 +14,15 @@ The Python API is what the CLI itself calls::
 from shiftbench.core.version import RUNNER_VERSION, __version__
 
 
-def run(**kwargs):
-    """Run a benchmark; see :func:`shiftbench.api.run` for the arguments."""
-    from shiftbench.api import run as _run
+def __getattr__(name: str):
+    # ``shiftbench.run`` is :func:`shiftbench.api.run` itself (its signature and docstring list every
+    # option), imported on first use so that ``import shiftbench`` does not load torch.
+    if name == "run":
+        from shiftbench.api import run
 
-    return _run(**kwargs)
+        globals()["run"] = run
+        return run
+    raise AttributeError(f"module 'shiftbench' has no attribute {name!r}")
 
 
 __all__ = ["__version__", "RUNNER_VERSION", "run"]

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from shiftbench.registry.catalog import load_catalog
+from shiftbench.registry.protocol import Protocol
 from shiftbench.execution.config import resolve_settings
+from shiftbench.execution.settings import RunRequest, options_doc
 from shiftbench.analysis.leaderboard import rebuild_leaderboard
 from shiftbench.execution.plan import Plan, build_plan
 from shiftbench.results.store import RunResult, check_results_dir
@@ -24,31 +27,38 @@ class RunSummary:
     skipped_files: tuple[tuple[Path, str], ...] = ()
 
 
+def plan_request(request: RunRequest) -> Plan:
+    """Resolve a request's settings and validate everything the run needs; nothing is trained."""
+    catalog = load_catalog(request.registries)
+    settings = resolve_settings(catalog, request)
+    plan = build_plan(settings, catalog)  # every registry, data and model check first: a bad input writes nothing
+    if not request.dry_run:
+        check_results_dir(settings.results_dir)
+    return plan
+
+
 def make_plan(
     *,
     suite: str | None = None,
     pairs: Sequence[str] = (),
     models: Sequence[str] = (),
     seeds: str | Sequence[int] | None = None,
-    protocol: str | None = None,
+    protocol: str | Protocol | None = None,
     registries: Sequence[str | Path] = (),
     dry_run: bool = False,
-    **options,
-) -> RunSummary:
-    """Resolve settings and validate everything a run needs; nothing is trained.
+    **options: Any,
+) -> Plan:
+    """Resolve settings and validate everything a run needs; nothing is trained. Returns the plan.
 
-    ``options`` are the remaining :func:`shiftbench.execution.config.resolve_settings` keywords:
-    ``data_dir``, ``results_dir``, ``cache_dir``, ``device``, ``precision``,
-    ``trust_remote_code``, ``allow_pickle``, ``eval_only``.
+    Takes the keywords of :func:`run` (``options`` are the ones not named here); an unknown one is
+    refused in one line. The options, as declared in :class:`shiftbench.execution.settings.RunRequest`:
+
     """
-    catalog = load_catalog(registries)
-    settings = resolve_settings(
-        catalog, suite=suite, pairs=pairs, models=models, seeds=seeds, protocol=protocol, dry_run=dry_run, **options
+    request = RunRequest.from_options(
+        suite=suite, pairs=pairs, models=models, seeds=seeds, protocol=protocol, registries=registries, dry_run=dry_run,
+        **options,
     )
-    plan = build_plan(settings, catalog)  # every registry, data and model check first: a bad input writes nothing
-    if not dry_run:
-        check_results_dir(settings.results_dir)
-    return plan
+    return plan_request(request)
 
 
 def run_plan(plan: Plan) -> RunSummary:
@@ -61,11 +71,44 @@ def run_plan(plan: Plan) -> RunSummary:
     return RunSummary(plan, tuple(new), board, skipped)
 
 
-def run(**kwargs) -> RunSummary:
-    """Fine-tune and evaluate; returns typed results. Same keywords as :func:`make_plan`.
+def run(
+    *,
+    suite: str | None = None,
+    pairs: Sequence[str] = (),
+    models: Sequence[str] = (),
+    seeds: str | Sequence[int] | None = None,
+    protocol: str | Protocol | None = None,
+    precision: str | None = None,
+    registries: Sequence[str | Path] = (),
+    data_dir: str | Path | None = None,
+    results_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    dry_run: bool = False,
+    eval_only: bool = False,
+    dedup: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    cpus_per_task: int = 1,
+    gpus_per_task: float = 0.0,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> RunSummary:
+    """Fine-tune and evaluate; returns typed results. A run is planned first (:func:`make_plan`):
+    a bad input raises :class:`~shiftbench.core.errors.ShiftbenchError` before anything is written.
 
     >>> summary = run(pairs=["fpb_to_tfns"], models=["minilm-l6"], protocol="quick")  # doctest: +SKIP
     >>> summary.new_results[0].gap("macro_f1")  # doctest: +SKIP
     0.164...
+
+    The keywords are the run options, one per field of :class:`shiftbench.execution.settings.RunRequest`
+    (the command line's ``run`` flags in brackets):
+
     """
-    return run_plan(make_plan(**kwargs))
+    request = RunRequest(**locals())  # first statement: the locals are exactly the keywords
+    return run_plan(plan_request(request))
+
+
+if make_plan.__doc__ and run.__doc__:  # (absent under python -OO)
+    make_plan.__doc__ = make_plan.__doc__.rstrip(" ") + options_doc()
+    run.__doc__ = run.__doc__.rstrip(" ") + options_doc()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shiftbench.core.errors import EXIT_USAGE, ShiftbenchError
+from shiftbench.execution.settings import RunRequest, add_run_arguments
 
 MAX_N_BOOT = 100_000
 
@@ -30,9 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--registry", action="append", default=[], metavar="FILE",
-                   help="extra registry YAML (repeatable; also $SHIFTBENCH_REGISTRY, path-separated)")  # fmt: skip
-    p.add_argument("--data-dir", help="local dataset mirror (default: $SHIFTBENCH_DATA_DIR)")
+    add_run_arguments(p, ("registries", "data_dir"))  # --registry, --data-dir as `run` has them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,28 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="fine-tune on sources, score ID and OOD, record the gap")
-    what = run.add_mutually_exclusive_group()
-    what.add_argument("--suite", help="named set of pairs (default: default)")
-    what.add_argument("--pair", action="append", default=[], help="pair name (repeatable)")
-    run.add_argument("--model", action="append", default=[], help="alias, local dir or Hub id (repeatable)")
-    run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    run.add_argument("--protocol", help="standard, quick, or a protocol YAML file")
-    run.add_argument("--precision", choices=None, help="override the protocol's precision (fp32 or bf16)")
-    run.add_argument("--results-dir", default=None, help="where run files go (default: results/)")
-    run.add_argument("--cache-dir", help="fine-tuned weights cache (default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench)")
-    run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    run.add_argument("--dry-run", action="store_true", help="print the plan (what trains, what is done) and stop")
-    run.add_argument("--eval-only", action="store_true",
-                     help="score already fine-tuned checkpoints (--model DIR with a head over the pair's labels) without training")  # fmt: skip
-    run.add_argument("--executor", choices=["local", "ray"], default="local",
-                     help="run fine-tunes here, or as one Ray task per (model, source, seed)")  # fmt: skip
-    run.add_argument("--address", help="Ray cluster address (default: start a local cluster)")
-    run.add_argument("--cpus-per-task", type=int, default=1, help="Ray CPUs per task (also its torch threads)")
-    run.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per task")
-    run.add_argument("--dedup", action="store_true", help="drop target test texts that also occur in the source train split")
-    run.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's custom code to run")
-    run.add_argument("--allow-pickle", action="store_true", help="allow pickle-based weights (.bin/.pt)")
-    _common(run)
+    add_run_arguments(run)  # every run option, declared once in execution/settings.py
 
     lst = sub.add_parser("list", help="datasets, pairs, suites, models and protocols")
     _common(lst)
@@ -93,13 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
-    nightly.add_argument("--cache-dir")
+    add_run_arguments(nightly, ("cache_dir",))
     nightly.add_argument("--no-report", action="store_true", help="skip the HTML report")
     _common(nightly)
 
     cache = sub.add_parser("cache", help="show or trim the caches (fine-tuned weights, checkpoints, tokens)")
     cache.add_argument("action", choices=["info", "prune"])
-    cache.add_argument("--cache-dir", help="default: $SHIFTBENCH_CACHE_DIR or ~/.cache/shiftbench")
+    add_run_arguments(cache, ("cache_dir",))
     cache.add_argument("--kind", action="append", choices=["finetunes", "checkpoints", "tokens"],
                        help="prune only this kind (repeatable; default: all)")  # fmt: skip
     cache.add_argument("--older-than", type=float, default=0.0, metavar="DAYS", help="prune entries unused this long")
@@ -125,18 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from shiftbench.api import make_plan, run_plan
+    from shiftbench.api import plan_request, run_plan
     from shiftbench.analysis.leaderboard import summary_table
     from shiftbench.results.store import edge_warnings
 
-    plan = make_plan(
-        suite=args.suite, pairs=args.pair, models=args.model, seeds=args.seeds, protocol=args.protocol,
-        registries=args.registry, dry_run=args.dry_run, precision=args.precision, data_dir=args.data_dir,
-        results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
-        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, dedup=args.dedup,
-        eval_only=args.eval_only, executor=args.executor, ray_address=args.address,
-        cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-    )  # fmt: skip
+    plan = plan_request(RunRequest.from_cli(args))
     print(plan.describe(), flush=True)
     if args.dry_run:
         return 0
@@ -147,7 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     mine = board[board["pair"].isin(summary.plan.settings.pairs)] if board is not None else board
     print(f"{len(summary.new_results)} new run(s) written to {summary.plan.settings.results_dir}")
     print(summary_table(mine))
-    for line in _estimate_lines(summary, args.registry):
+    for line in _estimate_lines(summary, args.registries):
         print(line)
     for warning in edge_warnings(summary.new_results):  # one line per fine-tune selected at a grid edge
         print(warning, file=sys.stderr)
@@ -211,7 +182,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from shiftbench.registry.catalog import load_catalog
     from shiftbench.registry.protocol import builtin_protocols, load_protocol
 
-    c = load_catalog(args.registry)
+    c = load_catalog(args.registries)
     print("datasets:")
     for name, d in c.datasets.items():
         print(f"  {name:<28} {d.task:<20} {d.hub_id} [{d.config}]  domain: {d.domain}  license: {d.license}")
@@ -234,7 +205,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_card(args: argparse.Namespace) -> int:
     from shiftbench.reporting.cards import write_cards
 
-    stale = write_cards(Path(args.out), registries=args.registry, data_dir=args.data_dir, check=args.check)
+    stale = write_cards(Path(args.out), registries=args.registries, data_dir=args.data_dir, check=args.check)
     if args.check and stale:
         print("stale data cards: " + ", ".join(str(p) for p in stale), file=sys.stderr)
         return 1
@@ -320,7 +291,7 @@ def _cmd_shift(args: argparse.Namespace) -> int:
         raise ShiftbenchError(f"--sample: at least 4 texts per side, got {sample}")
     if args.seed < 0:
         raise ShiftbenchError(f"--seed: must be >= 0, got {args.seed}")
-    rows, unavailable = measure_pairs(args.pair, args.registry, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed)
+    rows, unavailable = measure_pairs(args.pair, args.registries, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed)
     for why in unavailable:
         print(f"warning: skipped {why}", file=sys.stderr)
     if not rows:
@@ -369,7 +340,7 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
     from shiftbench.nightly import run_nightly
 
     outcome = run_nightly(Path(args.results_dir), data_dir=args.data_dir, cache_dir=args.cache_dir,
-                          registries=tuple(args.registry), report=not args.no_report)  # fmt: skip
+                          registries=tuple(args.registries), report=not args.no_report)  # fmt: skip
     print(f"{outcome.new_runs} new run(s); leaderboard {Path(args.results_dir) / 'leaderboard.parquet'}")
     if outcome.report is not None:
         print(f"report {outcome.report}")
@@ -382,12 +353,10 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    import os
-
     from shiftbench.execution.cache import KINDS, cache_usage, prune_cache
-    from shiftbench.execution.config import default_cache_dir
+    from shiftbench.execution.config import resolve_cache_dir
 
-    cache_dir = Path(args.cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
+    cache_dir = resolve_cache_dir(args.cache_dir)
     if args.action == "info":
         print(f"cache dir {cache_dir}")
         for u in cache_usage(cache_dir):

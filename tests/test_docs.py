@@ -64,3 +64,13 @@ def test_readme_remedy_verdicts_are_the_ones_compare_gives():
             assert mde == "–", (a, b)
         else:
             assert t.mde_ood == pytest.approx(num(mde), abs=6e-4), (a, b)
+
+
+def test_readme_command_line_shows_every_run_flag():
+    from shiftbench.execution.settings import cli_flags
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    usage = section.split("python -m shiftbench run", 1)[1].split("python -m shiftbench list", 1)[0]
+    missing = [flag for flag in cli_flags().values() if f"[{flag}" not in usage and f"| {flag}" not in usage]
+    assert not missing, f"README 'Command line' run usage misses: {missing}"

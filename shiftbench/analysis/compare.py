@@ -51,7 +51,10 @@ from shiftbench.analysis.stats import (
 )  # fmt: skip
 from shiftbench.analysis.taskstats import RunStats, check_metric, headline_metric, load_run_stats, replicate_scores
 
-DEFAULT_PROTOCOL = "standard"
+# The protocol of a bare ``MODEL`` on compare's command line. Deliberately not the run default
+# (registry.protocol.DEFAULT_PROTOCOL, standard-v2): the README's published comparisons name bare
+# models and were made under "standard".
+COMPARE_DEFAULT_PROTOCOL = "standard"
 _RUN_COLUMNS = ["run_id", "finetune_id", "model", "model_sha256", "pair", "source", "target", "task", "seed", "protocol",
                 "protocol_hash", "metric", "source_fingerprint", "target_fingerprint", "label_space", "eval_only",
                 "created_at", "ood_score"]  # fmt: skip
@@ -62,7 +65,7 @@ POWER = 0.8
 
 @dataclass(frozen=True)
 class ModelRef:
-    """``model@protocol`` as given on the command line; the protocol defaults to "standard"."""
+    """``model@protocol`` as given on the command line; the protocol defaults to COMPARE_DEFAULT_PROTOCOL."""
 
     model: str
     protocol: str
@@ -71,7 +74,7 @@ class ModelRef:
     def parse(cls, text: str) -> ModelRef:
         model, sep, protocol = str(text).rpartition("@")
         if not sep:
-            model, protocol = protocol, DEFAULT_PROTOCOL
+            model, protocol = protocol, COMPARE_DEFAULT_PROTOCOL
         if not model or not protocol:
             raise ShiftbenchError(f"model {text!r}: expected 'model' or 'model@protocol'")
         return cls(model, protocol)

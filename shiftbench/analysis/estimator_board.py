@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shiftbench.core.atomic import write_atomic
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.analysis.estimate import GROUP_METHODS, N_BOOT, Estimate, HeldOut, Target
 from shiftbench.results.store import predictions_path, read_runs
 from shiftbench.tasks import get_task
@@ -65,7 +65,7 @@ def load_run_probs(results_dir: Path, run_id: str, held_out_split: str = HELD_OU
     except FileNotFoundError:
         raise ShiftbenchError(f"{path}: predictions of run {run_id} are missing") from None
     except Exception as exc:  # unreadable or foreign file: one line naming it
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = one_line(exc)
         raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
     split = np.asarray(table.column("split").to_numpy(zero_copy_only=False))
     index = table.column("index").to_numpy()

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from shiftbench.analysis.stats import bootstrap_weights, weighted_sums
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.results.store import predictions_path
 from shiftbench.tasks import TaskKind, TextClassification, TokenClassification, get_task
 from shiftbench.tasks.stats import CAL_WIDTH, LOWER_IS_BETTER, N_BINS, SumMetric, calibration_stats
@@ -116,7 +116,7 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         names = pq.read_schema(path).names
         table = pq.read_table(path, columns=["split", "index", "label", "pred", "probs"] + (["position"] if "position" in names else []))
     except Exception as exc:  # unreadable or foreign file: one line naming it
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = one_line(exc)
         raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
     split = table.column("split").to_numpy(zero_copy_only=False)
     index = table.column("index").to_numpy(zero_copy_only=False).astype(np.int64)

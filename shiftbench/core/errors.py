@@ -30,6 +30,19 @@ class DataUnavailable(ShiftbenchError):
     """A dataset's files are not in the data dir and cannot be fetched (offline, or the Hub refused)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, or its type's name when it has none
+    (for quoting a library's multi-line error inside a one-line :class:`ShiftbenchError`).
+
+    >>> one_line(ValueError("bad header\\n  at byte 12"))
+    'bad header'
+    >>> one_line(KeyError())
+    'KeyError'
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Suffix suggesting the closest known names, or listing them when nothing is close.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.core.guards import MAX_YAML_BYTES, preview, read_text_bounded
 
 # Values (plus characters of strings) of a document with every alias expanded: a registry of
@@ -36,7 +36,7 @@ class _StrictLoader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except _CONSTRUCT_ERRORS as exc:
             shown = preview(node.value if isinstance(node, yaml.ScalarNode) else node.id, 40)
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = one_line(exc)
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {node.tag.rsplit(':', 1)[-1]} value {shown}: {reason}", node.start_mark
             ) from None
@@ -82,7 +82,7 @@ def load_yaml(path: Path, what: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or one_line(exc)
         raise ShiftbenchError(f"{where}: invalid YAML in {what} file: {problem}") from None
     _check_expanded_size(doc, path, what)
     return doc

@@ -28,14 +28,11 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow.parquet as pq
 
-from shiftbench.core.errors import DataUnavailable, ShiftbenchError
+from shiftbench.core.errors import DataUnavailable, ShiftbenchError, one_line
 from shiftbench.core.guards import check_regular_file, preview
 from shiftbench.registry.specs import DatasetSpec, as_plain
 from shiftbench.tasks import TextClassification, get_task
 
-# WILDS-style names that say which side of the shift a split is on.
-ROLE_NAMES = {"train": "id_train", "validation": "id_val", "test": "id_test"}
-OOD_TEST = "ood_test"
 _FINGERPRINT_FIELDS = (
     "hub_id", "config", "revision", "text_column", "label_column", "splits",
     "label_map", "task", "split_seed", "carve_fraction",
@@ -143,8 +140,9 @@ def file_sha256(path: Path) -> str:
     return _SHA_CACHE[key]
 
 
-def _hub_allowed() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on")
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` is set: nothing may be fetched from the Hub (data here, models in modeling.models)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 _HUB_PROBE: dict[str, str | None] = {}  # endpoint -> None when reachable, else why not (once per process)
@@ -183,7 +181,7 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
             parquet = pq.ParquetFile(path)
             n_rows, columns = parquet.metadata.num_rows, parquet.schema_arrow.names
         except Exception as exc:  # ArrowInvalid, OSError, ...: the file is not usable Parquet
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = one_line(exc)
             raise ShiftbenchError(f"{path}: not a readable Parquet file ({preview(reason, 200)})") from None
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         if dupes:  # datasets would log a multi-line traceback of its own before failing
@@ -193,10 +191,10 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
         try:
             ds = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
         except Exception as exc:  # pyarrow raises several types for a truncated/non-Parquet file
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = one_line(exc)
             raise ShiftbenchError(f"{path}: not a readable Parquet file ({reason})") from None
         return ds, path
-    if not _hub_allowed():
+    if hub_offline():
         where = f"{local_dir}" if local_dir is not None else "no data dir set (--data-dir or SHIFTBENCH_DATA_DIR)"
         raise DataUnavailable(
             f"dataset {preview(spec.name)} ({spec.hub_id}) not found locally ({where}) and the Hub is offline (HF_HUB_OFFLINE=1)"

@@ -1,9 +1,10 @@
 """Resolve what a run does, in one place. Precedence, highest first:
 
-1. explicit arguments (CLI flags or ``shiftbench.run(...)`` keywords),
+1. explicit arguments (CLI flags or ``shiftbench.run(...)`` keywords: a
+   :class:`~shiftbench.execution.settings.RunRequest`, where every option is declared),
 2. the selected suite's defaults (models, seeds, protocol),
 3. environment variables (``SHIFTBENCH_DATA_DIR``, ``SHIFTBENCH_CACHE_DIR``, ``SHIFTBENCH_REGISTRY``),
-4. built-in defaults (suite ``default``, seed 0, protocol ``standard``, ``results/``).
+4. built-in defaults (suite ``default``, seed 0, protocol ``standard-v2``, ``results/``).
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ from shiftbench.modeling.device import check_device, num_threads_from_env
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
 from shiftbench.modeling.models import LoadOptions
-from shiftbench.registry.protocol import Protocol, load_protocol
+from shiftbench.registry.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol
 from shiftbench.registry.specs import MAX_SEED
+from shiftbench.execution.settings import RunRequest
 
 DEFAULT_SUITE = "default"
 DEFAULT_SEEDS = (0,)
-DEFAULT_PROTOCOL = "standard-v2"  # issue #16: standard under-trained the board (see its protocol file)
 DEFAULT_RESULTS_DIR = Path("results")
 _SEED_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
 
 
 @dataclass(frozen=True)
 class RunSettings:
+    """A run's options resolved: names checked, defaults filled in, the protocol loaded (the options
+    themselves, their defaults and help are declared in :class:`shiftbench.execution.settings.RunRequest`)."""
+
     pairs: tuple[str, ...]
     suite: str | None
     models: tuple[str, ...]
@@ -83,72 +87,58 @@ def default_cache_dir() -> Path:
     return Path(root) / "shiftbench"
 
 
-def resolve_settings(
-    catalog: Catalog,
-    *,
-    suite: str | None = None,
-    pairs: Sequence[str] = (),
-    models: Sequence[str] = (),
-    seeds: str | Sequence[int] | None = None,
-    protocol: str | Protocol | None = None,
-    precision: str | None = None,
-    data_dir: str | Path | None = None,
-    results_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
-    eval_only: bool = False,
-    dry_run: bool = False,
-    dedup: bool = False,
-    executor: str = "local",
-    ray_address: str | None = None,
-    cpus_per_task: int = 1,
-    gpus_per_task: float = 0.0,
-) -> RunSettings:
-    if suite is not None and pairs:
+def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
+    """``--cache-dir``, else ``$SHIFTBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/shiftbench`` (``~/.cache/...``)."""
+    return Path(cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
+
+
+def resolve_settings(catalog: Catalog, request: RunRequest) -> RunSettings:
+    """The request's options resolved and checked, in the order of the module docstring."""
+    r = request
+    if r.suite is not None and r.pairs:
         raise ShiftbenchError("give either --suite or --pair, not both")
-    chosen = catalog.suites.get(suite or DEFAULT_SUITE) if not pairs else None
-    for p in pairs:
+    chosen = None if r.pairs else catalog.suites.get(r.suite or DEFAULT_SUITE)
+    for p in r.pairs:
         catalog.pairs.get(p)  # unknown pair -> did-you-mean error
-    pair_names = tuple(dict.fromkeys(pairs)) if pairs else chosen.pairs
-    model_names = tuple(dict.fromkeys(models)) or (chosen.models if chosen and chosen.models else ("minilm-l6",))
-    seed_tuple = parse_seeds(seeds) or (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS)
-    if eval_only and len(seed_tuple) > 1:
+    pair_names = chosen.pairs if chosen is not None else tuple(dict.fromkeys(r.pairs))
+    model_names = tuple(dict.fromkeys(r.models)) or (chosen.models if chosen and chosen.models else ("minilm-l6",))
+    seed_tuple = parse_seeds(r.seeds) or (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS)
+    if r.eval_only and len(seed_tuple) > 1:
         raise ShiftbenchError(f"--eval-only scores one fixed checkpoint: give at most one seed, got {list(seed_tuple)}")
-    if isinstance(protocol, Protocol):
-        proto = protocol
+    if isinstance(r.protocol, Protocol):
+        proto = r.protocol
     else:
-        proto = load_protocol(protocol or (chosen.protocol if chosen and chosen.protocol else DEFAULT_PROTOCOL))
-    if precision is not None:
-        proto = load_protocol_override(proto, precision)
-    check_device(device)
+        proto = load_protocol(r.protocol or (chosen.protocol if chosen and chosen.protocol else DEFAULT_PROTOCOL))
+    if r.precision is not None:
+        proto = load_protocol_override(proto, r.precision)
+    check_device(r.device)
     num_threads_from_env()
-    if executor not in ("local", "ray"):
-        raise ShiftbenchError(f"--executor: unknown executor {preview(executor)} (use local or ray)")
-    if cpus_per_task < 1 or gpus_per_task < 0:
-        raise ShiftbenchError(f"--cpus-per-task must be >= 1 and --gpus-per-task >= 0, got {cpus_per_task} and {gpus_per_task}")
-    if ray_address is not None and executor != "ray":
+    if r.executor not in ("local", "ray"):
+        raise ShiftbenchError(f"--executor: unknown executor {preview(r.executor)} (use local or ray)")
+    if r.cpus_per_task < 1 or r.gpus_per_task < 0:
+        raise ShiftbenchError(
+            f"--cpus-per-task must be >= 1 and --gpus-per-task >= 0, got {r.cpus_per_task} and {r.gpus_per_task}"
+        )
+    if r.ray_address is not None and r.executor != "ray":
         raise ShiftbenchError("--address is only meaningful with --executor ray")
-    cache = Path(cache_dir or os.environ.get("SHIFTBENCH_CACHE_DIR") or default_cache_dir()).expanduser()
     return RunSettings(
         pairs=pair_names,
         suite=chosen.name if chosen is not None else None,
         models=model_names,
         seeds=seed_tuple,
         protocol=proto,
-        data_dir=resolve_data_dir(data_dir),
-        results_dir=Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR,
-        cache_dir=cache,
-        device=device,
-        load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
-        eval_only=eval_only,
-        dry_run=dry_run,
-        dedup=dedup,
-        executor=executor,
-        ray_address=ray_address,
-        cpus_per_task=cpus_per_task,
-        gpus_per_task=gpus_per_task,
+        data_dir=resolve_data_dir(r.data_dir),
+        results_dir=Path(r.results_dir) if r.results_dir is not None else DEFAULT_RESULTS_DIR,
+        cache_dir=resolve_cache_dir(r.cache_dir),
+        device=r.device,
+        load=LoadOptions(trust_remote_code=r.trust_remote_code, allow_pickle=r.allow_pickle),
+        eval_only=r.eval_only,
+        dry_run=r.dry_run,
+        dedup=r.dedup,
+        executor=r.executor,
+        ray_address=r.ray_address,
+        cpus_per_task=r.cpus_per_task,
+        gpus_per_task=r.gpus_per_task,
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.execution.claims import claimed_jobs, write_unwritten
 from shiftbench.execution.plan import FineTuneJob, Plan
 from shiftbench.execution.runner import score_job
@@ -42,7 +42,7 @@ def execute_on_ray(plan: Plan) -> list[RunResult]:
         try:
             ray.init(**kwargs, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         except Exception as exc:  # unreachable address, bad URL, ...: one line
-            raise ShiftbenchError(f"--address {s.ray_address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+            raise ShiftbenchError(f"--address {s.ray_address}: cannot connect to Ray ({one_line(exc)})") from None
     remote = ray.remote(num_cpus=s.cpus_per_task, num_gpus=s.gpus_per_task)(_task)
     pending = {}
     for job in claimed_jobs(plan):  # submitted under its claim; scored without it

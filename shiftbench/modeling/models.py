@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from shiftbench.registry.catalog import Catalog
-from shiftbench.data.datasets import file_sha256
+from shiftbench.data.datasets import file_sha256, hub_offline
 from shiftbench.tasks import TextClassification, get_task
-from shiftbench.core.errors import ShiftbenchError, did_you_mean
+from shiftbench.core.errors import ShiftbenchError, did_you_mean, one_line
 from shiftbench.core.guards import check_path_component, check_regular_file, preview, read_text_bounded
 from shiftbench.registry.specs import ModelSpec
 
@@ -370,7 +370,7 @@ def _finish(
 
 def _check_hub_reachable(name: str, hub_id: str | None, revision: str | None) -> None:
     """Offline, a Hub id is usable only when the Hugging Face cache already holds it."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"):
+    if not hub_offline():
         return
     from huggingface_hub import try_to_load_from_cache
 
@@ -508,8 +508,7 @@ def check_head_labels(model: ResolvedModel, label_space: tuple[str, ...]) -> Non
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return preview(text.splitlines()[0] if text else type(exc).__name__, 200)
+    return preview(one_line(exc), 200)
 
 
 def check_loadable(model: ResolvedModel, options: LoadOptions, max_length: int, tasks: tuple[str, ...] = ()) -> None:

@@ -28,6 +28,7 @@ from shiftbench.core.guards import preview
 from shiftbench.registry.records import from_mapping
 from shiftbench.core.yamlio import load_yaml
 
+DEFAULT_PROTOCOL = "standard-v2"  # what a run uses when neither it nor its suite names one (issue #16: standard under-trained the board)
 OPTIMIZERS = ("adamw",)
 SCHEDULES = ("linear", "constant")
 PRECISIONS = ("fp32", "bf16")

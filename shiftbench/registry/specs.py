@@ -99,9 +99,6 @@ class DatasetSpec:
     def local_dirname(self) -> str:
         return self.hub_id.replace("/", "__")
 
-    def split_for(self, role: str) -> str | None:
-        return self.splits.get(role)
-
 
 @dataclass(frozen=True)
 class PairSpec:

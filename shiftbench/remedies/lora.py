@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.core.guards import preview
 from shiftbench.modeling.models import ResolvedModel
 from shiftbench.registry.protocol import Protocol
@@ -63,7 +63,7 @@ def wrap(model: torch.nn.Module, protocol: Protocol, task_type: str) -> torch.nn
             return peft.get_peft_model(model, config)
     except ValueError as exc:  # no default targets for this architecture, or targets not found
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = one_line(exc)
         raise ShiftbenchError(
             f"lora remedy on model type {preview(model_type)}: {first} (set lora_targets in the protocol to module names of the model)"
         ) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,27 @@ def _tv_distance(a: dict[str, int], b: dict[str, int]) -> float | None:
     return 0.5 * sum(abs(a.get(k, 0) / ta - b.get(k, 0) / tb) for k in set(a) | set(b))
 
 
+@dataclass(frozen=True)
+class _PriorVariant:
+    """One version of a target's test data beside its source's test data (label counts, overlap)."""
+
+    target: str
+    source: str
+    target_fingerprint: str
+    source_fingerprint: str
+    dedup: bool
+    id_counts: dict[str, int]  # label -> examples in the source test split
+    ood_counts: dict[str, int]  # label -> examples in the target test split
+    space: list[str]
+    n_ood: int
+    overlap_exact: Any  # count, or None/NaN when not checked
+    overlap_normalised: Any
+
+    @property
+    def id_key(self) -> tuple:
+        return (self.source_fingerprint, tuple(sorted(self.id_counts.items())))
+
+
 def _priors_section(runs: pd.DataFrame) -> str:
     """Label priors of the source test split vs every target test split, from the run rows."""
     keys = ["target", "source", "source_fingerprint", "target_fingerprint", "dedup"]
@@ -147,36 +169,35 @@ def _priors_section(runs: pd.DataFrame) -> str:
         if ident in seen:
             continue
         seen.add(ident)
-        variants.append({
-            "target": r.target, "source": r.source, "tfp": r.target_fingerprint, "sfp": r.source_fingerprint,
-            "dedup": bool(r.dedup), "id": dict(zip(space, id_counts)), "ood": dict(zip(space, ood_counts)),
-            "space": space, "n_ood": int(r.n_ood), "exact": r.overlap_exact, "norm": r.overlap_normalised,
-        })  # fmt: skip
+        variants.append(_PriorVariant(
+            target=r.target, source=r.source, target_fingerprint=r.target_fingerprint, source_fingerprint=r.source_fingerprint,
+            dedup=bool(r.dedup), id_counts=dict(zip(space, id_counts)), ood_counts=dict(zip(space, ood_counts)),
+            space=space, n_ood=int(r.n_ood), overlap_exact=r.overlap_exact, overlap_normalised=r.overlap_normalised,
+        ))  # fmt: skip
     if not variants:
         return ""
     labels: list[str] = []
     for v in variants:
-        labels += [x for x in v["space"] if x not in labels]
-    per_target = pd.Series([v["target"] for v in variants]).value_counts()
-    ambiguous = len({(v["sfp"], tuple(sorted(v["id"].items()))) for v in variants}) > 1
+        labels += [x for x in v.space if x not in labels]
+    per_target = pd.Series([v.target for v in variants]).value_counts()
+    ambiguous = len({v.id_key for v in variants}) > 1
 
-    def name(v: dict, role: str) -> str:
-        base = f"{v['source']} test (ID)" if role == "id" else f"{v['target']} test (OOD)"
+    def name(v: _PriorVariant, role: str) -> str:
+        base = f"{v.source} test (ID)" if role == "id" else f"{v.target} test (OOD)"
         extra = []
         if role == "id" and ambiguous:
-            extra.append(f"data {str(v['sfp'])[:8]}")
-        if role == "ood" and per_target[v["target"]] > 1:
-            extra.append(f"data {str(v['tfp'])[:8]}" + (", dedup" if v["dedup"] else ""))
+            extra.append(f"data {str(v.source_fingerprint)[:8]}")
+        if role == "ood" and per_target[v.target] > 1:
+            extra.append(f"data {str(v.target_fingerprint)[:8]}" + (", dedup" if v.dedup else ""))
         return base + (f" [{'; '.join(extra)}]" if extra else "")
 
     columns: list[tuple[str, dict[str, int]]] = []
     id_seen = set()
     for v in variants:
-        key = (v["sfp"], tuple(sorted(v["id"].items())))
-        if key not in id_seen:
-            id_seen.add(key)
-            columns.append((name(v, "id"), v["id"]))
-    columns += [(name(v, "ood"), v["ood"]) for v in variants]
+        if v.id_key not in id_seen:
+            id_seen.add(v.id_key)
+            columns.append((name(v, "id"), v.id_counts))
+    columns += [(name(v, "ood"), v.ood_counts) for v in variants]
     totals = [sum(c.values()) for _, c in columns]
     body = [[lab] + [_counts_cell(c.get(lab, 0), t) for (_, c), t in zip(columns, totals)] for lab in labels]
     body.append(["examples"] + [str(t) for t in totals])
@@ -184,7 +205,7 @@ def _priors_section(runs: pd.DataFrame) -> str:
              html_table(["label"] + [c[0] for c in columns], body, [False] + [True] * len(columns), cls="priors")]  # fmt: skip
     tv = []
     for v in variants:
-        d = _tv_distance(v["id"], v["ood"])
+        d = _tv_distance(v.id_counts, v.ood_counts)
         tv.append(f"{name(v, 'ood')}: {fmt_num(d, 3)}")
     parts.append(f'<p class="note">Total variation distance between the source test and target test label priors: '
                  f"{esc('; '.join(tv))}.</p>")  # fmt: skip
@@ -194,12 +215,11 @@ def _priors_section(runs: pd.DataFrame) -> str:
                  "“–” means not checked.</p>")  # fmt: skip
     body = []
     for v in variants:
-        n = v["n_ood"]
+        n = v.n_ood
         cells = [name(v, "ood").removesuffix(" test (OOD)"), str(n)]
-        for k in ("exact", "norm"):
-            x = v[k]
+        for x in (v.overlap_exact, v.overlap_normalised):
             cells.append("–" if x is None or (isinstance(x, float) and math.isnan(x)) else _counts_cell(int(x), n))
-        cells.append("yes" if v["dedup"] else "no")
+        cells.append("yes" if v.dedup else "no")
         body.append(cells)
     parts.append(html_table(["target", "scored examples", "exact", "normalised", "removed (--dedup)"], body,
                         [False, True, True, True, False], cls="overlap"))  # fmt: skip

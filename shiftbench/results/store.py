@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from shiftbench.core import faults
 from shiftbench.core.atomic import write_atomic
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.core.guards import check_output_dir
 from shiftbench.registry.selection import SelectionEdges, edge_warning, selection_edges
 
@@ -362,7 +362,7 @@ def read_runs(results_dir: Path, columns: Sequence[str] | None = None) -> Loaded
                 table = table.append_column(name, column)
             tables.append(table.select(schema.names).cast(schema))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = one_line(exc)
             skipped.append((path, f"unreadable ({reason})"))
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     return LoadedRuns(table, tuple(skipped))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftbench.core.errors import ShiftbenchError
+from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.core.guards import preview
 from shiftbench.tasks import reading
 from shiftbench.tasks.base import IGNORE, Encoding, TaskKind, register_task
@@ -133,7 +133,7 @@ class TokenClassification(TaskKind):
         try:
             enc = tokenizer([list(w) for w in texts], is_split_into_words=True, truncation=False, add_special_tokens=True)
         except (ValueError, TypeError) as exc:  # e.g. byte-level BPE without add_prefix_space=True
-            raise ShiftbenchError(f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {str(exc).splitlines()[0]}") from None
+            raise ShiftbenchError(f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {one_line(exc)}") from None
         keep_last = tokenizer.sep_token_id is not None
         ids, starts, n_truncated = [], [], 0
         for i, seq in enumerate(enc["input_ids"]):
