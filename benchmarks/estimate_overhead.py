@@ -15,13 +15,18 @@ import time
 from pathlib import Path
 
 from shiftbench.analysis.estimator_board import labelled_runs, load_run_probs
-from shiftbench.results.store import read_runs
 from shiftbench.analysis.verdict import run_estimates
+from shiftbench.results.store import read_runs
 
 
 def main(results_dir: Path = Path("results")) -> None:
     runs, _ = labelled_runs(results_dir)
-    secs = read_runs(results_dir, columns=["run_id", "eval_seconds"]).table.to_pandas().drop_duplicates("run_id").set_index("run_id")
+    secs = (
+        read_runs(results_dir, columns=["run_id", "eval_seconds"])
+        .table.to_pandas()
+        .drop_duplicates("run_id")
+        .set_index("run_id")
+    )
     runs = runs[(runs["model"] == "minilm-l6") & (runs["protocol"] == "standard")]
     print("| pair | seed | n_held | n_target | estimates s | eval_seconds | share |")
     print("|---|---|---|---|---|---|---|")
@@ -33,7 +38,9 @@ def main(results_dir: Path = Path("results")) -> None:
         dt = time.perf_counter() - t0
         ev = float(secs.loc[r.run_id, "eval_seconds"])
         shares.append(dt / ev)
-        print(f"| {r.pair} | {r.seed} | {len(p.held_out.labels)} | {len(p.target.probs)} | {dt:.2f} | {ev:.1f} | {dt / ev:.1%} |")
+        print(
+            f"| {r.pair} | {r.seed} | {len(p.held_out.labels)} | {len(p.target.probs)} | {dt:.2f} | {ev:.1f} | {dt / ev:.1%} |"
+        )
     print(f"\nmean share {sum(shares) / len(shares):.1%}, max {max(shares):.1%} over {len(shares)} runs")
 
 

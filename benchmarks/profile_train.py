@@ -37,10 +37,27 @@ CATEGORIES = {
     "attention": ("scaled_dot_product", "_efficient_attention", "_flash_attention", "aten::softmax", "aten::_softmax"),
     "embedding": ("embedding",),
     "optimizer": ("adamw", "aten::_foreach", "clip_grad", "aten::norm", "aten::linalg_vector_norm", "aten::zero_"),
-    "elementwise": ("layer_norm", "gelu", "dropout", "aten::add", "aten::mul", "aten::div", "aten::copy_",
-                    "aten::to", "aten::_to_copy", "aten::fill_", "aten::sum", "aten::where", "aten::tanh",
-                    "aten::native_", "aten::bernoulli", "aten::masked_fill", "aten::clone", "aten::cat"),
-}  # fmt: skip
+    "elementwise": (
+        "layer_norm",
+        "gelu",
+        "dropout",
+        "aten::add",
+        "aten::mul",
+        "aten::div",
+        "aten::copy_",
+        "aten::to",
+        "aten::_to_copy",
+        "aten::fill_",
+        "aten::sum",
+        "aten::where",
+        "aten::tanh",
+        "aten::native_",
+        "aten::bernoulli",
+        "aten::masked_fill",
+        "aten::clone",
+        "aten::cat",
+    ),
+}
 
 
 def category(op: str) -> str:
@@ -60,11 +77,11 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.data.datasets import load_domain, pair_label_space
-    from shiftbench.modeling.device import make_runtime
     from shiftbench.data.encode import encode_split
+    from shiftbench.modeling.device import make_runtime
     from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
     from shiftbench.registry.protocol import load_protocol
     from shiftbench.training.train import fine_tune
 
@@ -82,8 +99,9 @@ def main() -> int:
 
     def run(steps: int):
         proto = base.with_overrides(learning_rates=(1e-4,), epochs=1, max_steps=steps)
-        return fine_tune(lambda: load_classifier(model, space, tok.pad_token_id), train, val, proto, 0,
-                         tok.pad_token_id, runtime)  # fmt: skip
+        return fine_tune(
+            lambda: load_classifier(model, space, tok.pad_token_id), train, val, proto, 0, tok.pad_token_id, runtime
+        )
 
     run(args.warmup)  # warm-up: allocator, kernels, page cache
     t0 = time.perf_counter()
@@ -100,8 +118,10 @@ def main() -> int:
         by_cat[category(key)] = by_cat.get(category(key), 0.0) + s
     top = sorted(rows, key=lambda r: -r[1])[:20]
 
-    print(f"{args.steps} profiled steps: {step_seconds:.1f} s in the training steps ({step_seconds / args.steps:.3f} s/step), "
-          f"{wall:.1f} s wall with model build and the 32-example validation pass; torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{args.steps} profiled steps: {step_seconds:.1f} s in the training steps ({step_seconds / args.steps:.3f} s/step), "
+        f"{wall:.1f} s wall with model build and the 32-example validation pass; torch threads {torch.get_num_threads()}"
+    )
     print("\ncategory      self s   share")
     for cat, s in sorted(by_cat.items(), key=lambda kv: -kv[1]):
         print(f"{cat:<12} {s:7.2f}  {s / total_self:6.1%}")
@@ -110,12 +130,21 @@ def main() -> int:
         print(f"{key[:48]:<48} {s:7.2f}  {s / total_self:6.1%}  {n:6d}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "steps": args.steps, "step_seconds": step_seconds, "wall_seconds": wall, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "self_seconds_total": total_self,
-        "categories": {c: {"seconds": s, "share": s / total_self} for c, s in by_cat.items()},
-        "top_operators": [{"op": k, "self_seconds": s, "calls": n} for k, s, n in top],
-    }, indent=1))  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "step_seconds": step_seconds,
+                "wall_seconds": wall,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "self_seconds_total": total_self,
+                "categories": {c: {"seconds": s, "share": s / total_self} for c, s in by_cat.items()},
+                "top_operators": [{"op": k, "self_seconds": s, "calls": n} for k, s, n in top],
+            },
+            indent=1,
+        )
+    )
     print(f"written {out}")
     return 0
 

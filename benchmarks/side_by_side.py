@@ -35,11 +35,11 @@ import numpy as np
 import torch
 
 import shiftbench
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.data.datasets import load_domain, pair_label_space
-from shiftbench.tasks.metrics import classification_metrics
 from shiftbench.modeling.models import load_tokenizer, resolve_model
+from shiftbench.registry.catalog import load_catalog
 from shiftbench.registry.protocol import load_protocol
+from shiftbench.tasks.metrics import classification_metrics
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,10 +71,10 @@ def train_flops(lengths: np.ndarray, n_params: int, n_layers: int, d_model: int)
 def _hf_dataset(texts, labels, tokenizer, max_length, pad_to_max):
     import datasets
 
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length,
-                    padding="max_length" if pad_to_max else False)  # fmt: skip
-    return datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-                                       "labels": [int(x) for x in labels]})  # fmt: skip
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding="max_length" if pad_to_max else False)
+    return datasets.Dataset.from_dict(
+        {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": [int(x) for x in labels]}
+    )
 
 
 def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
@@ -95,12 +95,25 @@ def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
     t_prep = time.perf_counter() - t0
     extra = {"train_sampling_strategy": "group_by_length"} if tuned else {}
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=p.batch_size, per_device_eval_batch_size=p.eval_batch_size,
-        learning_rate=lr, weight_decay=p.weight_decay, warmup_steps=p.warmup_ratio, num_train_epochs=1,
-        lr_scheduler_type="linear", max_grad_norm=p.max_grad_norm, save_strategy="no", eval_strategy="no",
-        logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        seed=seed, dataloader_num_workers=0, **extra,
-    )  # fmt: skip
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=p.eval_batch_size,
+        learning_rate=lr,
+        weight_decay=p.weight_decay,
+        warmup_steps=p.warmup_ratio,
+        num_train_epochs=1,
+        lr_scheduler_type="linear",
+        max_grad_norm=p.max_grad_norm,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        dataloader_num_workers=0,
+        **extra,
+    )
     collator = DataCollatorWithPadding(tok) if tuned else None
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
     t1 = time.perf_counter()
@@ -111,8 +124,13 @@ def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
     t_eval = time.perf_counter() - t2
     # Score against the label_ids Trainer returns: with length grouping its order is not ours.
     f1 = classification_metrics(out.label_ids, out.predictions.argmax(-1))["macro_f1"]
-    return {"prepare_s": t_prep, "train_s": t_train, "eval_s": t_eval, "total_s": t_prep + t_train + t_eval,
-            "ood_macro_f1": f1}  # fmt: skip
+    return {
+        "prepare_s": t_prep,
+        "train_s": t_train,
+        "eval_s": t_eval,
+        "total_s": t_prep + t_train + t_eval,
+        "ood_macro_f1": f1,
+    }
 
 
 def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path, precision: str = "fp32") -> dict:
@@ -120,16 +138,28 @@ def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path
     proto = work / f"one_epoch_{precision}.yaml"
     proto.write_text(f"base: standard\nlearning_rates: [{lr}]\nepochs: 1\nprecision: {precision}\n")
     t0 = time.perf_counter()
-    summary = shiftbench.run(pairs=pairs, models=["minilm-l6"], seeds=[seed], protocol=str(proto),
-                             data_dir=ctx["data_dir"], results_dir=work / f"results-{seed}-{precision}",
-                             cache_dir=work / f"cache-{seed}-{precision}", device=ctx["device"])  # fmt: skip
+    summary = shiftbench.run(
+        pairs=pairs,
+        models=["minilm-l6"],
+        seeds=[seed],
+        protocol=str(proto),
+        data_dir=ctx["data_dir"],
+        results_dir=work / f"results-{seed}-{precision}",
+        cache_dir=work / f"cache-{seed}-{precision}",
+        device=ctx["device"],
+    )
     total = time.perf_counter() - t0
     r = summary.new_results
     train_s = sum({x.finetune_id: x.train_seconds for x in r}.values())
     first = [x for x in r if x.pair == pairs[0]][0]
-    return {"train_s": train_s, "eval_s": sum({x.run_id: x.eval_seconds for x in r}.values()),
-            "total_s": total, "ood_macro_f1": first.ood_scores["macro_f1"], "id_macro_f1": first.id_scores["macro_f1"],
-            "history": list(first.history)}  # fmt: skip
+    return {
+        "train_s": train_s,
+        "eval_s": sum({x.run_id: x.eval_seconds for x in r}.values()),
+        "total_s": total,
+        "ood_macro_f1": first.ood_scores["macro_f1"],
+        "id_macro_f1": first.id_scores["macro_f1"],
+        "history": list(first.history),
+    }
 
 
 def context(data_dir: str | None, device: str) -> dict:
@@ -141,10 +171,18 @@ def context(data_dir: str | None, device: str) -> dict:
     model = resolve_model("minilm-l6", catalog)
     tok = load_tokenizer(model)
     train = source.role("train")
-    return {"protocol": load_protocol("standard"), "tokenizer": tok, "model": model, "space": space,
-            "train_texts": train.texts, "train_labels": train.label_ids(space),
-            "test_texts": target.role("test").texts, "test_labels": target.role("test").label_ids(space),
-            "data_dir": data_dir, "device": device}  # fmt: skip
+    return {
+        "protocol": load_protocol("standard"),
+        "tokenizer": tok,
+        "model": model,
+        "space": space,
+        "train_texts": train.texts,
+        "train_labels": train.label_ids(space),
+        "test_texts": target.role("test").texts,
+        "test_labels": target.role("test").label_ids(space),
+        "data_dir": data_dir,
+        "device": device,
+    }
 
 
 def main() -> int:
@@ -172,11 +210,18 @@ def main() -> int:
 
     net = load_classifier(ctx["model"], ctx["space"], ctx["tokenizer"].pad_token_id)
     n_params, cfg = non_embedding_params(net), net.config
-    lengths = encode_split(load_domain(load_catalog(include_env=False).datasets.get("fpb"), args.data_dir,
-                                       ("train", "validation", "test")).role("train"),
-                           ctx["tokenizer"], ctx["space"], ctx["protocol"].max_length).lengths  # fmt: skip
+    lengths = encode_split(
+        load_domain(
+            load_catalog(include_env=False).datasets.get("fpb"), args.data_dir, ("train", "validation", "test")
+        ).role("train"),
+        ctx["tokenizer"],
+        ctx["space"],
+        ctx["protocol"].max_length,
+    ).lengths
     flops = train_flops(lengths, n_params, cfg.num_hidden_layers, cfg.hidden_size)
-    print(f"non-embedding parameters {n_params / 1e6:.2f}M; one epoch = {lengths.sum()} real tokens = {flops / 1e12:.2f} TFLOP")
+    print(
+        f"non-embedding parameters {n_params / 1e6:.2f}M; one epoch = {lengths.sum()} real tokens = {flops / 1e12:.2f} TFLOP"
+    )
 
     work = Path(tempfile.mkdtemp(prefix="sbs-"))
     rows: dict[str, list[dict]] = {k: [] for k in "abcd" if k in only}
@@ -191,20 +236,34 @@ def main() -> int:
             if "history" in r:  # (c)/(d): the training steps alone (no validation pass, no model build)
                 r["step_mfu"] = flops / sum(h["seconds"] for h in r["history"]) / 1e9 / peak
             rows[key].append(r)
-            print(f"   ({key}) train {r['train_s']:.1f} s, eval {r['eval_s']:.1f} s, total {r['total_s']:.1f} s, "
-                  f"OOD macro-F1 {r['ood_macro_f1']:.4f}, MFU {r['mfu']:.1%}"
-                  + (f" (training steps alone {r['step_mfu']:.1%})" if "step_mfu" in r else ""), flush=True)  # fmt: skip
+            print(
+                f"   ({key}) train {r['train_s']:.1f} s, eval {r['eval_s']:.1f} s, total {r['total_s']:.1f} s, "
+                f"OOD macro-F1 {r['ood_macro_f1']:.4f}, MFU {r['mfu']:.1%}"
+                + (f" (training steps alone {r['step_mfu']:.1%})" if "step_mfu" in r else ""),
+                flush=True,
+            )
 
-    report = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "device": args.device, "matmul_peak_gflops": peak,
-              "non_embedding_params": n_params, "epoch_real_tokens": int(lengths.sum()), "epoch_tflop": flops / 1e12,
-              "lr": args.lr, "seeds": seeds, "runs": rows}  # fmt: skip
+    report = {
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "matmul_peak_gflops": peak,
+        "non_embedding_params": n_params,
+        "epoch_real_tokens": int(lengths.sum()),
+        "epoch_tflop": flops / 1e12,
+        "lr": args.lr,
+        "seeds": seeds,
+        "runs": rows,
+    }
     med = {k: float(np.median([r["total_s"] for r in v])) for k, v in rows.items()}
     print("\nrecipe  total_s  train_s  eval_s  OOD macro-F1 (per seed)          MFU")
     for k, v in rows.items():
         f1s = ", ".join(f"{r['ood_macro_f1']:.4f}" for r in v)
-        print(f"({k})   {med[k]:7.1f}  {np.median([r['train_s'] for r in v]):7.1f}  "
-              f"{np.median([r['eval_s'] for r in v]):6.1f}  {f1s:<30}  {np.median([r['mfu'] for r in v]):.1%}")  # fmt: skip
+        print(
+            f"({k})   {med[k]:7.1f}  {np.median([r['train_s'] for r in v]):7.1f}  "
+            f"{np.median([r['eval_s'] for r in v]):6.1f}  {f1s:<30}  {np.median([r['mfu'] for r in v]):.1%}"
+        )
     if "a" in med and "c" in med:
         report["speedup_c_over_a"] = med["a"] / med["c"]
         print(f"(c) is {report['speedup_c_over_a']:.2f}x faster than (a) (target >= 3.5x)")
@@ -216,7 +275,9 @@ def main() -> int:
         report["speedup_bf16_over_fp32"] = med["c"] / med["d"]
         df1 = np.mean([d["ood_macro_f1"] - c["ood_macro_f1"] for c, d in zip(rows["c"], rows["d"])])
         report["bf16_minus_fp32_ood_macro_f1"] = float(df1)
-        print(f"(d) bf16 is {report['speedup_bf16_over_fp32']:.2f}x faster than (c) fp32; OOD macro-F1 change {df1:+.4f}")
+        print(
+            f"(d) bf16 is {report['speedup_bf16_over_fp32']:.2f}x faster than (c) fp32; OOD macro-F1 change {df1:+.4f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=float))  # now, and again with the suite
@@ -239,18 +300,32 @@ def suite_comparison(ctx: dict, args, work: Path) -> dict:
         src = load_domain(catalog.datasets.get(pair.source), args.data_dir, ("train", "validation", "test"))
         tgt = load_domain(catalog.datasets.get(pair.targets[0]), args.data_dir, ("test",))
         space = pair_label_space(src, [tgt], name)
-        c = {**ctx, "fresh": False, "space": space, "tokenizer": _tok(ctx["model"]),
-             "train_texts": src.role("train").texts, "train_labels": src.role("train").label_ids(space),
-             "test_texts": tgt.role("test").texts, "test_labels": tgt.role("test").label_ids(space)}  # fmt: skip
+        c = {
+            **ctx,
+            "fresh": False,
+            "space": space,
+            "tokenizer": _tok(ctx["model"]),
+            "train_texts": src.role("train").texts,
+            "train_labels": src.role("train").label_ids(space),
+            "test_texts": tgt.role("test").texts,
+            "test_labels": tgt.role("test").label_ids(space),
+        }
         r = run_trainer(True, c, 0, args.lr)
         print(f"   (b) {name}: {r['total_s']:.1f} s", flush=True)
     b_total = time.perf_counter() - t0
     r = run_shiftbench(ctx, 0, args.lr, pairs, work / "suite")
     ratio = b_total / r["total_s"]
-    print(f"default suite, 1 seed: (b) per pair {b_total:.1f} s, (c) {r['total_s']:.1f} s: {ratio:.2f}x (target >= 1.3x)")
+    print(
+        f"default suite, 1 seed: (b) per pair {b_total:.1f} s, (c) {r['total_s']:.1f} s: {ratio:.2f}x (target >= 1.3x)"
+    )
     # (c)'s breakdown: fine-tuning (training steps and per-epoch source validation) and scoring.
-    return {"b_total_s": b_total, "c_total_s": r["total_s"], "c_train_s": r["train_s"], "c_eval_s": r["eval_s"],
-            "speedup_c_over_b": ratio}  # fmt: skip
+    return {
+        "b_total_s": b_total,
+        "c_total_s": r["total_s"],
+        "c_train_s": r["train_s"],
+        "c_eval_s": r["eval_s"],
+        "speedup_c_over_b": ratio,
+    }
 
 
 if __name__ == "__main__":

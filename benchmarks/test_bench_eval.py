@@ -21,12 +21,12 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import EVAL_EXAMPLES, EVAL_ROUNDS, SEED, head, median_seconds
-from shiftbench.training import evaluation
-from shiftbench.training.batching import sorted_batches
+
 from shiftbench.data.encode import encode_split
 from shiftbench.modeling.models import load_classifier
+from shiftbench.training import evaluation
+from shiftbench.training.batching import sorted_batches
 from shiftbench.training.train import seed_everything
 
 _SECONDS: dict[str, float] = {}
@@ -51,8 +51,9 @@ def eval_model(minilm, fpb_to_tfns, minilm_tokenizer, runtime, tfns_test, protoc
     _, _, space = fpb_to_tfns
     seed_everything(SEED)
     net = load_classifier(minilm, space, minilm_tokenizer.pad_token_id).to(runtime.device)
-    evaluation.predict(net, head(tfns_test, protocol.eval_batch_size), protocol.eval_batch_size,
-                       minilm_tokenizer.pad_token_id, runtime)  # fmt: skip
+    evaluation.predict(
+        net, head(tfns_test, protocol.eval_batch_size), protocol.eval_batch_size, minilm_tokenizer.pad_token_id, runtime
+    )
     return net
 
 
@@ -68,7 +69,9 @@ def stock_forward(model):
 
 @pytest.mark.benchmark(group="eval-tfns")
 @pytest.mark.parametrize("order", ["sorted", "unsorted", "all_positions"])
-def test_predict_tfns(benchmark, report, monkeypatch, order, eval_model, tfns_test, minilm_tokenizer, runtime, protocol):
+def test_predict_tfns(
+    benchmark, report, monkeypatch, order, eval_model, tfns_test, minilm_tokenizer, runtime, protocol
+):
     make_batches = random_order_batches if order == "unsorted" else sorted_batches
     if order == "unsorted":
         monkeypatch.setattr(evaluation, "sorted_batches", random_order_batches)
@@ -88,11 +91,16 @@ def test_predict_tfns(benchmark, report, monkeypatch, order, eval_model, tfns_te
     lengths = tfns_test.lengths
     padded = padded_tokens(lengths, make_batches(lengths, bs))
     info = {
-        "examples": len(tfns_test), "batch_size": bs, "seconds": s,
-        "examples_per_s": len(tfns_test) / s, "tokens_per_s": tfns_test.n_tokens / s,
-        "real_tokens": tfns_test.n_tokens, "padded_tokens": padded, "padding_efficiency": tfns_test.n_tokens / padded,
+        "examples": len(tfns_test),
+        "batch_size": bs,
+        "seconds": s,
+        "examples_per_s": len(tfns_test) / s,
+        "tokens_per_s": tfns_test.n_tokens / s,
+        "real_tokens": tfns_test.n_tokens,
+        "padded_tokens": padded,
+        "padding_efficiency": tfns_test.n_tokens / padded,
         "device": str(runtime.device),
-    }  # fmt: skip
+    }
     _SECONDS[order], _PROBS[order] = s, preds.probs
     if order == "unsorted" and "sorted" in _SECONDS:
         info["sorted_speedup"] = _SECONDS["unsorted"] / _SECONDS["sorted"]

@@ -30,11 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import LEADERBOARD_ROUNDS, QUICK, median_seconds
+
 from shiftbench.analysis.leaderboard import GROUP_KEYS, aggregate, build_leaderboard
-from shiftbench.tasks.metrics import METRIC_NAMES
 from shiftbench.results.store import RUN_SCHEMA, RUNS_DIR
+from shiftbench.tasks.metrics import METRIC_NAMES
 
 TARGET_SECONDS = 3.0
 # Cardinalities of everything but the metric (one run = one row per metric).
@@ -51,7 +51,9 @@ def _hex(tag: str, i: int, n: int = 16) -> str:
 
 
 def _strings(codes: np.ndarray, names: list[str]) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(names, pa.string())).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(names, pa.string())).cast(
+        pa.string()
+    )
 
 
 def _lists(values: pa.Array, n: int, width: int) -> pa.Array:

@@ -13,8 +13,8 @@ import os
 import time
 
 import pytest
-
 from conftest import TOKENIZE_ROUNDS, TOKENIZE_TEXTS, median_seconds, real_domain
+
 from shiftbench.data.datasets import SplitData
 from shiftbench.data.encode import encode_split
 
@@ -39,11 +39,18 @@ def test_encode_tweeteval_test(benchmark, report, tweeteval_test, minilm_tokeniz
         seconds.append(time.perf_counter() - t0)
         return out
 
-    enc = benchmark.pedantic(target, rounds=TOKENIZE_ROUNDS, iterations=1, warmup_rounds=1 if TOKENIZE_ROUNDS > 1 else 0)
+    enc = benchmark.pedantic(
+        target, rounds=TOKENIZE_ROUNDS, iterations=1, warmup_rounds=1 if TOKENIZE_ROUNDS > 1 else 0
+    )
     s = median_seconds(seconds[-TOKENIZE_ROUNDS:])  # without the warm-up round
     info = {
-        "texts": len(split), "seconds": s, "texts_per_s": len(split) / s, "tokens": enc.n_tokens,
-        "tokens_per_s": enc.n_tokens / s, "n_truncated": enc.n_truncated, "max_length": protocol.max_length,
+        "texts": len(split),
+        "seconds": s,
+        "texts_per_s": len(split) / s,
+        "tokens": enc.n_tokens,
+        "tokens_per_s": enc.n_tokens / s,
+        "n_truncated": enc.n_truncated,
+        "max_length": protocol.max_length,
         "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "(unset)"),
-    }  # fmt: skip
+    }
     report(benchmark, info, show=("texts", "texts_per_s", "tokens_per_s"))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SEED, VAL_EXAMPLES, head
+
 from shiftbench.data.datasets import SplitData
 from shiftbench.data.encode import encode_split
 from shiftbench.modeling.models import load_tokenizer, resolve_model
@@ -46,9 +46,14 @@ def tiny_bert(tmp_path_factory, catalog):
     # transformers 5 ignores `vocab_file=` (every word would be [UNK]): pass the vocab itself.
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(str(d))
     config = BertConfig(
-        vocab_size=5 + len(words), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=256, max_position_embeddings=512, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=5 + len(words),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
     torch.manual_seed(SEED)
     BertModel(config).save_pretrained(str(d))
     model = resolve_model(str(d), catalog)

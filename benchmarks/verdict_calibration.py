@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from shiftbench.analysis.compare import compare  # noqa: E402
 from shiftbench.analysis.stats import _half_width, minimum_detectable, percentile_interval, seed_aware_interval  # noqa: E402
-from tests.test_stats_honest import EXAMPLE_HEAVY, MIXED, N, SEED_HEAVY, simulate  # noqa: E402
+from tests.test_stats_honest import EXAMPLE_HEAVY, MIXED, SEED_HEAVY, N, simulate  # noqa: E402
 from tests.test_verdicts_committed import _copy_with, _reseed, headline_ood_replicates, two_seed_nulls  # noqa: E402
 
 RESULTS = REPO / "results"
@@ -41,10 +41,14 @@ def coverage() -> None:
     sa, su, se = SEED_HEAVY
     for s in (3, 5):
         v_ex, seed_var = sa**2 / N, su**2 + se**2 / N
-        mde = minimum_detectable(_half_width(v_ex, seed_var / s, s, 0.05, se**2 / N / s), np.sqrt(v_ex + seed_var / s), 0.8)
+        mde = minimum_detectable(
+            _half_width(v_ex, seed_var / s, s, 0.05, se**2 / N / s), np.sqrt(v_ex + seed_var / s), 0.8
+        )
         _, hit, _ = simulate(s, sa, su, se, delta=mde, seed=100 + s, reps=500)
         _, null, _ = simulate(s, sa, su, se, delta=0.0, seed=200 + s, reps=500)
-        print(f"   {s} seeds/side: MDE {mde:.4f}, power {hit.mean():.3f} (predicted 0.80), rejections at delta = 0: {null.mean():.3f}")
+        print(
+            f"   {s} seeds/side: MDE {mde:.4f}, power {hit.mean():.3f} (predicted 0.80), rejections at delta = 0: {null.mean():.3f}"
+        )
 
 
 def committed_nulls() -> None:
@@ -71,12 +75,22 @@ def reseeded_gate() -> None:
     print("4. the gate on B = A's recipe with its seeds permuted (compare --fail-on-regression)")
     results = _copy_with(Path(tempfile.mkdtemp()) / "results")
     failing = runs = tested = 0
-    recipes = [("minilm-l6", "standard"), ("minilm-l6", "lora"), ("minilm-l6", "augment"), ("minilm-l6", "adversarial"),
-               ("minilm-l6-l2", "standard"), ("minilm-l6-l2", "distill"), ("minilm-l6-l4", "standard"),
-               ("minilm-l6-random", "standard")]  # fmt: skip
+    recipes = [
+        ("minilm-l6", "standard"),
+        ("minilm-l6", "lora"),
+        ("minilm-l6", "augment"),
+        ("minilm-l6", "adversarial"),
+        ("minilm-l6-l2", "standard"),
+        ("minilm-l6-l2", "distill"),
+        ("minilm-l6-l4", "standard"),
+        ("minilm-l6-random", "standard"),
+    ]
     for model, protocol in recipes:
         _reseed(results, model, protocol, f"{model}-reseeded")
-        for a, b in ((f"{model}@{protocol}", f"{model}-reseeded@{protocol}"), (f"{model}-reseeded@{protocol}", f"{model}@{protocol}")):
+        for a, b in (
+            (f"{model}@{protocol}", f"{model}-reseeded@{protocol}"),
+            (f"{model}-reseeded@{protocol}", f"{model}@{protocol}"),
+        ):
             c = compare(results, a, b)
             runs, failing, tested = runs + 1, failing + bool(c.regressions), tested + sum(t.tested for t in c.targets)
     print(f"   {failing} of {runs} gate runs fail ({tested} (pair, target) tests, NER included)")

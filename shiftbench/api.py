@@ -9,14 +9,14 @@ from typing import Any
 
 import pandas as pd
 
+from shiftbench.analysis.leaderboard import rebuild_leaderboard
+from shiftbench.execution.config import resolve_settings
+from shiftbench.execution.executors import execute
+from shiftbench.execution.plan import Plan, build_plan
+from shiftbench.execution.settings import RunRequest, options_doc
 from shiftbench.registry.catalog import load_catalog
 from shiftbench.registry.protocol import Protocol
-from shiftbench.execution.config import resolve_settings
-from shiftbench.execution.settings import RunRequest, options_doc
-from shiftbench.analysis.leaderboard import rebuild_leaderboard
-from shiftbench.execution.plan import Plan, build_plan
 from shiftbench.results.store import RunResult, check_results_dir
-from shiftbench.execution.executors import execute
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,13 @@ def make_plan(
 
     """
     request = RunRequest.from_options(
-        suite=suite, pairs=pairs, models=models, seeds=seeds, protocol=protocol, registries=registries, dry_run=dry_run,
+        suite=suite,
+        pairs=pairs,
+        models=models,
+        seeds=seeds,
+        protocol=protocol,
+        registries=registries,
+        dry_run=dry_run,
         **options,
     )
     return plan_request(request)

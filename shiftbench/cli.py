@@ -52,22 +52,41 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="is checkpoint B really better than A out of domain? (paired tests)")
     cmp_.add_argument("a", help="baseline: MODEL or MODEL@PROTOCOL (default protocol: standard)")
     cmp_.add_argument("b", help="candidate: MODEL or MODEL@PROTOCOL")
-    cmp_.add_argument("--pair", action="append", default=[], help="only this pair (repeatable; default: every shared pair)")
-    cmp_.add_argument("--metric", default=None,
-                      help="any metric of the task (default: the headline, macro_f1 text / entity_micro_f1 NER)")  # fmt: skip
+    cmp_.add_argument(
+        "--pair", action="append", default=[], help="only this pair (repeatable; default: every shared pair)"
+    )
+    cmp_.add_argument(
+        "--metric",
+        default=None,
+        help="any metric of the task (default: the headline, macro_f1 text / entity_micro_f1 NER)",
+    )
     cmp_.add_argument("--results-dir", default="results")
     cmp_.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
-    cmp_.add_argument("--fail-on-regression", action="store_true",
-                      help="exit 1 if B is worse OOD anywhere (one-sided, Holm-adjusted over every pair/target tested)")  # fmt: skip
-    cmp_.add_argument("--margin", type=float, default=None,
-                      help="with --fail-on-regression: fail only where B is worse by more than this (in (0, 1))")  # fmt: skip
-    cmp_.add_argument("--effect", type=float, default=None, help="also print the seeds per side needed to detect this OOD difference (> 0)")
+    cmp_.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 if B is worse OOD anywhere (one-sided, Holm-adjusted over every pair/target tested)",
+    )
+    cmp_.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="with --fail-on-regression: fail only where B is worse by more than this (in (0, 1))",
+    )
+    cmp_.add_argument(
+        "--effect",
+        type=float,
+        default=None,
+        help="also print the seeds per side needed to detect this OOD difference (> 0)",
+    )
 
     rep = sub.add_parser("report", help="one self-contained HTML report (+ PNG plots) of a results dir")
     rep.add_argument("--results-dir", default="results")
     rep.add_argument("--out", help="HTML file (default: <results-dir>/report.html)")
     rep.add_argument("--cards-dir", default="data_cards", help="data cards to summarise per pair")
-    rep.add_argument("--metric", default=None, help="default: each task's headline (macro_f1 text, entity_micro_f1 NER)")
+    rep.add_argument(
+        "--metric", default=None, help="default: each task's headline (macro_f1 text, entity_micro_f1 NER)"
+    )
 
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
@@ -78,24 +97,44 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="show or trim the caches (fine-tuned weights, checkpoints, tokens)")
     cache.add_argument("action", choices=["info", "prune"])
     add_run_arguments(cache, ("cache_dir",))
-    cache.add_argument("--kind", action="append", choices=["finetunes", "checkpoints", "tokens"],
-                       help="prune only this kind (repeatable; default: all)")  # fmt: skip
+    cache.add_argument(
+        "--kind",
+        action="append",
+        choices=["finetunes", "checkpoints", "tokens"],
+        help="prune only this kind (repeatable; default: all)",
+    )
     cache.add_argument("--older-than", type=float, default=0.0, metavar="DAYS", help="prune entries unused this long")
 
     board = sub.add_parser("leaderboard", help="aggregate run files over seeds")
     board.add_argument("--results-dir", default="results")
     board.add_argument("--format", choices=["parquet", "csv", "markdown"], default="parquet")
-    board.add_argument("--out", help="output file (default: <results-dir>/leaderboard.parquet, or stdout for csv/markdown)")
+    board.add_argument(
+        "--out", help="output file (default: <results-dir>/leaderboard.parquet, or stdout for csv/markdown)"
+    )
     board.add_argument("--metric", default=None, help="only this metric (csv/markdown)")
-    board.add_argument("--estimators", action="store_true",
-                       help="the label-free estimators' errors on OOD accuracy instead (markdown on stdout; Parquet to "
-                            "<results-dir>/estimator_leaderboard.parquet or --out, per-run rows to <results-dir>/estimates.parquet)")  # fmt: skip
-    board.add_argument("--n-boot", type=int, default=200, help="--estimators: bootstrap replicates per estimate (default 200)")
+    board.add_argument(
+        "--estimators",
+        action="store_true",
+        help="the label-free estimators' errors on OOD accuracy instead (markdown on stdout; Parquet to "
+        "<results-dir>/estimator_leaderboard.parquet or --out, per-run rows to <results-dir>/estimates.parquet)",
+    )
+    board.add_argument(
+        "--n-boot", type=int, default=200, help="--estimators: bootstrap replicates per estimate (default 200)"
+    )
 
-    shift = sub.add_parser("shift", help="how far each target is from its source: vocabulary, label priors, MMD, proxy A-distance")
-    shift.add_argument("--pair", action="append", default=[], help="pair name (repeatable; default: every pair with one label per example, not NER, with data)")
+    shift = sub.add_parser(
+        "shift", help="how far each target is from its source: vocabulary, label priors, MMD, proxy A-distance"
+    )
+    shift.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        help="pair name (repeatable; default: every pair with one label per example, not NER, with data)",
+    )
     shift.add_argument("--results-dir", default="results", help="the cache lives under <results-dir>/shift/")
-    shift.add_argument("--sample", type=int, default=None, help="texts per side for MMD and PAD (default 1000; fixed seed)")
+    shift.add_argument(
+        "--sample", type=int, default=None, help="texts per side for MMD and PAD (default 1000; fixed seed)"
+    )
     shift.add_argument("--seed", type=int, default=0, help="subsample, permutation and CV-fold seed")
     shift.add_argument("--format", choices=["text", "markdown"], default="text")
     _common(shift)
@@ -103,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from shiftbench.api import plan_request, run_plan
     from shiftbench.analysis.leaderboard import summary_table
+    from shiftbench.api import plan_request, run_plan
     from shiftbench.results.store import edge_warnings
 
     plan = plan_request(RunRequest.from_cli(args))
@@ -140,12 +179,16 @@ def _estimate_lines(summary, registries: Sequence[str] = ()) -> list[str]:
             true = r.ood_scores.get(row.metric)
             truth = f"  (true {true:.4f})" if true is not None else "  (target unlabelled)"
             verdict = "trusted" if row.trusted else "FLAGGED: " + "; ".join(row.reasons)
-            lines.append(f"  estimated OOD {row.metric:<8} {row.value:.4f} [{row.low:.4f}, {row.high:.4f}] ({row.method}){truth}  {verdict}")
+            lines.append(
+                f"  estimated OOD {row.metric:<8} {row.value:.4f} [{row.low:.4f}, {row.high:.4f}] ({row.method}){truth}  {verdict}"
+            )
         if not r.labelled:
             src = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.label_space, r.estimate.source_priors))
             tgt = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.label_space, r.estimate.target_priors))
-            lines.append(f"  label priors: held-out {src}; target estimated (BBSE) {tgt}; "
-                         f"shift {r.estimate.evidence.prior_shift_tv:.3f} (total variation)")
+            lines.append(
+                f"  label priors: held-out {src}; target estimated (BBSE) {tgt}; "
+                f"shift {r.estimate.evidence.prior_shift_tv:.3f} (total variation)"
+            )
     lines += _shift_lines(summary, {(r.pair, r.target) for r in results if not r.labelled}, registries)
     return lines
 
@@ -166,15 +209,21 @@ def _shift_lines(summary, unlabelled: set[tuple[str, str]], registries: Sequence
             seen.add(key)
             head = f"shift {key[0]} -> {key[1]}:"
             try:
-                m = shift.measure_domains(key[0], job.source, t.target, summary.plan.settings.results_dir, catalog=catalog).measures
+                m = shift.measure_domains(
+                    key[0], job.source, t.target, summary.plan.settings.results_dir, catalog=catalog
+                ).measures
             except ShiftbenchError as exc:  # no encoder (e.g. minilm-l6 not installed): vocabulary only
                 v = shift.vocabulary(job.source.role("train").plain_texts(), t.target.role("test").plain_texts())
-                lines.append(f"{head} vocab Jaccard {v.jaccard:.3f}, target OOV tokens {v.target_oov_rate:.3f}; "
-                             f"MMD/PAD skipped: encoder {shift.DEFAULT_ENCODER} unavailable ({str(exc)[:120]})")  # fmt: skip
+                lines.append(
+                    f"{head} vocab Jaccard {v.jaccard:.3f}, target OOV tokens {v.target_oov_rate:.3f}; "
+                    f"MMD/PAD skipped: encoder {shift.DEFAULT_ENCODER} unavailable ({str(exc)[:120]})"
+                )
                 continue
-            lines.append(f"{head} vocab Jaccard {m.vocab_jaccard:.3f}, target OOV tokens {m.target_oov_rate:.3f}, "
-                         f"MMD2 {m.mmd2:.4f} (p {m.mmd2_p_value:.3f}; source halves {m.mmd2_baseline:.4f}), "
-                         f"PAD {m.pad:.3f} (source halves {m.pad_baseline:.3f}) on {m.sample_size} texts per side")  # fmt: skip
+            lines.append(
+                f"{head} vocab Jaccard {m.vocab_jaccard:.3f}, target OOV tokens {m.target_oov_rate:.3f}, "
+                f"MMD2 {m.mmd2:.4f} (p {m.mmd2_p_value:.3f}; source halves {m.mmd2_baseline:.4f}), "
+                f"PAD {m.pad:.3f} (source halves {m.pad_baseline:.3f}) on {m.sample_size} texts per side"
+            )
     return lines
 
 
@@ -215,9 +264,15 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import contextlib
 
+    from shiftbench.analysis.leaderboard import (
+        LEADERBOARD_FILE,
+        build_leaderboard,
+        rebuild_leaderboard,
+        to_markdown,
+        write_leaderboard,
+    )
     from shiftbench.core.errors import did_you_mean
     from shiftbench.core.guards import check_output_dir, check_output_file, preview
-    from shiftbench.analysis.leaderboard import LEADERBOARD_FILE, build_leaderboard, rebuild_leaderboard, to_markdown, write_leaderboard
     from shiftbench.core.locks import claim
 
     results_dir = Path(args.results_dir)
@@ -263,7 +318,14 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
-    from shiftbench.analysis.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_FILE, estimate_board, summarise, to_markdown, write_table
+    from shiftbench.analysis.estimator_board import (
+        ESTIMATES_FILE,
+        ESTIMATOR_BOARD_FILE,
+        estimate_board,
+        summarise,
+        to_markdown,
+        write_table,
+    )
 
     if args.format == "csv" or args.metric not in (None, "accuracy"):
         raise ShiftbenchError("--estimators: prints markdown and writes Parquet, for the accuracy metric only")
@@ -272,10 +334,14 @@ def _estimator_board(args: argparse.Namespace, results_dir: Path) -> int:
     for path, why in skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
     if per_run.empty:
-        raise ShiftbenchError(f"--estimators: no labelled runs with one label per example (not NER) with predictions under {results_dir}")
+        raise ShiftbenchError(
+            f"--estimators: no labelled runs with one label per example (not NER) with predictions under {results_dir}"
+        )
     summary = summarise(per_run)
     out = Path(args.out) if args.out else results_dir / ESTIMATOR_BOARD_FILE
-    held = ", ".join(sorted(set(per_run["held_out_split"])))  # id_test for the committed runs, source_validation for new ones
+    held = ", ".join(
+        sorted(set(per_run["held_out_split"]))
+    )  # id_test for the committed runs, source_validation for new ones
     write_table(summary, out, held)
     write_table(per_run, results_dir / ESTIMATES_FILE, held)
     sys.stdout.write(to_markdown(summary, held))
@@ -291,13 +357,17 @@ def _cmd_shift(args: argparse.Namespace) -> int:
         raise ShiftbenchError(f"--sample: at least 4 texts per side, got {sample}")
     if args.seed < 0:
         raise ShiftbenchError(f"--seed: must be >= 0, got {args.seed}")
-    rows, unavailable = measure_pairs(args.pair, args.registries, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed)
+    rows, unavailable = measure_pairs(
+        args.pair, args.registries, args.data_dir, args.results_dir, sample_size=sample, seed=args.seed
+    )
     for why in unavailable:
         print(f"warning: skipped {why}", file=sys.stderr)
     if not rows:
         raise ShiftbenchError("shift: no pair has its data present (give --data-dir or $SHIFTBENCH_DATA_DIR)")
     print(to_text(rows) if args.format == "text" else to_markdown(rows).rstrip("\n"))
-    print(f"(MMD and PAD on {sample} sampled texts per side, seed {args.seed}; cached under {Path(args.results_dir) / 'shift'})")
+    print(
+        f"(MMD and PAD on {sample} sampled texts per side, seed {args.seed}; cached under {Path(args.results_dir) / 'shift'})"
+    )
     return 0
 
 
@@ -309,16 +379,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise ShiftbenchError(f"--margin: must lie in (0, 1), got {args.margin}")
     if args.effect is not None and not args.effect > 0:
         raise ShiftbenchError(f"--effect: must be > 0, got {args.effect}")
-    result = compare(Path(args.results_dir), args.a, args.b, pairs=args.pair or None, metric=args.metric, n_boot=args.n_boot,
-                     margin=args.margin or 0.0, effect=args.effect)  # fmt: skip
+    result = compare(
+        Path(args.results_dir),
+        args.a,
+        args.b,
+        pairs=args.pair or None,
+        metric=args.metric,
+        n_boot=args.n_boot,
+        margin=args.margin or 0.0,
+        effect=args.effect,
+    )
     for path, why in result.skipped_files:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
     print(result.to_text())
     if args.fail_on_regression and result.regressions:
         where = ", ".join(f"{p}/{t}" for p, t in result.regressions)
         by = f" by more than {args.margin:g}" if args.margin else ""
-        print(f"regression: {args.b} is significantly worse than {args.a} out of domain{by} on {where} (Holm-adjusted)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"regression: {args.b} is significantly worse than {args.a} out of domain{by} on {where} (Holm-adjusted)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -330,8 +410,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     check_output_dir(Path(args.results_dir), "--results-dir")
     if args.out:
         check_output_file(Path(args.out), Path(args.results_dir), "--out")  # never over an immutable run file
-    out = write_report(Path(args.results_dir), out=Path(args.out) if args.out else None,
-                       cards_dir=Path(args.cards_dir), metric=args.metric)  # fmt: skip
+    out = write_report(
+        Path(args.results_dir),
+        out=Path(args.out) if args.out else None,
+        cards_dir=Path(args.cards_dir),
+        metric=args.metric,
+    )
     print(f"report written to {out} (plots under {Path(args.results_dir) / 'plots'})")
     return 0
 
@@ -339,8 +423,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_nightly(args: argparse.Namespace) -> int:
     from shiftbench.nightly import run_nightly
 
-    outcome = run_nightly(Path(args.results_dir), data_dir=args.data_dir, cache_dir=args.cache_dir,
-                          registries=tuple(args.registries), report=not args.no_report)  # fmt: skip
+    outcome = run_nightly(
+        Path(args.results_dir),
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        registries=tuple(args.registries),
+        report=not args.no_report,
+    )
     print(f"{outcome.new_runs} new run(s); leaderboard {Path(args.results_dir) / 'leaderboard.parquet'}")
     if outcome.report is not None:
         print(f"report {outcome.report}")
@@ -369,7 +458,17 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "card": _cmd_card, "leaderboard": _cmd_leaderboard, "cache": _cmd_cache, "nightly": _cmd_nightly, "compare": _cmd_compare, "report": _cmd_report, "shift": _cmd_shift}
+COMMANDS = {
+    "run": _cmd_run,
+    "list": _cmd_list,
+    "card": _cmd_card,
+    "leaderboard": _cmd_leaderboard,
+    "cache": _cmd_cache,
+    "nightly": _cmd_nightly,
+    "compare": _cmd_compare,
+    "report": _cmd_report,
+    "shift": _cmd_shift,
+}
 
 
 def _second_interrupt(signum: int, frame: object) -> None:
@@ -385,7 +484,10 @@ def _first_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
         signal.signal(signal.SIGINT, _first_interrupt)
     try:
         args = build_parser().parse_args(argv)

@@ -59,12 +59,19 @@ def significant_moves(previous: pd.DataFrame | None, current: pd.DataFrame) -> p
     return pd.DataFrame(rows, columns=cols)
 
 
-def run_nightly(results_dir: Path, data_dir: Path | None = None, cache_dir: Path | None = None,
-                registries: tuple = (), report: bool = True) -> NightlyOutcome:  # fmt: skip
+def run_nightly(
+    results_dir: Path,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    registries: tuple = (),
+    report: bool = True,
+) -> NightlyOutcome:
     from shiftbench.api import run
 
     previous = read_previous(results_dir)
-    summary = run(suite="nightly", registries=registries, data_dir=data_dir, results_dir=results_dir, cache_dir=cache_dir)
+    summary = run(
+        suite="nightly", registries=registries, data_dir=data_dir, results_dir=results_dir, cache_dir=cache_dir
+    )
     out = None
     if report:
         from shiftbench.reporting.report import write_report

@@ -41,8 +41,17 @@ def make_texts(labels: list[str], seed: int, style: str = "news") -> list[str]:
     return out
 
 
-def write_split(data_dir: Path, hub_id: str, config: str, split: str, texts, labels, names=None,
-                text_column: str = "text", label_column: str = "label") -> Path:  # fmt: skip
+def write_split(
+    data_dir: Path,
+    hub_id: str,
+    config: str,
+    split: str,
+    texts,
+    labels,
+    names=None,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> Path:
     """Write one split the way the shared mirror does (datasets -> Parquet, ClassLabel kept)."""
     import datasets
 
@@ -119,6 +128,7 @@ def kill_at(monkeypatch, point: str, n: int) -> None:
     """Make the ``n``-th time ``point`` is reached (``shiftbench.core.faults``) raise :class:`Killed`;
     undo with ``monkeypatch.setattr(faults, "checkpoint", lambda point: None)``."""
     from shiftbench.core import faults
+
     hits = []
 
     def fault(reached: str) -> None:
@@ -150,9 +160,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tok.save_pretrained(str(d))
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=128, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -176,7 +191,15 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     for split, n, seed in (("train", 30, 2), ("test", 30, 3)):
         lbl = balanced_labels(n, three, seed)
         mapped = [{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral"}[x] for x in lbl]
-        write_split(d, "acme/tweets", "default", split, make_texts(lbl, seed, "tweet"), mapped, ["Bearish", "Bullish", "Neutral"])
+        write_split(
+            d,
+            "acme/tweets",
+            "default",
+            split,
+            make_texts(lbl, seed, "tweet"),
+            mapped,
+            ["Bearish", "Bullish", "Neutral"],
+        )
     for split, n, seed in (("train", 40, 4), ("validation", 12, 5), ("test", 16, 6)):
         lbl = balanced_labels(n, ["negative", "positive"], seed)
         write_split(d, "acme/reviews", "default", split, make_texts(lbl, seed), [int(x == "positive") for x in lbl])

@@ -23,14 +23,17 @@ from shiftbench.api import make_plan
 from shiftbench.cli import main
 from shiftbench.core.errors import ShiftbenchError
 
-from .conftest import MINI_REGISTRY, user_error, balanced_labels, make_texts, write_split
+from .conftest import MINI_REGISTRY, balanced_labels, make_texts, user_error, write_split
 
 REPO = Path(__file__).resolve().parent.parent
 THREE = ["negative", "neutral", "positive"]
-REGISTRY = MINI_REGISTRY + """suites:
+REGISTRY = (
+    MINI_REGISTRY
+    + """suites:
   mine:
     pairs: [src_to_tgt]
 """
+)
 
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -85,7 +88,15 @@ def test_data_dir_is_a_file(world, capsys):
 
 def test_dataset_dir_missing_and_hub_offline(world, capsys):
     shutil.rmtree(world.data / "acme__tgt")
-    user_error(capsys, world.argv(), "dataset 'tgt'", "acme/tgt", "not found locally", world.data / "acme__tgt", "HF_HUB_OFFLINE=1")
+    user_error(
+        capsys,
+        world.argv(),
+        "dataset 'tgt'",
+        "acme/tgt",
+        "not found locally",
+        world.data / "acme__tgt",
+        "HF_HUB_OFFLINE=1",
+    )
 
 
 def test_no_data_dir_and_hub_offline(world, capsys):
@@ -97,6 +108,7 @@ def test_dataset_missing_and_hub_unreachable_fails_fast(world, capsys, monkeypat
     import datasets
 
     from shiftbench.data import datasets as data
+
     shutil.rmtree(world.data / "acme__tgt")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
@@ -115,8 +127,14 @@ def test_dataset_missing_and_hub_unreachable_fails_fast(world, capsys, monkeypat
 
     monkeypatch.setattr(data.socket, "create_connection", refuse)
     monkeypatch.setattr(datasets, "load_dataset", no_download)
-    user_error(capsys, world.argv(), "dataset 'tgt'", "acme/tgt", "Hub is not reachable",
-               "https://hub.invalid is unreachable (Name or service not known)")  # fmt: skip
+    user_error(
+        capsys,
+        world.argv(),
+        "dataset 'tgt'",
+        "acme/tgt",
+        "Hub is not reachable",
+        "https://hub.invalid is unreachable (Name or service not known)",
+    )
     assert connects == [(("hub.invalid", 443), 5)]
 
 
@@ -149,7 +167,9 @@ def test_unreadable_parquet_names_the_file(world, capsys, damage, which):
 def _cli_subprocess(argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "shiftbench", *argv], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "shiftbench", *argv], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_subprocess_stderr_is_one_line_for_a_missing_split(world):
@@ -176,7 +196,10 @@ def _write_table(path: Path, columns: dict) -> None:
     [
         ({"body": ["a", "b"], "label": ["negative", "positive"]}, ["text column 'text' not found", "body, label"]),
         ({"text": ["a", "b"], "y": ["negative", "positive"]}, ["label column 'label' not found", "text, y"]),
-        ({"text": [1, 2], "label": ["negative", "positive"]}, ["text column 'text' row 0", "expected a string, got int"]),
+        (
+            {"text": [1, 2], "label": ["negative", "positive"]},
+            ["text column 'text' row 0", "expected a string, got int"],
+        ),
         ({"text": ["fine", None], "label": ["negative", "positive"]}, ["text column 'text' row 1", "got NoneType"]),
         ({"text": ["fine", ""], "label": ["negative", "positive"]}, ["text column 'text' row 1", "empty text"]),
         ({"text": ["fine", " \t "], "label": ["negative", "positive"]}, ["text column 'text' row 1", "empty text"]),
@@ -213,7 +236,10 @@ def test_empty_split_says_empty(world, capsys, write_empty):
 
 def test_label_map_drops_everything(world, capsys):
     world.reg.write_text(
-        REGISTRY.replace("splits: {test: test}", "splits: {test: test}\n    label_map: {negative: null, neutral: null, positive: null}")
+        REGISTRY.replace(
+            "splits: {test: test}",
+            "splits: {test: test}\n    label_map: {negative: null, neutral: null, positive: null}",
+        )
     )
     user_error(capsys, world.argv(), world.tgt, "dataset 'tgt'", "dropped by its label_map")
 
@@ -261,7 +287,13 @@ def test_results_dir_is_a_file(world, capsys):
 def test_results_dir_parent_is_a_file(world, capsys):
     parent = world.tmp / "parent"
     parent.write_text("precious")
-    user_error(capsys, world.argv("--results-dir", parent / "results", dry_run=False), "results dir", parent / "results", "not writable")
+    user_error(
+        capsys,
+        world.argv("--results-dir", parent / "results", dry_run=False),
+        "results dir",
+        parent / "results",
+        "not writable",
+    )
     assert parent.read_text() == "precious"
 
 
@@ -351,7 +383,9 @@ def test_model_config_not_a_json_object(world, capsys, config):
 
 def test_registry_model_path_missing(world, capsys):
     world.reg.write_text(REGISTRY + f"models:\n  gone:\n    path: {world.tmp / 'gone'}\n")
-    user_error(capsys, world.argv(model="gone"), "model 'gone'", "field 'path'", world.tmp / "gone", "is not a directory")
+    user_error(
+        capsys, world.argv(model="gone"), "model 'gone'", "field 'path'", world.tmp / "gone", "is not a directory"
+    )
 
 
 def test_registry_model_base_cycle(world, capsys):
@@ -369,12 +403,18 @@ def test_model_name_too_long(world, capsys):
 
 
 def test_hub_model_unavailable_offline(world, capsys):
-    user_error(capsys, world.argv("--results-dir", world.tmp / "results", model="acme/not-on-disk", dry_run=False), "acme/not-on-disk")
+    user_error(
+        capsys,
+        world.argv("--results-dir", world.tmp / "results", model="acme/not-on-disk", dry_run=False),
+        "acme/not-on-disk",
+    )
 
 
 def test_bad_num_threads_env(world, capsys, monkeypatch):
     monkeypatch.setenv("SHIFTBENCH_NUM_THREADS", "abc")
-    user_error(capsys, world.argv("--results-dir", world.tmp / "results", dry_run=False), "SHIFTBENCH_NUM_THREADS", "abc")
+    user_error(
+        capsys, world.argv("--results-dir", world.tmp / "results", dry_run=False), "SHIFTBENCH_NUM_THREADS", "abc"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.data.datasets import load_domain, pair_label_space
+from shiftbench.registry.catalog import load_catalog
 from shiftbench.registry.protocol import builtin_protocols, load_protocol
 
 from .conftest import REAL_DATA_DIR
@@ -49,8 +49,10 @@ def test_dataset_loads_from_the_mirror(name):
 @pytest.mark.parametrize("name", CATALOG.pairs.names())
 def test_pair_label_spaces_agree(name):
     pair = CATALOG.pairs.get(name)
-    if any(CATALOG.datasets.get(d).optional and not (REAL_DATA_DIR / CATALOG.datasets.get(d).local_dirname).is_dir()
-           for d in (pair.source, *pair.targets)):  # fmt: skip
+    if any(
+        CATALOG.datasets.get(d).optional and not (REAL_DATA_DIR / CATALOG.datasets.get(d).local_dirname).is_dir()
+        for d in (pair.source, *pair.targets)
+    ):
         pytest.skip(f"{name} needs an optional dataset that is not in the mirror")
     source = load_domain(CATALOG.datasets.get(pair.source), REAL_DATA_DIR, ("train", "validation", "test"))
     targets = [load_domain(CATALOG.datasets.get(t), REAL_DATA_DIR, ("test",)) for t in pair.targets]

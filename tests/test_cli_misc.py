@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.cli import main
 from shiftbench.analysis.leaderboard import LEADERBOARD_SCHEMA_VERSION
+from shiftbench.cli import main
 
 
 @pytest.fixture()
@@ -25,7 +25,10 @@ def test_list_shows_builtin_and_user_entries(tiny_registry, capsys):
 
 @pytest.mark.parametrize("fmt", ["csv", "markdown"])
 def test_leaderboard_text_formats(finished, capsys, fmt):
-    assert main(["leaderboard", "--results-dir", str(finished["results_dir"]), "--format", fmt, "--metric", "macro_f1"]) == 0
+    assert (
+        main(["leaderboard", "--results-dir", str(finished["results_dir"]), "--format", fmt, "--metric", "macro_f1"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "news_to_tweets" in out and "tweets" in out and "forum" in out
     if fmt == "markdown":
@@ -45,7 +48,10 @@ def test_leaderboard_parquet_rebuild_and_corrupt_file_is_skipped(finished, capsy
     assert bad.read_bytes() == b"PAR1 not really"  # reported, never rewritten
     board = pq.read_table(out_file).to_pandas()
     assert set(board["n_seeds"]) == {2}
-    assert pq.read_schema(out_file).metadata[b"shiftbench.leaderboard_schema_version"] == str(LEADERBOARD_SCHEMA_VERSION).encode()
+    assert (
+        pq.read_schema(out_file).metadata[b"shiftbench.leaderboard_schema_version"]
+        == str(LEADERBOARD_SCHEMA_VERSION).encode()
+    )
 
 
 def test_cache_info_and_prune(finished, capsys):
@@ -69,6 +75,7 @@ def test_rerun_with_nothing_new_reuses_the_current_leaderboard(finished, monkeyp
     a run file added, removed or corrupt since then does trigger the rebuild, and skipped files
     are still reported by a run that reuses the leaderboard."""
     from shiftbench.analysis import leaderboard
+
     results = finished["results_dir"]
     path = results / leaderboard.LEADERBOARD_FILE
     before = pq.read_table(path).to_pandas()
@@ -102,9 +109,18 @@ def test_summary_table_never_cuts_names():
 
     from shiftbench.analysis.leaderboard import summary_table
 
-    row = {"metric": "macro_f1", "model": "a-local-checkpoint-with-a-long-name", "pair": "fpb_to_tweeteval",
-           "target": "tweeteval_sentiment_binary", "protocol": "icl-calibrated", "n_seeds": 3,
-           "id_score_mean": 0.8, "ood_score_mean": 0.6, "gap_mean": 0.2, "relative_gap_mean": 0.25}  # fmt: skip
+    row = {
+        "metric": "macro_f1",
+        "model": "a-local-checkpoint-with-a-long-name",
+        "pair": "fpb_to_tweeteval",
+        "target": "tweeteval_sentiment_binary",
+        "protocol": "icl-calibrated",
+        "n_seeds": 3,
+        "id_score_mean": 0.8,
+        "ood_score_mean": 0.6,
+        "gap_mean": 0.2,
+        "relative_gap_mean": 0.25,
+    }
     board = pd.DataFrame([row, {**row, "model": "m", "protocol": "icl"}])
     lines = summary_table(board).splitlines()
     assert lines[0] == "macro_f1" and len({len(line) for line in lines[1:]}) == 1  # one width for every line
@@ -123,10 +139,12 @@ def test_t_intervals_stay_inside_what_a_score_can_be():
     from shiftbench.analysis.leaderboard import GROUP_KEYS, aggregate
 
     base = {k: "x" for k in GROUP_KEYS} | {"schema_version": 1}
-    runs = pd.DataFrame([
-        {**base, "seed": 0, "id_score": 0.95, "ood_score": 0.90, "gap": 0.05, "relative_gap": 0.05 / 0.95},
-        {**base, "seed": 1, "id_score": 0.55, "ood_score": 0.10, "gap": 0.45, "relative_gap": 0.45 / 0.55},
-    ])  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            {**base, "seed": 0, "id_score": 0.95, "ood_score": 0.90, "gap": 0.05, "relative_gap": 0.05 / 0.95},
+            {**base, "seed": 1, "id_score": 0.55, "ood_score": 0.10, "gap": 0.45, "relative_gap": 0.45 / 0.55},
+        ]
+    )
     (row,) = aggregate(runs).itertuples()
     half = stats.t.ppf(0.975, 1) * np.std([0.95, 0.55], ddof=1) / np.sqrt(2)
     assert row.id_score_mean == pytest.approx(0.75) and 0.75 + half > 1 and 0.75 - half < 0  # unclipped: past both ends

@@ -12,34 +12,76 @@ import pytest
 import shiftbench
 from shiftbench.analysis.compare import ModelRef, compare
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.results.store import RunResult, predictions_table, write_run
 from shiftbench.tasks.metrics import classification_metrics
 from shiftbench.training.evaluation import Predictions
-from shiftbench.results.store import RunResult, predictions_table, write_run
 
 
 def write_fake_run(
-    results_dir: Path, *, model: str, seed: int, id_labels, id_preds, ood_labels, ood_preds,
-    protocol: str = "standard", pair: str = "news_to_tweets", source: str = "news", target: str = "tweets",
-    source_fp: str = "src-fp", target_fp: str = "tgt-fp", protocol_hash: str = "proto-hash",
-    model_sha: str | None = None, created_at: datetime | None = None, num_labels: int = 3,
-) -> RunResult:  # fmt: skip
+    results_dir: Path,
+    *,
+    model: str,
+    seed: int,
+    id_labels,
+    id_preds,
+    ood_labels,
+    ood_preds,
+    protocol: str = "standard",
+    pair: str = "news_to_tweets",
+    source: str = "news",
+    target: str = "tweets",
+    source_fp: str = "src-fp",
+    target_fp: str = "tgt-fp",
+    protocol_hash: str = "proto-hash",
+    model_sha: str | None = None,
+    created_at: datetime | None = None,
+    num_labels: int = 3,
+) -> RunResult:
     """Write a run file + predictions file exactly as the runner does (RunResult.to_table)."""
     arrays = [np.asarray(x, dtype=np.int64) for x in (id_labels, id_preds, ood_labels, ood_preds)]
     model_sha = model_sha or hashlib.sha256(model.encode()).hexdigest()
-    run_id = hashlib.sha256(repr((model_sha, protocol_hash, pair, target, seed, source_fp, target_fp)).encode()).hexdigest()[:16]
+    run_id = hashlib.sha256(
+        repr((model_sha, protocol_hash, pair, target, seed, source_fp, target_fp)).encode()
+    ).hexdigest()[:16]
     result = RunResult(
-        run_id=run_id, finetune_id=run_id, model=model, model_sha256=model_sha, pair=pair, source=source,
-        target=target, task="text-classification", seed=seed, protocol=protocol, protocol_hash=protocol_hash,
-        id_scores=classification_metrics(arrays[0], arrays[1]), ood_scores=classification_metrics(arrays[2], arrays[3]),
-        n_id=len(arrays[0]), n_ood=len(arrays[2]), label_space=tuple(f"l{i}" for i in range(num_labels)),
+        run_id=run_id,
+        finetune_id=run_id,
+        model=model,
+        model_sha256=model_sha,
+        pair=pair,
+        source=source,
+        target=target,
+        task="text-classification",
+        seed=seed,
+        protocol=protocol,
+        protocol_hash=protocol_hash,
+        id_scores=classification_metrics(arrays[0], arrays[1]),
+        ood_scores=classification_metrics(arrays[2], arrays[3]),
+        n_id=len(arrays[0]),
+        n_ood=len(arrays[2]),
+        label_space=tuple(f"l{i}" for i in range(num_labels)),
         id_label_counts=tuple(np.bincount(arrays[0], minlength=num_labels).tolist()),
         ood_label_counts=tuple(np.bincount(arrays[2], minlength=num_labels).tolist()),
-        overlap_exact=None, overlap_normalised=None, dedup=False, source_fingerprint=source_fp,
-        target_fingerprint=target_fp, selected_lr=1e-3, selected_epoch=1, selection_score=0.5, eval_only=False,
-        device="cpu", precision="fp32", num_threads=1, train_seconds=0.0, eval_seconds=0.0,
-        created_at=created_at or datetime(2024, 1, 1, tzinfo=timezone.utc), shiftbench_version="test",
-        runner_version=1, transformers_version="test", torch_version="test",
-    )  # fmt: skip
+        overlap_exact=None,
+        overlap_normalised=None,
+        dedup=False,
+        source_fingerprint=source_fp,
+        target_fingerprint=target_fp,
+        selected_lr=1e-3,
+        selected_epoch=1,
+        selection_score=0.5,
+        eval_only=False,
+        device="cpu",
+        precision="fp32",
+        num_threads=1,
+        train_seconds=0.0,
+        eval_seconds=0.0,
+        created_at=created_at or datetime(2024, 1, 1, tzinfo=timezone.utc),
+        shiftbench_version="test",
+        runner_version=1,
+        transformers_version="test",
+        torch_version="test",
+    )
 
     def split(labels, preds):
         return Predictions(labels, preds, np.eye(num_labels, dtype=np.float32)[preds])
@@ -67,8 +109,12 @@ def synthetic(tmp_path):
         ood_b = ood_a.copy()
         wrong = np.flatnonzero(ood_a != y_ood)[:60]
         ood_b[wrong] = y_ood[wrong]
-        write_fake_run(tmp_path, model="alpha", seed=seed, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_a)
-        write_fake_run(tmp_path, model="beta", seed=seed, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_b)
+        write_fake_run(
+            tmp_path, model="alpha", seed=seed, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_a
+        )
+        write_fake_run(
+            tmp_path, model="beta", seed=seed, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_b
+        )
     write_fake_run(tmp_path, model="gamma", seed=2, id_labels=y_id, id_preds=id_a, ood_labels=y_ood, ood_preds=ood_a)
     return tmp_path
 
@@ -112,7 +158,9 @@ def test_compare_unknown_model_suggests_names(synthetic):
 
 
 def test_compare_no_shared_seed(synthetic):
-    expected = r"news_to_tweets/tweets: no seed in common \(alpha@standard: seeds \[0, 1\]; gamma@standard: seeds \[2\]\)"
+    expected = (
+        r"news_to_tweets/tweets: no seed in common \(alpha@standard: seeds \[0, 1\]; gamma@standard: seeds \[2\]\)"
+    )
     with pytest.raises(ShiftbenchError, match=expected):
         compare(synthetic, "alpha", "gamma")
 
@@ -120,7 +168,9 @@ def test_compare_no_shared_seed(synthetic):
 def test_compare_fingerprint_mismatch(tmp_path):
     y = np.array([0, 1, 2, 0])
     write_fake_run(tmp_path, model="alpha", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
-    write_fake_run(tmp_path, model="beta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, target_fp="other-fp")
+    write_fake_run(
+        tmp_path, model="beta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, target_fp="other-fp"
+    )
     with pytest.raises(ShiftbenchError) as err:
         compare(tmp_path, "alpha", "beta")
     msg = str(err.value)
@@ -135,18 +185,31 @@ def test_compare_label_mismatch_and_pair_selection(tmp_path):
         compare(tmp_path, "alpha", "beta")
     with pytest.raises(ShiftbenchError, match=r"pair 'news_to_tweet' .*did you mean 'news_to_tweets'"):
         compare(tmp_path, "alpha", "beta", pairs=["news_to_tweet"])
-    write_fake_run(tmp_path, model="delta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, pair="other_pair")
+    write_fake_run(
+        tmp_path, model="delta", seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, pair="other_pair"
+    )
     with pytest.raises(ShiftbenchError, match="no pair/target in common"):
         compare(tmp_path, "alpha", "delta")
-    with pytest.raises(ShiftbenchError, match=r"metric 'f1_PER' is not defined for text-classification \(pair news_to_tweets\)"):
+    with pytest.raises(
+        ShiftbenchError, match=r"metric 'f1_PER' is not defined for text-classification \(pair news_to_tweets\)"
+    ):
         compare(tmp_path, "alpha", "beta", metric="f1_PER")
 
 
 def test_compare_refuses_to_pool_protocol_versions(tmp_path):
     y = np.array([0, 1, 2, 0])
     for seed, ph in ((0, "old-hash"), (1, "new-hash")):
-        write_fake_run(tmp_path, model="alpha", seed=seed, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, protocol_hash=ph,
-                       created_at=datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=seed))  # fmt: skip
+        write_fake_run(
+            tmp_path,
+            model="alpha",
+            seed=seed,
+            id_labels=y,
+            id_preds=y,
+            ood_labels=y,
+            ood_preds=y,
+            protocol_hash=ph,
+            created_at=datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=seed),
+        )
         write_fake_run(tmp_path, model="beta", seed=seed, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
     with pytest.raises(ShiftbenchError, match="alpha@standard has runs from 2 different protocol versions"):
         compare(tmp_path, "alpha", "beta")
@@ -219,5 +282,7 @@ def test_class_id_outside_the_label_space_is_one_line(tmp_path):
     preds[0] = 32767
     column = table.schema.get_field_index("pred")
     pq.write_table(table.set_column(column, table.schema.field("pred"), pa.array(preds)), victim)
-    with pytest.raises(ShiftbenchError, match=r"class id 32767 in the id_test labels or predictions is outside the run's 3 labels"):
+    with pytest.raises(
+        ShiftbenchError, match=r"class id 32767 in the id_test labels or predictions is outside the run's 3 labels"
+    ):
         compare(tmp_path, "alpha", "beta", n_boot=100)

@@ -13,9 +13,28 @@ from shiftbench.results.store import RUNS_DIR, read_runs
 
 
 def _argv(kw, results, cache, pairs, seeds):
-    argv = [sys.executable, "-m", "shiftbench", "run", "--model", "tiny", "--seeds", seeds,
-            "--protocol", kw["protocol"], "--registry", str(kw["registries"][0]), "--data-dir", str(kw["data_dir"]),
-            "--results-dir", str(results), "--cache-dir", str(cache), "--device", "cpu"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "shiftbench",
+        "run",
+        "--model",
+        "tiny",
+        "--seeds",
+        seeds,
+        "--protocol",
+        kw["protocol"],
+        "--registry",
+        str(kw["registries"][0]),
+        "--data-dir",
+        str(kw["data_dir"]),
+        "--results-dir",
+        str(results),
+        "--cache-dir",
+        str(cache),
+        "--device",
+        "cpu",
+    ]
     for p in pairs:
         argv += ["--pair", p]
     return argv
@@ -33,8 +52,12 @@ def test_four_concurrent_runs_lose_nothing_and_duplicate_nothing(tiny_env, tmp_p
         (["reviews_to_forum"], "0,1"),
     ]
     env = {**os.environ, "SHIFTBENCH_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(_argv(tiny_env, results, cache, p, s), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for p, s in jobs]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            _argv(tiny_env, results, cache, p, s), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for p, s in jobs
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]

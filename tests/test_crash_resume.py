@@ -13,15 +13,50 @@ import pytest
 
 from shiftbench.results.store import PREDICTIONS_DIR, read_runs
 
-COMPARED = ["run_id", "finetune_id", "model", "pair", "target", "seed", "metric", "id_score", "ood_score",
-            "gap", "selected_lr", "selected_epoch", "selection_score", "n_id", "n_ood"]  # fmt: skip
+COMPARED = [
+    "run_id",
+    "finetune_id",
+    "model",
+    "pair",
+    "target",
+    "seed",
+    "metric",
+    "id_score",
+    "ood_score",
+    "gap",
+    "selected_lr",
+    "selected_epoch",
+    "selection_score",
+    "n_id",
+    "n_ood",
+]
 
 
 def _run(env_kw, results, cache, fault=None):
-    argv = [sys.executable, "-m", "shiftbench", "run", "--pair", "news_to_tweets", "--model", "tiny",
-            "--seeds", "0", "--protocol", env_kw["protocol"], "--registry", str(env_kw["registries"][0]),
-            "--data-dir", str(env_kw["data_dir"]), "--results-dir", str(results), "--cache-dir", str(cache),
-            "--device", "cpu"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "shiftbench",
+        "run",
+        "--pair",
+        "news_to_tweets",
+        "--model",
+        "tiny",
+        "--seeds",
+        "0",
+        "--protocol",
+        env_kw["protocol"],
+        "--registry",
+        str(env_kw["registries"][0]),
+        "--data-dir",
+        str(env_kw["data_dir"]),
+        "--results-dir",
+        str(results),
+        "--cache-dir",
+        str(cache),
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "SHIFTBENCH_NUM_THREADS": "1"}
     env.pop("SHIFTBENCH_FAULT", None)
     if fault:
@@ -62,7 +97,9 @@ def test_kill_and_rerun_matches_uninterrupted(reference, fault, tmp_path):
     assert rows.equals(ref_rows)
     assert preds.keys() == ref_preds.keys()
     for name in preds:
-        assert preds[name][["split", "index", "label", "pred"]].equals(ref_preds[name][["split", "index", "label", "pred"]])
+        assert preds[name][["split", "index", "label", "pred"]].equals(
+            ref_preds[name][["split", "index", "label", "pred"]]
+        )
         assert np.array_equal(np.stack(preds[name]["probs"]), np.stack(ref_preds[name]["probs"]))
     # The training checkpoints are gone once the fine-tune is cached.
     assert not any((cache / "checkpoints").glob("*/state-*"))

@@ -33,12 +33,23 @@ def decoder_dir(request, tmp_path_factory):
     n = _tokenizer(d)
     torch.manual_seed(0)
     if request.param == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=n, n_positions=64, n_embd=16, n_layer=2, n_head=2,
-                                           eos_token_id=1, bos_token_id=1))  # fmt: skip
+        model = GPT2LMHeadModel(
+            GPT2Config(vocab_size=n, n_positions=64, n_embd=16, n_layer=2, n_head=2, eos_token_id=1, bos_token_id=1)
+        )
     else:
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=n, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                                             eos_token_id=1, bos_token_id=1))  # fmt: skip
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=n,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+                eos_token_id=1,
+                bos_token_id=1,
+            )
+        )
     model.save_pretrained(str(d))
     return request.param, d
 
@@ -51,15 +62,22 @@ def test_decoder_fine_tunes_and_scores(decoder_dir, tiny_env):
     assert 0.0 <= r.ood_scores["macro_f1"] <= 1.0 and r.n_ood == 30
     # Reproducible, and the classifier pools the last real token whatever the padding: scoring a
     # text alone or padded in a batch gives the same probabilities (checked via the stored ones).
-    again = shiftbench.run(pairs=["news_to_forum"], seeds=[0],
-                           **{**tiny_env, "models": [str(path)], "results_dir": tiny_env["results_dir"] / "again",
-                              "cache_dir": tiny_env["cache_dir"] / "again"})  # fmt: skip
+    again = shiftbench.run(
+        pairs=["news_to_forum"],
+        seeds=[0],
+        **{
+            **tiny_env,
+            "models": [str(path)],
+            "results_dir": tiny_env["results_dir"] / "again",
+            "cache_dir": tiny_env["cache_dir"] / "again",
+        },
+    )
     assert again.new_results[0].ood_scores == r.ood_scores
 
 
 def test_last_token_pooling_ignores_padding(decoder_dir, tiny_registry):
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
 
     _, path = decoder_dir
     model = resolve_model(str(path), load_catalog([tiny_registry], include_env=False))

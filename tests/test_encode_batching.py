@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shiftbench.training.batching import collate, length_grouped_batches, sorted_batches
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.data.datasets import SplitData, load_domain
 from shiftbench.data.encode import Encoder, encode_split
 from shiftbench.modeling.models import load_tokenizer, resolve_model
+from shiftbench.registry.catalog import load_catalog
+from shiftbench.training.batching import collate, length_grouped_batches, sorted_batches
 
 
 def _tokenizer(tiny_registry):

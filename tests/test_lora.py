@@ -12,21 +12,20 @@ import pytest
 import torch
 
 import shiftbench
-from shiftbench.core import faults
-from shiftbench.remedies import lora
-from shiftbench.execution.cache import finetune_dir
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.cli import main
-from shiftbench.data.datasets import load_domain
-from shiftbench.tasks import get_task
-from shiftbench.modeling.device import make_runtime
-from shiftbench.data.encode import Encoder
+from shiftbench.core import faults
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.data.datasets import load_domain
+from shiftbench.data.encode import Encoder
+from shiftbench.execution.cache import finetune_dir
+from shiftbench.modeling.device import make_runtime
 from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+from shiftbench.registry.catalog import load_catalog
 from shiftbench.registry.protocol import load_protocol
-from shiftbench.remedies import remedy_for
+from shiftbench.remedies import lora, remedy_for
 from shiftbench.remedies.base import TrainContext
 from shiftbench.results.store import RUNS_DIR, read_runs, read_trainable_params
+from shiftbench.tasks import get_task
 from shiftbench.training.hooks import count_trainable
 from shiftbench.training.train import fine_tune, seed_everything
 
@@ -55,8 +54,14 @@ def tiny(tiny_registry, tiny_data_dir, tiny_protocol, monkeypatch):
     def make_model():
         return load_classifier(model, LABELS, tok.pad_token_id)
 
-    return {"make_model": make_model, "train": enc(source, "train"), "val": enc(source, "validation"),
-            "protocol": protocol, "pad_id": tok.pad_token_id, "runtime": make_runtime("cpu", "fp32")}  # fmt: skip
+    return {
+        "make_model": make_model,
+        "train": enc(source, "train"),
+        "val": enc(source, "validation"),
+        "protocol": protocol,
+        "pad_id": tok.pad_token_id,
+        "runtime": make_runtime("cpu", "fp32"),
+    }
 
 
 def _fine_tune(tiny, **kw):
@@ -75,9 +80,25 @@ def test_lora_protocol_is_built_in_and_hashed_apart():
 
 
 def test_cli_lora_run_is_its_own_protocol_and_records_trainable_params(tiny_env, capsys):
-    argv = ["run", "--pair", "news_to_forum", "--model", "tiny", "--seeds", "0",
-            "--registry", tiny_env["registries"][0], "--data-dir", tiny_env["data_dir"],
-            "--results-dir", tiny_env["results_dir"], "--cache-dir", tiny_env["cache_dir"], "--device", "cpu"]  # fmt: skip
+    argv = [
+        "run",
+        "--pair",
+        "news_to_forum",
+        "--model",
+        "tiny",
+        "--seeds",
+        "0",
+        "--registry",
+        tiny_env["registries"][0],
+        "--data-dir",
+        tiny_env["data_dir"],
+        "--results-dir",
+        tiny_env["results_dir"],
+        "--cache-dir",
+        tiny_env["cache_dir"],
+        "--device",
+        "cpu",
+    ]
     assert main([str(a) for a in argv + ["--protocol", "lora"]]) == 0
     assert main([str(a) for a in argv + ["--protocol", "standard"]]) == 0
     assert "1,075 trainable parameters" in capsys.readouterr().err
@@ -90,12 +111,16 @@ def test_cli_lora_run_is_its_own_protocol_and_records_trainable_params(tiny_env,
 
     config = AutoConfig.from_pretrained(str(resolve_model("tiny", load_catalog(tiny_env["registries"])).path))
     expected = _expected_trainable(config, r=8, n_targets=2, n_labels=3)  # query + value
-    counts = {pq.read_table(path, columns=["protocol"])["protocol"][0].as_py(): read_trainable_params(path)
-              for path in (tiny_env["results_dir"] / RUNS_DIR).glob("*.parquet")}  # fmt: skip
+    counts = {
+        pq.read_table(path, columns=["protocol"])["protocol"][0].as_py(): read_trainable_params(path)
+        for path in (tiny_env["results_dir"] / RUNS_DIR).glob("*.parquet")
+    }
     assert counts["lora"] == expected == 1075
     assert counts["standard"] > 7 * expected  # a full fine-tune trains every parameter
     # The cache holds a plain classifier (no peft keys) and the count, and a re-run reuses it.
-    meta = json.loads((finetune_dir(tiny_env["cache_dir"], rows.loc["lora", "finetune_id"]) / "finetune.json").read_text())
+    meta = json.loads(
+        (finetune_dir(tiny_env["cache_dir"], rows.loc["lora", "finetune_id"]) / "finetune.json").read_text()
+    )
     assert meta["trainable_params"] == expected
 
 
@@ -106,8 +131,9 @@ def test_only_targeted_layers_and_head_change(tiny):
     assert ft.state.keys() == base.keys()  # merged: the keys of a plain classifier
     changed = {k for k in base if not torch.equal(base[k], ft.state[k])}
     layers = range(2)
-    assert changed == {f"bert.encoder.layer.{i}.attention.self.{m}.weight" for i in layers for m in ("query", "value")} | {
-        "classifier.weight", "classifier.bias"}  # fmt: skip
+    assert changed == {
+        f"bert.encoder.layer.{i}.attention.self.{m}.weight" for i in layers for m in ("query", "value")
+    } | {"classifier.weight", "classifier.bias"}
     assert ft.trainable_params == 1075
 
 
@@ -157,7 +183,10 @@ def test_interrupted_lora_fine_tune_resumes_to_the_same_result(tiny, tmp_path, m
     resumed = _fine_tune(tiny, protocol=protocol, checkpoints=ckpt, log=messages.append)
     assert any("resuming after" in m for m in messages)
     assert (resumed.selected_lr, resumed.selected_epoch, resumed.trainable_params) == (
-        reference.selected_lr, reference.selected_epoch, reference.trainable_params)  # fmt: skip
+        reference.selected_lr,
+        reference.selected_epoch,
+        reference.trainable_params,
+    )
     strip = [{k: v for k, v in dataclasses.asdict(h).items() if k != "seconds"} for h in reference.history]
     assert [{k: v for k, v in dataclasses.asdict(h).items() if k != "seconds"} for h in resumed.history] == strip
     assert resumed.state.keys() == reference.state.keys()
@@ -169,9 +198,26 @@ def test_missing_peft_is_one_clear_line(tiny_env, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
     with pytest.raises(ShiftbenchError, match=r"needs peft: pip install shiftbench\[lora\]"):
         shiftbench.run(pairs=["news_to_forum"], seeds=[0], **{**tiny_env, "protocol": "lora"})
-    user_error(capsys, ["run", "--pair", "news_to_forum", "--model", "tiny", "--protocol", "lora",
-                        "--registry", tiny_env["registries"][0], "--data-dir", tiny_env["data_dir"],
-                        "--results-dir", tiny_env["results_dir"], "--cache-dir", tiny_env["cache_dir"]],
-               lora.MISSING_PEFT)  # fmt: skip
+    user_error(
+        capsys,
+        [
+            "run",
+            "--pair",
+            "news_to_forum",
+            "--model",
+            "tiny",
+            "--protocol",
+            "lora",
+            "--registry",
+            tiny_env["registries"][0],
+            "--data-dir",
+            tiny_env["data_dir"],
+            "--results-dir",
+            tiny_env["results_dir"],
+            "--cache-dir",
+            tiny_env["cache_dir"],
+        ],
+        lora.MISSING_PEFT,
+    )
     # Plain protocols never import peft.
     assert shiftbench.run(pairs=["news_to_forum"], seeds=[0], **tiny_env).new_results

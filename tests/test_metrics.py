@@ -46,9 +46,7 @@ def test_three_class_ten_examples():
     # precision = [2/3, 2/4, 2/3]           -> macro (2/3 + 1/2 + 2/3) / 3 = 11/18
     # recall    = [2/4, 2/3, 2/3]           -> macro 11/18
     # F1 = 2tp/(pred+true) = [4/7, 4/7, 4/6] -> macro (4/7 + 4/7 + 2/3) / 3 = 38/63
-    np.testing.assert_array_equal(
-        confusion_counts(labels, preds, 3), [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
-    )
+    np.testing.assert_array_equal(confusion_counts(labels, preds, 3), [[2, 1, 1], [1, 2, 0], [0, 1, 2]])
     got = classification_metrics(labels, preds)
     assert list(got) == list(METRIC_NAMES)
     assert all(type(v) is float for v in got.values())

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.data.datasets import load_domain
-from shiftbench.tasks import bio_tags
-from shiftbench.data.encode import IGNORE, encode_split
 from shiftbench.core.errors import ShiftbenchError
-from shiftbench.results.store import PREDICTIONS_DIR, read_runs
+from shiftbench.data.datasets import load_domain
+from shiftbench.data.encode import IGNORE, encode_split
 from shiftbench.registry.specs import DatasetSpec
+from shiftbench.results.store import PREDICTIONS_DIR, read_runs
+from shiftbench.tasks import bio_tags
 from tests.conftest import FILLER, user_error, write
 
 PER, ORG, LOC = ["stocks", "user"], ["profit", "market"], ["gain", "report"]  # words of the tiny vocab
@@ -47,10 +47,12 @@ def write_ner_split(data_dir: Path, hub_id: str, config: str, split: str, rows, 
     """As the mirror stores NER data: tokens = List(string), ner_tags = List(ClassLabel)."""
     import datasets
 
-    feats = datasets.Features({"tokens": datasets.List(datasets.Value("string")),
-                               "ner_tags": datasets.List(datasets.ClassLabel(names=names))})  # fmt: skip
+    feats = datasets.Features(
+        {"tokens": datasets.List(datasets.Value("string")), "ner_tags": datasets.List(datasets.ClassLabel(names=names))}
+    )
     ds = datasets.Dataset.from_dict(
-        {"tokens": [w for w, _ in rows], "ner_tags": [[names.index(t) for t in tags] for _, tags in rows]}, features=feats
+        {"tokens": [w for w, _ in rows], "ner_tags": [[names.index(t) for t in tags] for _, tags in rows]},
+        features=feats,
     )
     path = data_dir / hub_id.replace("/", "__") / config / f"{split}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +60,19 @@ def write_ner_split(data_dir: Path, hub_id: str, config: str, split: str, rows, 
     return path
 
 
-WNUT_NAMES = ["O", "B-corporation", "I-corporation", "B-group", "I-group", "B-location", "I-location",
-              "B-person", "I-person", "B-product", "I-product"]  # fmt: skip
+WNUT_NAMES = [
+    "O",
+    "B-corporation",
+    "I-corporation",
+    "B-group",
+    "I-group",
+    "B-location",
+    "I-location",
+    "B-person",
+    "I-person",
+    "B-product",
+    "I-product",
+]
 NER_REGISTRY = """
 datasets:
   wiki:
@@ -112,8 +125,12 @@ def _to_wnut(rows, seed):
 def ner_world(tmp_path_factory, tiny_model_dir):
     d = tmp_path_factory.mktemp("ner-data")
     write_ner_split(d, "acme/wiki", "default", "train", tagged_sentences(120, 1), list(bio_tags({"PER", "ORG", "LOC"})))
-    write_ner_split(d, "acme/tweetner", "default", "test", _to_wnut(tagged_sentences(40, 2, style="tweet"), 3), WNUT_NAMES)
-    reg = write(tmp_path_factory.mktemp("ner-reg") / "ner.yaml", NER_REGISTRY.replace("{model_dir}", str(tiny_model_dir)))
+    write_ner_split(
+        d, "acme/tweetner", "default", "test", _to_wnut(tagged_sentences(40, 2, style="tweet"), 3), WNUT_NAMES
+    )
+    reg = write(
+        tmp_path_factory.mktemp("ner-reg") / "ner.yaml", NER_REGISTRY.replace("{model_dir}", str(tiny_model_dir))
+    )
     return d, reg
 
 
@@ -121,13 +138,27 @@ def ner_world(tmp_path_factory, tiny_model_dir):
 def ner_env(ner_world, tiny_protocol, tmp_path, monkeypatch):
     monkeypatch.setenv("SHIFTBENCH_NUM_THREADS", "1")
     data_dir, reg = ner_world
-    return {"registries": [reg], "data_dir": data_dir, "protocol": str(tiny_protocol), "results_dir": tmp_path / "results",
-            "cache_dir": tmp_path / "cache", "models": ["tiny"], "device": "cpu", "pairs": ["wiki_to_tweetner"]}  # fmt: skip
+    return {
+        "registries": [reg],
+        "data_dir": data_dir,
+        "protocol": str(tiny_protocol),
+        "results_dir": tmp_path / "results",
+        "cache_dir": tmp_path / "cache",
+        "models": ["tiny"],
+        "device": "cpu",
+        "pairs": ["wiki_to_tweetner"],
+    }
 
 
 def _spec(**kw) -> DatasetSpec:
-    base = {"name": "tweetner", "hub_id": "acme/tweetner", "task": "token-classification", "text_column": "tokens",
-            "label_column": "ner_tags", "splits": {"test": "test"}}  # fmt: skip
+    base = {
+        "name": "tweetner",
+        "hub_id": "acme/tweetner",
+        "task": "token-classification",
+        "text_column": "tokens",
+        "label_column": "ner_tags",
+        "splits": {"test": "test"},
+    }
     return DatasetSpec(**{**base, **kw})
 
 
@@ -148,7 +179,9 @@ def test_carving_keeps_sentences_whole_and_splits_disjoint(ner_world):
     spec = _spec(name="wiki", hub_id="acme/wiki", splits={"train": "train"})
     dom = load_domain(spec, data_dir, ("train", "validation", "test"))
     sizes = {r: len(dom.role(r)) for r in ("train", "validation", "test")}
-    assert sum(sizes.values()) == 120 and 10 <= sizes["test"] <= 14 and 10 <= sizes["validation"] <= 14  # ~10 % each, per stratum
+    assert (
+        sum(sizes.values()) == 120 and 10 <= sizes["test"] <= 14 and 10 <= sizes["validation"] <= 14
+    )  # ~10 % each, per stratum
     for role in sizes:
         split = dom.role(role)
         assert all(len(w) == len(t) for w, t in zip(split.texts, split.labels))
@@ -195,7 +228,9 @@ def test_predict_reads_first_subtoken_and_marks_cut_words_outside(tiny_model_dir
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     split = SplitData((("the", "zq", "zq"), ("a",)), (("O", "B-PER", "I-PER"), ("O",)), "token-classification")
     enc = encode_split(split, tok, bio_tags({"PER"}), max_length=4)
-    p = predict(Fixed(), enc, 2, tok.pad_token_id, make_runtime("cpu", "fp32"))  # the split's task kind places the outputs
+    p = predict(
+        Fixed(), enc, 2, tok.pad_token_id, make_runtime("cpu", "fp32")
+    )  # the split's task kind places the outputs
     # words start at positions 1, 2 and (cut) -> tags 1, 2, O; second sentence: position 1 -> 1
     assert p.preds.tolist() == [1, 2, 0, 1] and p.lengths.tolist() == [3, 1]
     assert np.allclose(p.probs.sum(axis=1), 1.0) and p.probs[2].tolist() == [1.0, 0.0, 0.0]
@@ -207,8 +242,19 @@ def test_ner_pair_end_to_end(ner_env):
     r = results[0]
     assert r.task == "token-classification" and r.label_space == bio_tags({"PER", "ORG", "LOC"})
     for scores in (r.id_scores, r.ood_scores):
-        assert {"entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "macro_f1", "accuracy",
-                "f1_LOC", "f1_ORG", "f1_PER", "ece", "ece_debiased", "brier"} == set(scores)  # fmt: skip
+        assert {
+            "entity_micro_f1",
+            "entity_micro_precision",
+            "entity_micro_recall",
+            "macro_f1",
+            "accuracy",
+            "f1_LOC",
+            "f1_ORG",
+            "f1_PER",
+            "ece",
+            "ece_debiased",
+            "brier",
+        } == set(scores)
         assert all(0.0 <= v <= 1.0 for v in scores.values())
         assert scores["macro_f1"] == pytest.approx(np.mean([scores[f"f1_{t}"] for t in ("LOC", "ORG", "PER")]))
     assert 10 <= r.n_id <= 14 and r.n_ood == 40  # sentences, not words
@@ -236,28 +282,73 @@ def test_tags_words_mismatch_is_one_line_error(ner_world, tmp_path, capsys, clea
     import datasets
 
     data_dir = tmp_path / "data"
-    feats = datasets.Features({"tokens": datasets.List(datasets.Value("string")), "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-PER"]))})
+    feats = datasets.Features(
+        {
+            "tokens": datasets.List(datasets.Value("string")),
+            "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-PER"])),
+        }
+    )
     path = data_dir / "acme__tweetner" / "default" / "test.parquet"
     path.parent.mkdir(parents=True)
     datasets.Dataset.from_dict({"tokens": [["a", "b"]], "ner_tags": [[0]]}, features=feats).to_parquet(str(path))
     _, reg = ner_world
-    write_ner_split(data_dir, "acme/wiki", "default", "train", tagged_sentences(30, 1), list(bio_tags({"PER", "ORG", "LOC"})))
-    user_error(capsys, ["run", "--registry", reg, "--data-dir", data_dir, "--pair", "wiki_to_tweetner", "--model", "tiny",
-                        "--dry-run"], "test.parquet", "row 0", "2 words", "1 tags")  # fmt: skip
+    write_ner_split(
+        data_dir, "acme/wiki", "default", "train", tagged_sentences(30, 1), list(bio_tags({"PER", "ORG", "LOC"}))
+    )
+    user_error(
+        capsys,
+        [
+            "run",
+            "--registry",
+            reg,
+            "--data-dir",
+            data_dir,
+            "--pair",
+            "wiki_to_tweetner",
+            "--model",
+            "tiny",
+            "--dry-run",
+        ],
+        "test.parquet",
+        "row 0",
+        "2 words",
+        "1 tags",
+    )
 
 
 def test_non_bio_tag_is_one_line_error(ner_world, tmp_path, capsys, clean_env):
     data_dir = tmp_path / "data"
     write_ner_split(data_dir, "acme/tweetner", "default", "test", [(["a", "b"], ["O", "PER"])], ["O", "PER"])
-    write_ner_split(data_dir, "acme/wiki", "default", "train", tagged_sentences(30, 1), list(bio_tags({"PER", "ORG", "LOC"})))
+    write_ner_split(
+        data_dir, "acme/wiki", "default", "train", tagged_sentences(30, 1), list(bio_tags({"PER", "ORG", "LOC"}))
+    )
     _, reg = ner_world
-    user_error(capsys, ["run", "--registry", reg, "--data-dir", data_dir, "--pair", "wiki_to_tweetner", "--model", "tiny",
-                        "--dry-run"], "test.parquet", "row 0", "'PER'", "BIO")  # fmt: skip
+    user_error(
+        capsys,
+        [
+            "run",
+            "--registry",
+            reg,
+            "--data-dir",
+            data_dir,
+            "--pair",
+            "wiki_to_tweetner",
+            "--model",
+            "tiny",
+            "--dry-run",
+        ],
+        "test.parquet",
+        "row 0",
+        "'PER'",
+        "BIO",
+    )
 
 
 def test_tiny_model_learns_the_entities(ner_env, tmp_path):
     """Entity words are fixed per type, so a working alignment + loss + decoding learns them."""
-    proto = write(tmp_path / "learn.yaml", "base: quick\nlearning_rates: [1.0e-2]\nepochs: 8\nbatch_size: 8\nmax_length: 32\n")
+    proto = write(
+        tmp_path / "learn.yaml", "base: quick\nlearning_rates: [1.0e-2]\nepochs: 8\nbatch_size: 8\nmax_length: 32\n"
+    )
     r = shiftbench.run(**{**ner_env, "protocol": str(proto)}, seeds=[0]).new_results[0]
     assert r.id_scores["entity_micro_f1"] > 0.8, r.id_scores
     assert r.selection_score == max(h["val_scores"]["macro_f1"] for h in r.history)
@@ -268,7 +359,9 @@ def test_compare_and_leaderboard_bootstrap_sentences(ner_env, tmp_path, capsys):
     from shiftbench.analysis.compare import compare
     from shiftbench.analysis.leaderboard import build_leaderboard
 
-    proto = write(tmp_path / "learn.yaml", "base: quick\nlearning_rates: [1.0e-2]\nepochs: 4\nbatch_size: 8\nmax_length: 32\n")
+    proto = write(
+        tmp_path / "learn.yaml", "base: quick\nlearning_rates: [1.0e-2]\nepochs: 4\nbatch_size: 8\nmax_length: 32\n"
+    )
     shiftbench.run(**ner_env, seeds=[0])
     shiftbench.run(**{**ner_env, "protocol": str(proto)}, seeds=[0])
     a, b = "tiny@tiny", "tiny@learn"
@@ -295,7 +388,9 @@ def test_suite_skips_a_pair_whose_optional_dataset_is_absent(ner_world, tmp_path
     from shiftbench.cli import main
 
     data_dir, reg = ner_world
-    extra = write(tmp_path / "extra.yaml", """
+    extra = write(
+        tmp_path / "extra.yaml",
+        """
 datasets:
   private_news:
     hub_id: acme/private-news
@@ -313,14 +408,45 @@ suites:
   both:
     pairs: [wiki_to_tweetner, private_to_tweetner]
     models: [tiny]
-""")
-    rc = main(["run", "--registry", str(reg), "--registry", str(extra), "--data-dir", str(data_dir), "--suite", "both", "--dry-run"])
+""",
+    )
+    rc = main(
+        [
+            "run",
+            "--registry",
+            str(reg),
+            "--registry",
+            str(extra),
+            "--data-dir",
+            str(data_dir),
+            "--suite",
+            "both",
+            "--dry-run",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "skipping pair 'private_to_tweetner'" in err and "acme/private-news" in err
     assert "wiki_to_tweetner" in out and "private_to_tweetner" not in out
-    user_error(capsys, ["run", "--registry", reg, "--registry", extra, "--data-dir", data_dir, "--pair", "private_to_tweetner",
-                        "--model", "tiny", "--dry-run"], "private_news", "not found locally")  # fmt: skip
+    user_error(
+        capsys,
+        [
+            "run",
+            "--registry",
+            reg,
+            "--registry",
+            extra,
+            "--data-dir",
+            data_dir,
+            "--pair",
+            "private_to_tweetner",
+            "--model",
+            "tiny",
+            "--dry-run",
+        ],
+        "private_news",
+        "not found locally",
+    )
 
 
 def test_token_cache_round_trips(ner_world, tiny_model_dir, tmp_path):
@@ -330,8 +456,12 @@ def test_token_cache_round_trips(ner_world, tiny_model_dir, tmp_path):
     from shiftbench.data.encode import Encoder
 
     data_dir, _ = ner_world
-    dom = load_domain(_spec(name="wiki", hub_id="acme/wiki", splits={"train": "train"}), data_dir, ("train", "validation", "test"))
-    enc = Encoder(AutoTokenizer.from_pretrained(str(tiny_model_dir)), dom.label_names, 8, tmp_path / "cache")  # some cut
+    dom = load_domain(
+        _spec(name="wiki", hub_id="acme/wiki", splits={"train": "train"}), data_dir, ("train", "validation", "test")
+    )
+    enc = Encoder(
+        AutoTokenizer.from_pretrained(str(tiny_model_dir)), dom.label_names, 8, tmp_path / "cache"
+    )  # some cut
     fresh, cached = enc(dom, "train"), enc(dom, "train")
     assert any((tmp_path / "cache" / "tokens").glob("*.parquet"))
     assert cached.n_truncated == fresh.n_truncated > 0 and np.array_equal(cached.labels, fresh.labels)

@@ -40,7 +40,14 @@ def test_seqeval_readme_example():
     assert m["entity_micro_recall"] == pytest.approx(0.5)
     assert m["token_accuracy"] == pytest.approx(0.8)
     assert m["f1_MISC"] == 0.0 and m["f1_PER"] == 1.0
-    assert set(m) == {"entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "token_accuracy", "f1_MISC", "f1_PER"}
+    assert set(m) == {
+        "entity_micro_f1",
+        "entity_micro_precision",
+        "entity_micro_recall",
+        "token_accuracy",
+        "f1_MISC",
+        "f1_PER",
+    }
     assert NER_PRIMARY_METRIC == "entity_micro_f1" and NER_PRIMARY_METRIC in m
 
 
@@ -79,14 +86,26 @@ def test_right_span_wrong_type_is_fp_and_fn():
 def test_perfect_predictions():
     y = [["B-PER", "I-PER", "O", "B-LOC"], ["I-ORG", "B-ORG"], []]
     m = ner_metrics(y, y)
-    assert m == {"entity_micro_f1": 1.0, "entity_micro_precision": 1.0, "entity_micro_recall": 1.0,
-                 "token_accuracy": 1.0, "f1_LOC": 1.0, "f1_ORG": 1.0, "f1_PER": 1.0}  # fmt: skip
+    assert m == {
+        "entity_micro_f1": 1.0,
+        "entity_micro_precision": 1.0,
+        "entity_micro_recall": 1.0,
+        "token_accuracy": 1.0,
+        "f1_LOC": 1.0,
+        "f1_ORG": 1.0,
+        "f1_PER": 1.0,
+    }
 
 
 def test_no_entities_anywhere_gives_zero():
     # no entity in truth nor prediction: every ratio is 0/0 -> 0 (zero_division=0); no f1_ keys.
     m = ner_metrics([["O", "O"], ["O"]], [["O", "O"], ["O"]])
-    assert m == {"entity_micro_f1": 0.0, "entity_micro_precision": 0.0, "entity_micro_recall": 0.0, "token_accuracy": 1.0}
+    assert m == {
+        "entity_micro_f1": 0.0,
+        "entity_micro_precision": 0.0,
+        "entity_micro_recall": 0.0,
+        "token_accuracy": 1.0,
+    }
     c = entity_counts([["O"]], [["O"]])
     assert c.types == () and c.counts.shape == (0, 3)
 
@@ -236,7 +255,9 @@ def ref_metrics(y_true, y_pred):
 
 
 sentence_pair = st.integers(0, 8).flatmap(
-    lambda n: st.tuples(st.lists(st.sampled_from(TAGS), min_size=n, max_size=n), st.lists(st.sampled_from(TAGS), min_size=n, max_size=n))
+    lambda n: st.tuples(
+        st.lists(st.sampled_from(TAGS), min_size=n, max_size=n), st.lists(st.sampled_from(TAGS), min_size=n, max_size=n)
+    )
 )  # (true, pred) tags of one sentence, equal lengths 0..8
 corpus = st.lists(sentence_pair, min_size=1, max_size=5)
 
@@ -288,18 +309,24 @@ def _check_against_seqeval(sm, y_true, y_pred):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert got["entity_micro_f1"] == pytest.approx(sm.f1_score(y_true, y_pred, zero_division=0), abs=1e-12)
-        assert got["entity_micro_precision"] == pytest.approx(sm.precision_score(y_true, y_pred, zero_division=0), abs=1e-12)
+        assert got["entity_micro_precision"] == pytest.approx(
+            sm.precision_score(y_true, y_pred, zero_division=0), abs=1e-12
+        )
         assert got["entity_micro_recall"] == pytest.approx(sm.recall_score(y_true, y_pred, zero_division=0), abs=1e-12)
         assert got["token_accuracy"] == pytest.approx(sm.accuracy_score(y_true, y_pred), abs=1e-12)
         _, _, f, _ = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
     types = entity_counts(y_true, y_pred).types  # seqeval orders per-type scores by sorted type
-    assert {k: v for k, v in got.items() if k.startswith("f1_")} == pytest.approx({f"f1_{t}": x for t, x in zip(types, f)}, abs=1e-12)
+    assert {k: v for k, v in got.items() if k.startswith("f1_")} == pytest.approx(
+        {f"f1_{t}": x for t, x in zip(types, f)}, abs=1e-12
+    )
 
 
 def test_seqeval_cross_check_known():
     sm = _seqeval()
     _check_against_seqeval(sm, README_TRUE, README_PRED)
-    _check_against_seqeval(sm, [["O", "B-PER", "I-PER", "I-ORG"], ["O"]], [["I-PER", "I-PER", "B-ORG", "I-LOC"], ["B-LOC"]])
+    _check_against_seqeval(
+        sm, [["O", "B-PER", "I-PER", "I-ORG"], ["O"]], [["I-PER", "I-PER", "B-ORG", "I-LOC"], ["B-LOC"]]
+    )
     _check_against_seqeval(sm, [["O", "O"]], [["O", "O"]])
 
 

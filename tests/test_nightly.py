@@ -7,8 +7,8 @@ import re
 import pandas as pd
 import yaml
 
-from shiftbench.registry.catalog import load_catalog
 from shiftbench.nightly import significant_moves
+from shiftbench.registry.catalog import load_catalog
 
 from .conftest import REPO
 
@@ -45,16 +45,29 @@ def test_nightly_suite_is_the_default_pairs_with_minilm_one_seed_standard_v2():
     extra = [catalog.pairs.get(p) for p in nightly.pairs[len(default.pairs) :]]
     assert {p.task for p in extra} == {"token-classification"}
     assert any(catalog.datasets.get(p.source).optional for p in extra)
-    assert nightly.models == ("minilm-l6",) and nightly.seeds == (0,) and nightly.protocol == default.protocol == "standard-v2"
+    assert (
+        nightly.models == ("minilm-l6",)
+        and nightly.seeds == (0,)
+        and nightly.protocol == default.protocol == "standard-v2"
+    )
 
 
 def _board(mean, low, high):
-    return pd.DataFrame([{
-        "model": "m", "pair": "p", "target": "t", "metric": "macro_f1", "protocol": "standard", "protocol_hash": "h",
-        **{f"{v}_mean": mean for v in ("id_score", "ood_score", "gap")},
-        **{f"{v}_ci_low": low for v in ("id_score", "ood_score", "gap")},
-        **{f"{v}_ci_high": high for v in ("id_score", "ood_score", "gap")},
-    }])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "pair": "p",
+                "target": "t",
+                "metric": "macro_f1",
+                "protocol": "standard",
+                "protocol_hash": "h",
+                **{f"{v}_mean": mean for v in ("id_score", "ood_score", "gap")},
+                **{f"{v}_ci_low": low for v in ("id_score", "ood_score", "gap")},
+                **{f"{v}_ci_high": high for v in ("id_score", "ood_score", "gap")},
+            }
+        ]
+    )
 
 
 def test_significant_moves():

@@ -55,7 +55,12 @@ def test_the_scanner_finds_what_it_looks_for(tmp_path):
         "ok = spec.name == 'fpb'\n"
         "ok = 'remedy' in field.metadata\n"
     )
-    assert [(line, kind) for line, kind, _ in comparisons(f)] == [(1, "remedy"), (2, "task"), (3, "task"), (4, "remedy")]
+    assert [(line, kind) for line, kind, _ in comparisons(f)] == [
+        (1, "remedy"),
+        (2, "task"),
+        (3, "task"),
+        (4, "remedy"),
+    ]
 
 
 @pytest.mark.parametrize("kind, home", [("remedy", "remedies"), ("task", "tasks")])

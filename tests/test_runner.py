@@ -17,7 +17,15 @@ def test_user_pair_runs_end_to_end(tiny_env):
     assert {r.target for r in results} == {"tweets", "forum"}
     for r in results:
         assert r.pair == "news_to_tweets" and r.source == "news" and r.model == "tiny"
-        assert set(r.id_scores) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece", "ece_debiased", "brier"}
+        assert set(r.id_scores) == {
+            "accuracy",
+            "macro_f1",
+            "macro_precision",
+            "macro_recall",
+            "ece",
+            "ece_debiased",
+            "brier",
+        }
         assert 0.0 <= r.id_scores["macro_f1"] <= 1.0 and 0.0 <= r.ood_scores["macro_f1"] <= 1.0
         assert r.gap("macro_f1") == pytest.approx(r.id_scores["macro_f1"] - r.ood_scores["macro_f1"])
         assert r.n_id == 9 and r.n_ood == 30  # 10 % of 90 carved, stratified
@@ -34,13 +42,25 @@ def test_user_pair_runs_end_to_end(tiny_env):
     assert table.schema.remove_metadata() == RUN_SCHEMA.remove_metadata()
     assert table.schema.metadata[b"shiftbench.schema_version"] == str(SCHEMA_VERSION).encode()
     rows = table.to_pandas()
-    assert set(rows["metric"]) == {"accuracy", "macro_f1", "macro_precision", "macro_recall", "ece", "ece_debiased", "brier"}
+    assert set(rows["metric"]) == {
+        "accuracy",
+        "macro_f1",
+        "macro_precision",
+        "macro_recall",
+        "ece",
+        "ece_debiased",
+        "brier",
+    }
     assert np.allclose(rows["gap"], rows["id_score"] - rows["ood_score"])
     assert np.allclose(rows["relative_gap"], rows["gap"] / rows["id_score"], equal_nan=True)  # null when ID is 0
     assert len(read_history(files[0])) == 4
 
     preds = pq.read_table(tiny_env["results_dir"] / PREDICTIONS_DIR / files[0].name).to_pandas()
-    assert set(preds["split"]) == {"id_test", "ood_test", "source_validation"}  # validation: the estimates' held-out split
+    assert set(preds["split"]) == {
+        "id_test",
+        "ood_test",
+        "source_validation",
+    }  # validation: the estimates' held-out split
     assert (preds["split"] == "source_validation").sum() == 9 and preds["label"].notna().all()
     assert rows["ood_estimate_method"].notna().sum() == 2  # accuracy (doc) and macro_f1 (bbse)
     assert np.allclose(np.stack(preds["probs"]).sum(axis=1), 1.0, atol=1e-4)
@@ -107,8 +127,8 @@ def test_dry_run_trains_nothing(tiny_env):
 
 
 def test_overlap_is_recorded_and_dedup_removes_it(tiny_env, tiny_registry, tiny_data_dir, tmp_path):
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.data.datasets import load_domain
+    from shiftbench.registry.catalog import load_catalog
 
     from .conftest import write_split
 
@@ -119,9 +139,11 @@ def test_overlap_is_recorded_and_dedup_removes_it(tiny_env, tiny_registry, tiny_
     labels = list(train.labels[:5]) + ["neutral", "positive"]
     write_split(tiny_data_dir, "acme/echo", "default", "test", texts, labels, ["negative", "neutral", "positive"])
     reg = tmp_path / "echo.yaml"
-    reg.write_text("datasets:\n  echo:\n    hub_id: acme/echo\n    text_column: text\n    label_column: label\n"
-                   "    splits: {test: test}\npairs:\n  news_to_echo:\n    task: text-classification\n"
-                   "    source: news\n    targets: [echo]\n")  # fmt: skip
+    reg.write_text(
+        "datasets:\n  echo:\n    hub_id: acme/echo\n    text_column: text\n    label_column: label\n"
+        "    splits: {test: test}\npairs:\n  news_to_echo:\n    task: text-classification\n"
+        "    source: news\n    targets: [echo]\n"
+    )
     env = {**tiny_env, "registries": [tiny_registry, reg]}
     (raw,) = shiftbench.run(pairs=["news_to_echo"], seeds=[0], **env).new_results
     assert (raw.overlap_exact, raw.overlap_normalised, raw.n_ood, raw.dedup) == (3, 5, 7, False)
@@ -134,8 +156,8 @@ def test_overlap_is_recorded_and_dedup_removes_it(tiny_env, tiny_registry, tiny_
 
 
 def test_eval_only_scores_a_finetuned_checkpoint_without_training(tiny_env, tiny_registry, tmp_path):
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
 
     catalog = load_catalog([tiny_registry], include_env=False)
     base = resolve_model("tiny", catalog)
@@ -163,15 +185,18 @@ def test_eval_only_scores_a_finetuned_checkpoint_without_training(tiny_env, tiny
     domain = summary.plan.jobs[0].targets[0].target
     enc = encode_split(domain.role("test"), tok, ("negative", "neutral", "positive"), 24)
     with torch.no_grad():
-        logits = net(input_ids=torch.tensor(enc.input_ids[0][None]), attention_mask=torch.ones(1, len(enc.input_ids[0]), dtype=torch.long)).logits
+        logits = net(
+            input_ids=torch.tensor(enc.input_ids[0][None]),
+            attention_mask=torch.ones(1, len(enc.input_ids[0]), dtype=torch.long),
+        ).logits
     mine = torch.softmax(logits, -1)[0].numpy()[[1, 2, 0]]  # model order pos,neg,neu -> neg,neu,pos
     assert np.allclose(np.asarray(ood["probs"].iloc[0]), mine, atol=1e-5)
 
 
 def test_eval_only_refuses_a_head_with_other_labels(tiny_env, tiny_registry, tmp_path, capsys):
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.cli import main
     from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
 
     catalog = load_catalog([tiny_registry], include_env=False)
     base = resolve_model("tiny", catalog)
@@ -179,9 +204,26 @@ def test_eval_only_refuses_a_head_with_other_labels(tiny_env, tiny_registry, tmp
     ckpt = tmp_path / "binary-head"
     load_classifier(base, ("bad", "good"), tok.pad_token_id).save_pretrained(str(ckpt))
     tok.save_pretrained(str(ckpt))
-    rc = main(["run", "--eval-only", "--pair", "news_to_forum", "--model", str(ckpt), "--registry", str(tiny_registry),
-               "--data-dir", str(tiny_env["data_dir"]), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
-               "--protocol", tiny_env["protocol"]])  # fmt: skip
+    rc = main(
+        [
+            "run",
+            "--eval-only",
+            "--pair",
+            "news_to_forum",
+            "--model",
+            str(ckpt),
+            "--registry",
+            str(tiny_registry),
+            "--data-dir",
+            str(tiny_env["data_dir"]),
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--protocol",
+            tiny_env["protocol"],
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "id2label" in err and "'bad', 'good'" in err
 
@@ -239,7 +281,10 @@ def test_source_validation_predictions_from_selection_equal_a_rescoring(tiny_env
     (ra,), (rb,) = first.new_results, second.new_results
     assert ra.finetune_id == rb.finetune_id and rb.train_seconds == ra.train_seconds  # really the cached fine-tune
     read = lambda d, r: pq.read_table(d / PREDICTIONS_DIR / f"{r.run_id}.parquet").to_pandas()  # noqa: E731
-    va, vb = (p[p["split"] == "source_validation"].sort_values("index") for p in (read(tiny_env["results_dir"], ra), read(other["results_dir"], rb)))
+    va, vb = (
+        p[p["split"] == "source_validation"].sort_values("index")
+        for p in (read(tiny_env["results_dir"], ra), read(other["results_dir"], rb))
+    )
     assert len(va) == len(vb) > 0
     assert (va["pred"].to_numpy() == vb["pred"].to_numpy()).all()
     assert np.array_equal(np.stack(va["probs"]), np.stack(vb["probs"]))

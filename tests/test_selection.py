@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import shiftbench
-from shiftbench.cli import main
 from shiftbench.analysis.leaderboard import GROUP_KEYS, aggregate, summary_table
+from shiftbench.cli import main
+from shiftbench.registry.selection import SelectionEdges, edge_warning, selection_edges
 from shiftbench.results.store import (
     ADDED_COLUMNS,
     RUN_SCHEMA,
@@ -22,7 +23,6 @@ from shiftbench.results.store import (
     edge_warnings,
     read_runs,
 )
-from shiftbench.registry.selection import SelectionEdges, edge_warning, selection_edges
 
 GRID = (2e-5, 5e-5, 1e-4)
 
@@ -30,8 +30,11 @@ GRID = (2e-5, 5e-5, 1e-4)
 def history(lrs=GRID, epochs=3, last_epoch_of=None):
     """EpochRecords as dicts; ``last_epoch_of``: {lr: the last epoch it trained} (max_steps, early stopping)."""
     last_epoch_of = last_epoch_of or {}
-    return [{"learning_rate": lr, "epoch": e, "val_scores": {"macro_f1": 0.5}}
-            for lr in lrs for e in range(1, last_epoch_of.get(lr, epochs) + 1)]  # fmt: skip
+    return [
+        {"learning_rate": lr, "epoch": e, "val_scores": {"macro_f1": 0.5}}
+        for lr in lrs
+        for e in range(1, last_epoch_of.get(lr, epochs) + 1)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -121,9 +124,27 @@ def test_run_rows_carry_the_flags_of_their_history(tiny_env):
 
 
 def test_cli_warns_once_per_fine_tune_at_an_edge(tiny_env, capsys):
-    argv = ["run", "--pair", "news_to_tweets", "--seeds", "0", "--registry", str(tiny_env["registries"][0]),
-            "--data-dir", str(tiny_env["data_dir"]), "--protocol", tiny_env["protocol"], "--model", "tiny",
-            "--results-dir", str(tiny_env["results_dir"]), "--cache-dir", str(tiny_env["cache_dir"]), "--device", "cpu"]  # fmt: skip
+    argv = [
+        "run",
+        "--pair",
+        "news_to_tweets",
+        "--seeds",
+        "0",
+        "--registry",
+        str(tiny_env["registries"][0]),
+        "--data-dir",
+        str(tiny_env["data_dir"]),
+        "--protocol",
+        tiny_env["protocol"],
+        "--model",
+        "tiny",
+        "--results-dir",
+        str(tiny_env["results_dir"]),
+        "--cache-dir",
+        str(tiny_env["cache_dir"]),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     out, err = capsys.readouterr()
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
@@ -155,7 +176,9 @@ def downgrade_to_v1(path):
     meta = dict(table.schema.metadata)
     meta[b"shiftbench.schema_version"] = b"1"
     old = table.drop_columns([c for v, cols in ADDED_COLUMNS.items() for c in cols])
-    old = old.set_column(old.schema.get_field_index("schema_version"), "schema_version", pa.array([1] * len(old), pa.int32()))
+    old = old.set_column(
+        old.schema.get_field_index("schema_version"), "schema_version", pa.array([1] * len(old), pa.int32())
+    )
     pq.write_table(old.replace_schema_metadata(meta), path)
 
 
@@ -172,8 +195,9 @@ def test_version_1_files_read_with_flags_from_their_history(tiny_env):
     assert sorted(set(old["schema_version"])) == [1, SCHEMA_VERSION]  # a file's version stays its own
     v1 = old["schema_version"] == 1
     assert old.loc[v1, list(ADDED_COLUMNS[3])].isna().all().all()  # no estimate before version 3
-    pd.testing.assert_frame_equal(old.drop(columns=["schema_version", *ADDED_COLUMNS[3]]),
-                                  new.drop(columns=["schema_version", *ADDED_COLUMNS[3]]))
+    pd.testing.assert_frame_equal(
+        old.drop(columns=["schema_version", *ADDED_COLUMNS[3]]), new.drop(columns=["schema_version", *ADDED_COLUMNS[3]])
+    )
     # only some columns, the added ones among them (as the leaderboard reads)
     some = read_runs(results, columns=["run_id", "selected_lr_edge"]).table.to_pandas()
     assert set(some["selected_lr_edge"]) == set(new["selected_lr_edge"])
@@ -184,7 +208,12 @@ def test_unknown_versions_and_incomplete_v2_files_are_skipped(tiny_env):
     shiftbench.run(pairs=["news_to_tweets"], seeds=[0], **tiny_env)
     a, b = sorted((tiny_env["results_dir"] / RUNS_DIR).glob("*.parquet"))
     table = pq.read_table(a)
-    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"shiftbench.schema_version": str(SCHEMA_VERSION + 1).encode()}), a)
+    pq.write_table(
+        table.replace_schema_metadata(
+            {**table.schema.metadata, b"shiftbench.schema_version": str(SCHEMA_VERSION + 1).encode()}
+        ),
+        a,
+    )
     table = pq.read_table(b)
     pq.write_table(table.drop_columns(["selected_lr_edge"]), b)  # still says version 2
     loaded = read_runs(tiny_env["results_dir"])
@@ -195,11 +224,21 @@ def test_unknown_versions_and_incomplete_v2_files_are_skipped(tiny_env):
 
 
 def test_leaderboard_counts_seeds_at_an_edge():
-    base = {k: "x" for k in GROUP_KEYS} | {"schema_version": 2, "run_id": "r", "id_score": 0.8, "ood_score": 0.6,
-                                           "gap": 0.2, "relative_gap": 0.25}  # fmt: skip
+    base = {k: "x" for k in GROUP_KEYS} | {
+        "schema_version": 2,
+        "run_id": "r",
+        "id_score": 0.8,
+        "ood_score": 0.6,
+        "gap": 0.2,
+        "relative_gap": 0.25,
+    }
     flags = [("high", False), ("interior", True), ("interior", False), ("low", None)]
-    runs = pd.DataFrame([base | {"seed": s, "selected_lr_edge": lr, "selected_epoch_at_edge": ep} for s, (lr, ep) in enumerate(flags)])
-    na = pd.DataFrame([base | {"model": "y", "seed": s, "selected_lr_edge": None, "selected_epoch_at_edge": None} for s in (0, 1)])
+    runs = pd.DataFrame(
+        [base | {"seed": s, "selected_lr_edge": lr, "selected_epoch_at_edge": ep} for s, (lr, ep) in enumerate(flags)]
+    )
+    na = pd.DataFrame(
+        [base | {"model": "y", "seed": s, "selected_lr_edge": None, "selected_epoch_at_edge": None} for s in (0, 1)]
+    )
     board = aggregate(pd.concat([runs, na], ignore_index=True)).set_index("model")
     assert board.loc["x", "n_edge_selections"] == 3  # seeds 0, 1 and 3
     assert pd.isna(board.loc["y", "n_edge_selections"])  # no grid edge to be at
@@ -225,11 +264,11 @@ LABELS = ("negative", "neutral", "positive")
 def scripted(tiny_registry, tiny_data_dir, tiny_protocol, monkeypatch):
     """fine_tune on the tiny world with source-validation scores read from a script (one per
     epoch, in training order) instead of measured, so where it stops is known exactly."""
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.data.datasets import load_domain
-    from shiftbench.modeling.device import make_runtime
     from shiftbench.data.encode import Encoder
+    from shiftbench.modeling.device import make_runtime
     from shiftbench.modeling.models import load_classifier, load_tokenizer, resolve_model
+    from shiftbench.registry.catalog import load_catalog
     from shiftbench.registry.protocol import load_protocol
     from shiftbench.training.train import fine_tune
 
@@ -254,8 +293,16 @@ def scripted(tiny_registry, tiny_data_dir, tiny_protocol, monkeypatch):
 
         monkeypatch.setattr("shiftbench.training.train.predict", lambda *a, **k: Scored())
         protocol = dataclasses.replace(base, **fields)
-        ft = fine_tune(lambda: load_classifier(model, LABELS, tok.pad_token_id), train, val, protocol, 0,
-                       tok.pad_token_id, make_runtime("cpu", "fp32"), checkpoints=checkpoints)  # fmt: skip
+        ft = fine_tune(
+            lambda: load_classifier(model, LABELS, tok.pad_token_id),
+            train,
+            val,
+            protocol,
+            0,
+            tok.pad_token_id,
+            make_runtime("cpu", "fp32"),
+            checkpoints=checkpoints,
+        )
         assert next(script, None) is None, "fewer epochs trained than scripted"
         return ft
 
@@ -267,28 +314,50 @@ def trace(ft):
 
 
 def test_patience_stops_a_learning_rate_after_its_best(scripted):
-    ft = scripted([0.5, 0.6, 0.55, 0.7, 0.8, 0.85, 0.9, 0.3, 0.3], learning_rates=(1e-3, 2e-3, 3e-3), epochs=4, patience=1)
+    ft = scripted(
+        [0.5, 0.6, 0.55, 0.7, 0.8, 0.85, 0.9, 0.3, 0.3], learning_rates=(1e-3, 2e-3, 3e-3), epochs=4, patience=1
+    )
     # 1e-3: best at epoch 2, epoch 3 not better: stop; 2e-3: better every epoch: all 4;
     # 3e-3: a tie is not better: stop after epoch 2
-    assert trace(ft) == [(1e-3, 1), (1e-3, 2), (1e-3, 3), (2e-3, 1), (2e-3, 2), (2e-3, 3), (2e-3, 4), (3e-3, 1), (3e-3, 2)]
+    assert trace(ft) == [
+        (1e-3, 1),
+        (1e-3, 2),
+        (1e-3, 3),
+        (2e-3, 1),
+        (2e-3, 2),
+        (2e-3, 3),
+        (2e-3, 4),
+        (3e-3, 1),
+        (3e-3, 2),
+    ]
     assert (ft.selected_lr, ft.selected_epoch, ft.selection_score) == (2e-3, 4, 0.9)
     # the selection is at the last epoch its lr trained, and inside the grid
-    assert selection_edges([dataclasses.asdict(h) for h in ft.history], ft.selected_lr, ft.selected_epoch) == SelectionEdges("interior", True)
+    assert selection_edges(
+        [dataclasses.asdict(h) for h in ft.history], ft.selected_lr, ft.selected_epoch
+    ) == SelectionEdges("interior", True)
 
 
 def test_grid_patience_stops_the_ascending_grid_after_the_optimum(scripted):
-    ft = scripted([0.5, 0.6, 0.7, 0.8, 0.75, 0.7], learning_rates=(1e-3, 2e-3, 3e-3, 4e-3, 5e-3), epochs=2, grid_patience=1)
+    ft = scripted(
+        [0.5, 0.6, 0.7, 0.8, 0.75, 0.7], learning_rates=(1e-3, 2e-3, 3e-3, 4e-3, 5e-3), epochs=2, grid_patience=1
+    )
     assert trace(ft) == [(1e-3, 1), (1e-3, 2), (2e-3, 1), (2e-3, 2), (3e-3, 1), (3e-3, 2)]  # 4e-3, 5e-3 never trained
     assert ft.selected_lr == 2e-3 and ft.model is not None  # the module is kept for scoring
     h = [dataclasses.asdict(r) for r in ft.history]
     assert selection_edges(h, ft.selected_lr, ft.selected_epoch) == SelectionEdges("interior", True)
     # patience 2: one worse lr is not enough
-    ft = scripted([0.5, 0.6, 0.7, 0.8, 0.75, 0.7, 0.6, 0.6], learning_rates=(1e-3, 2e-3, 3e-3, 4e-3, 5e-3), epochs=2, grid_patience=2)
+    ft = scripted(
+        [0.5, 0.6, 0.7, 0.8, 0.75, 0.7, 0.6, 0.6],
+        learning_rates=(1e-3, 2e-3, 3e-3, 4e-3, 5e-3),
+        epochs=2,
+        grid_patience=2,
+    )
     assert [lr for lr, e in trace(ft) if e == 1] == [1e-3, 2e-3, 3e-3, 4e-3]
 
 
 def test_early_stopping_resumes_where_an_uninterrupted_run_stops(scripted, tmp_path, monkeypatch):
     from shiftbench.core import faults
+
     from .conftest import Killed, kill_at
 
     scores = [0.5, 0.6, 0.55, 0.7, 0.8, 0.85, 0.9, 0.3, 0.3]
@@ -323,6 +392,7 @@ GRID5 = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 def test_bracketing_search_goes_down_when_no_larger_rate_beats_the_start(scripted, tmp_path, monkeypatch):
     from shiftbench.core import faults
+
     from .conftest import Killed, kill_at
 
     # 1e-4: 0.6, 0.7; 3e-4: 0.65 (worse: up stops); 3e-5: 0.8 (better: keep going down); 1e-5: 0.5 (stop)

@@ -47,18 +47,66 @@ def test_make_plan_is_annotated_with_what_it_returns():
 
 
 def test_from_cli_reads_every_flag():
-    args = _run_parser().parse_args([
-        "--pair", "a", "--pair", "b", "--model", "m", "--seeds", "0,1", "--protocol", "quick", "--precision", "bf16",
-        "--registry", "r.yaml", "--data-dir", "D", "--results-dir", "R", "--cache-dir", "C", "--device", "cpu",
-        "--dry-run", "--eval-only", "--dedup", "--executor", "ray", "--address", "auto", "--cpus-per-task", "4",
-        "--gpus-per-task", "0.5", "--trust-remote-code", "--allow-pickle",
-    ])  # fmt: skip
+    args = _run_parser().parse_args(
+        [
+            "--pair",
+            "a",
+            "--pair",
+            "b",
+            "--model",
+            "m",
+            "--seeds",
+            "0,1",
+            "--protocol",
+            "quick",
+            "--precision",
+            "bf16",
+            "--registry",
+            "r.yaml",
+            "--data-dir",
+            "D",
+            "--results-dir",
+            "R",
+            "--cache-dir",
+            "C",
+            "--device",
+            "cpu",
+            "--dry-run",
+            "--eval-only",
+            "--dedup",
+            "--executor",
+            "ray",
+            "--address",
+            "auto",
+            "--cpus-per-task",
+            "4",
+            "--gpus-per-task",
+            "0.5",
+            "--trust-remote-code",
+            "--allow-pickle",
+        ]
+    )
     assert RunRequest.from_cli(args) == RunRequest(
-        pairs=("a", "b"), models=("m",), seeds="0,1", protocol="quick", precision="bf16", registries=("r.yaml",),
-        data_dir="D", results_dir="R", cache_dir="C", device="cpu", dry_run=True, eval_only=True, dedup=True,
-        executor="ray", ray_address="auto", cpus_per_task=4, gpus_per_task=0.5, trust_remote_code=True,
+        pairs=("a", "b"),
+        models=("m",),
+        seeds="0,1",
+        protocol="quick",
+        precision="bf16",
+        registries=("r.yaml",),
+        data_dir="D",
+        results_dir="R",
+        cache_dir="C",
+        device="cpu",
+        dry_run=True,
+        eval_only=True,
+        dedup=True,
+        executor="ray",
+        ray_address="auto",
+        cpus_per_task=4,
+        gpus_per_task=0.5,
+        trust_remote_code=True,
         allow_pickle=True,
-    )  # fmt: skip
+    )
     assert RunRequest.from_cli(_run_parser().parse_args([])) == RunRequest()  # flag defaults are the option defaults
     assert RunRequest.from_cli(_run_parser().parse_args(["--suite", "smoke"])).suite == "smoke"
 

@@ -7,12 +7,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from shiftbench.execution import shift
 from shiftbench.cli import main
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.execution import shift
 from shiftbench.execution.shift import (
-    compute_measures, domain_classifier_error, mmd2_test, proxy_a_distance, read_shift_table, vocabulary,
-)  # fmt: skip
+    compute_measures,
+    domain_classifier_error,
+    mmd2_test,
+    proxy_a_distance,
+    read_shift_table,
+    vocabulary,
+)
 
 from .conftest import REAL_DATA_DIR, user_error
 
@@ -44,8 +49,9 @@ def test_mmd_detects_a_mean_shift_and_matches_the_direct_formula():
     k = lambda a, b: np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * r.bandwidth**2))  # noqa: E731
     kxx, kyy = k(x, x), k(y, y)
     n, m = len(x), len(y)
-    direct = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-              - 2 * k(x, y).mean())  # fmt: skip
+    direct = (
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * k(x, y).mean()
+    )
     assert r.mmd2 == pytest.approx(direct, rel=1e-9)
 
 
@@ -71,29 +77,96 @@ def test_same_distribution_lands_at_the_in_domain_baseline():
     vocab = [f"w{i}" for i in range(40)]
     texts = [" ".join(rng.choice(vocab, 8)) for _ in range(800)]
     labels = list(rng.choice(["neg", "pos"], 800))
-    m = compute_measures("s", "t", "fs", "ft", texts[:400], texts[400:], ("neg", "pos"), labels[:400], labels[400:],
-                         _bag_of_words_embed, "bag-of-words", "0", sample_size=200, n_permutations=200)  # fmt: skip
+    m = compute_measures(
+        "s",
+        "t",
+        "fs",
+        "ft",
+        texts[:400],
+        texts[400:],
+        ("neg", "pos"),
+        labels[:400],
+        labels[400:],
+        _bag_of_words_embed,
+        "bag-of-words",
+        "0",
+        sample_size=200,
+        n_permutations=200,
+    )
     assert m.mmd2_p_value > 0.05 and abs(m.mmd2 - m.mmd2_baseline) < 0.01
     assert m.pad < 0.6 and m.label_prior_tv < 0.1 and m.vocab_jaccard == 1.0
     other = [" ".join(rng.choice([f"v{i}" for i in range(40)], 8)) for _ in range(400)]
-    far = compute_measures("s", "t", "fs", "ft", texts[:400], other, ("neg", "pos"), labels[:400], None,
-                           _bag_of_words_embed, "bag-of-words", "0", sample_size=200, n_permutations=200)  # fmt: skip
+    far = compute_measures(
+        "s",
+        "t",
+        "fs",
+        "ft",
+        texts[:400],
+        other,
+        ("neg", "pos"),
+        labels[:400],
+        None,
+        _bag_of_words_embed,
+        "bag-of-words",
+        "0",
+        sample_size=200,
+        n_permutations=200,
+    )
     assert far.vocab_jaccard == 0.0 and far.target_oov_rate == 1.0
     assert far.mmd2_p_value < 0.01 and far.mmd2 > 10 * abs(far.mmd2_baseline) and far.pad > 1.9
     assert far.label_prior_tv is None and far.label_prior_method == "none"
-    est = compute_measures("s", "t", "fs", "ft", texts[:400], other, ("neg", "pos"), labels[:400], None, _bag_of_words_embed,
-                           "bag-of-words", "0", sample_size=20, n_permutations=20, estimated_target_priors=(0.9, 0.1))  # fmt: skip
-    assert est.label_prior_method == "estimated" and est.label_prior_tv == pytest.approx(abs(0.9 - est.source_priors[0]))
+    est = compute_measures(
+        "s",
+        "t",
+        "fs",
+        "ft",
+        texts[:400],
+        other,
+        ("neg", "pos"),
+        labels[:400],
+        None,
+        _bag_of_words_embed,
+        "bag-of-words",
+        "0",
+        sample_size=20,
+        n_permutations=20,
+        estimated_target_priors=(0.9, 0.1),
+    )
+    assert est.label_prior_method == "estimated" and est.label_prior_tv == pytest.approx(
+        abs(0.9 - est.source_priors[0])
+    )
     with pytest.raises(ShiftbenchError, match="need 2 values"):
-        compute_measures("s", "t", "fs", "ft", texts[:400], other, ("neg", "pos"), labels[:400], None, _bag_of_words_embed,
-                         "bag-of-words", "0", sample_size=20, n_permutations=20, estimated_target_priors=(1.0,))  # fmt: skip
+        compute_measures(
+            "s",
+            "t",
+            "fs",
+            "ft",
+            texts[:400],
+            other,
+            ("neg", "pos"),
+            labels[:400],
+            None,
+            _bag_of_words_embed,
+            "bag-of-words",
+            "0",
+            sample_size=20,
+            n_permutations=20,
+            estimated_target_priors=(1.0,),
+        )
 
 
 @pytest.fixture()
 def tiny_shift(tiny_registry, tiny_data_dir, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("SHIFTBENCH_REGISTRY", raising=False)
     monkeypatch.setattr(shift, "DEFAULT_ENCODER", "tiny")  # the tiny random BERT of the test registry
-    return ["--registry", str(tiny_registry), "--data-dir", str(tiny_data_dir), "--results-dir", str(tmp_path / "results")]
+    return [
+        "--registry",
+        str(tiny_registry),
+        "--data-dir",
+        str(tiny_data_dir),
+        "--results-dir",
+        str(tmp_path / "results"),
+    ]
 
 
 def test_shift_cli_prints_measures_and_caches_them(tiny_shift, tmp_path, capsys, monkeypatch):
@@ -116,7 +189,9 @@ def test_shift_cli_prints_measures_and_caches_them(tiny_shift, tmp_path, capsys,
     monkeypatch.setattr(shiftbench.modeling.embed, "embed_texts", refuse)
     assert main(argv) == 0
     assert capsys.readouterr().out.count(" yes") == 2
-    assert main(["shift", "--pair", "news_to_forum", "--sample", "20", *tiny_shift]) == 0  # same data pair: shared entry
+    assert (
+        main(["shift", "--pair", "news_to_forum", "--sample", "20", *tiny_shift]) == 0
+    )  # same data pair: shared entry
     assert " yes" in capsys.readouterr().out
 
 
@@ -125,19 +200,28 @@ def test_shift_cli_bad_input(tiny_shift, tmp_path, capsys):
     user_error(capsys, ["shift", "--pair", "news_to_tweets", "--sample", "2", *tiny_shift], "--sample", "2")
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
-    user_error(capsys, ["shift", "--pair", "news_to_tweets", *tiny_shift, "--results-dir", not_a_dir], "--results-dir", "not a directory")
-    user_error(capsys, ["shift", "--pair", "news_to_tweets", *tiny_shift, "--data-dir", tmp_path / "nowhere"], "nowhere")
+    user_error(
+        capsys,
+        ["shift", "--pair", "news_to_tweets", *tiny_shift, "--results-dir", not_a_dir],
+        "--results-dir",
+        "not a directory",
+    )
+    user_error(
+        capsys, ["shift", "--pair", "news_to_tweets", *tiny_shift, "--data-dir", tmp_path / "nowhere"], "nowhere"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REAL_DATA_DIR / "takala__financial_phrasebank").is_dir(), reason="no data mirror")
 def test_real_minilm_embeddings_are_unit_norm_sentence_vectors():
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.modeling.embed import embed_texts
     from shiftbench.modeling.models import resolve_model
+    from shiftbench.registry.catalog import load_catalog
 
-    emb = embed_texts(["Profits rose sharply.", "Earnings increased a lot.", "The cat sat on the mat."],
-                      resolve_model("minilm-l6", load_catalog()))  # fmt: skip
+    emb = embed_texts(
+        ["Profits rose sharply.", "Earnings increased a lot.", "The cat sat on the mat."],
+        resolve_model("minilm-l6", load_catalog()),
+    )
     assert emb.shape == (3, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2  # paraphrases are closer than unrelated text
 

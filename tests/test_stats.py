@@ -7,12 +7,19 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from shiftbench.analysis.stats import (
+    Interval,
+    holm,
+    mcnemar,
+    percentile_interval,
+    resampled_sums,
+    seed_aware_interval,
+    seeds_needed,
+    t_interval,
+)
+from shiftbench.analysis.taskstats import replicate_scores, task_kind
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.tasks.metrics import classification_metrics, expected_calibration_error
-from shiftbench.analysis.stats import (
-    Interval, holm, mcnemar, percentile_interval, resampled_sums, seed_aware_interval, seeds_needed, t_interval,
-)  # fmt: skip
-from shiftbench.analysis.taskstats import replicate_scores, task_kind
 
 TEXT = task_kind("text-classification")
 
@@ -25,8 +32,9 @@ def _stats(y, p, k, probs=None):
 def _diff(metric, y, preds_a, preds_b, n_boot, seed=0, k=3):
     """(mean per-seed B - A, replicate differences (R, S)) through the task layer."""
     blocks = [_stats(y, p, k) for pair in zip(preds_a, preds_b) for p in pair]
-    pts, reps = replicate_scores(blocks, "text-classification", metric, tuple(f"l{i}" for i in range(k)), n_boot,
-                                 np.random.default_rng(seed))  # fmt: skip
+    pts, reps = replicate_scores(
+        blocks, "text-classification", metric, tuple(f"l{i}" for i in range(k)), n_boot, np.random.default_rng(seed)
+    )
     return (pts[1::2] - pts[0::2]).mean(), reps[:, 1::2] - reps[:, 0::2]
 
 
@@ -75,7 +83,9 @@ def test_task_metrics_match_classification_metrics_and_ece():
         for metric, value in ref.items():
             assert TEXT.metric_fn(metric, tuple(range(k)))(sums) == pytest.approx(value, abs=1e-12), metric
         onehot = np.eye(k)[y]
-        assert TEXT.metric_fn("brier", tuple(range(k)))(sums) == pytest.approx(((probs - onehot) ** 2).sum(axis=1).mean())
+        assert TEXT.metric_fn("brier", tuple(range(k)))(sums) == pytest.approx(
+            ((probs - onehot) ** 2).sum(axis=1).mean()
+        )
     # a class absent from both labels and predictions is not averaged over
     cm = np.zeros(9 + 46)
     cm[:9] = [2, 0, 0, 0, 0, 0, 1, 0, 1]
@@ -141,7 +151,9 @@ def test_several_seeds_share_one_resample():
     a = [np.where(rng.random(400) < 0.6, y, rng.integers(0, 3, 400)) for _ in range(3)]
     b = [np.where(rng.random(400) < 0.7, y, rng.integers(0, 3, 400)) for _ in range(3)]
     est, _ = _diff("macro_f1", y, a, b, 300)
-    per_seed = [classification_metrics(y, b[s])["macro_f1"] - classification_metrics(y, a[s])["macro_f1"] for s in range(3)]
+    per_seed = [
+        classification_metrics(y, b[s])["macro_f1"] - classification_metrics(y, a[s])["macro_f1"] for s in range(3)
+    ]
     assert est == pytest.approx(np.mean(per_seed), abs=1e-12)
     # repeating one seed three times: every replicate is the same for all three (the resample is shared)
     _, same = _diff("macro_f1", y, [a[0]] * 3, [b[0]] * 3, 300)

@@ -30,7 +30,12 @@ def simulate(n_seeds: int, sa: float, su: float, se: float, delta: float, seed: 
     rng = np.random.default_rng(seed)
     covered, rejected, naive = np.zeros(reps, bool), np.zeros(reps, bool), np.zeros(reps, bool)
     for r in range(reps):
-        z = delta + rng.normal(0, sa, N)[:, None] + rng.normal(0, su, n_seeds)[None, :] + rng.normal(0, se, (N, n_seeds))
+        z = (
+            delta
+            + rng.normal(0, sa, N)[:, None]
+            + rng.normal(0, su, n_seeds)[None, :]
+            + rng.normal(0, se, (N, n_seeds))
+        )
         boot = resampled_sums(z, R, rng) / N
         ci = seed_aware_interval(z.mean(axis=0), boot)
         covered[r] = ci.low <= delta <= ci.high

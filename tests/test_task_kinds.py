@@ -13,11 +13,18 @@ import pytest
 import shiftbench
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.registry.specs import DatasetSpec, PairSpec
-from shiftbench.tasks import TaskKind, TextClassification, TextPairClassification, TokenClassification, get_task, register_task, task_names
+from shiftbench.tasks import (
+    TaskKind,
+    TextClassification,
+    TextPairClassification,
+    TokenClassification,
+    get_task,
+    register_task,
+    task_names,
+)
 from shiftbench.tasks.metrics import expected_calibration_error
 
 from .conftest import WORDS, write
-
 
 # --------------------------------------------------------------------------- the registry
 
@@ -35,10 +42,15 @@ def test_registry_holds_the_three_kinds():
 
 
 def test_unknown_task_is_one_line_with_did_you_mean():
-    with pytest.raises(ShiftbenchError, match=r"^unknown task 'token-clasification' \(did you mean 'token-classification'") as exc:
+    with pytest.raises(
+        ShiftbenchError, match=r"^unknown task 'token-clasification' \(did you mean 'token-classification'"
+    ) as exc:
         get_task("token-clasification")
     assert "\n" not in str(exc.value)
-    with pytest.raises(ShiftbenchError, match=r"unknown task 'ner' \(known: text-classification, text-pair-classification, token-classification"):
+    with pytest.raises(
+        ShiftbenchError,
+        match=r"unknown task 'ner' \(known: text-classification, text-pair-classification, token-classification",
+    ):
         get_task("ner")
     with pytest.raises(ShiftbenchError, match="unknown task"):
         get_task(["not", "a", "name"])  # e.g. a YAML list where a name belongs
@@ -55,7 +67,10 @@ def test_a_name_registers_once():
 
 
 def test_metric_errors_name_the_kind():
-    with pytest.raises(ShiftbenchError, match=r"metric 'entity_micro_f1' is not defined for text-pair-classification \(did you mean 'macro_f1'\?\)"):
+    with pytest.raises(
+        ShiftbenchError,
+        match=r"metric 'entity_micro_f1' is not defined for text-pair-classification \(did you mean 'macro_f1'\?\)",
+    ):
         get_task("text-pair-classification").metric_fn("entity_micro_f1", ("a", "b"))
 
 
@@ -89,7 +104,9 @@ def test_example_kinds_match_sklearn(task, seed):
     onehot = np.eye(len(space))[labels]
     assert score["brier"] == pytest.approx(float(((probs - onehot) ** 2).sum(axis=1).mean()), rel=1e-6)
     recorded = kind.scores(labels, preds, None, space)  # what the runner records
-    assert {m: recorded[m] for m in ("accuracy", "macro_f1")} == pytest.approx({m: score[m] for m in ("accuracy", "macro_f1")})
+    assert {m: recorded[m] for m in ("accuracy", "macro_f1")} == pytest.approx(
+        {m: score[m] for m in ("accuracy", "macro_f1")}
+    )
     # A metric reads only its columns: zeroing the others changes nothing.
     for metric in kind.metrics(space):
         kept = np.zeros_like(sums)
@@ -148,16 +165,28 @@ def test_token_kind_matches_seqeval(seed):
 
 
 def test_text_pair_column_is_validated_with_one_line_errors():
-    base = {"name": "nli", "hub_id": "acme/nli", "text_column": "premise", "label_column": "label", "splits": {"test": "test"}}
+    base = {
+        "name": "nli",
+        "hub_id": "acme/nli",
+        "text_column": "premise",
+        "label_column": "label",
+        "splits": {"test": "test"},
+    }
     spec = DatasetSpec(**base, task="text-pair-classification", text_pair_column="hypothesis")
     assert spec.text_pair_column == "hypothesis"
     with pytest.raises(ShiftbenchError, match=r"field 'text_pair_column': required for text-pair-classification"):
         DatasetSpec(**base, task="text-pair-classification")
-    with pytest.raises(ShiftbenchError, match=r"field 'text_pair_column': 'hypothesis' is only read by text-pair-classification datasets, not text-classification"):
+    with pytest.raises(
+        ShiftbenchError,
+        match=r"field 'text_pair_column': 'hypothesis' is only read by text-pair-classification datasets, not text-classification",
+    ):
         DatasetSpec(**base, text_pair_column="hypothesis")
     with pytest.raises(ShiftbenchError, match=r"field 'text_pair_column': 'premise' is also the text_column"):
         DatasetSpec(**base, task="text-pair-classification", text_pair_column="premise")
-    with pytest.raises(ShiftbenchError, match=r"field 'task': unknown task 'text-pair-clasification' \(did you mean 'text-pair-classification'"):
+    with pytest.raises(
+        ShiftbenchError,
+        match=r"field 'task': unknown task 'text-pair-clasification' \(did you mean 'text-pair-classification'",
+    ):
         DatasetSpec(**base, task="text-pair-clasification", text_pair_column="hypothesis")
     with pytest.raises(ShiftbenchError, match=r"field 'task': unknown task 'nli' \(known: "):
         PairSpec(name="p", task="nli", source="a", targets=("b",))
@@ -166,14 +195,19 @@ def test_text_pair_column_is_validated_with_one_line_errors():
 def test_registry_file_errors_name_file_entry_and_field(tmp_path):
     from shiftbench.registry.catalog import load_catalog
 
-    reg = write(tmp_path / "nli.yaml", "datasets:\n  nli:\n    hub_id: acme/nli\n    task: text-pair-classification\n"
-                "    text_column: premise\n    label_column: label\n    splits: {test: test}\n")  # fmt: skip
+    reg = write(
+        tmp_path / "nli.yaml",
+        "datasets:\n  nli:\n    hub_id: acme/nli\n    task: text-pair-classification\n"
+        "    text_column: premise\n    label_column: label\n    splits: {test: test}\n",
+    )
     with pytest.raises(ShiftbenchError) as exc:
         load_catalog([reg], include_env=False)
     message = str(exc.value)
     assert str(reg) in message and "dataset 'nli'" in message and "field 'text_pair_column': required" in message
     assert "\n" not in message
-    reg.write_text(reg.read_text().replace("text_column: premise", "text_column: premise\n    text_pair_colum: hypothesis"))
+    reg.write_text(
+        reg.read_text().replace("text_column: premise", "text_column: premise\n    text_pair_colum: hypothesis")
+    )
     with pytest.raises(ShiftbenchError, match=r"unknown field 'text_pair_colum' \(did you mean 'text_pair_column'"):
         load_catalog([reg], include_env=False)
 
@@ -206,10 +240,16 @@ def _write_nli(data_dir, hub_id: str, split: str, n: int, seed: int, style: str 
     import datasets
 
     premises, hypotheses, labels = _nli_rows(n, seed, style)
-    feats = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-                               "label": datasets.ClassLabel(names=NLI_LABELS)})  # fmt: skip
-    ds = datasets.Dataset.from_dict({"premise": premises, "hypothesis": hypotheses, "label": [NLI_LABELS.index(x) for x in labels]},
-                                    features=feats)  # fmt: skip
+    feats = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=NLI_LABELS),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"premise": premises, "hypothesis": hypotheses, "label": [NLI_LABELS.index(x) for x in labels]}, features=feats
+    )
     path = data_dir / hub_id.replace("/", "__") / "default" / f"{split}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.to_parquet(str(path))
@@ -261,9 +301,19 @@ def test_pair_datasets_load_as_text_pairs(nli_env):
     assert test.texts[0] == (premises[0], hypotheses[0])
     assert test.plain_texts()[0] == f"{premises[0]} {hypotheses[0]}"
     # A missing second column is a one-line error naming the file and the column.
-    spec = DatasetSpec(name="x", hub_id="acme/nli_tweets", task="text-pair-classification", text_column="premise",
-                       text_pair_column="hypothesis_text", label_column="label", splits={"test": "test"})  # fmt: skip
-    with pytest.raises(ShiftbenchError, match=r"test\.parquet: text column 'hypothesis_text' not found \(columns: premise, hypothesis, label\)"):
+    spec = DatasetSpec(
+        name="x",
+        hub_id="acme/nli_tweets",
+        task="text-pair-classification",
+        text_column="premise",
+        text_pair_column="hypothesis_text",
+        label_column="label",
+        splits={"test": "test"},
+    )
+    with pytest.raises(
+        ShiftbenchError,
+        match=r"test\.parquet: text column 'hypothesis_text' not found \(columns: premise, hypothesis, label\)",
+    ):
         load_domain(spec, nli_env["data_dir"], ("test",))
 
 
@@ -272,7 +322,16 @@ def test_pair_encoding_sends_both_texts_to_the_tokenizer(tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     enc = get_task("text-pair-classification").encode([("good profit", "bad loss today")], tok, max_length=32)
-    assert tok.convert_ids_to_tokens(enc.input_ids[0].tolist()) == ["[CLS]", "good", "profit", "[SEP]", "bad", "loss", "today", "[SEP]"]
+    assert tok.convert_ids_to_tokens(enc.input_ids[0].tolist()) == [
+        "[CLS]",
+        "good",
+        "profit",
+        "[SEP]",
+        "bad",
+        "loss",
+        "today",
+        "[SEP]",
+    ]
     assert enc.n_truncated == 0 and enc.word_starts is None
     cut = get_task("text-pair-classification").encode([("good profit", "bad loss today")], tok, max_length=6)
     assert cut.n_truncated == 1 and tok.convert_ids_to_tokens(cut.input_ids[0].tolist())[-1] == "[SEP]"
@@ -291,7 +350,12 @@ def test_nli_pair_runs_end_to_end(nli_env, monkeypatch):
     monkeypatch.setattr(TextPairClassification, "encode", spy)
     summary = shiftbench.run(pairs=["nli_news_to_tweets"], seeds=[0], **nli_env)
     (r,) = summary.new_results
-    assert (r.pair, r.source, r.target, r.task) == ("nli_news_to_tweets", "nli_news", "nli_tweets", "text-pair-classification")
+    assert (r.pair, r.source, r.target, r.task) == (
+        "nli_news_to_tweets",
+        "nli_news",
+        "nli_tweets",
+        "text-pair-classification",
+    )
     assert r.label_space == tuple(NLI_LABELS)
     assert r.n_id == 8 and r.n_ood == 24  # 10 % of 80 carved as the source test split
     for scores in (r.id_scores, r.ood_scores):

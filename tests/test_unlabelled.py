@@ -7,9 +7,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from shiftbench.execution import shift
 from shiftbench.cli import main
-from shiftbench.results.store import ESTIMATE_COLUMNS, PREDICTIONS_DIR, RUNS_DIR, SCHEMA_VERSION, read_estimate, read_runs
+from shiftbench.execution import shift
+from shiftbench.results.store import (
+    ESTIMATE_COLUMNS,
+    PREDICTIONS_DIR,
+    RUNS_DIR,
+    SCHEMA_VERSION,
+    read_estimate,
+    read_runs,
+)
 from tests.conftest import balanced_labels, make_texts, user_error, write
 
 MINE = """
@@ -47,8 +54,20 @@ def feed(tmp_path, tiny_data_dir, tiny_registry, tiny_model_dir, tiny_protocol, 
     _write_feed(data, make_texts(balanced_labels(40, ["negative", "neutral", "positive"], 11), 11, "tweet"))
     mine = write(tmp_path / "mine.yaml", MINE.format(extra=""))
     monkeypatch.setattr(shift, "DEFAULT_ENCODER", "tiny")  # the tiny random BERT stands in for MiniLM
-    args = ["--registry", tiny_registry, "--registry", mine, "--data-dir", data, "--protocol", tiny_protocol,
-            "--results-dir", tmp_path / "results", "--cache-dir", tmp_path / "cache"]  # fmt: skip
+    args = [
+        "--registry",
+        tiny_registry,
+        "--registry",
+        mine,
+        "--data-dir",
+        data,
+        "--protocol",
+        tiny_protocol,
+        "--results-dir",
+        tmp_path / "results",
+        "--cache-dir",
+        tmp_path / "cache",
+    ]
     return tmp_path, args
 
 
@@ -98,19 +117,47 @@ def test_unlabelled_target_runs_end_to_end(feed, capsys):
     board, _ = build_leaderboard(tmp_path / "results")
     row = board[board["metric"] == "accuracy"].iloc[0]
     assert np.isnan(row["ood_score_mean"]) and np.isnan(row["gap_mean"]) and np.isnan(row["rank"])
-    assert row["ci_method"] == "examples only (1 seed)" and row["id_score_ci_low"] <= row["id_score_mean"] <= row["id_score_ci_high"]
+    assert (
+        row["ci_method"] == "examples only (1 seed)"
+        and row["id_score_ci_low"] <= row["id_score_mean"] <= row["id_score_ci_high"]
+    )
     from shiftbench.analysis.robustness import effective_robustness
 
     fits, points = effective_robustness(tmp_path / "results", min_models=2)
     assert not fits and points.empty  # skipped: no OOD score to fit
-    user_error(capsys, ["compare", "tiny@tiny", "tiny@tiny", "--results-dir", tmp_path / "results"], "unlabelled", "news_to_my_feed/my_feed")
+    user_error(
+        capsys,
+        ["compare", "tiny@tiny", "tiny@tiny", "--results-dir", tmp_path / "results"],
+        "unlabelled",
+        "news_to_my_feed/my_feed",
+    )
     user_error(capsys, ["leaderboard", "--estimators", "--results-dir", tmp_path / "results"], "no labelled")
 
 
-def test_labelled_runs_get_estimates_beside_the_truth(tiny_data_dir, tiny_registry, tiny_protocol, tmp_path, capsys, clean_env):
-    rc = main(["run", "--pair", "news_to_forum", "--model", "tiny", "--seeds", "0", "--registry", str(tiny_registry),
-               "--data-dir", str(tiny_data_dir), "--protocol", str(tiny_protocol), "--results-dir", str(tmp_path / "r"),
-               "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+def test_labelled_runs_get_estimates_beside_the_truth(
+    tiny_data_dir, tiny_registry, tiny_protocol, tmp_path, capsys, clean_env
+):
+    rc = main(
+        [
+            "run",
+            "--pair",
+            "news_to_forum",
+            "--model",
+            "tiny",
+            "--seeds",
+            "0",
+            "--registry",
+            str(tiny_registry),
+            "--data-dir",
+            str(tiny_data_dir),
+            "--protocol",
+            str(tiny_protocol),
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "(true " in out
@@ -134,37 +181,72 @@ def _nothing_written(results):
 
 def test_unlabelled_source_is_refused(feed, capsys):
     tmp_path, args = feed
-    mine = write(tmp_path / "bad.yaml", MINE.format(extra="").replace("source: news", "source: my_feed").replace("targets: [my_feed]", "targets: [news]"))
+    mine = write(
+        tmp_path / "bad.yaml",
+        MINE.format(extra="")
+        .replace("source: news", "source: my_feed")
+        .replace("targets: [my_feed]", "targets: [news]"),
+    )
     args = [str(a) for a in args]
     args[args.index(str(tmp_path / "mine.yaml"))] = str(mine)
-    user_error(capsys, ["run", "--pair", "news_to_my_feed", "--model", "tiny", *args], str(mine), "my_feed", "label_column", "only be a target")
+    user_error(
+        capsys,
+        ["run", "--pair", "news_to_my_feed", "--model", "tiny", *args],
+        str(mine),
+        "my_feed",
+        "label_column",
+        "only be a target",
+    )
     assert _nothing_written(tmp_path / "results")
 
 
 def test_unlabelled_with_label_map_is_refused(feed, capsys):
     tmp_path, args = feed
-    mine = write(tmp_path / "mine.yaml", MINE.format(extra="").replace("splits: {test: test}", "splits: {test: test}\n    label_map: {a: b}"))
-    user_error(capsys, ["run", "--pair", "news_to_my_feed", "--model", "tiny", *map(str, args)], str(mine), "my_feed", "label_map")
+    mine = write(
+        tmp_path / "mine.yaml",
+        MINE.format(extra="").replace("splits: {test: test}", "splits: {test: test}\n    label_map: {a: b}"),
+    )
+    user_error(
+        capsys,
+        ["run", "--pair", "news_to_my_feed", "--model", "tiny", *map(str, args)],
+        str(mine),
+        "my_feed",
+        "label_map",
+    )
     assert _nothing_written(tmp_path / "results")
 
 
 def test_unlabelled_empty_text_is_refused(feed, capsys):
     tmp_path, args = feed
     _write_feed(tmp_path / "data", ["fine text", "   ", "more"])
-    user_error(capsys, ["run", "--pair", "news_to_my_feed", "--model", "tiny", *map(str, args)], "test.parquet", "row 1", "empty text")
+    user_error(
+        capsys,
+        ["run", "--pair", "news_to_my_feed", "--model", "tiny", *map(str, args)],
+        "test.parquet",
+        "row 1",
+        "empty text",
+    )
     assert _nothing_written(tmp_path / "results")
 
 
 def test_eval_only_head_mismatch_on_unlabelled_pair_is_refused(feed, capsys, tiny_model_dir):
     # The tiny model's head (a plain BertModel config: LABEL_0/LABEL_1) does not name news's labels.
     tmp_path, args = feed
-    user_error(capsys, ["run", "--pair", "news_to_my_feed", "--model", str(tiny_model_dir), "--eval-only", *map(str, args)], "config.json")
+    user_error(
+        capsys,
+        ["run", "--pair", "news_to_my_feed", "--model", str(tiny_model_dir), "--eval-only", *map(str, args)],
+        "config.json",
+    )
     assert _nothing_written(tmp_path / "results")
 
 
 def test_mixed_pair_compare_skips_the_unlabelled_target_and_shift_measures_it(feed, capsys):
     tmp_path, args = feed
-    mixed = MINE.format(extra="").replace("news_to_my_feed", "news_to_mixed").replace("targets: [my_feed]", "targets: [forum, my_feed]")
+    mixed = (
+        MINE.format(extra="")
+        .replace("news_to_my_feed", "news_to_mixed")
+        .replace("targets: [my_feed]", "targets: [forum, my_feed]")
+    )
     write(tmp_path / "mine.yaml", mixed)
     rc = main(["run", "--pair", "news_to_mixed", "--model", "tiny", "--seeds", "0", *map(str, args)])
     out, err = capsys.readouterr()
@@ -179,7 +261,20 @@ def test_mixed_pair_compare_skips_the_unlabelled_target_and_shift_measures_it(fe
     assert rc == 0, err
     assert "skipped news_to_mixed/my_feed: the target is unlabelled" in out and "forum" in out
     reg = [str(a) for a in args[:4]]  # both --registry flags
-    rc = main(["shift", "--pair", "news_to_mixed", *reg, "--data-dir", str(tmp_path / "data"), "--results-dir", str(results), "--sample", "20"])
+    rc = main(
+        [
+            "shift",
+            "--pair",
+            "news_to_mixed",
+            *reg,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--results-dir",
+            str(results),
+            "--sample",
+            "20",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     feed_line = next(line for line in out.splitlines() if line.startswith("news_to_mixed") and "my_feed" in line)
@@ -198,5 +293,9 @@ def test_unlabelled_dataset_loads_texts_only_and_carves_a_test_split(tmp_path):
     d = load_domain(spec, tmp_path, ("test",))
     test = d.role("test")
     assert len(test) == 5 and not test.labelled and set(test.labels) == {None}  # 10 % carved, as for labelled data
-    assert d.label_names == () and (test.label_ids(("a", "b")) == -1).all() and test.label_counts(("a", "b")).tolist() == [0, 0]
+    assert (
+        d.label_names == ()
+        and (test.label_ids(("a", "b")) == -1).all()
+        and test.label_counts(("a", "b")).tolist() == [0, 0]
+    )
     assert set(test.texts) <= set(texts)

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shiftbench.cli import main
 from shiftbench.analysis.taskstats import load_run_stats, task_kind
+from shiftbench.cli import main
 
 from .conftest import REPO
 
@@ -64,7 +64,11 @@ def _reseed(results: Path, model: str, protocol: str, new_model: str) -> int:
     the number of run files written."""
     written = 0
     frames = [(p, pq.read_table(p)) for p in sorted((results / "runs").glob("*.parquet"))]
-    mine = [(p, t) for p, t in frames if t.column("model")[0].as_py() == model and t.column("protocol")[0].as_py() == protocol]
+    mine = [
+        (p, t)
+        for p, t in frames
+        if t.column("model")[0].as_py() == model and t.column("protocol")[0].as_py() == protocol
+    ]
     by_target: dict[tuple, list] = {}
     for _p, t in mine:
         by_target.setdefault((t.column("pair")[0].as_py(), t.column("target")[0].as_py()), []).append(t)
@@ -82,7 +86,9 @@ def _reseed(results: Path, model: str, protocol: str, new_model: str) -> int:
                 out = out.set_column(col, out.schema.field(col), pa.array([value] * n, type=out.schema.field(col).type))
             out = out.replace_schema_metadata(source.schema.metadata)
             pq.write_table(out, results / "runs" / f"{new_id}.parquet")
-            shutil.copyfile(results / "predictions" / f"{old_id}.parquet", results / "predictions" / f"{new_id}.parquet")
+            shutil.copyfile(
+                results / "predictions" / f"{old_id}.parquet", results / "predictions" / f"{new_id}.parquet"
+            )
             written += 1
     return written
 
@@ -90,13 +96,23 @@ def _reseed(results: Path, model: str, protocol: str, new_model: str) -> int:
 def test_gate_passes_on_reseeded_nulls_and_fails_on_the_real_regression(tmp_path, capsys):
     results = _copy_with(tmp_path / "results")
     base = ["--results-dir", str(results), "--n-boot", "400", "--fail-on-regression"]
-    recipes = [("minilm-l6", "standard"), ("minilm-l6", "lora"), ("minilm-l6-l2", "standard"), ("minilm-l6-random", "standard")]
+    recipes = [
+        ("minilm-l6", "standard"),
+        ("minilm-l6", "lora"),
+        ("minilm-l6-l2", "standard"),
+        ("minilm-l6-random", "standard"),
+    ]
     for model, protocol in recipes:
         assert _reseed(results, model, protocol, f"{model}-reseeded") >= 3
-        for a, b in ((f"{model}@{protocol}", f"{model}-reseeded@{protocol}"), (f"{model}-reseeded@{protocol}", f"{model}@{protocol}")):
+        for a, b in (
+            (f"{model}@{protocol}", f"{model}-reseeded@{protocol}"),
+            (f"{model}-reseeded@{protocol}", f"{model}@{protocol}"),
+        ):
             assert main(["compare", a, b, *base]) == 0, capsys.readouterr().out
             out = capsys.readouterr().out
-            assert " recipe " in out and "regressions (B significantly worse OOD" in out and out.rstrip().endswith("none")
+            assert (
+                " recipe " in out and "regressions (B significantly worse OOD" in out and out.rstrip().endswith("none")
+            )
     # the NER pairs are in the minilm-l6 standard comparison, on their headline metric
     assert main(["compare", "minilm-l6", "minilm-l6-reseeded", "--results-dir", str(results), "--n-boot", "300"]) == 0
     out = capsys.readouterr().out
@@ -113,7 +129,17 @@ def test_task_metrics_work_on_the_committed_results(tmp_path, capsys):
     for metric in ("ece_debiased", "brier", "ece"):
         assert main([*argv, "--metric", metric]) == 0
         assert f" {metric} " in capsys.readouterr().out
-    ner = ["compare", "minilm-l6", "minilm-l6", "--pair", "wikigold_to_btc", "--results-dir", str(results), "--n-boot", "200"]
+    ner = [
+        "compare",
+        "minilm-l6",
+        "minilm-l6",
+        "--pair",
+        "wikigold_to_btc",
+        "--results-dir",
+        str(results),
+        "--n-boot",
+        "200",
+    ]
     assert main([*ner, "--metric", "entity_micro_f1"]) == 0
     assert "fixed checkpoints" in capsys.readouterr().out  # the same fine-tunes on both sides
     assert main([*ner, "--metric", "macro_precision"]) == 2
@@ -126,10 +152,28 @@ def test_task_metrics_work_on_the_committed_results(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean 'ece'" in err and not board_file.exists()  # nothing written
     out = tmp_path / "ner.html"
-    assert main(["report", "--results-dir", str(results), "--out", str(out), "--cards-dir", str(REPO / "data_cards"),
-                 "--metric", "entity_micro_f1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                "--results-dir",
+                str(results),
+                "--out",
+                str(out),
+                "--cards-dir",
+                str(REPO / "data_cards"),
+                "--metric",
+                "entity_micro_f1",
+            ]
+        )
+        == 0
+    )
     html = out.read_text()
-    assert "Leaderboard (entity_micro_f1)" in html and "wikigold_to_wnut17" in html and "fpb_to_tfns" not in html.split("<nav>")[1]
+    assert (
+        "Leaderboard (entity_micro_f1)" in html
+        and "wikigold_to_wnut17" in html
+        and "fpb_to_tfns" not in html.split("<nav>")[1]
+    )
 
 
 def headline_ood_replicates(results_dir: Path, n_boot: int, rng: np.random.Generator):
@@ -139,7 +183,9 @@ def headline_ood_replicates(results_dir: Path, n_boot: int, rng: np.random.Gener
     from shiftbench.analysis.taskstats import headline_metric, replicate_scores
 
     cols = ["run_id", "model", "protocol", "pair", "target", "task", "seed", "label_space"]
-    frame = pd.concat(pd.read_parquet(p, columns=cols).iloc[:1] for p in sorted((results_dir / "runs").glob("*.parquet")))
+    frame = pd.concat(
+        pd.read_parquet(p, columns=cols).iloc[:1] for p in sorted((results_dir / "runs").glob("*.parquet"))
+    )
     for _, g in frame.groupby(["model", "protocol", "pair", "target"]):
         if len(g) < 3:
             continue

@@ -104,31 +104,68 @@ def _children_cpu() -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scratch = Path(args.scratch)
-    queue = [tuple(item.split(":")) + (("none",) if item.count(":") == 2 else ()) for item in args.item] if args.item else QUEUES[args.epochs]
+    queue = (
+        [tuple(item.split(":")) + (("none",) if item.count(":") == 2 else ()) for item in args.item]
+        if args.item
+        else QUEUES[args.epochs]
+    )
     todo = [q for q in queue if args.model is None or q[0] in args.model]
     for pid in args.after or ():  # a sweep process still finishing an item: let it, then skip that item
         while Path(f"/proc/{pid}").exists():
             time.sleep(10)
     for i, (model, source, lr, remedy) in enumerate(todo, 1):
-        mine = [r["val_macro_f1"] for r in sweep_rows(scratch / "results")
-                if (r["model"], r["remedy"], r["epochs"], r["source"], r["lr"]) == (model, remedy, args.epochs, source, float(lr))]  # fmt: skip
+        mine = [
+            r["val_macro_f1"]
+            for r in sweep_rows(scratch / "results")
+            if (r["model"], r["remedy"], r["epochs"], r["source"], r["lr"])
+            == (model, remedy, args.epochs, source, float(lr))
+        ]
         if mine and (len(mine) == args.epochs or _since_best(mine) >= args.patience):
             continue  # a finished run reaches as far as this patience would
-        cmd = [sys.executable, "-m", "shiftbench", "run", "--pair", PAIRS[source], "--model", model,
-               "--protocol", str(protocol_file(lr, remedy, scratch, args.epochs, args.patience)), "--seeds", str(args.seed),
-               "--results-dir", str(scratch / "results"), "--cache-dir", str(scratch / "cache")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "shiftbench",
+            "run",
+            "--pair",
+            PAIRS[source],
+            "--model",
+            model,
+            "--protocol",
+            str(protocol_file(lr, remedy, scratch, args.epochs, args.patience)),
+            "--seeds",
+            str(args.seed),
+            "--results-dir",
+            str(scratch / "results"),
+            "--cache-dir",
+            str(scratch / "cache"),
+        ]
         print(f"[{time.strftime('%H:%M:%S')}] {i}/{len(todo)} {model} {source} lr {lr} remedy {remedy}", flush=True)
         t0, cpu0 = time.perf_counter(), _children_cpu()
         # stdout (the plan and the closing ID/OOD table) is dropped: target scores are not to be
         # looked at while choosing the grid. stderr keeps the per-epoch source-validation lines.
         rc = subprocess.call(cmd, stdout=subprocess.DEVNULL)
-        print(f"[{time.strftime('%H:%M:%S')}] {model} {source} lr {lr} remedy {remedy}: exit {rc}, "
-              f"{time.perf_counter() - t0:.0f} s wall, {_children_cpu() - cpu0:.0f} CPU-s", flush=True)  # fmt: skip
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {model} {source} lr {lr} remedy {remedy}: exit {rc}, "
+            f"{time.perf_counter() - t0:.0f} s wall, {_children_cpu() - cpu0:.0f} CPU-s",
+            flush=True,
+        )
         if rc != 0:
             return rc
         # Fine-tuned weights are not needed again (the history is in the run file): keep the disk small.
-        subprocess.call([sys.executable, "-m", "shiftbench", "cache", "prune", "--kind", "finetunes",
-                         "--cache-dir", str(scratch / "cache")])  # fmt: skip
+        subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "shiftbench",
+                "cache",
+                "prune",
+                "--kind",
+                "finetunes",
+                "--cache-dir",
+                str(scratch / "cache"),
+            ]
+        )
     return 0
 
 
@@ -142,20 +179,48 @@ def sweep_rows(results_dir: Path) -> list[dict]:
 
     runs: dict[tuple, list[dict]] = {}
     for path in sorted((results_dir / RUNS_DIR).glob("*.parquet")):
-        meta = pq.read_table(path, columns=["finetune_id", "model", "source", "seed", "protocol"]).slice(0, 1).to_pylist()[0]
+        meta = (
+            pq.read_table(path, columns=["finetune_id", "model", "source", "seed", "protocol"])
+            .slice(0, 1)
+            .to_pylist()[0]
+        )
         name = _NAME.match(meta["protocol"])
         remedy, epochs = (name["remedy"] or "none", int(name["epochs"] or 4)) if name else ("?", 0)
         history = read_history(path)
         lr = history[0]["learning_rate"] if history else None
         key = (meta["model"], remedy, epochs, meta["source"], meta["seed"], lr)
-        rows = [{"model": meta["model"], "remedy": remedy, "epochs": epochs, "source": meta["source"], "seed": meta["seed"],
-                 "lr": h["learning_rate"], "epoch": h["epoch"], "val_macro_f1": h["val_scores"]["macro_f1"],
-                 "train_loss": h["train_loss"], "seconds": h["seconds"]} for h in history]  # fmt: skip
+        rows = [
+            {
+                "model": meta["model"],
+                "remedy": remedy,
+                "epochs": epochs,
+                "source": meta["source"],
+                "seed": meta["seed"],
+                "lr": h["learning_rate"],
+                "epoch": h["epoch"],
+                "val_macro_f1": h["val_scores"]["macro_f1"],
+                "train_loss": h["train_loss"],
+                "seconds": h["seconds"],
+            }
+            for h in history
+        ]
         if len(rows) > len(runs.get(key, [])):
             runs[key] = rows
     order = {"minilm-l6-l2": 0, "minilm-l6-random": 1, "minilm-l6-l4": 2, "minilm-l6": 3}
     rows = [r for rs in runs.values() for r in rs]
-    return sorted(rows, key=lambda r: (r["remedy"], r["epochs"], order.get(r["model"], 9), r["model"], r["source"], r["seed"], r["lr"], r["epoch"]))
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["remedy"],
+            r["epochs"],
+            order.get(r["model"], 9),
+            r["model"],
+            r["source"],
+            r["seed"],
+            r["lr"],
+            r["epoch"],
+        ),
+    )
 
 
 def markdown(rows: list[dict]) -> str:
@@ -168,7 +233,11 @@ def markdown(rows: list[dict]) -> str:
         key = (m, remedy, n, s, seed)
         best[key] = max(best.get(key, -1.0), max(r["val_macro_f1"] for r in rs))
     n_epochs = max((r["epoch"] for r in rows), default=0)
-    head = "| model | remedy | epochs | source | seed | lr | " + " | ".join(f"epoch {e}" for e in range(1, n_epochs + 1)) + " | s/epoch |"
+    head = (
+        "| model | remedy | epochs | source | seed | lr | "
+        + " | ".join(f"epoch {e}" for e in range(1, n_epochs + 1))
+        + " | s/epoch |"
+    )
     lines = [head, "|" + "---|" * (7 + n_epochs)]
     for (m, remedy, n, s, seed, lr), rs in by_run.items():
         cells = []
@@ -185,7 +254,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def simulate(rows: list[dict], grid: tuple[float, ...], patience: int | None, grid_patience: int | None, epochs: int = 4) -> list[dict]:
+def simulate(
+    rows: list[dict], grid: tuple[float, ...], patience: int | None, grid_patience: int | None, epochs: int = 4
+) -> list[dict]:
     """What a protocol with the pilot's recipe and epochs, this ascending ``grid`` and this early
     stopping would have trained and selected, per (model, remedy, source, seed), from the sweep's
     scores (exact: each lr of a grid trains independently, and stopping only truncates). A row
@@ -216,19 +287,30 @@ def simulate(rows: list[dict], grid: tuple[float, ...], patience: int | None, gr
             if len(mine) < n_epochs and not stopped:  # a sweep run that stopped earlier than this protocol would
                 missing = lr
                 break
-            bests = [max(t["val_macro_f1"] for t in trained if t["lr"] == x) for x in dict.fromkeys(t["lr"] for t in trained)]
+            bests = [
+                max(t["val_macro_f1"] for t in trained if t["lr"] == x) for x in dict.fromkeys(t["lr"] for t in trained)
+            ]
             if grid_patience is not None and _since_best(bests) >= grid_patience:
                 break
         best = max(trained, key=lambda r: (r["val_macro_f1"], -trained.index(r))) if trained else None
         history = [{"learning_rate": t["lr"], "epoch": t["epoch"]} for t in trained]
         edges = selection_edges(history, best["lr"], best["epoch"]) if best and missing is None else None
-        out.append({
-            "model": key[0], "remedy": key[1], "source": key[2], "seed": key[3], "missing": missing,
-            "epochs_trained": len(trained), "minutes": sum(t["seconds"] for t in trained) / 60,
-            "lr": best["lr"] if best else None, "epoch": best["epoch"] if best else None,
-            "val_macro_f1": best["val_macro_f1"] if best else None,
-            "lr_edge": edges.lr if edges else None, "epoch_at_edge": edges.epoch_at_edge if edges else None,
-        })  # fmt: skip
+        out.append(
+            {
+                "model": key[0],
+                "remedy": key[1],
+                "source": key[2],
+                "seed": key[3],
+                "missing": missing,
+                "epochs_trained": len(trained),
+                "minutes": sum(t["seconds"] for t in trained) / 60,
+                "lr": best["lr"] if best else None,
+                "epoch": best["epoch"] if best else None,
+                "val_macro_f1": best["val_macro_f1"] if best else None,
+                "lr_edge": edges.lr if edges else None,
+                "epoch_at_edge": edges.epoch_at_edge if edges else None,
+            }
+        )
     return out
 
 
@@ -240,15 +322,23 @@ def _since_best(scores: list[float]) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     grid = tuple(sorted(float(x) for x in args.grid.split(",")))
     sims = simulate(sweep_rows(Path(args.scratch) / "results"), grid, args.patience, args.grid_patience, args.epochs)
-    print(f"grid {', '.join(f'{x:g}' for x in grid)}; {args.epochs} epochs; patience {args.patience}; grid_patience {args.grid_patience}")
-    print("| model | remedy | source | epochs trained | train minutes (pilot) | selected lr | epoch | val macro-F1 | lr edge | last epoch |")
+    print(
+        f"grid {', '.join(f'{x:g}' for x in grid)}; {args.epochs} epochs; patience {args.patience}; grid_patience {args.grid_patience}"
+    )
+    print(
+        "| model | remedy | source | epochs trained | train minutes (pilot) | selected lr | epoch | val macro-F1 | lr edge | last epoch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in sims:
         if r["missing"] is not None:
-            print(f"| {r['model']} | {r['remedy']} | {r['source']} | needs lr {r['missing']:g} (not swept, or not its epochs) |  |  |  |  |  |  |")
+            print(
+                f"| {r['model']} | {r['remedy']} | {r['source']} | needs lr {r['missing']:g} (not swept, or not its epochs) |  |  |  |  |  |  |"
+            )
             continue
-        print(f"| {r['model']} | {r['remedy']} | {r['source']} | {r['epochs_trained']} | {r['minutes']:.1f} | {r['lr']:g} | "
-              f"{r['epoch']} | {r['val_macro_f1']:.4f} | {r['lr_edge']} | {r['epoch_at_edge']} |")  # fmt: skip
+        print(
+            f"| {r['model']} | {r['remedy']} | {r['source']} | {r['epochs_trained']} | {r['minutes']:.1f} | {r['lr']:g} | "
+            f"{r['epoch']} | {r['val_macro_f1']:.4f} | {r['lr_edge']} | {r['epoch_at_edge']} |"
+        )
     return 0
 
 
@@ -272,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--after", type=int, action="append", help="first wait for this process to exit (repeatable)")
     run.add_argument("--epochs", type=int, default=4, help="schedule length (pilot.yaml: 4)")
     run.add_argument("--patience", type=int, default=2, help="early stopping patience (standard-v2: 2)")
-    run.add_argument("--item", action="append", help="MODEL:SOURCE:LR[:REMEDY] instead of the built-in queue (repeatable)")
+    run.add_argument(
+        "--item", action="append", help="MODEL:SOURCE:LR[:REMEDY] instead of the built-in queue (repeatable)"
+    )
     table = sub.add_parser("table", help="lr x epoch -> source-validation macro-F1 (train loss)")
     table.add_argument("--out", help="also write the Markdown table here")
     sim = sub.add_parser("simulate", help="what a candidate grid with early stopping would train and select")

@@ -44,20 +44,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shiftbench.analysis.stats import (
+    Interval,
+    McNemarResult,
+    SeedAwareInterval,
+    holm,
+    mcnemar,
+    percentile_interval,
+    seed_aware_interval,
+    seeds_needed,
+)
+from shiftbench.analysis.taskstats import RunStats, check_metric, headline_metric, load_run_stats, replicate_scores
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.results.store import LoadedRuns, read_runs
-from shiftbench.analysis.stats import (
-    Interval, McNemarResult, SeedAwareInterval, holm, mcnemar, percentile_interval, seed_aware_interval, seeds_needed,
-)  # fmt: skip
-from shiftbench.analysis.taskstats import RunStats, check_metric, headline_metric, load_run_stats, replicate_scores
 
 # The protocol of a bare ``MODEL`` on compare's command line. Deliberately not the run default
 # (registry.protocol.DEFAULT_PROTOCOL, standard-v2): the README's published comparisons name bare
 # models and were made under "standard".
 COMPARE_DEFAULT_PROTOCOL = "standard"
-_RUN_COLUMNS = ["run_id", "finetune_id", "model", "model_sha256", "pair", "source", "target", "task", "seed", "protocol",
-                "protocol_hash", "metric", "source_fingerprint", "target_fingerprint", "label_space", "eval_only",
-                "created_at", "ood_score"]  # fmt: skip
+_RUN_COLUMNS = [
+    "run_id",
+    "finetune_id",
+    "model",
+    "model_sha256",
+    "pair",
+    "source",
+    "target",
+    "task",
+    "seed",
+    "protocol",
+    "protocol_hash",
+    "metric",
+    "source_fingerprint",
+    "target_fingerprint",
+    "label_space",
+    "eval_only",
+    "created_at",
+    "ood_score",
+]
 RECIPE, CONDITIONAL, FIXED = "recipe", "conditional on 1 seed", "fixed checkpoints"
 NEEDS_SEEDS = "needs >= 2 seeds per side"
 POWER = 0.8
@@ -173,26 +197,62 @@ class Comparison:
             f"one-sided test of B - A >= {-self.margin:g}, Holm-adjusted over the {sum(t.tested for t in self.targets)} "
             "tested (pair, target).",
         ]
-        header = ["target", "metric", "question", "seeds", "n_id", "n_ood", "A OOD", "B OOD", f"B-A ID [{level}]",
-                  f"B-A OOD [{level}]", f"B-A gap [{level}]", "MDE", "Holm p", "McNemar (OOD accuracy)", "OOD verdict"]  # fmt: skip
+        header = [
+            "target",
+            "metric",
+            "question",
+            "seeds",
+            "n_id",
+            "n_ood",
+            "A OOD",
+            "B OOD",
+            f"B-A ID [{level}]",
+            f"B-A OOD [{level}]",
+            f"B-A gap [{level}]",
+            "MDE",
+            "Holm p",
+            "McNemar (OOD accuracy)",
+            "OOD verdict",
+        ]
         for pair in dict.fromkeys(t.pair for t in self.targets):
             rows = [t for t in self.targets if t.pair == pair]
             lines += ["", f"{pair} (source {rows[0].source})"]
-            body = [[t.target, t.metric, t.question, ",".join(map(str, t.seeds)), str(t.n_id), str(t.n_ood),
-                     f"{t.ood_a:.4f}", f"{t.ood_b:.4f}", str(t.id_diff), str(t.ood_diff), str(t.gap_diff),
-                     _num(t.mde_ood), _p(t.p_holm), _mcnemar_text(t.mcnemar_ood, len(t.seeds)) if t.question == FIXED else "-",
-                     t.verdict] for t in rows]  # fmt: skip
+            body = [
+                [
+                    t.target,
+                    t.metric,
+                    t.question,
+                    ",".join(map(str, t.seeds)),
+                    str(t.n_id),
+                    str(t.n_ood),
+                    f"{t.ood_a:.4f}",
+                    f"{t.ood_b:.4f}",
+                    str(t.id_diff),
+                    str(t.ood_diff),
+                    str(t.gap_diff),
+                    _num(t.mde_ood),
+                    _p(t.p_holm),
+                    _mcnemar_text(t.mcnemar_ood, len(t.seeds)) if t.question == FIXED else "-",
+                    t.verdict,
+                ]
+                for t in rows
+            ]
             lines += ["  " + line for line in _table(header, body)]
             if self.effect is not None:
                 for t in rows:
                     lines.append(f"  {t.target}: {_effect_text(t, self.effect)}")
         worse = ", ".join(f"{p}/{t}" for p, t in self.regressions) or "none"
         margin = f" by more than {self.margin:g}" if self.margin else ""
-        lines += ["", f"regressions (B significantly worse OOD{margin}, Holm-adjusted one-sided p <= {self.alpha:g}): {worse}"]
+        lines += [
+            "",
+            f"regressions (B significantly worse OOD{margin}, Holm-adjusted one-sided p <= {self.alpha:g}): {worse}",
+        ]
         if self.skipped_files:
             lines.append(f"({len(self.skipped_files)} unreadable run file(s) skipped)")
         for pair, target in self.unlabelled:
-            lines.append(f"skipped {pair}/{target}: the target is unlabelled (no true OOD score to compare; see its ood_estimate columns)")
+            lines.append(
+                f"skipped {pair}/{target}: the target is unlabelled (no true OOD score to compare; see its ood_estimate columns)"
+            )
         return "\n".join(lines)
 
 
@@ -208,11 +268,15 @@ def _effect_text(t: TargetComparison, effect: float) -> str:
     if t.question == CONDITIONAL:
         return f"to detect an OOD difference of {effect:g}: unknown, {NEEDS_SEEDS} to estimate the seed variance"
     if t.question == FIXED:
-        return f"to detect an OOD difference of {effect:g}: seeds do not enter (fixed checkpoints); MDE {_num(t.mde_ood)}"
+        return (
+            f"to detect an OOD difference of {effect:g}: seeds do not enter (fixed checkpoints); MDE {_num(t.mde_ood)}"
+        )
     if t.seeds_for_effect is None:
-        floor = t.ood.v_example ** 0.5 if t.ood is not None else float("nan")
-        return (f"to detect an OOD difference of {effect:g}: not reachable with more seeds (the test set's own "
-                f"noise, s.e. {floor:.4f}, alone prevents it, or it needs > 200 seeds per side)")  # fmt: skip
+        floor = t.ood.v_example**0.5 if t.ood is not None else float("nan")
+        return (
+            f"to detect an OOD difference of {effect:g}: not reachable with more seeds (the test set's own "
+            f"noise, s.e. {floor:.4f}, alone prevents it, or it needs > 200 seeds per side)"
+        )
     return f"to detect an OOD difference of {effect:g} with {POWER:.0%} power: {t.seeds_for_effect} seeds per side"
 
 
@@ -232,15 +296,23 @@ def _select(frame: pd.DataFrame, ref: ModelRef, available: list[str], results_di
     rows = frame[(frame["model"] == ref.model) & (frame["protocol"] == ref.protocol)]
     if rows.empty:
         same_model = [r for r in available if r.rpartition("@")[0] == ref.model]  # other protocols
-        hint = " (did you mean " + " or ".join(map(repr, same_model)) + "?)" if same_model else did_you_mean(str(ref), available)
+        hint = (
+            " (did you mean " + " or ".join(map(repr, same_model)) + "?)"
+            if same_model
+            else did_you_mean(str(ref), available)
+        )
         raise ShiftbenchError(f"no runs of {ref} in {results_dir}{hint}")
     return rows
 
 
 def _one_version(rows: pd.DataFrame, ref: ModelRef, pair: str, target: str) -> None:
     """Runs of different model weights, protocol versions or data are never pooled."""
-    for col, what in (("model_sha256", "model weights"), ("protocol_hash", "protocol versions"),
-                      ("source_fingerprint", "source data"), ("target_fingerprint", "target data")):  # fmt: skip
+    for col, what in (
+        ("model_sha256", "model weights"),
+        ("protocol_hash", "protocol versions"),
+        ("source_fingerprint", "source data"),
+        ("target_fingerprint", "target data"),
+    ):
         values = sorted(rows[col].unique())
         if len(values) > 1:
             raise ShiftbenchError(
@@ -264,8 +336,17 @@ def _question(ra: pd.DataFrame, rb: pd.DataFrame, seeds: list[int]) -> str:
     return RECIPE if len(seeds) >= 2 else CONDITIONAL
 
 
-def _differences(stats: dict[ModelRef, list[RunStats]], a: ModelRef, b: ModelRef, split: str, task: str, metric: str,
-                 tags: tuple[str, ...], n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def _differences(
+    stats: dict[ModelRef, list[RunStats]],
+    a: ModelRef,
+    b: ModelRef,
+    split: str,
+    task: str,
+    metric: str,
+    tags: tuple[str, ...],
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(per-seed A scores (S,), per-seed B scores (S,), replicate differences B - A (R, S))."""
     blocks = [r.labelled(split).values for pair in zip(stats[a], stats[b]) for r in pair]  # a_0, b_0, a_1, ...
     points, reps = replicate_scores(blocks, task, metric, tags, n_boot, rng)
@@ -274,9 +355,19 @@ def _differences(stats: dict[ModelRef, list[RunStats]], a: ModelRef, b: ModelRef
     return points[:, 0], points[:, 1], reps[..., 1] - reps[..., 0]
 
 
-def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: ModelRef, b: ModelRef,
-                    metric: str | None, n_boot: int, seed: int, alpha: float, margin: float,
-                    effect: float | None) -> TargetComparison:  # fmt: skip
+def _compare_target(
+    results_dir: Path,
+    ra: pd.DataFrame,
+    rb: pd.DataFrame,
+    a: ModelRef,
+    b: ModelRef,
+    metric: str | None,
+    n_boot: int,
+    seed: int,
+    alpha: float,
+    margin: float,
+    effect: float | None,
+) -> TargetComparison:
     pair, target = ra["pair"].iloc[0], ra["target"].iloc[0]
     for rows, ref in ((ra, a), (rb, b)):
         _one_version(rows, ref, pair, target)
@@ -298,7 +389,9 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
     metric = metric or headline_metric(task)
     check_metric(metric, task, tags, f"pair {pair}")
     by_seed = {ref: rows.set_index("seed") for ref, rows in ((a, ra), (b, rb))}
-    stats = {ref: [load_run_stats(results_dir, by_seed[ref].loc[s, "run_id"], task, tags) for s in seeds] for ref in (a, b)}
+    stats = {
+        ref: [load_run_stats(results_dir, by_seed[ref].loc[s, "run_id"], task, tags) for s in seeds] for ref in (a, b)
+    }
     first = stats[a][0]
     for r in stats[a] + stats[b]:
         for split in ("id", "ood"):
@@ -311,7 +404,9 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
     ss_id, ss_ood = np.random.SeedSequence(seed).spawn(2)  # independent ID and OOD resamples
     pa_, pb_, reps = {}, {}, {}
     for split, ss in (("id", ss_id), ("ood", ss_ood)):
-        pa_[split], pb_[split], reps[split] = _differences(stats, a, b, split, task, metric, tags, n_boot, np.random.default_rng(ss))
+        pa_[split], pb_[split], reps[split] = _differences(
+            stats, a, b, split, task, metric, tags, n_boot, np.random.default_rng(ss)
+        )
     d = {split: pb_[split] - pa_[split] for split in ("id", "ood")}
     d["gap"], reps["gap"] = d["id"] - d["ood"], reps["id"] - reps["ood"]
     if question == RECIPE:
@@ -329,17 +424,35 @@ def _compare_target(results_dir: Path, ra: pd.DataFrame, rb: pd.DataFrame, a: Mo
         mde, p_reg = ood.minimum_detectable(POWER), ood.p_below(-margin)
         needed = None
         if effect is not None and question == RECIPE:
-            needed = seeds_needed(effect, ood.v_example, ood.v_seed * ood.n_seeds, alpha, POWER,
-                                  own_var=ood.v_own * ood.n_seeds)  # fmt: skip
-    correct = {ref: np.concatenate([r.labelled("ood").preds == r.labelled("ood").labels for r in stats[ref]]) for ref in (a, b)}
+            needed = seeds_needed(
+                effect, ood.v_example, ood.v_seed * ood.n_seeds, alpha, POWER, own_var=ood.v_own * ood.n_seeds
+            )
+    correct = {
+        ref: np.concatenate([r.labelled("ood").preds == r.labelled("ood").labels for r in stats[ref]]) for ref in (a, b)
+    }
     return TargetComparison(
-        pair=pair, source=ra["source"].iloc[0], target=target, seeds=tuple(int(s) for s in seeds),
-        n_id=first.id.n_units, n_ood=first.labelled("ood").n_units,
-        id_a=float(pa_["id"].mean()), id_b=float(pb_["id"].mean()), ood_a=float(pa_["ood"].mean()), ood_b=float(pb_["ood"].mean()),
-        id_diff=shown["id"], ood_diff=ood_ci, gap_diff=shown["gap"],
-        mcnemar_ood=mcnemar(correct[a], correct[b]), verdict=verdict, metric=metric, question=question, ood=ood,
-        mde_ood=mde, p_regression=p_reg, seeds_for_effect=needed,
-    )  # fmt: skip
+        pair=pair,
+        source=ra["source"].iloc[0],
+        target=target,
+        seeds=tuple(int(s) for s in seeds),
+        n_id=first.id.n_units,
+        n_ood=first.labelled("ood").n_units,
+        id_a=float(pa_["id"].mean()),
+        id_b=float(pb_["id"].mean()),
+        ood_a=float(pa_["ood"].mean()),
+        ood_b=float(pb_["ood"].mean()),
+        id_diff=shown["id"],
+        ood_diff=ood_ci,
+        gap_diff=shown["gap"],
+        mcnemar_ood=mcnemar(correct[a], correct[b]),
+        verdict=verdict,
+        metric=metric,
+        question=question,
+        ood=ood,
+        mde_ood=mde,
+        p_regression=p_reg,
+        seeds_for_effect=needed,
+    )
 
 
 def compare(
@@ -385,14 +498,18 @@ def compare(
         shared = sorted({p for p, _ in common})
         for p in pairs:
             if p not in shared:
-                raise ShiftbenchError(f"pair {p!r} has no results for both {ref_a} and {ref_b}{did_you_mean(p, shared)}")
+                raise ShiftbenchError(
+                    f"pair {p!r} has no results for both {ref_a} and {ref_b}{did_you_mean(p, shared)}"
+                )
         common = [(p, t) for p, t in common if p in set(pairs)]
     unlabelled_keys = set(zip(frame.loc[~frame["labelled"], "pair"], frame.loc[~frame["labelled"], "target"]))
     unlabelled = tuple(k for k in common if k in unlabelled_keys)
     common = [k for k in common if k not in unlabelled_keys]
     if not common:
         where = ", ".join(f"{p}/{t}" for p, t in unlabelled)
-        raise ShiftbenchError(f"{ref_a} vs {ref_b}: every shared target is unlabelled ({where}): there is no true OOD score to compare")
+        raise ShiftbenchError(
+            f"{ref_a} vs {ref_b}: every shared target is unlabelled ({where}): there is no true OOD score to compare"
+        )
     targets = []
     for pair, target in common:
         ra = rows_a[(rows_a["pair"] == pair) & (rows_a["target"] == target)]
@@ -402,10 +519,19 @@ def compare(
     adjusted = holm([targets[i].p_regression for i in tested])
     for i, p in zip(tested, adjusted):
         targets[i] = replace(targets[i], p_holm=float(p), regression=bool(p <= alpha))
-    return Comparison(str(ref_a), str(ref_b), metric, n_boot, seed, alpha, tuple(targets), skipped, margin, effect, unlabelled)
+    return Comparison(
+        str(ref_a), str(ref_b), metric, n_boot, seed, alpha, tuple(targets), skipped, margin, effect, unlabelled
+    )
 
 
 __all__ = [
-    "CONDITIONAL", "FIXED", "NEEDS_SEEDS", "RECIPE", "Comparison", "ModelRef", "TargetComparison", "compare",
+    "CONDITIONAL",
+    "FIXED",
+    "NEEDS_SEEDS",
+    "RECIPE",
+    "Comparison",
+    "ModelRef",
+    "TargetComparison",
+    "compare",
     "load_run_frame",
-]  # fmt: skip
+]

@@ -62,7 +62,9 @@ class HeldOut:
         if self.labels.shape != (self.probs.shape[0],):
             raise ShiftbenchError(f"held-out labels: shape {self.labels.shape}, expected ({self.probs.shape[0]},)")
         if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= self.probs.shape[1]):
-            raise ShiftbenchError(f"held-out labels: class ids must lie in [0, {self.probs.shape[1]}), got {self.labels.min()}..{self.labels.max()}")
+            raise ShiftbenchError(
+                f"held-out labels: class ids must lie in [0, {self.probs.shape[1]}), got {self.labels.min()}..{self.labels.max()}"
+            )
 
     @property
     def preds(self) -> np.ndarray:
@@ -278,11 +280,14 @@ def estimate_run(held: HeldOut, target: Target, n_boot: int = N_BOOT, seed: int 
         estimates.append(Estimate(method, metric, point[(method, metric)], lo, hi))
     src_priors = np.bincount(held.labels, minlength=k) / n
     return RunEstimates(
-        estimates=tuple(estimates), temperature=point["_temperature"], held_out_accuracy=point["_accuracy"],
-        source_priors=tuple(src_priors.tolist()), target_priors=tuple(point["_priors"].tolist()),
+        estimates=tuple(estimates),
+        temperature=point["_temperature"],
+        held_out_accuracy=point["_accuracy"],
+        source_priors=tuple(src_priors.tolist()),
+        target_priors=tuple(point["_priors"].tolist()),
         source_pred_dist=tuple((np.bincount(held.preds, minlength=k) / n).tolist()),
         target_pred_dist=tuple((np.bincount(target_preds, minlength=k) / m).tolist()),
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- agreement on the line
@@ -318,8 +323,9 @@ def _pairwise_agreement(preds: np.ndarray) -> np.ndarray:
     return preds[i] == preds[j]
 
 
-def fit_agreement_line(held_agreement: np.ndarray, target_agreement: np.ndarray, n_held: int | None = None,
-                       n_target: int | None = None) -> tuple[float, float, float]:  # fmt: skip
+def fit_agreement_line(
+    held_agreement: np.ndarray, target_agreement: np.ndarray, n_held: int | None = None, n_target: int | None = None
+) -> tuple[float, float, float]:
     """(slope, bias, R^2) of the least-squares line probit(target) = slope * probit(held) over
     model pairs' agreement rates (rates clipped to half an example of 0 and 1)."""
     x, y = probit(held_agreement, n_held), probit(target_agreement, n_target)
@@ -361,17 +367,22 @@ def _aline_point(held_agree: np.ndarray, target_agree: np.ndarray, held_correct:
     return slope, bias, r2, apply_line(slope, bias, acc, n_h), stats.norm.cdf(x)
 
 
-def aline(held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.ndarray,
-          n_boot: int = N_BOOT, seed: int = 0) -> AlineResult:  # fmt: skip
+def aline(
+    held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.ndarray, n_boot: int = N_BOOT, seed: int = 0
+) -> AlineResult:
     """ALine-S and ALine-D over ``held_preds`` (models, n) and ``target_preds`` (models, m), the
     same examples for every model. Held-out and target examples are resampled (jointly across
     models, which keeps the agreements paired) for the intervals."""
     held_preds, target_preds = np.asarray(held_preds), np.asarray(target_preds)
     n_models = held_preds.shape[0]
     if n_models < 3:
-        raise ShiftbenchError(f"agreement-on-the-line needs at least 3 models scored on the same examples, got {n_models}")
+        raise ShiftbenchError(
+            f"agreement-on-the-line needs at least 3 models scored on the same examples, got {n_models}"
+        )
     if target_preds.shape[0] != n_models or held_preds.shape[1] != len(held_labels):
-        raise ShiftbenchError(f"aline: held-out preds {held_preds.shape}, target preds {target_preds.shape}, labels {len(held_labels)}")
+        raise ShiftbenchError(
+            f"aline: held-out preds {held_preds.shape}, target preds {target_preds.shape}, labels {len(held_labels)}"
+        )
     ha, ta = _pairwise_agreement(held_preds), _pairwise_agreement(target_preds)
     hc = held_preds == held_labels[None, :]
     n, m = held_preds.shape[1], target_preds.shape[1]
@@ -389,7 +400,20 @@ def aline(held_labels: np.ndarray, held_preds: np.ndarray, target_preds: np.ndar
 
 
 __all__ = [
-    "AgreementLine", "AlineResult", "Estimate", "HeldOut", "LabelShift", "METHODS", "RunEstimates", "Target",
-    "aline", "apply_line", "atc_threshold", "bbse", "estimate_run", "fit_agreement_line", "fit_temperature",
+    "AgreementLine",
+    "AlineResult",
+    "Estimate",
+    "HeldOut",
+    "LabelShift",
+    "METHODS",
+    "RunEstimates",
+    "Target",
+    "aline",
+    "apply_line",
+    "atc_threshold",
+    "bbse",
+    "estimate_run",
+    "fit_agreement_line",
+    "fit_temperature",
     "total_variation",
-]  # fmt: skip
+]

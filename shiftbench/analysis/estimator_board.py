@@ -29,22 +29,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shiftbench.analysis.estimate import GROUP_METHODS, N_BOOT, Estimate, HeldOut, Target
+from shiftbench.analysis.verdict import assess, judge
 from shiftbench.core.atomic import write_atomic
 from shiftbench.core.errors import ShiftbenchError, one_line
-from shiftbench.analysis.estimate import GROUP_METHODS, N_BOOT, Estimate, HeldOut, Target
 from shiftbench.results.store import predictions_path, read_runs
 from shiftbench.tasks import get_task
-from shiftbench.analysis.verdict import assess, judge
 
 ESTIMATOR_BOARD_FILE = "estimator_leaderboard.parquet"
 ESTIMATES_FILE = "estimates.parquet"
 ESTIMATOR_BOARD_SCHEMA_VERSION = 1
 BOARD_ESTIMATORS = ("no_drop", "avg_conf", "doc", "atc_mc", "atc_ne", "bbse", "aline_s", "aline_d")
-HELD_OUT_SPLIT = "id_test"  # the labelled in-domain split of the committed runs (no source-validation predictions stored)
+HELD_OUT_SPLIT = (
+    "id_test"  # the labelled in-domain split of the committed runs (no source-validation predictions stored)
+)
 PREFERRED_HELD_OUT = "source_validation"  # stored by runs since schema version 3
 _GROUP = ["pair", "target", "source_fingerprint", "target_fingerprint"]
-_RUN_COLUMNS = ["run_id", "model", "protocol", "seed", "pair", "source", "target", "task", "metric",
-                "id_score", "ood_score", *_GROUP[2:]]  # fmt: skip
+_RUN_COLUMNS = [
+    "run_id",
+    "model",
+    "protocol",
+    "seed",
+    "pair",
+    "source",
+    "target",
+    "task",
+    "metric",
+    "id_score",
+    "ood_score",
+    *_GROUP[2:],
+]
 
 
 @dataclass(frozen=True)
@@ -107,10 +121,14 @@ def labelled_runs(results_dir: Path) -> tuple[pd.DataFrame, tuple[tuple[Path, st
     frame = loaded.table.to_pandas()
     per_example = frame["task"].map(lambda t: not get_task(t).word_level).astype(bool)
     frame = frame[per_example & (frame["metric"] == "accuracy") & frame["ood_score"].notna()]
-    return frame.drop_duplicates("run_id").sort_values(["pair", "target", "model", "protocol", "seed", "run_id"]).reset_index(drop=True), loaded.skipped
+    return frame.drop_duplicates("run_id").sort_values(
+        ["pair", "target", "model", "protocol", "seed", "run_id"]
+    ).reset_index(drop=True), loaded.skipped
 
 
-def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
+def estimate_board(
+    results_dir: Path, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[pd.DataFrame, tuple[tuple[Path, str], ...]]:
     """Per run and estimator: the OOD-accuracy estimate, its interval, the truth, the error,
     the label-free evidence and the verdict on that estimate (one row per (run, estimator);
     ``default`` marks the run's headline estimate). Also the files left out, with why: unreadable
@@ -122,7 +140,11 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
     rows = []
     for _, group in runs.groupby(_GROUP, sort=True):
         kept, probs = [], []
-        held_split = PREFERRED_HELD_OUT if all(_has_split(results_dir, r, PREFERRED_HELD_OUT) for r in group["run_id"]) else HELD_OUT_SPLIT
+        held_split = (
+            PREFERRED_HELD_OUT
+            if all(_has_split(results_dir, r, PREFERRED_HELD_OUT) for r in group["run_id"])
+            else HELD_OUT_SPLIT
+        )
         for run in group.itertuples():
             try:
                 probs.append(load_run_probs(results_dir, run.run_id, held_split))
@@ -135,24 +157,45 @@ def estimate_board(results_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> tu
         for run, p, a in zip(kept, probs, assessed):
             truth = float((p.target.preds == p.target_labels).mean()) if p.target_labels is not None else np.nan
             k = p.held_out.probs.shape[1]
-            true_priors = (np.bincount(p.target_labels, minlength=k) / len(p.target_labels)).tolist() if p.target_labels is not None else None
+            true_priors = (
+                (np.bincount(p.target_labels, minlength=k) / len(p.target_labels)).tolist()
+                if p.target_labels is not None
+                else None
+            )
             no_drop = Estimate("no_drop", "accuracy", a.run.held_out_accuracy, np.nan, np.nan)
             for e in (no_drop, *a.estimates):
                 verdict = a.verdicts.get(e.method) or judge(a.evidence, e.method)
                 # The verdict a single model would get (no agreement line): what a user with one
                 # fine-tune sees, so its error rates are reported apart.
                 alone = judge(replace(a.evidence, aline_r2=None, aline_gap=None), e.method)
-                rows.append({
-                    "run_id": run.run_id, "model": run.model, "protocol": run.protocol, "seed": int(run.seed),
-                    "pair": run.pair, "source": run.source, "target": run.target, "held_out_split": held_split,
-                    "estimator": e.method, "estimate": e.value, "low": e.low, "high": e.high, "true_accuracy": truth,
-                    "error": e.value - truth, "default": e.method == a.default.method, "temperature": a.run.temperature,
-                    **a.evidence.as_dict(), "trusted": verdict.trusted, "reasons": "; ".join(verdict.reasons),
-                    "trusted_without_line": alone.trusted if e.method not in GROUP_METHODS else verdict.trusted,
-                    # label distributions (label-space order): held-out, BBSE's estimate for the target, and the truth
-                    "source_priors": list(a.run.source_priors), "estimated_target_priors": list(a.run.target_priors),
-                    "true_target_priors": true_priors,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "run_id": run.run_id,
+                        "model": run.model,
+                        "protocol": run.protocol,
+                        "seed": int(run.seed),
+                        "pair": run.pair,
+                        "source": run.source,
+                        "target": run.target,
+                        "held_out_split": held_split,
+                        "estimator": e.method,
+                        "estimate": e.value,
+                        "low": e.low,
+                        "high": e.high,
+                        "true_accuracy": truth,
+                        "error": e.value - truth,
+                        "default": e.method == a.default.method,
+                        "temperature": a.run.temperature,
+                        **a.evidence.as_dict(),
+                        "trusted": verdict.trusted,
+                        "reasons": "; ".join(verdict.reasons),
+                        "trusted_without_line": alone.trusted if e.method not in GROUP_METHODS else verdict.trusted,
+                        # label distributions (label-space order): held-out, BBSE's estimate for the target, and the truth
+                        "source_priors": list(a.run.source_priors),
+                        "estimated_target_priors": list(a.run.target_priors),
+                        "true_target_priors": true_priors,
+                    }
+                )
     return pd.DataFrame(rows), tuple(skipped)
 
 
@@ -186,15 +229,26 @@ def summarise(per_run: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.Da
             trusted = rows["trusted"].to_numpy(bool)
             alone = rows["trusted_without_line"].to_numpy(bool)
             covered = ((rows["low"] <= rows["true_accuracy"]) & (rows["true_accuracy"] <= rows["high"])).to_numpy()
-            out.append({
-                "pair": pair, "target": target, "estimator": method, "n_runs": len(rows),
-                "mae": float(err.mean()), "mae_low": lo, "mae_high": hi, "mean_error": float(rows["error"].mean()),
-                "n_bad": int(bad.sum()), "missed_bad": int((bad & trusted).sum()),
-                "n_good": int(good.sum()), "false_alarm": int((good & ~trusted).sum()),
-                "missed_bad_without_line": int((bad & alone).sum()), "false_alarm_without_line": int((good & ~alone).sum()),
-                "interval_coverage": float(covered.mean()) if rows["low"].notna().any() else np.nan,
-                "estimator_board_schema_version": ESTIMATOR_BOARD_SCHEMA_VERSION,
-            })  # fmt: skip
+            out.append(
+                {
+                    "pair": pair,
+                    "target": target,
+                    "estimator": method,
+                    "n_runs": len(rows),
+                    "mae": float(err.mean()),
+                    "mae_low": lo,
+                    "mae_high": hi,
+                    "mean_error": float(rows["error"].mean()),
+                    "n_bad": int(bad.sum()),
+                    "missed_bad": int((bad & trusted).sum()),
+                    "n_good": int(good.sum()),
+                    "false_alarm": int((good & ~trusted).sum()),
+                    "missed_bad_without_line": int((bad & alone).sum()),
+                    "false_alarm_without_line": int((good & ~alone).sum()),
+                    "interval_coverage": float(covered.mean()) if rows["low"].notna().any() else np.nan,
+                    "estimator_board_schema_version": ESTIMATOR_BOARD_SCHEMA_VERSION,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -205,24 +259,44 @@ def _rate(k: int, n: int) -> str:
 def to_markdown(summary: pd.DataFrame, held_out_split: str = HELD_OUT_SPLIT) -> str:
     """MAE per pair (rows) and estimator (columns), then the verdict's error rates per estimator."""
     methods = [m for m in (*BOARD_ESTIMATORS, "default") if m in set(summary["estimator"])]
-    lines = [f"OOD accuracy: mean absolute error of each label-free estimate over runs [95 % bootstrap over runs]; "
-             f"held-out split {held_out_split}", "",
-             "| pair | target | runs | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]  # fmt: skip
+    lines = [
+        f"OOD accuracy: mean absolute error of each label-free estimate over runs [95 % bootstrap over runs]; "
+        f"held-out split {held_out_split}",
+        "",
+        "| pair | target | runs | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
     for (pair, target), g in summary.groupby(["pair", "target"], sort=False):
         by = g.set_index("estimator")
-        cells = [f"{by.loc[m, 'mae']:.3f} [{by.loc[m, 'mae_low']:.3f}, {by.loc[m, 'mae_high']:.3f}]" if m in by.index else "" for m in methods]
+        cells = [
+            f"{by.loc[m, 'mae']:.3f} [{by.loc[m, 'mae_low']:.3f}, {by.loc[m, 'mae_high']:.3f}]" if m in by.index else ""
+            for m in methods
+        ]
         lines.append(f"| {pair} | {target} | {int(by['n_runs'].max())} | " + " | ".join(cells) + " |")
-    lines += ["", f"Reliability verdict (trusted / flagged per run, from label-free evidence only): missed = "
-              f"|error| > {BAD_ERROR} left trusted, false alarm = |error| < {GOOD_ERROR} flagged", "",
-              "| estimator | missed bad estimates | false alarms | missed, single model (no line; its default is doc) | false alarms, single model | "
-              "truth inside the 95 % interval |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"Reliability verdict (trusted / flagged per run, from label-free evidence only): missed = "
+        f"|error| > {BAD_ERROR} left trusted, false alarm = |error| < {GOOD_ERROR} flagged",
+        "",
+        "| estimator | missed bad estimates | false alarms | missed, single model (no line; its default is doc) | false alarms, single model | "
+        "truth inside the 95 % interval |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in methods:
         r = summary[(summary["pair"] == "all") & (summary["estimator"] == m)].iloc[0]
         cov = f"{r['interval_coverage']:.0%}" if pd.notna(r["interval_coverage"]) else "-"
-        alone = (["n/a (needs >= 3 models)"] * 2 if m in (*GROUP_METHODS, "default") else
-                 [_rate(int(r["missed_bad_without_line"]), int(r["n_bad"])), _rate(int(r["false_alarm_without_line"]), int(r["n_good"]))])  # fmt: skip
-        lines.append(f"| {m} | {_rate(int(r['missed_bad']), int(r['n_bad']))} | {_rate(int(r['false_alarm']), int(r['n_good']))} | "
-                     f"{alone[0]} | {alone[1]} | {cov} |")
+        alone = (
+            ["n/a (needs >= 3 models)"] * 2
+            if m in (*GROUP_METHODS, "default")
+            else [
+                _rate(int(r["missed_bad_without_line"]), int(r["n_bad"])),
+                _rate(int(r["false_alarm_without_line"]), int(r["n_good"])),
+            ]
+        )
+        lines.append(
+            f"| {m} | {_rate(int(r['missed_bad']), int(r['n_bad']))} | {_rate(int(r['false_alarm']), int(r['n_good']))} | "
+            f"{alone[0]} | {alone[1]} | {cov} |"
+        )
     return "\n".join(lines) + "\n"
 
 

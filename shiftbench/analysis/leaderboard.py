@@ -40,8 +40,8 @@ from scipy import special
 
 from shiftbench.core.atomic import write_atomic
 from shiftbench.core.locks import claim
-from shiftbench.results.store import PREDICTIONS_DIR, RUNS_DIR, LoadedRuns, read_runs
 from shiftbench.registry.selection import LR_EDGES
+from shiftbench.results.store import PREDICTIONS_DIR, RUNS_DIR, LoadedRuns, read_runs
 
 LEADERBOARD_SCHEMA_VERSION = 3  # 2: one interval method, ``*_se`` and ``rank`` columns; 3: n_edge_selections
 LEADERBOARD_FILE = "leaderboard.parquet"
@@ -49,9 +49,19 @@ _VERSION_KEY = b"shiftbench.leaderboard_schema_version"
 _SKIPPED_KEY = b"shiftbench.skipped_run_files"
 _INPUTS_KEY = b"shiftbench.built_from"
 GROUP_KEYS = [
-    "model", "model_sha256", "pair", "source", "target", "task", "metric",
-    "protocol", "protocol_hash", "source_fingerprint", "target_fingerprint", "schema_version",
-]  # fmt: skip
+    "model",
+    "model_sha256",
+    "pair",
+    "source",
+    "target",
+    "task",
+    "metric",
+    "protocol",
+    "protocol_hash",
+    "source_fingerprint",
+    "target_fingerprint",
+    "schema_version",
+]
 VALUES = ["id_score", "ood_score", "gap", "relative_gap"]
 # Where each value can lie: every metric but one is a score in [0, 1] (accuracy, F1, precision,
 # recall, ECE), so gap = ID - OOD is in [-1, 1] and relative gap = gap / ID is at most 1. A t-interval
@@ -82,7 +92,7 @@ def _t_halfwidth(std: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def _seed_lists(runs: pd.DataFrame, group_ids: np.ndarray, n_groups: int) -> list[str]:
-    """"0,1,2" per group, without a Python call per row (1M rows in well under a second)."""
+    """ "0,1,2" per group, without a Python call per row (1M rows in well under a second)."""
     order = np.lexsort((runs["seed"].to_numpy(), group_ids))
     g, seeds = group_ids[order], runs["seed"].to_numpy()[order]
     bounds = np.flatnonzero(np.diff(g)) + 1
@@ -102,7 +112,9 @@ def _edge_selections(runs: pd.DataFrame, n_groups: int) -> pd.arrays.IntegerArra
     lr_edge, epoch_edge = runs["selected_lr_edge"], runs["selected_epoch_at_edge"]
     # `== True`, not truth-testing: the epoch column holds True, False and None
     at_edge = lr_edge.isin(LR_EDGES).to_numpy() | (epoch_edge == True).to_numpy()  # noqa: E712
-    flagged = runs[GROUP_KEYS].assign(_edge_seed=runs["seed"].where(at_edge), _applicable=lr_edge.notna() | epoch_edge.notna())
+    flagged = runs[GROUP_KEYS].assign(
+        _edge_seed=runs["seed"].where(at_edge), _applicable=lr_edge.notna() | epoch_edge.notna()
+    )
     grouped = flagged.groupby(GROUP_KEYS, sort=True, dropna=False, observed=True)
     counts = pd.array(grouped["_edge_seed"].nunique().to_numpy(), dtype="Int64")
     counts[~grouped["_applicable"].any().to_numpy()] = pd.NA
@@ -154,9 +166,9 @@ def _group_seed(run_ids: list[str]) -> np.random.SeedSequence:
 def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     """Replace the intervals of every row whose runs kept their predictions by the seed- and
     example-aware ones (one example bootstrap per group of runs serves all its metrics)."""
-    from shiftbench.core.errors import ShiftbenchError
     from shiftbench.analysis.stats import bootstrap_weights, seed_aware_interval
     from shiftbench.analysis.taskstats import load_run_stats, resampled_unit_sums, task_kind
+    from shiftbench.core.errors import ShiftbenchError
 
     board = board.copy()
     for col in VALUES:
@@ -188,7 +200,9 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
             # valid on its own; sharing only saves drawing the same multiplicities again).
             wkey = (split, group[fp_col].iloc[0], blocks[0].shape[0])
             if wkey not in weights:
-                weights[wkey] = bootstrap_weights(blocks[0].shape[0], N_BOOT, np.random.default_rng(_group_seed([repr(wkey)])))
+                weights[wkey] = bootstrap_weights(
+                    blocks[0].shape[0], N_BOOT, np.random.default_rng(_group_seed([repr(wkey)]))
+                )
             sums[split] = resampled_unit_sums(blocks, N_BOOT, None, cols, weights[wkey])
         for metric, rows in per_seed.groupby("metric", sort=True):
             i = row_index.get((*key[:6], metric, *key[6:]))
@@ -199,15 +213,23 @@ def _seed_aware(board: pd.DataFrame, runs: pd.DataFrame, results_dir: Path) -> p
             rep_ood = fn(sums["ood"]) if "ood" in sums else np.full_like(rep_id, np.nan)  # NaN: skipped below
             pt_id, pt_ood = rows["id_score"].to_numpy(float), rows["ood_score"].to_numpy(float)  # recorded per seed
             with np.errstate(invalid="ignore", divide="ignore"):
-                values = {"id_score": (pt_id, rep_id), "ood_score": (pt_ood, rep_ood), "gap": (pt_id - pt_ood, rep_id - rep_ood),
-                          "relative_gap": ((pt_id - pt_ood) / pt_id, (rep_id - rep_ood) / rep_id)}  # fmt: skip
+                values = {
+                    "id_score": (pt_id, rep_id),
+                    "ood_score": (pt_ood, rep_ood),
+                    "gap": (pt_id - pt_ood, rep_id - rep_ood),
+                    "relative_gap": ((pt_id - pt_ood) / pt_id, (rep_id - rep_ood) / rep_id),
+                }
             for col, (points, reps) in values.items():
                 if not np.isfinite(points).all():
                     continue
                 ci = seed_aware_interval(points, reps)
                 lo, hi = _bounds(col, metric)
-                updates.setdefault(i, []).append((col, np.clip(ci.low, lo, hi), np.clip(ci.high, lo, hi), ci.se, ci.half_width))
-            updates.setdefault(i, []).append(("ci_method", CI_SEEDS_EXAMPLES if len(run_ids) >= 2 else CI_EXAMPLES_ONLY))
+                updates.setdefault(i, []).append(
+                    (col, np.clip(ci.low, lo, hi), np.clip(ci.high, lo, hi), ci.se, ci.half_width)
+                )
+            updates.setdefault(i, []).append(
+                ("ci_method", CI_SEEDS_EXAMPLES if len(run_ids) >= 2 else CI_EXAMPLES_ONLY)
+            )
     for i, items in updates.items():
         for item in items:
             if item[0] == "ci_method":
@@ -299,7 +321,10 @@ def _current_leaderboard(results_dir: Path, inputs: str) -> tuple[pd.DataFrame, 
     path = results_dir / LEADERBOARD_FILE
     try:
         meta = pq.read_schema(path).metadata or {}
-        if meta.get(_VERSION_KEY) != str(LEADERBOARD_SCHEMA_VERSION).encode() or meta.get(_INPUTS_KEY) != inputs.encode():
+        if (
+            meta.get(_VERSION_KEY) != str(LEADERBOARD_SCHEMA_VERSION).encode()
+            or meta.get(_INPUTS_KEY) != inputs.encode()
+        ):
             return None
         skipped = tuple((Path(p), why) for p, why in json.loads(meta[_SKIPPED_KEY]))
         return pq.read_table(path).to_pandas(), skipped
@@ -323,7 +348,7 @@ def write_leaderboard(
 
 
 def _edge_cell(row) -> str:
-    """"k/n": k of the row's n seeds selected at an edge of the grid; "-": no edge to be at."""
+    """ "k/n": k of the row's n seeds selected at an edge of the grid; "-": no edge to be at."""
     k = getattr(row, "n_edge_selections", pd.NA)
     return "-" if pd.isna(k) else f"{int(k)}/{row.n_seeds}"
 

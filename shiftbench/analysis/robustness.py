@@ -60,15 +60,33 @@ import numpy as np
 import pandas as pd
 
 from shiftbench.analysis.compare import load_run_frame
-from shiftbench.core.errors import ShiftbenchError
-from shiftbench.results.store import LoadedRuns
 from shiftbench.analysis.stats import seed_aware_interval
 from shiftbench.analysis.taskstats import check_metric, headline_metric, load_run_stats, replicate_scores
+from shiftbench.core.errors import ShiftbenchError
+from shiftbench.results.store import LoadedRuns
 
 CLIP = 1e-4
-COLUMNS = ["model", "protocol", "pair", "target", "metric", "n_seeds", "id_mean", "ood_mean",
-           "predicted_ood", "effective_robustness", "er_ci_low", "er_ci_high", "in_fit", "extrapolated",
-           "base", "delta_er", "delta_er_ci_low", "delta_er_ci_high", "delta_er_seeds"]  # fmt: skip
+COLUMNS = [
+    "model",
+    "protocol",
+    "pair",
+    "target",
+    "metric",
+    "n_seeds",
+    "id_mean",
+    "ood_mean",
+    "predicted_ood",
+    "effective_robustness",
+    "er_ci_low",
+    "er_ci_high",
+    "in_fit",
+    "extrapolated",
+    "base",
+    "delta_er",
+    "delta_er_ci_low",
+    "delta_er_ci_high",
+    "delta_er_seeds",
+]
 BASELINE_PROTOCOLS = ("standard",)
 _GROUP = ["pair", "target", "source_fingerprint", "target_fingerprint"]
 
@@ -124,7 +142,9 @@ def _latest_versions(group: pd.DataFrame) -> pd.DataFrame:
     keep = []
     for _, rows in group.groupby(["model", "protocol"], sort=True):
         newest = rows.loc[rows["created_at"].idxmax()]
-        keep.append(rows[(rows["model_sha256"] == newest["model_sha256"]) & (rows["protocol_hash"] == newest["protocol_hash"])])
+        keep.append(
+            rows[(rows["model_sha256"] == newest["model_sha256"]) & (rows["protocol_hash"] == newest["protocol_hash"])]
+        )
     return pd.concat(keep).drop_duplicates(["model", "protocol", "seed"], keep="last")
 
 
@@ -135,14 +155,23 @@ def _seed_resample(member: np.ndarray, n_points: int, n_boot: int, rng: np.rando
     for p in range(n_points):
         runs = np.flatnonzero(member == p)
         draws = rng.integers(0, len(runs), size=(n_boot, len(runs)))
-        counts = np.stack([np.bincount(row, minlength=len(runs)) for row in draws]) if len(runs) > 1 else np.ones((n_boot, 1))
+        counts = (
+            np.stack([np.bincount(row, minlength=len(runs)) for row in draws])
+            if len(runs) > 1
+            else np.ones((n_boot, 1))
+        )
         out[:, runs, p] = counts / len(runs)
     return out
 
 
 def effective_robustness(
-    results_dir: Path, metric: str | None = None, n_boot: int = 1000, seed: int = 0, min_models: int = 3,
-    loaded: LoadedRuns | None = None, baseline_protocols: tuple[str, ...] | None = BASELINE_PROTOCOLS,
+    results_dir: Path,
+    metric: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_models: int = 3,
+    loaded: LoadedRuns | None = None,
+    baseline_protocols: tuple[str, ...] | None = BASELINE_PROTOCOLS,
     pairs: tuple[str, ...] | None = None,
 ) -> tuple[list[RobustnessFit], pd.DataFrame]:
     """Fit the ID -> OOD trend per (pair, target) and score each (model, protocol) against it.
@@ -192,7 +221,9 @@ def effective_robustness(
         run_pts, run_reps = {}, {}
         for split, ss in (("id", ss_id), ("ood", ss_ood)):
             blocks = [r.labelled(split).values for r in stats]
-            run_pts[split], run_reps[split] = replicate_scores(blocks, task, name, tags, n_boot, np.random.default_rng(ss))
+            run_pts[split], run_reps[split] = replicate_scores(
+                blocks, task, name, tags, n_boot, np.random.default_rng(ss)
+            )
         scores = {split: run_pts[split] @ avg for split in ("id", "ood")}
         seed_w = _seed_resample(member, len(points), n_boot, np.random.default_rng(ss_seeds))
         boot = {split: np.einsum("rj,rjp->rp", run_reps[split], seed_w) for split in ("id", "ood")}
@@ -205,12 +236,27 @@ def effective_robustness(
         fit_r = residuals(run_reps["id"] @ avg, run_reps["ood"] @ avg, in_fit)
         er_run_reps = run_reps["ood"] - sigmoid(fit_r[0][:, None] * logit(run_reps["id"]) + fit_r[1][:, None])
         fitted_hashes = runs.loc[in_fit[member], "protocol_hash"]
-        fits.append(RobustnessFit(pair, target, name, tuple(sorted(set(fitted_hashes))),
-                                  float(slope), float(intercept), int(in_fit.sum()),
-                                  tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f})),
-                                  (id_lo, id_hi)))  # fmt: skip
+        fits.append(
+            RobustnessFit(
+                pair,
+                target,
+                name,
+                tuple(sorted(set(fitted_hashes))),
+                float(slope),
+                float(intercept),
+                int(in_fit.sum()),
+                tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f})),
+                (id_lo, id_hi),
+            )
+        )
         for i, (model, protocol) in enumerate(points):
-            delta: dict[str, Any] = {"base": None, "delta_er": np.nan, "delta_er_ci_low": np.nan, "delta_er_ci_high": np.nan, "delta_er_seeds": 0}
+            delta: dict[str, Any] = {
+                "base": None,
+                "delta_er": np.nan,
+                "delta_er_ci_low": np.nan,
+                "delta_er_ci_high": np.nan,
+                "delta_er_seeds": 0,
+            }
             base = (model, BASELINE_PROTOCOLS[0])
             if not in_fit[i] and base in points:
                 mine = runs.index[member == i]
@@ -220,16 +266,42 @@ def effective_robustness(
                     ja = [int(runs.index[(member == points.index(base)) & (runs["seed"] == s)][0]) for s in seeds]
                     jb = [int(runs.index[(member == i) & (runs["seed"] == s)][0]) for s in seeds]
                     ci = seed_aware_interval(er_run[jb] - er_run[ja], er_run_reps[:, jb] - er_run_reps[:, ja])
-                    delta = {"base": f"{model}@{base[1]}", "delta_er": ci.estimate, "delta_er_ci_low": ci.low,
-                             "delta_er_ci_high": ci.high, "delta_er_seeds": len(seeds)}  # fmt: skip
-            rows.append({
-                "model": model, "protocol": protocol, "pair": pair, "target": target, "metric": name,
-                "n_seeds": int(n_seeds[i]), "id_mean": float(scores["id"][i]), "ood_mean": float(scores["ood"][i]),
-                "predicted_ood": float(predicted[i]), "effective_robustness": float(er[i]),
-                "er_ci_low": float(low[i]), "er_ci_high": float(high[i]), "in_fit": bool(in_fit[i]),
-                "extrapolated": bool(scores["id"][i] < id_lo or scores["id"][i] > id_hi), **delta,
-            })  # fmt: skip
+                    delta = {
+                        "base": f"{model}@{base[1]}",
+                        "delta_er": ci.estimate,
+                        "delta_er_ci_low": ci.low,
+                        "delta_er_ci_high": ci.high,
+                        "delta_er_seeds": len(seeds),
+                    }
+            rows.append(
+                {
+                    "model": model,
+                    "protocol": protocol,
+                    "pair": pair,
+                    "target": target,
+                    "metric": name,
+                    "n_seeds": int(n_seeds[i]),
+                    "id_mean": float(scores["id"][i]),
+                    "ood_mean": float(scores["ood"][i]),
+                    "predicted_ood": float(predicted[i]),
+                    "effective_robustness": float(er[i]),
+                    "er_ci_low": float(low[i]),
+                    "er_ci_high": float(high[i]),
+                    "in_fit": bool(in_fit[i]),
+                    "extrapolated": bool(scores["id"][i] < id_lo or scores["id"][i] > id_hi),
+                    **delta,
+                }
+            )
     return fits, pd.DataFrame(rows, columns=COLUMNS)
 
 
-__all__ = ["BASELINE_PROTOCOLS", "COLUMNS", "RobustnessFit", "effective_robustness", "fit_lines", "logit", "residuals", "sigmoid"]
+__all__ = [
+    "BASELINE_PROTOCOLS",
+    "COLUMNS",
+    "RobustnessFit",
+    "effective_robustness",
+    "fit_lines",
+    "logit",
+    "residuals",
+    "sigmoid",
+]

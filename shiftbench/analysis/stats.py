@@ -47,7 +47,6 @@ import numpy as np
 from scipy import special as _spc  # not scipy.stats: importing it costs ~1 s per command
 
 
-
 @dataclass(frozen=True)
 class Interval:
     """A point estimate with a two-sided confidence interval ``[low, high]``."""
@@ -277,8 +276,15 @@ def minimum_detectable(half_width: float, se: float, power: float = 0.8) -> floa
     return float(half_width + _spc.ndtri(power) * se)
 
 
-def seeds_needed(effect: float, v_example: float, seed_var: float, alpha: float = 0.05, power: float = 0.8,
-                 max_seeds: int = 200, own_var: float = 0.0) -> int | None:  # fmt: skip
+def seeds_needed(
+    effect: float,
+    v_example: float,
+    seed_var: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    max_seeds: int = 200,
+    own_var: float = 0.0,
+) -> int | None:
     """Seeds per side for the minimum detectable difference to reach ``effect``, given the shared
     test-set variance ``v_example`` (it does not shrink with seeds) and the variance of one seed's
     value ``seed_var`` (= S * V_seed; ``own_var`` of it is the seed's own example noise, = S * v_own).
@@ -331,6 +337,17 @@ def t_interval(values, alpha: float = 0.05) -> Interval:
 
 
 __all__ = [
-    "Interval", "McNemarResult", "SeedAwareInterval", "bootstrap_weights", "holm", "mcnemar", "minimum_detectable",
-    "percentile_interval", "resampled_sums", "seed_aware_interval", "seeds_needed", "t_interval", "weighted_sums",
-]  # fmt: skip
+    "Interval",
+    "McNemarResult",
+    "SeedAwareInterval",
+    "bootstrap_weights",
+    "holm",
+    "mcnemar",
+    "minimum_detectable",
+    "percentile_interval",
+    "resampled_sums",
+    "seed_aware_interval",
+    "seeds_needed",
+    "t_interval",
+    "weighted_sums",
+]

@@ -85,7 +85,9 @@ class RunStats:
         """The split's statistics, where they are known to exist (an error for an unlabelled target)."""
         stats = self.split(name)
         if stats is None:
-            raise ShiftbenchError(f"run {self.run_id}: its {name.upper()} test split is unlabelled; nothing to score there")
+            raise ShiftbenchError(
+                f"run {self.run_id}: its {name.upper()} test split is unlabelled; nothing to score there"
+            )
         return stats
 
     def scores(self, metric: str) -> tuple[float, float]:
@@ -114,7 +116,9 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
         return _CACHE[key]
     try:
         names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=["split", "index", "label", "pred", "probs"] + (["position"] if "position" in names else []))
+        table = pq.read_table(
+            path, columns=["split", "index", "label", "pred", "probs"] + (["position"] if "position" in names else [])
+        )
     except Exception as exc:  # unreadable or foreign file: one line naming it
         why = one_line(exc)
         raise ShiftbenchError(f"{path}: unreadable predictions of run {run_id} ({why})") from None
@@ -123,22 +127,32 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
     position = table.column("position").to_numpy(zero_copy_only=False) if "position" in names else None
     tokens = kind.word_level  # one row per word: units are sentences, rows ordered by word position
     if tokens and (position is None or np.isnan(position.astype(np.float64)).all()):
-        raise ShiftbenchError(f"{path}: run {run_id} is {kind.name} (one row per word) but its predictions have no word positions")
+        raise ShiftbenchError(
+            f"{path}: run {run_id} is {kind.name} (one row per word) but its predictions have no word positions"
+        )
     label_col = table.column("label")
-    labels_all = label_col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)  # -1: unlabelled (checked below)
+    labels_all = (
+        label_col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    )  # -1: unlabelled (checked below)
     preds_all = table.column("pred").to_numpy(zero_copy_only=False).astype(np.int64)
     probs_col = table.column("probs").combine_chunks()
     width = len(label_space)
     flat = probs_col.flatten().to_numpy(zero_copy_only=False)
     if len(flat) != width * len(table):
-        raise ShiftbenchError(f"{path}: probs of run {run_id} do not have {width} columns (its label space) on every row")
+        raise ShiftbenchError(
+            f"{path}: probs of run {run_id} do not have {width} columns (its label space) on every row"
+        )
     probs_all = flat.reshape(len(table), width)
     out: dict[str, SplitStats | None] = {}
     for name, tag in (("id", "id_test"), ("ood", "ood_test")):
         rows = np.flatnonzero(split == tag)
         if rows.size == 0:
             raise ShiftbenchError(f"{path}: no {tag} predictions")
-        order = np.lexsort((position[rows].astype(np.int64), index[rows])) if tokens and position is not None else np.argsort(index[rows], kind="stable")
+        order = (
+            np.lexsort((position[rows].astype(np.int64), index[rows]))
+            if tokens and position is not None
+            else np.argsort(index[rows], kind="stable")
+        )
         rows = rows[order]
         y, p = labels_all[rows], preds_all[rows]
         if (y == -1).any() and label_col.null_count:
@@ -150,7 +164,9 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
             raise ShiftbenchError(f"{path}: negative class ids in the {tag} labels or predictions")
         top = int(max(y.max(), p.max()))
         if top >= width:
-            raise ShiftbenchError(f"{path}: class id {top} in the {tag} labels or predictions is outside the run's {width} labels")
+            raise ShiftbenchError(
+                f"{path}: class id {top} in the {tag} labels or predictions is outside the run's {width} labels"
+            )
         lengths = None
         if tokens:  # words per sentence
             lengths = np.bincount(index[rows] - index[rows].min())
@@ -165,8 +181,13 @@ def load_run_stats(results_dir: Path, run_id: str, task: str, label_space: Seque
     return stats
 
 
-def resampled_unit_sums(blocks: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator | None,
-                        columns: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def resampled_unit_sums(
+    blocks: Sequence[np.ndarray],
+    n_boot: int,
+    rng: np.random.Generator | None,
+    columns: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Sums (n_boot, M, D) of ``n_boot`` bootstrap resamples of the units, one resample shared by
     the M blocks (each (n_units, D), the same units: e.g. every seed of both models on one test
     split). ``columns``: only these statistics are resampled (the others stay 0). ``weights``:
@@ -182,8 +203,14 @@ def resampled_unit_sums(blocks: Sequence[np.ndarray], n_boot: int, rng: np.rando
     return out
 
 
-def replicate_scores(blocks: Sequence[np.ndarray], task: str, metric: str, label_space: Sequence[str], n_boot: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def replicate_scores(
+    blocks: Sequence[np.ndarray],
+    task: str,
+    metric: str,
+    label_space: Sequence[str],
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """(points (M,), replicates (n_boot, M)) of ``metric`` for M blocks of unit statistics over the
     same units, under one shared resample per replicate."""
     kind = task_kind(task)
@@ -198,6 +225,20 @@ def check_metric(metric: str, task: str, label_space: Sequence[str], where: str 
 
 
 __all__ = [
-    "CAL_WIDTH", "N_BINS", "RunStats", "SplitStats", "SumMetric", "TaskKind", "TextClassification", "TokenClassification",
-    "calibration_stats", "check_metric", "headline_metric", "load_run_stats", "lower_is_better", "replicate_scores", "resampled_unit_sums", "task_kind",
-]  # fmt: skip
+    "CAL_WIDTH",
+    "N_BINS",
+    "RunStats",
+    "SplitStats",
+    "SumMetric",
+    "TaskKind",
+    "TextClassification",
+    "TokenClassification",
+    "calibration_stats",
+    "check_metric",
+    "headline_metric",
+    "load_run_stats",
+    "lower_is_better",
+    "replicate_scores",
+    "resampled_unit_sums",
+    "task_kind",
+]

@@ -24,11 +24,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from shiftbench.core.errors import ShiftbenchError
 from shiftbench.analysis.estimate import (
-    N_BOOT, PER_RUN_METHODS, GROUP_METHODS, AgreementLine, Estimate, HeldOut, RunEstimates, Target, aline, estimate_run,
+    GROUP_METHODS,
+    N_BOOT,
+    PER_RUN_METHODS,
+    AgreementLine,
+    Estimate,
+    HeldOut,
+    RunEstimates,
+    Target,
+    aline,
+    estimate_run,
     total_variation,
-)  # fmt: skip
+)
+from shiftbench.core.errors import ShiftbenchError
 
 
 @dataclass(frozen=True)
@@ -40,8 +49,13 @@ class Evidence:
     aline_gap: float | None = None
 
     @classmethod
-    def of(cls, run: RunEstimates, line: AgreementLine | None = None, aline_s: Estimate | None = None,
-           aline_d: Estimate | None = None) -> Evidence:  # fmt: skip
+    def of(
+        cls,
+        run: RunEstimates,
+        line: AgreementLine | None = None,
+        aline_s: Estimate | None = None,
+        aline_d: Estimate | None = None,
+    ) -> Evidence:
         values = [e.value for e in run.estimates if e.metric == "accuracy" and e.method in PER_RUN_METHODS]
         return cls(
             estimator_spread=float(max(values) - min(values)),
@@ -120,20 +134,34 @@ class Assessment:
         return self.verdicts[self.default.method]
 
 
-def assess(held_outs: Sequence[HeldOut], targets: Sequence[Target], n_boot: int = N_BOOT, seed: int = 0) -> tuple[Assessment, ...]:
+def assess(
+    held_outs: Sequence[HeldOut], targets: Sequence[Target], n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[Assessment, ...]:
     """Estimates, evidence and verdicts for models scored on the same held-out and target
     examples (one pair): per-run estimators always, ALine-S and ALine-D when there are >= 3 models."""
     if len(held_outs) != len(targets) or not held_outs:
-        raise ShiftbenchError(f"assess: {len(held_outs)} held-out and {len(targets)} target prediction sets; need the same number, >= 1")
+        raise ShiftbenchError(
+            f"assess: {len(held_outs)} held-out and {len(targets)} target prediction sets; need the same number, >= 1"
+        )
     runs = [estimate_run(h, t, n_boot=n_boot, seed=seed) for h, t in zip(held_outs, targets)]
     labels = held_outs[0].labels
-    paired = all(np.array_equal(h.labels, labels) and len(t.probs) == len(targets[0].probs) for h, t in zip(held_outs, targets))
+    paired = all(
+        np.array_equal(h.labels, labels) and len(t.probs) == len(targets[0].probs) for h, t in zip(held_outs, targets)
+    )
     line = None
     if len(runs) >= 3 and paired:
-        line = aline(labels, np.stack([h.preds for h in held_outs]), np.stack([t.preds for t in targets]), n_boot=n_boot, seed=seed)
+        line = aline(
+            labels,
+            np.stack([h.preds for h in held_outs]),
+            np.stack([t.preds for t in targets]),
+            n_boot=n_boot,
+            seed=seed,
+        )
     out = []
     for i, run in enumerate(runs):
-        ests = tuple(e for e in run.estimates if e.metric == "accuracy") + ((line.aline_s[i], line.aline_d[i]) if line else ())
+        ests = tuple(e for e in run.estimates if e.metric == "accuracy") + (
+            (line.aline_s[i], line.aline_d[i]) if line else ()
+        )
         evidence = Evidence.of(run, line.line, line.aline_s[i], line.aline_d[i]) if line else Evidence.of(run)
         verdicts = {e.method: judge(evidence, e.method) for e in ests}
         out.append(Assessment(run, line.line if line else None, ests, evidence, verdicts))
@@ -194,16 +222,21 @@ class RunEstimate:
     @classmethod
     def from_dict(cls, d: dict) -> RunEstimate:
         return cls(
-            held_out_split=d["held_out_split"], n_boot=int(d["n_boot"]),
+            held_out_split=d["held_out_split"],
+            n_boot=int(d["n_boot"]),
             rows=tuple(RowEstimate(**{**r, "reasons": tuple(r["reasons"])}) for r in d["rows"]),
-            estimates=tuple(Estimate(**e) for e in d["estimates"]), evidence=Evidence(**d["evidence"]),
-            temperature=d["temperature"], held_out_accuracy=d["held_out_accuracy"],
+            estimates=tuple(Estimate(**e) for e in d["estimates"]),
+            evidence=Evidence(**d["evidence"]),
+            temperature=d["temperature"],
+            held_out_accuracy=d["held_out_accuracy"],
             **{k: tuple(d[k]) for k in ("source_priors", "target_priors", "source_pred_dist", "target_pred_dist")},
             seconds=d["seconds"],
-        )  # fmt: skip
+        )
 
 
-def run_estimates(held: HeldOut, target: Target, held_out_split: str, n_boot: int = RUN_N_BOOT, seed: int = 0) -> RunEstimate:
+def run_estimates(
+    held: HeldOut, target: Target, held_out_split: str, n_boot: int = RUN_N_BOOT, seed: int = 0
+) -> RunEstimate:
     """The per-run estimates of one model on one target, the per-run evidence and the verdict on
     each metric's default estimate (no agreement line: a run knows one model)."""
     import time
@@ -219,8 +252,16 @@ def run_estimates(held: HeldOut, target: Target, held_out_split: str, n_boot: in
         v = judge(evidence, method)
         rows.append(RowEstimate(metric, method, e.value, e.low, e.high, v.trusted, v.reasons))
     return RunEstimate(
-        held_out_split=held_out_split, n_boot=n_boot, rows=tuple(rows), estimates=run.estimates, evidence=evidence,
-        temperature=run.temperature, held_out_accuracy=run.held_out_accuracy, source_priors=run.source_priors,
-        target_priors=run.target_priors, source_pred_dist=run.source_pred_dist, target_pred_dist=run.target_pred_dist,
+        held_out_split=held_out_split,
+        n_boot=n_boot,
+        rows=tuple(rows),
+        estimates=run.estimates,
+        evidence=evidence,
+        temperature=run.temperature,
+        held_out_accuracy=run.held_out_accuracy,
+        source_priors=run.source_priors,
+        target_priors=run.target_priors,
+        source_pred_dist=run.source_pred_dist,
+        target_pred_dist=run.target_pred_dist,
         seconds=time.perf_counter() - start,
-    )  # fmt: skip
+    )

@@ -35,8 +35,13 @@ IMMUTABLE_DIRS = ("runs", "predictions")
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -50,7 +55,9 @@ def check_regular_file(path: Path, what: str, max_bytes: int | None = None) -> i
     except FileNotFoundError:
         raise ShiftbenchError(f"{what} {path} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise ShiftbenchError(f"cannot read {what} {preview(str(path), 200)}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ShiftbenchError(
+            f"cannot read {what} {preview(str(path), 200)}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         target = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
         raise ShiftbenchError(f"{what} {path} is {_kind(st.st_mode)}{target}, not a regular file; refusing to read it")
@@ -85,9 +92,17 @@ def check_path_component(value: str, where: str) -> str:
     """``value`` names one entry inside a directory (a data split, a dataset config, a shard
     file): not empty, no ``.``/``..``, no path separator, no NUL; else an error at ``where``
     (e.g. "reg.yaml: dataset 'x': field 'config'")."""
-    if (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value or "\x00" in value
-            or value != value.strip()):  # fmt: skip
-        raise ShiftbenchError(f"{where}: {preview(value)} is not a plain name (no '/', '..' or surrounding space); it must stay inside its directory")
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or "/" in value
+        or "\\" in value
+        or "\x00" in value
+        or value != value.strip()
+    ):
+        raise ShiftbenchError(
+            f"{where}: {preview(value)} is not a plain name (no '/', '..' or surrounding space); it must stay inside its directory"
+        )
     return value
 
 

@@ -53,9 +53,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         except TypeError:
             continue  # SafeLoader.construct_mapping reports "found unhashable key" with its line
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {preview(key)}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {preview(key)}", key_node.start_mark)
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 

@@ -34,9 +34,17 @@ from shiftbench.registry.specs import DatasetSpec, as_plain
 from shiftbench.tasks import TextClassification, get_task
 
 _FINGERPRINT_FIELDS = (
-    "hub_id", "config", "revision", "text_column", "label_column", "splits",
-    "label_map", "task", "split_seed", "carve_fraction",
-)  # fmt: skip
+    "hub_id",
+    "config",
+    "revision",
+    "text_column",
+    "label_column",
+    "splits",
+    "label_map",
+    "task",
+    "split_seed",
+    "carve_fraction",
+)
 # Fingerprinted only when set, so adding them changed no existing dataset's fingerprint.
 _OPTIONAL_FINGERPRINT_FIELDS = ("text_pair_column",)
 
@@ -63,7 +71,9 @@ class SplitData:
         return get_task(self.task)
 
     def subset(self, idx) -> SplitData:
-        return SplitData(tuple(self.texts[i] for i in idx), tuple(self.labels[i] for i in idx), self.task, self.labelled)
+        return SplitData(
+            tuple(self.texts[i] for i in idx), tuple(self.labels[i] for i in idx), self.task, self.labelled
+        )
 
     def label_ids(self, label_space: tuple[str, ...]) -> np.ndarray:
         """(N,) label ids of the prediction rows (for token classification the word tags of every
@@ -173,8 +183,12 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
     if local_dir is not None and _is_dir(local_dir):
         path = split_path(spec, data_dir, split)
         if not os.path.lexists(path):
-            raise ShiftbenchError(f"dataset {preview(spec.name)}: split {preview(split)} not found: {path} does not exist")
-        check_regular_file(path, f"dataset {preview(spec.name)}: split {preview(split)} file")  # a FIFO or device would block the read
+            raise ShiftbenchError(
+                f"dataset {preview(spec.name)}: split {preview(split)} not found: {path} does not exist"
+            )
+        check_regular_file(
+            path, f"dataset {preview(spec.name)}: split {preview(split)} file"
+        )  # a FIFO or device would block the read
         # Check the file with pyarrow first: datasets would log its own multi-line complaint for
         # a broken file and cannot tell an empty split from a missing one.
         try:
@@ -201,11 +215,15 @@ def _load_split(spec: DatasetSpec, data_dir: Path | None, split: str) -> tuple[A
         )
     unreachable = _hub_unreachable()
     if unreachable is not None:
-        raise DataUnavailable(f"dataset {preview(spec.name)} ({spec.hub_id}) not found locally and the Hub is not reachable: {unreachable}")
+        raise DataUnavailable(
+            f"dataset {preview(spec.name)} ({spec.hub_id}) not found locally and the Hub is not reachable: {unreachable}"
+        )
     try:  # pragma: no cover - needs the network
         ds = datasets.load_dataset(spec.hub_id, spec.config, split=split, revision=spec.revision)
     except Exception as exc:  # pragma: no cover
-        raise DataUnavailable(f"dataset {preview(spec.name)}: cannot load {spec.hub_id} [{spec.config}/{split}] from the Hub: {exc}") from None
+        raise DataUnavailable(
+            f"dataset {preview(spec.name)}: cannot load {spec.hub_id} [{spec.config}/{split}] from the Hub: {exc}"
+        ) from None
     return ds, None
 
 
@@ -231,11 +249,15 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
     needed = set(roles)
     carve_from_train = {r for r in needed if r not in spec.splits and r in ("validation", "test")}
     if carve_from_train and "train" not in spec.splits:
-        raise ShiftbenchError(f"dataset {preview(spec.name)}: no split for role(s) {sorted(carve_from_train)} and no train split to carve them from")
+        raise ShiftbenchError(
+            f"dataset {preview(spec.name)}: no split for role(s) {sorted(carve_from_train)} and no train split to carve them from"
+        )
     load_roles = (needed - carve_from_train) | ({"train"} if carve_from_train else set())
     for role in load_roles:
         if role not in spec.splits:
-            raise ShiftbenchError(f"dataset {preview(spec.name)}: no split for role {preview(role)} (splits: {spec.splits})")
+            raise ShiftbenchError(
+                f"dataset {preview(spec.name)}: no split for role {preview(role)} (splits: {spec.splits})"
+            )
 
     kind = get_task(spec.task)
     splits: dict[str, SplitData] = {}
@@ -250,7 +272,9 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         texts, labels = kind.read(ds, spec, where)  # unlabelled: a placeholder label per example
         keep = [i for i, lbl in enumerate(labels) if lbl is not None]
         if not keep:
-            raise ShiftbenchError(f"{where}: every example of dataset {preview(spec.name)} was dropped by its label_map")
+            raise ShiftbenchError(
+                f"{where}: every example of dataset {preview(spec.name)} was dropped by its label_map"
+            )
         kept_labels = tuple(labels[i] for i in keep) if spec.labelled else (None,) * len(keep)
         splits[role] = SplitData(tuple(texts[i] for i in keep), kept_labels, spec.task, spec.labelled)
         if path is not None:
@@ -277,12 +301,12 @@ def load_domain(spec: DatasetSpec, data_dir: str | Path | None, roles: tuple[str
         if "train" not in needed:
             del splits["train"]
 
-    if not spec.labelled:
-        label_names = ()  # no labels of its own: a pair's label space comes from its source
-    else:
-        label_names = kind.label_space(lbl for s in splits.values() for lbl in s.labels)
+    # No labels of its own (an unlabelled target): a pair's label space comes from its source.
+    label_names = kind.label_space(lbl for s in splits.values() for lbl in s.labels) if spec.labelled else ()
     identity = {k: as_plain(getattr(spec, k)) for k in _FINGERPRINT_FIELDS}
-    identity.update({k: as_plain(getattr(spec, k)) for k in _OPTIONAL_FINGERPRINT_FIELDS if getattr(spec, k) is not None})
+    identity.update(
+        {k: as_plain(getattr(spec, k)) for k in _OPTIONAL_FINGERPRINT_FIELDS if getattr(spec, k) is not None}
+    )
     identity["files"] = {p.name: file_sha256(p) for p in files} if files else {"hub": hub_content}
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return DomainData(spec, splits, label_names, fingerprint, tuple(files), "local" if files else "hub")

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shiftbench.core.atomic import write_atomic
-from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.tasks import IGNORE, TextClassification, get_task
 
 __all__ = ["IGNORE", "EncodedSplit", "Encoder", "encode_split", "tokenizer_identity"]
@@ -31,7 +31,9 @@ class EncodedSplit:
     # every word of every example, concatenated (word_labels split it per example)
     labels: np.ndarray
     n_truncated: int  # examples longer than max_length before truncation
-    word_starts: tuple[np.ndarray, ...] | None = None  # token classification: first sub-token position per word, -1 if none
+    word_starts: tuple[np.ndarray, ...] | None = (
+        None  # token classification: first sub-token position per word, -1 if none
+    )
     word_labels: tuple[np.ndarray, ...] | None = None  # token classification: gold tag id of every word
     task: str = TextClassification.name  # the task kind that encoded it (and scores its predictions)
     label_space: tuple[str, ...] | None = None  # what the label ids index (None: not given)
@@ -40,7 +42,9 @@ class EncodedSplit:
         return len(self.input_ids)
 
     @classmethod
-    def of_words(cls, input_ids, n_truncated: int, word_starts, word_labels, task: str, label_space=None) -> EncodedSplit:
+    def of_words(
+        cls, input_ids, n_truncated: int, word_starts, word_labels, task: str, label_space=None
+    ) -> EncodedSplit:
         """Word-level kinds: ``labels`` is every word's tag, the examples concatenated."""
         flat = np.concatenate(word_labels) if word_labels else np.zeros(0, dtype=np.int64)
         return cls(tuple(input_ids), flat, n_truncated, tuple(word_starts), tuple(word_labels), task, label_space)
@@ -75,8 +79,12 @@ def encode_split(split: SplitData, tokenizer: Any, label_space: tuple[str, ...],
     kind = split.kind
     enc = kind.encode(split.texts, tokenizer, max_length)
     if kind.word_level:
-        return EncodedSplit.of_words(enc.input_ids, enc.n_truncated, enc.word_starts, split.tag_ids(label_space), split.task, label_space)
-    return EncodedSplit(enc.input_ids, split.label_ids(label_space), enc.n_truncated, task=split.task, label_space=label_space)
+        return EncodedSplit.of_words(
+            enc.input_ids, enc.n_truncated, enc.word_starts, split.tag_ids(label_space), split.task, label_space
+        )
+    return EncodedSplit(
+        enc.input_ids, split.label_ids(label_space), enc.n_truncated, task=split.task, label_space=label_space
+    )
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
@@ -132,7 +140,11 @@ def _ragged(arrays: tuple[np.ndarray, ...]) -> pa.Array:
 
 def _to_table(enc: EncodedSplit) -> pa.Table:
     if enc.kind.word_level:
-        cols = {"input_ids": _ragged(enc.input_ids), "word_starts": _ragged(enc.word_starts), "word_labels": _ragged(enc.word_labels)}
+        cols = {
+            "input_ids": _ragged(enc.input_ids),
+            "word_starts": _ragged(enc.word_starts),
+            "word_labels": _ragged(enc.word_labels),
+        }
     else:
         cols = {"input_ids": _ragged(enc.input_ids), "label": pa.array(enc.labels, type=pa.int64())}
     return pa.table(cols).replace_schema_metadata({"n_truncated": str(enc.n_truncated)})
@@ -144,5 +156,13 @@ def _from_table(table: pa.Table, task: str, label_space: tuple[str, ...]) -> Enc
 
     n_truncated = int((table.schema.metadata or {}).get(b"n_truncated", b"0"))
     if get_task(task).word_level:
-        return EncodedSplit.of_words(ragged("input_ids"), n_truncated, ragged("word_starts"), ragged("word_labels"), task, label_space)
-    return EncodedSplit(ragged("input_ids"), table.column("label").to_numpy().astype(np.int64), n_truncated, task=task, label_space=label_space)
+        return EncodedSplit.of_words(
+            ragged("input_ids"), n_truncated, ragged("word_starts"), ragged("word_labels"), task, label_space
+        )
+    return EncodedSplit(
+        ragged("input_ids"),
+        table.column("label").to_numpy().astype(np.int64),
+        n_truncated,
+        task=task,
+        label_space=label_space,
+    )

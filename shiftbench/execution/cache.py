@@ -58,8 +58,15 @@ def load_finetuned(cache_dir: Path, finetune_id: str) -> FineTuned | None:
         meta = json.loads((path / "finetune.json").read_text(encoding="utf-8"))
         state: dict[str, torch.Tensor] = load_file(str(path / "model.safetensors"))
         history = tuple(EpochRecord(**h) for h in meta["history"])
-        return FineTuned(state, meta["selected_lr"], meta["selected_epoch"], meta["selection_score"],
-                         history, meta["train_seconds"], meta.get("trainable_params"))  # fmt: skip
+        return FineTuned(
+            state,
+            meta["selected_lr"],
+            meta["selected_epoch"],
+            meta["selection_score"],
+            history,
+            meta["train_seconds"],
+            meta.get("trainable_params"),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or damaged: fine-tune again
 

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shiftbench.registry.catalog import Catalog
-from shiftbench.data.datasets import resolve_data_dir
-from shiftbench.modeling.device import check_device, num_threads_from_env
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
+from shiftbench.data.datasets import resolve_data_dir
+from shiftbench.execution.settings import RunRequest
+from shiftbench.modeling.device import check_device, num_threads_from_env
 from shiftbench.modeling.models import LoadOptions
+from shiftbench.registry.catalog import Catalog
 from shiftbench.registry.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol
 from shiftbench.registry.specs import MAX_SEED
-from shiftbench.execution.settings import RunRequest
 
 DEFAULT_SUITE = "default"
 DEFAULT_SEEDS = (0,)

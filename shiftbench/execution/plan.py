@@ -19,28 +19,33 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shiftbench.core.version import RUNNER_VERSION
-
 from shiftbench.core import console
-from shiftbench.registry.catalog import Catalog
-from shiftbench.execution.config import RunSettings
-from shiftbench.data.datasets import DomainData, load_domain, pair_label_space
 from shiftbench.core.errors import DataUnavailable, ShiftbenchError
 from shiftbench.core.guards import preview
-from shiftbench.modeling.models import ResolvedModel, check_head_labels, check_loadable, resolve_model
+from shiftbench.core.version import RUNNER_VERSION
+from shiftbench.data.datasets import DomainData, load_domain, pair_label_space
 from shiftbench.data.overlap import Overlap, count_overlap, without_overlap
+from shiftbench.execution.config import RunSettings
+from shiftbench.modeling.models import ResolvedModel, check_head_labels, check_loadable, resolve_model
+from shiftbench.registry.catalog import Catalog
 from shiftbench.registry.protocol import Protocol
+from shiftbench.registry.specs import PairSpec
 from shiftbench.remedies import remedy_for
 from shiftbench.results.store import is_done
-from shiftbench.registry.specs import PairSpec
 
 
 def short_hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def finetune_id(model_sha256: str, source_fingerprint: str, protocol: Protocol, seed: int,
-                eval_only: bool = False, dependency_ids: tuple[str, ...] = ()) -> str:  # fmt: skip
+def finetune_id(
+    model_sha256: str,
+    source_fingerprint: str,
+    protocol: Protocol,
+    seed: int,
+    eval_only: bool = False,
+    dependency_ids: tuple[str, ...] = (),
+) -> str:
     """The identity of one fine-tune (of a distill student: with its teacher's fine-tune id)."""
     kind = "eval-only" if eval_only else "fine-tune"
     parts = (kind, model_sha256, source_fingerprint, protocol.hash, seed, RUNNER_VERSION)
@@ -108,10 +113,16 @@ class Plan:
                 f"seed {job.seed}  id={job.finetune_id}"
             )
             for dep in job.dependencies:
-                lines.append(f"    {dep.role}: {dep.job.model.name} under {dep.job.protocol.name}  id={dep.job.finetune_id}")
+                lines.append(
+                    f"    {dep.role}: {dep.job.model.name} under {dep.job.protocol.name}  id={dep.job.finetune_id}"
+                )
             for t in job.targets:
                 mark = "done" if t.done else "todo"
-                seen = f", {t.overlap.normalised}/{t.overlap.n_test} target texts seen in source train" if t.overlap else ""
+                seen = (
+                    f", {t.overlap.normalised}/{t.overlap.n_test} target texts seen in source train"
+                    if t.overlap
+                    else ""
+                )
                 lines.append(
                     f"    [{mark}] {t.pair.name}: score {job.source.spec.name} (ID) and {t.target.spec.name} (OOD)"
                     f"{seen}{' (removed: --dedup)' if s.dedup and t.overlap else ''}  run={t.run_id}"
@@ -185,7 +196,10 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
         for t in pair.targets:
             if "train" in src.splits and (pair.source, t) not in seen:
                 deduped = without_overlap(domains[t], src) if settings.dedup else domains[t]
-                seen[(pair.source, t)] = (count_overlap(src.role("train").plain_texts(), domains[t].role("test").plain_texts()), deduped)
+                seen[(pair.source, t)] = (
+                    count_overlap(src.role("train").plain_texts(), domains[t].role("test").plain_texts()),
+                    deduped,
+                )
     # Seed-major: every model gets its first seed before any gets a second, so a long suite
     # that is stopped early still compares all models (and can fit effective robustness).
     for seed in settings.seeds:
@@ -195,12 +209,28 @@ def build_plan(settings: RunSettings, catalog: Catalog, log: Callable[[str], Non
                 space = spaces[next(p.name for p in pairs if p.source == source_name)]
                 # Each dependency is the very fine-tune a plain run of its model under its protocol makes.
                 deps = tuple(
-                    DependencyJob(d.role, FineTuneJob(d.model, source, seed, d.protocol, space,
-                                                      finetune_id(d.model.sha256, source.fingerprint, d.protocol, seed), ()))
+                    DependencyJob(
+                        d.role,
+                        FineTuneJob(
+                            d.model,
+                            source,
+                            seed,
+                            d.protocol,
+                            space,
+                            finetune_id(d.model.sha256, source.fingerprint, d.protocol, seed),
+                            (),
+                        ),
+                    )
                     for d in dependencies
-                )  # fmt: skip
-                ft_id = finetune_id(model.sha256, source.fingerprint, settings.protocol, seed, settings.eval_only,
-                                    tuple(d.job.finetune_id for d in deps))  # fmt: skip
+                )
+                ft_id = finetune_id(
+                    model.sha256,
+                    source.fingerprint,
+                    settings.protocol,
+                    seed,
+                    settings.eval_only,
+                    tuple(d.job.finetune_id for d in deps),
+                )
                 targets = []
                 for pair in (p for p in pairs if p.source == source_name):
                     for t in pair.targets:

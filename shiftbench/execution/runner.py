@@ -13,27 +13,35 @@ import pyarrow as pa
 import torch
 import transformers
 
-from shiftbench.core.version import RUNNER_VERSION, __version__
+from shiftbench.analysis.estimate import HeldOut, Target
+from shiftbench.analysis.verdict import RunEstimate, run_estimates
 from shiftbench.core import faults
-from shiftbench.execution.cache import load_finetuned, save_finetuned
-from shiftbench.training.checkpoint import checkpoint_dir, clear_checkpoints
 from shiftbench.core.console import log as _log
-from shiftbench.data.datasets import DomainData
-from shiftbench.modeling.device import Runtime
-from shiftbench.data.encode import Encoder
-from shiftbench.training.evaluation import Predictions, predict
-from shiftbench.tasks.metrics import expected_calibration_error
-from shiftbench.modeling.models import load_classifier, load_finetuned_classifier, load_tokenizer
+from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.locks import claim
+from shiftbench.core.version import RUNNER_VERSION, __version__
+from shiftbench.data.datasets import DomainData
+from shiftbench.data.encode import Encoder
+from shiftbench.execution.cache import load_finetuned, save_finetuned
 from shiftbench.execution.plan import DependencyJob, FineTuneJob, Plan
+from shiftbench.modeling.device import Runtime
+from shiftbench.modeling.models import load_classifier, load_finetuned_classifier, load_tokenizer
 from shiftbench.remedies import remedy_for
 from shiftbench.remedies.base import TrainContext, Trained
-from shiftbench.core.errors import ShiftbenchError
-from shiftbench.analysis.estimate import HeldOut, Target
-from shiftbench.results.store import ID_TEST, OOD_TEST, SOURCE_VALIDATION, RunResult, now_utc, predictions_table, write_run
+from shiftbench.results.store import (
+    ID_TEST,
+    OOD_TEST,
+    SOURCE_VALIDATION,
+    RunResult,
+    now_utc,
+    predictions_table,
+    write_run,
+)
 from shiftbench.tasks import get_task
+from shiftbench.tasks.metrics import expected_calibration_error
+from shiftbench.training.checkpoint import checkpoint_dir, clear_checkpoints
+from shiftbench.training.evaluation import Predictions, predict
 from shiftbench.training.train import FineTuned, fine_tune
-from shiftbench.analysis.verdict import RunEstimate, run_estimates
 
 
 def _scores(p: Predictions) -> dict[str, float]:
@@ -66,7 +74,9 @@ def _estimate(job: FineTuneJob, held: Predictions, held_split: str, target: Pred
     if get_task(job.task).word_level:
         return None
     try:
-        return run_estimates(HeldOut(held.labels.astype(np.int64), _stored_probs(held)), Target(_stored_probs(target)), held_split)
+        return run_estimates(
+            HeldOut(held.labels.astype(np.int64), _stored_probs(held)), Target(_stored_probs(target)), held_split
+        )
     except ShiftbenchError as exc:  # a degenerate split must not cost the scored run: record it without estimates
         _log(f"warning: no label-free estimates for {job.model.name} on {job.source.spec.name}: {exc}")
         return None
@@ -95,19 +105,30 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
     train, val = encoder(source, "train"), encoder(job.source, "validation")
     faults.checkpoint("tokenize")
     hooks = remedy.train_hooks(TrainContext(train, job.label_space, runtime, settings.load, done))
-    _log(f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}")
+    _log(
+        f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}"
+    )
     ft = fine_tune(
         lambda: load_classifier(job.model, job.label_space, tokenizer.pad_token_id, settings.load, job.task),
-        train, val, job.protocol, job.seed, tokenizer.pad_token_id, runtime,
-        desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}", log=_log,
-        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id), hooks=hooks,
-    )  # fmt: skip
+        train,
+        val,
+        job.protocol,
+        job.seed,
+        tokenizer.pad_token_id,
+        runtime,
+        desc=f"{job.model.name}/{job.source.spec.name}/s{job.seed}",
+        log=_log,
+        checkpoints=checkpoint_dir(settings.cache_dir, job.finetune_id),
+        hooks=hooks,
+    )
     save_finetuned(settings.cache_dir, job.finetune_id, ft)
     clear_checkpoints(checkpoint_dir(settings.cache_dir, job.finetune_id))
     return ft
 
 
-def _classifier_scorer(job: FineTuneJob, plan: Plan, runtime: Runtime) -> tuple[FineTuned | None, Callable[[DomainData], Predictions]]:
+def _classifier_scorer(
+    job: FineTuneJob, plan: Plan, runtime: Runtime
+) -> tuple[FineTuned | None, Callable[[DomainData], Predictions]]:
     """The fine-tuned (or, with --eval-only, the given) classifier and ``score(domain)`` for its test split."""
     settings = plan.settings
     protocol = job.protocol
@@ -167,28 +188,52 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
         t_est = time.perf_counter()
         estimate = _estimate(job, held_pred, held_split, ood_pred)
         if estimate is not None:
-            _log(f"estimates for {t.target.spec.name}: {time.perf_counter() - t_est:.2f} s "
-                 f"(scoring {id_seconds - val_seconds + t_est - t1:.2f} s, source validation {val_seconds:.2f} s)")  # fmt: skip
+            _log(
+                f"estimates for {t.target.spec.name}: {time.perf_counter() - t_est:.2f} s "
+                f"(scoring {id_seconds - val_seconds + t_est - t1:.2f} s, source validation {val_seconds:.2f} s)"
+            )
         result = RunResult(
-            run_id=t.run_id, finetune_id=job.finetune_id, model=job.model.name, model_sha256=job.model.sha256,
-            pair=t.pair.name, source=job.source.spec.name, target=t.target.spec.name, task=t.pair.task,
-            seed=job.seed, protocol=protocol.name, protocol_hash=protocol.hash,
-            id_scores=id_scores, ood_scores=_scores(ood_pred) if labelled else dict.fromkeys(id_scores),
-            n_id=id_pred.n_units, n_ood=ood_pred.n_units,
-            label_space=job.label_space, id_label_counts=_counts(id_pred, job.label_space),
+            run_id=t.run_id,
+            finetune_id=job.finetune_id,
+            model=job.model.name,
+            model_sha256=job.model.sha256,
+            pair=t.pair.name,
+            source=job.source.spec.name,
+            target=t.target.spec.name,
+            task=t.pair.task,
+            seed=job.seed,
+            protocol=protocol.name,
+            protocol_hash=protocol.hash,
+            id_scores=id_scores,
+            ood_scores=_scores(ood_pred) if labelled else dict.fromkeys(id_scores),
+            n_id=id_pred.n_units,
+            n_ood=ood_pred.n_units,
+            label_space=job.label_space,
+            id_label_counts=_counts(id_pred, job.label_space),
             ood_label_counts=_counts(ood_pred, job.label_space),
             overlap_exact=t.overlap.exact if t.overlap else None,
-            overlap_normalised=t.overlap.normalised if t.overlap else None, dedup=settings.dedup,
-            source_fingerprint=job.source.fingerprint, target_fingerprint=t.target.fingerprint,
-            selected_lr=ft.selected_lr if ft else None, selected_epoch=ft.selected_epoch if ft else None,
-            selection_score=ft.selection_score if ft else None, eval_only=settings.eval_only, device=str(runtime.device), precision=protocol.precision,
+            overlap_normalised=t.overlap.normalised if t.overlap else None,
+            dedup=settings.dedup,
+            source_fingerprint=job.source.fingerprint,
+            target_fingerprint=t.target.fingerprint,
+            selected_lr=ft.selected_lr if ft else None,
+            selected_epoch=ft.selected_epoch if ft else None,
+            selection_score=ft.selection_score if ft else None,
+            eval_only=settings.eval_only,
+            device=str(runtime.device),
+            precision=protocol.precision,
             num_threads=torch.get_num_threads(),
-            train_seconds=ft.train_seconds if ft else 0.0, eval_seconds=id_seconds + time.perf_counter() - t1,
-            created_at=now_utc(), shiftbench_version=__version__, runner_version=RUNNER_VERSION,
-            transformers_version=transformers.__version__, torch_version=torch.__version__,
+            train_seconds=ft.train_seconds if ft else 0.0,
+            eval_seconds=id_seconds + time.perf_counter() - t1,
+            created_at=now_utc(),
+            shiftbench_version=__version__,
+            runner_version=RUNNER_VERSION,
+            transformers_version=transformers.__version__,
+            torch_version=torch.__version__,
             history=tuple(asdict(h) for h in ft.history) if ft else (),
-            trainable_params=ft.trainable_params if ft else None, estimate=estimate,
-        )  # fmt: skip
+            trainable_params=ft.trainable_params if ft else None,
+            estimate=estimate,
+        )
         splits = {ID_TEST: id_pred, OOD_TEST: ood_pred}
         if held_split == SOURCE_VALIDATION:
             splits[SOURCE_VALIDATION] = held_pred
@@ -203,4 +248,3 @@ def run_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> list[RunResult]:
         write_run(plan.settings.results_dir, result, preds)
         results.append(result)
     return results
-

@@ -86,11 +86,12 @@ def vocabulary(source_texts: Sequence[str], target_texts: Sequence[str]) -> Voca
     tokens = sum(tgt.values())
     oov_tokens = sum(c for w, c in tgt.items() if w not in src)
     return Vocabulary(
-        source_types=len(src), target_types=len(tgt),
+        source_types=len(src),
+        target_types=len(tgt),
         jaccard=len(src & tgt.keys()) / len(union) if union else 1.0,
         target_oov_rate=oov_tokens / tokens if tokens else 0.0,
         target_type_oov_rate=sum(w not in src for w in tgt) / len(tgt) if tgt else 0.0,
-    )  # fmt: skip
+    )
 
 
 def _sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -112,8 +113,9 @@ class MMDResult:
     bandwidth: float
 
 
-def mmd2_test(x: np.ndarray, y: np.ndarray, n_permutations: int = N_PERMUTATIONS, seed: int = 0,
-              bandwidth: float | None = None) -> MMDResult:  # fmt: skip
+def mmd2_test(
+    x: np.ndarray, y: np.ndarray, n_permutations: int = N_PERMUTATIONS, seed: int = 0, bandwidth: float | None = None
+) -> MMDResult:
     """Unbiased MMD^2 with a Gaussian kernel exp(-|a-b|^2 / (2 sigma^2)) and its permutation
     p-value. All permutations reuse one pooled kernel matrix: with s_p the +-1 assignment, the
     within-sample sums are quadratic forms of K with zeroed diagonal."""
@@ -153,11 +155,15 @@ def _fit_logreg(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
         pen[-1] = 0.0
         return float(nll.mean() + 0.5 * l2 * pen @ pen), g + l2 * pen
 
-    res = optimize.minimize(loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 200, "ftol": 1e-7})  # an error rate needs no tighter optimum
+    res = optimize.minimize(
+        loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 200, "ftol": 1e-7}
+    )  # an error rate needs no tighter optimum
     return res.x
 
 
-def domain_classifier_error(x: np.ndarray, y: np.ndarray, folds: int = CV_FOLDS, seed: int = 0, l2: float = 1e-2) -> float:
+def domain_classifier_error(
+    x: np.ndarray, y: np.ndarray, folds: int = CV_FOLDS, seed: int = 0, l2: float = 1e-2
+) -> float:
     """Cross-validated error of a linear classifier telling ``x`` (domain 0) from ``y`` (domain 1);
     stratified folds with a fixed seed."""
     data = np.concatenate([x, y]).astype(np.float64)
@@ -229,26 +235,49 @@ class ShiftMeasures:
 
 SHIFT_SCHEMA = pa.schema(
     [
-        ("source", pa.string()), ("target", pa.string()),
-        ("source_fingerprint", pa.string()), ("target_fingerprint", pa.string()),
-        ("n_source", pa.int64()), ("n_target", pa.int64()),
-        ("source_types", pa.int64()), ("target_types", pa.int64()),
-        ("vocab_jaccard", pa.float64()), ("target_oov_rate", pa.float64()), ("target_type_oov_rate", pa.float64()),
-        ("label_space", pa.list_(pa.string())), ("source_priors", pa.list_(pa.float64())),
-        ("target_priors", pa.list_(pa.float64())), ("label_prior_tv", pa.float64()), ("label_prior_method", pa.string()),
-        ("encoder", pa.string()), ("encoder_sha256", pa.string()), ("sample_size", pa.int64()), ("seed", pa.int64()),
-        ("mmd2", pa.float64()), ("mmd2_p_value", pa.float64()),
-        ("mmd2_baseline", pa.float64()), ("mmd2_baseline_p_value", pa.float64()),
-        ("kernel_bandwidth", pa.float64()), ("n_permutations", pa.int64()),
-        ("pad", pa.float64()), ("pad_baseline", pa.float64()), ("domain_classifier_error", pa.float64()),
-        ("seconds", pa.float64()), ("created_at", pa.timestamp("us", tz="UTC")), ("schema_version", pa.int32()),
+        ("source", pa.string()),
+        ("target", pa.string()),
+        ("source_fingerprint", pa.string()),
+        ("target_fingerprint", pa.string()),
+        ("n_source", pa.int64()),
+        ("n_target", pa.int64()),
+        ("source_types", pa.int64()),
+        ("target_types", pa.int64()),
+        ("vocab_jaccard", pa.float64()),
+        ("target_oov_rate", pa.float64()),
+        ("target_type_oov_rate", pa.float64()),
+        ("label_space", pa.list_(pa.string())),
+        ("source_priors", pa.list_(pa.float64())),
+        ("target_priors", pa.list_(pa.float64())),
+        ("label_prior_tv", pa.float64()),
+        ("label_prior_method", pa.string()),
+        ("encoder", pa.string()),
+        ("encoder_sha256", pa.string()),
+        ("sample_size", pa.int64()),
+        ("seed", pa.int64()),
+        ("mmd2", pa.float64()),
+        ("mmd2_p_value", pa.float64()),
+        ("mmd2_baseline", pa.float64()),
+        ("mmd2_baseline_p_value", pa.float64()),
+        ("kernel_bandwidth", pa.float64()),
+        ("n_permutations", pa.int64()),
+        ("pad", pa.float64()),
+        ("pad_baseline", pa.float64()),
+        ("domain_classifier_error", pa.float64()),
+        ("seconds", pa.float64()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("schema_version", pa.int32()),
     ],
     metadata={"shiftbench.shift_schema_version": str(SHIFT_SCHEMA_VERSION)},
-)  # fmt: skip
-assert SHIFT_SCHEMA.names == [f.name for f in fields(ShiftMeasures)], "SHIFT_SCHEMA and ShiftMeasures must list the same columns"
+)
+assert SHIFT_SCHEMA.names == [f.name for f in fields(ShiftMeasures)], (
+    "SHIFT_SCHEMA and ShiftMeasures must list the same columns"
+)
 
 
-def cache_key(source_fp: str, target_fp: str, encoder_sha: str, sample_size: int, seed: int, n_permutations: int) -> str:
+def cache_key(
+    source_fp: str, target_fp: str, encoder_sha: str, sample_size: int, seed: int, n_permutations: int
+) -> str:
     blob = json.dumps([SHIFT_SCHEMA_VERSION, source_fp, target_fp, encoder_sha, sample_size, seed, n_permutations])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -289,12 +318,23 @@ def _priors(labels: Sequence[str], space: Sequence[str]) -> tuple[float, ...]:
 
 
 def compute_measures(
-    source_name: str, target_name: str, source_fp: str, target_fp: str,
-    source_texts: Sequence[str], target_texts: Sequence[str], label_space: Sequence[str],
-    source_labels: Sequence[str], target_labels: Sequence[str] | None, embed, encoder: str, encoder_sha: str,
-    sample_size: int = SAMPLE_SIZE, seed: int = 0, n_permutations: int = N_PERMUTATIONS,
+    source_name: str,
+    target_name: str,
+    source_fp: str,
+    target_fp: str,
+    source_texts: Sequence[str],
+    target_texts: Sequence[str],
+    label_space: Sequence[str],
+    source_labels: Sequence[str],
+    target_labels: Sequence[str] | None,
+    embed,
+    encoder: str,
+    encoder_sha: str,
+    sample_size: int = SAMPLE_SIZE,
+    seed: int = 0,
+    n_permutations: int = N_PERMUTATIONS,
     estimated_target_priors: Sequence[float] | None = None,
-) -> ShiftMeasures:  # fmt: skip
+) -> ShiftMeasures:
     """Every measure for one data pair. ``embed(texts) -> (n, d)`` is the encoder (injected, so
     tests run without one); labels are canonical names (flattened tags for NER)."""
     start = time.perf_counter()
@@ -307,7 +347,9 @@ def compute_measures(
     elif estimated_target_priors is not None:
         tgt_priors, method = tuple(float(x) for x in estimated_target_priors), "estimated"
         if len(tgt_priors) != len(label_space) or not np.isclose(sum(tgt_priors), 1.0, atol=1e-6):
-            raise ShiftbenchError(f"estimated target priors {tgt_priors}: need {len(label_space)} values summing to 1 ({', '.join(label_space)})")
+            raise ShiftbenchError(
+                f"estimated target priors {tgt_priors}: need {len(label_space)} values summing to 1 ({', '.join(label_space)})"
+            )
     else:
         tgt_priors, method = None, "none"
     # Fixed-seed subsample of m texts per side (fewer when the data are smaller). The baseline
@@ -317,7 +359,9 @@ def compute_measures(
     rng = np.random.default_rng(seed)
     m = min(sample_size, len(source_texts), len(target_texts))
     if m < 4:
-        raise ShiftbenchError(f"{source_name} -> {target_name}: too few texts for MMD/PAD ({len(source_texts)} source, {len(target_texts)} target)")
+        raise ShiftbenchError(
+            f"{source_name} -> {target_name}: too few texts for MMD/PAD ({len(source_texts)} source, {len(target_texts)} target)"
+        )
     src_idx = rng.choice(len(source_texts), m, replace=False)
     tgt_idx = rng.choice(len(target_texts), m, replace=False)
     emb = np.asarray(embed([source_texts[i] for i in src_idx] + [target_texts[i] for i in tgt_idx]), dtype=np.float64)
@@ -327,17 +371,38 @@ def compute_measures(
     base = mmd2_test(half_a, half_b, n_permutations, seed, bandwidth=main.bandwidth)  # same kernel: comparable numbers
     err = domain_classifier_error(src, tgt, seed=seed)
     return ShiftMeasures(
-        source=source_name, target=target_name, source_fingerprint=source_fp, target_fingerprint=target_fp,
-        n_source=len(source_texts), n_target=len(target_texts), source_types=vocab.source_types,
-        target_types=vocab.target_types, vocab_jaccard=vocab.jaccard, target_oov_rate=vocab.target_oov_rate,
-        target_type_oov_rate=vocab.target_type_oov_rate, label_space=tuple(label_space), source_priors=src_priors,
-        target_priors=tgt_priors, label_prior_tv=prior_distance(src_priors, tgt_priors) if tgt_priors else None,
-        label_prior_method=method, encoder=encoder, encoder_sha256=encoder_sha, sample_size=m, seed=seed,
-        mmd2=main.mmd2, mmd2_p_value=main.p_value, mmd2_baseline=base.mmd2, mmd2_baseline_p_value=base.p_value,
-        kernel_bandwidth=main.bandwidth, n_permutations=n_permutations, pad=proxy_a_distance(err),
+        source=source_name,
+        target=target_name,
+        source_fingerprint=source_fp,
+        target_fingerprint=target_fp,
+        n_source=len(source_texts),
+        n_target=len(target_texts),
+        source_types=vocab.source_types,
+        target_types=vocab.target_types,
+        vocab_jaccard=vocab.jaccard,
+        target_oov_rate=vocab.target_oov_rate,
+        target_type_oov_rate=vocab.target_type_oov_rate,
+        label_space=tuple(label_space),
+        source_priors=src_priors,
+        target_priors=tgt_priors,
+        label_prior_tv=prior_distance(src_priors, tgt_priors) if tgt_priors else None,
+        label_prior_method=method,
+        encoder=encoder,
+        encoder_sha256=encoder_sha,
+        sample_size=m,
+        seed=seed,
+        mmd2=main.mmd2,
+        mmd2_p_value=main.p_value,
+        mmd2_baseline=base.mmd2,
+        mmd2_baseline_p_value=base.p_value,
+        kernel_bandwidth=main.bandwidth,
+        n_permutations=n_permutations,
+        pad=proxy_a_distance(err),
         pad_baseline=proxy_a_distance(domain_classifier_error(half_a, half_b, seed=seed)),
-        domain_classifier_error=err, seconds=time.perf_counter() - start, created_at=datetime.now(timezone.utc),
-    )  # fmt: skip
+        domain_classifier_error=err,
+        seconds=time.perf_counter() - start,
+        created_at=datetime.now(timezone.utc),
+    )
 
 
 @dataclass(frozen=True)
@@ -347,14 +412,21 @@ class PairShift:
     cached: bool  # read from the cache (no embedding this time)
 
 
-def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = (), data_dir: str | Path | None = None,
-                  results_dir: str | Path = "results", sample_size: int = SAMPLE_SIZE, seed: int = 0,
-                  n_permutations: int = N_PERMUTATIONS, encoder: str | None = None) -> tuple[list[PairShift], list[str]]:  # fmt: skip
+def measure_pairs(
+    pairs: Sequence[str] = (),
+    registries: Sequence[str | Path] = (),
+    data_dir: str | Path | None = None,
+    results_dir: str | Path = "results",
+    sample_size: int = SAMPLE_SIZE,
+    seed: int = 0,
+    n_permutations: int = N_PERMUTATIONS,
+    encoder: str | None = None,
+) -> tuple[list[PairShift], list[str]]:
     """Shift measures of every (source, target) of ``pairs`` (default: every pair with one label
     per example -- not word-level, e.g. not NER -- whose data are present), from the cache when it has them; and, for the default
     selection, why a pair was left out (its data are not available)."""
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.data.datasets import DataUnavailable, load_domain
+    from shiftbench.registry.catalog import load_catalog
 
     if Path(results_dir).exists() and not Path(results_dir).is_dir():
         raise ShiftbenchError(f"--results-dir {results_dir} exists and is not a directory")
@@ -369,7 +441,9 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
         pair = catalog.pairs.get(name)
         src_spec, tgt_specs = catalog.pair_datasets(pair)
         try:
-            source = load_domain(src_spec, data_dir, ("train", "validation", "test"))  # carved exactly as the runner does
+            source = load_domain(
+                src_spec, data_dir, ("train", "validation", "test")
+            )  # carved exactly as the runner does
             targets = [load_domain(t, data_dir, ("test",)) for t in tgt_specs]
         except DataUnavailable as exc:
             if names:
@@ -377,18 +451,29 @@ def measure_pairs(pairs: Sequence[str] = (), registries: Sequence[str | Path] = 
             unavailable.append(f"pair {name!r}: {exc}")  # the default selection skips pairs whose data are absent
             continue
         for tgt in targets:
-            out.append(measure_domains(name, source, tgt, results_dir, sample_size, seed, n_permutations, encoder, catalog))
+            out.append(
+                measure_domains(name, source, tgt, results_dir, sample_size, seed, n_permutations, encoder, catalog)
+            )
     return out, unavailable
 
 
-def measure_domains(pair: str, source, target, results_dir: str | Path = "results", sample_size: int = SAMPLE_SIZE, seed: int = 0,
-                    n_permutations: int = N_PERMUTATIONS, encoder: str | None = None, catalog=None) -> PairShift:  # fmt: skip
+def measure_domains(
+    pair: str,
+    source,
+    target,
+    results_dir: str | Path = "results",
+    sample_size: int = SAMPLE_SIZE,
+    seed: int = 0,
+    n_permutations: int = N_PERMUTATIONS,
+    encoder: str | None = None,
+    catalog=None,
+) -> PairShift:
     """The measures of one loaded (source, target) :class:`~shiftbench.data.datasets.DomainData` pair, from
     the cache when present. The source must hold its train split (loaded with the runner's roles,
     so carving and fingerprint match); an unlabelled target has no label-prior distance here.
     Raises :class:`ShiftbenchError` when the encoder cannot be resolved."""
-    from shiftbench.registry.catalog import load_catalog
     from shiftbench.modeling.models import resolve_model
+    from shiftbench.registry.catalog import load_catalog
 
     encoder = encoder or DEFAULT_ENCODER  # read at call time (tests swap in a tiny encoder)
     model = resolve_model(encoder, catalog if catalog is not None else load_catalog())
@@ -406,24 +491,63 @@ def measure_domains(pair: str, source, target, results_dir: str | Path = "result
         return embed_texts(texts, _model)
 
     measures = compute_measures(
-        source.spec.name, target.spec.name, source.fingerprint, target.fingerprint, train.plain_texts(), test.plain_texts(),
-        source.label_names, flat(train), flat(test) if test.labelled else None, embed, encoder, model.sha256, sample_size,
-        seed, n_permutations,
-    )  # fmt: skip
+        source.spec.name,
+        target.spec.name,
+        source.fingerprint,
+        target.fingerprint,
+        train.plain_texts(),
+        test.plain_texts(),
+        source.label_names,
+        flat(train),
+        flat(test) if test.labelled else None,
+        embed,
+        encoder,
+        model.sha256,
+        sample_size,
+        seed,
+        n_permutations,
+    )
     write_cached(path, measures)
     return PairShift(pair, measures, False)
 
 
-_HEADER = ["pair", "target", "n_src", "n_tgt", "vocab J", "OOV tok", "prior TV", "MMD2 [p]", "MMD2 src/src [p]",
-           "PAD", "PAD src/src", "sample"]  # fmt: skip
+_HEADER = [
+    "pair",
+    "target",
+    "n_src",
+    "n_tgt",
+    "vocab J",
+    "OOV tok",
+    "prior TV",
+    "MMD2 [p]",
+    "MMD2 src/src [p]",
+    "PAD",
+    "PAD src/src",
+    "sample",
+]
 
 
 def _cells(r: PairShift) -> list[str]:
     m = r.measures
-    tv = f"{m.label_prior_tv:.3f}" + (" (est.)" if m.label_prior_method == "estimated" else "") if m.label_prior_tv is not None else "-"
-    return [r.pair, m.target, str(m.n_source), str(m.n_target), f"{m.vocab_jaccard:.3f}", f"{m.target_oov_rate:.3f}", tv,
-            f"{m.mmd2:.4f} [{m.mmd2_p_value:.3f}]", f"{m.mmd2_baseline:.4f} [{m.mmd2_baseline_p_value:.3f}]",
-            f"{m.pad:.3f}", f"{m.pad_baseline:.3f}", str(m.sample_size)]  # fmt: skip
+    tv = (
+        f"{m.label_prior_tv:.3f}" + (" (est.)" if m.label_prior_method == "estimated" else "")
+        if m.label_prior_tv is not None
+        else "-"
+    )
+    return [
+        r.pair,
+        m.target,
+        str(m.n_source),
+        str(m.n_target),
+        f"{m.vocab_jaccard:.3f}",
+        f"{m.target_oov_rate:.3f}",
+        tv,
+        f"{m.mmd2:.4f} [{m.mmd2_p_value:.3f}]",
+        f"{m.mmd2_baseline:.4f} [{m.mmd2_baseline_p_value:.3f}]",
+        f"{m.pad:.3f}",
+        f"{m.pad_baseline:.3f}",
+        str(m.sample_size),
+    ]
 
 
 def to_markdown(rows: Sequence[PairShift]) -> str:

@@ -19,7 +19,9 @@ MAX_LENGTH = 128
 BATCH_SIZE = 64
 
 
-def embed_texts(texts: Sequence[str], model: ResolvedModel, batch_size: int = BATCH_SIZE, max_length: int = MAX_LENGTH) -> np.ndarray:
+def embed_texts(
+    texts: Sequence[str], model: ResolvedModel, batch_size: int = BATCH_SIZE, max_length: int = MAX_LENGTH
+) -> np.ndarray:
     """(len(texts), hidden) float32, unit-norm rows, in the order of ``texts``."""
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -34,7 +36,9 @@ def embed_texts(texts: Sequence[str], model: ResolvedModel, batch_size: int = BA
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            batch = tok(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             hidden = enc(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

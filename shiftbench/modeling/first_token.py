@@ -67,9 +67,7 @@ def _first_token_forward(layer):
         mask = attention_mask
         if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:
             mask = mask[:, :, :1, :]  # the query row of position 0
-        context = torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, scale=self_attn.scaling
-        )
+        context = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self_attn.scaling)
         context = context.transpose(1, 2).reshape(b, 1, heads * size)
         attended = attention.output(context, first)  # dense, residual, LayerNorm
         return layer.output(layer.intermediate(attended), attended)

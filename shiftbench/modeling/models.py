@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shiftbench.registry.catalog import Catalog
-from shiftbench.data.datasets import file_sha256, hub_offline
-from shiftbench.tasks import TextClassification, get_task
 from shiftbench.core.errors import ShiftbenchError, did_you_mean, one_line
 from shiftbench.core.guards import check_path_component, check_regular_file, preview, read_text_bounded
+from shiftbench.data.datasets import file_sha256, hub_offline
+from shiftbench.registry.catalog import Catalog
 from shiftbench.registry.specs import ModelSpec
+from shiftbench.tasks import TextClassification, get_task
 
 SAFE_WEIGHTS = ("*.safetensors",)
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -44,10 +44,22 @@ PICKLE_SINGLE, PICKLE_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json
 # Files AutoTokenizer may read (the union of the tokenizer classes' vocab_files_names and the
 # config files every tokenizer reads); they define the token ids, so they are part of the identity.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "source.spm",
-    "target.spm", "bpe.codes", "chat_template.jinja", "chat_template.json",
-)  # fmt: skip
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "source.spm",
+    "target.spm",
+    "bpe.codes",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 # config.json fields that record where or with what a file was saved, not what the model is.
 _CONFIG_PROVENANCE = ("_name_or_path", "transformers_version")
 # Size bounds, checked before a file is opened: real configs are a few KiB, tokenizer files tens
@@ -57,17 +69,48 @@ INDEX_MAX_BYTES = 64 << 20
 TOKENIZER_MAX_BYTES = 1 << 30
 SAFETENSORS_HEADER_MAX = 100_000_000
 # Bytes per element of each safetensors dtype (sub-byte float types: their size is not checked).
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
-                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}  # fmt: skip
+_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+    "C64": 8,
+}
 _SUBBYTE_DTYPES = ("F4", "F6_E2M3", "F6_E3M2")
 # Plausible ranges of the config fields that size what transformers allocates (a config with
 # num_hidden_layers: 100000 or vocab_size: 1e10 asked for hundreds of GB before any check).
 SIZE_FIELDS = {
-    "vocab_size": 1 << 24, "hidden_size": 1 << 17, "n_embd": 1 << 17, "d_model": 1 << 17, "dim": 1 << 17,
-    "num_hidden_layers": 1024, "n_layer": 1024, "num_layers": 1024, "intermediate_size": 1 << 20, "n_inner": 1 << 20,
-    "ffn_dim": 1 << 20, "hidden_dim": 1 << 20, "max_position_embeddings": 1 << 24, "n_positions": 1 << 24,
-    "num_attention_heads": 1024, "n_head": 1024, "num_key_value_heads": 1024, "type_vocab_size": 1 << 16,
-}  # fmt: skip
+    "vocab_size": 1 << 24,
+    "hidden_size": 1 << 17,
+    "n_embd": 1 << 17,
+    "d_model": 1 << 17,
+    "dim": 1 << 17,
+    "num_hidden_layers": 1024,
+    "n_layer": 1024,
+    "num_layers": 1024,
+    "intermediate_size": 1 << 20,
+    "n_inner": 1 << 20,
+    "ffn_dim": 1 << 20,
+    "hidden_dim": 1 << 20,
+    "max_position_embeddings": 1 << 24,
+    "n_positions": 1 << 24,
+    "num_attention_heads": 1024,
+    "n_head": 1024,
+    "num_key_value_heads": 1024,
+    "type_vocab_size": 1 << 16,
+}
 # A config may describe more parameters than the weight files hold (a new head, tied or
 # computed embeddings, an overestimate for grouped attention) but not this many more; and none
 # may describe more than MAX_PARAMS, whatever its weights.
@@ -185,7 +228,9 @@ def _weight_files(path: Path, allow_pickle: bool) -> list[Path]:
             files = pickled
         else:
             others = sorted(p.name for pat in SAFE_WEIGHTS for p in path.glob(pat))
-            found = f" (transformers reads {SAFE_SINGLE} or {SAFE_INDEX}, not {', '.join(others[:3])})" if others else ""
+            found = (
+                f" (transformers reads {SAFE_SINGLE} or {SAFE_INDEX}, not {', '.join(others[:3])})" if others else ""
+            )
             raise ShiftbenchError(f"model dir {path}: no weight files (*.safetensors) found{found}")
     for f in files:
         if not f.name.endswith(".json"):
@@ -209,7 +254,9 @@ def safetensors_params(path: Path) -> int:
     try:
         header = json.loads(raw)
     except (ValueError, RecursionError):
-        raise ShiftbenchError(f"weight file {path}: the safetensors header is not valid JSON (not safetensors, or damaged)") from None
+        raise ShiftbenchError(
+            f"weight file {path}: the safetensors header is not valid JSON (not safetensors, or damaged)"
+        ) from None
     if not isinstance(header, dict):
         raise ShiftbenchError(f"weight file {path}: the safetensors header is not a JSON object")
     data_bytes, total = size - 8 - n, 0
@@ -222,11 +269,19 @@ def safetensors_params(path: Path) -> int:
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dtype not in _DTYPE_BYTES and dtype not in _SUBBYTE_DTYPES:
             raise ShiftbenchError(f"{where}: field 'dtype': unknown dtype {preview(dtype)}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 48 for d in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 48 for d in shape
+        ):
             raise ShiftbenchError(f"{where}: field 'shape': expected a list of sizes, got {preview(shape)}")
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-                or not 0 <= offsets[0] <= offsets[1] <= data_bytes):  # fmt: skip
-            raise ShiftbenchError(f"{where}: field 'data_offsets': {preview(offsets)} is not a byte range inside the file's {data_bytes} data bytes")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_bytes
+        ):
+            raise ShiftbenchError(
+                f"{where}: field 'data_offsets': {preview(offsets)} is not a byte range inside the file's {data_bytes} data bytes"
+            )
         numel = math.prod(shape)
         if dtype in _DTYPE_BYTES and numel * _DTYPE_BYTES[dtype] != offsets[1] - offsets[0]:
             raise ShiftbenchError(
@@ -265,13 +320,19 @@ def check_config_sizes(config: dict, config_path: Path, weight_params: int | Non
             continue
         value = config[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
-            raise ShiftbenchError(f"{config_path}: field {name!r}: {preview(value)} is not a plausible size (an integer from 1 to {cap})")
+            raise ShiftbenchError(
+                f"{config_path}: field {name!r}: {preview(value)} is not a plausible size (an integer from 1 to {cap})"
+            )
     for name in ("id2label", "label2id"):  # transformers calls .items() on them while reading the config
         if name in config and config[name] is not None and not isinstance(config[name], dict):
-            raise ShiftbenchError(f"{config_path}: field {name!r}: expected a mapping of class ids to label names, got {preview(config[name])}")
+            raise ShiftbenchError(
+                f"{config_path}: field {name!r}: expected a mapping of class ids to label names, got {preview(config[name])}"
+            )
     params = estimated_params(config)
     if params > MAX_PARAMS:
-        raise ShiftbenchError(f"{config_path}: describes a model of about {params:.3g} parameters, more than the {MAX_PARAMS:.3g} allowed")
+        raise ShiftbenchError(
+            f"{config_path}: describes a model of about {params:.3g} parameters, more than the {MAX_PARAMS:.3g} allowed"
+        )
     if weight_params is not None and params > PARAMS_SLACK_FACTOR * weight_params + PARAMS_SLACK:
         raise ShiftbenchError(
             f"{config_path}: describes a model of about {params:.3g} parameters but its weight files hold {weight_params:.3g}; "
@@ -319,7 +380,11 @@ def _content_sha(files: ModelFiles, variant: dict[str, Any]) -> str:
     or tokenizer were pooled as one model."""
     config = None
     if files.config is not None:
-        config = json.dumps({k: v for k, v in files.config.items() if k not in _CONFIG_PROVENANCE}, sort_keys=True, separators=(",", ":"))
+        config = json.dumps(
+            {k: v for k, v in files.config.items() if k not in _CONFIG_PROVENANCE},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
     identity = {
         "weights": [[f.name, file_sha256(f)] for f in files.weights],
         "config": config,
@@ -332,32 +397,48 @@ def _content_sha(files: ModelFiles, variant: dict[str, Any]) -> str:
 def _from_spec(spec: ModelSpec, catalog: Catalog, options: LoadOptions, chain: tuple[str, ...]) -> ResolvedModel:
     if spec.base is not None:
         if spec.base in chain:
-            raise ShiftbenchError(f"model {preview(spec.name)}: field 'base': cycle {' -> '.join(chain + (spec.base,))}")
+            raise ShiftbenchError(
+                f"model {preview(spec.name)}: field 'base': cycle {' -> '.join(chain + (spec.base,))}"
+            )
         base = _from_spec(catalog.models.get(spec.base), catalog, options, chain + (spec.base,))
         num_layers = spec.num_layers if spec.num_layers is not None else base.num_layers
         random_init = spec.random_init or base.random_init
-        return _finish(spec.name, base.path, base.hub_id, base.revision, num_layers, random_init, options, base.gguf_file)
+        return _finish(
+            spec.name, base.path, base.hub_id, base.revision, num_layers, random_init, options, base.gguf_file
+        )
     if spec.package is not None:
         root = package_dir(spec.package)
         if root is None:
             dist = spec.package.replace("_", "-")
-            raise ShiftbenchError(f"model {preview(spec.name)} needs the package {preview(spec.package)}: pip install {dist}")
+            raise ShiftbenchError(
+                f"model {preview(spec.name)} needs the package {preview(spec.package)}: pip install {dist}"
+            )
         path = root / spec.package_path
         if not path.is_dir():
-            raise ShiftbenchError(f"model {preview(spec.name)}: {path} does not exist inside package {preview(spec.package)}")
+            raise ShiftbenchError(
+                f"model {preview(spec.name)}: {path} does not exist inside package {preview(spec.package)}"
+            )
         return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options, spec.gguf_file)
     if spec.path is not None:
         path = Path(spec.path).expanduser()
         if not path.is_dir():
             raise ShiftbenchError(f"model {preview(spec.name)}: field 'path': {path} is not a directory")
         return _finish(spec.name, path, None, None, spec.num_layers, spec.random_init, options, spec.gguf_file)
-    return _finish(spec.name, None, spec.hub_id, spec.revision, spec.num_layers, spec.random_init, options, spec.gguf_file)
+    return _finish(
+        spec.name, None, spec.hub_id, spec.revision, spec.num_layers, spec.random_init, options, spec.gguf_file
+    )
 
 
 def _finish(
-    name: str, path: Path | None, hub_id: str | None, revision: str | None,
-    num_layers: int | None, random_init: bool, options: LoadOptions, gguf_file: str | None = None,
-) -> ResolvedModel:  # fmt: skip
+    name: str,
+    path: Path | None,
+    hub_id: str | None,
+    revision: str | None,
+    num_layers: int | None,
+    random_init: bool,
+    options: LoadOptions,
+    gguf_file: str | None = None,
+) -> ResolvedModel:
     variant = {"num_layers": num_layers, "random_init": random_init}
     if path is not None:
         sha = _content_sha(check_model_dir(path, options, gguf_file), variant)
@@ -395,7 +476,9 @@ def resolve_model(name: str, catalog: Catalog, options: LoadOptions = LoadOption
         return _finish(path.resolve().name, path.resolve(), None, None, None, False, options)
     if _HUB_ID.match(name) and not exists:
         return _finish(name, None, name, None, None, False, options)
-    raise ShiftbenchError(f"unknown model {preview(name)}: not a registry alias, a local directory or a Hub id{did_you_mean(name, catalog.models)}")
+    raise ShiftbenchError(
+        f"unknown model {preview(name)}: not a registry alias, a local directory or a Hub id{did_you_mean(name, catalog.models)}"
+    )
 
 
 def _quiet_transformers() -> None:
@@ -433,9 +516,12 @@ def _auto_class(task: str) -> Any:
 
 
 def load_classifier(
-    model: ResolvedModel, label_space: tuple[str, ...], pad_token_id: int, options: LoadOptions = LoadOptions(),
+    model: ResolvedModel,
+    label_space: tuple[str, ...],
+    pad_token_id: int,
+    options: LoadOptions = LoadOptions(),
     task: str = TextClassification.name,
-) -> Any:  # fmt: skip
+) -> Any:
     """The checkpoint with a fresh classification head over ``label_space`` (the head of
     ``task``'s kind: a sequence head, or a per-token head for token classification).
 
@@ -465,7 +551,9 @@ def _instantiate(auto: Any, model: ResolvedModel, config: Any, options: LoadOpti
     if model.num_layers is not None:
         available = config.num_hidden_layers
         if model.num_layers > available:
-            raise ShiftbenchError(f"model {preview(model.name)}: num_layers {model.num_layers} > the {available} layers it has")
+            raise ShiftbenchError(
+                f"model {preview(model.name)}: num_layers {model.num_layers} > the {available} layers it has"
+            )
         # Loading a deeper checkpoint into a shallower config keeps the first N layers and
         # drops the rest (reported as unexpected keys, which is what we want).
         config.num_hidden_layers = model.num_layers
@@ -538,7 +626,9 @@ def check_loadable(model: ResolvedModel, options: LoadOptions, max_length: int, 
             )
     layers = getattr(config, "num_hidden_layers", None)
     if model.num_layers is not None and isinstance(layers, int) and model.num_layers > layers:
-        raise ShiftbenchError(f"model {preview(model.name)}: num_layers {model.num_layers} > the {layers} layers of {config_path}")
+        raise ShiftbenchError(
+            f"model {preview(model.name)}: num_layers {model.num_layers} > the {layers} layers of {config_path}"
+        )
     for field in ("max_position_embeddings", "n_positions"):
         positions = getattr(config, field, None)
         if isinstance(positions, int) and not isinstance(positions, bool):
@@ -554,12 +644,17 @@ def check_loadable(model: ResolvedModel, options: LoadOptions, max_length: int, 
     except ShiftbenchError:
         raise
     except Exception as exc:  # tokenizers raises a bare Exception for a malformed tokenizer.json
-        raise ShiftbenchError(f"model dir {model.path}: the tokenizer files cannot be loaded ({_first_line(exc)})") from None
+        raise ShiftbenchError(
+            f"model dir {model.path}: the tokenizer files cannot be loaded ({_first_line(exc)})"
+        ) from None
 
 
 def load_finetuned_classifier(
-    model: ResolvedModel, label_space: tuple[str, ...], options: LoadOptions = LoadOptions(), task: str = TextClassification.name
-) -> tuple[Any, list[int]]:  # fmt: skip
+    model: ResolvedModel,
+    label_space: tuple[str, ...],
+    options: LoadOptions = LoadOptions(),
+    task: str = TextClassification.name,
+) -> tuple[Any, list[int]]:
     """An already fine-tuned checkpoint, as it is (``run --eval-only``).
 
     Its head must know the pair's labels by name (``config.id2label``). Returns the model and,
@@ -567,9 +662,11 @@ def load_finetuned_classifier(
     """
     _quiet_transformers()
     net = _auto_class(task).from_pretrained(
-        model.location, revision=model.revision, trust_remote_code=options.trust_remote_code,
+        model.location,
+        revision=model.revision,
+        trust_remote_code=options.trust_remote_code,
         use_safetensors=not options.allow_pickle or None,
-    )  # fmt: skip
+    )
     return net, head_columns(model, net.config.id2label, label_space, "its config")
 
 
@@ -661,7 +758,9 @@ def check_causal_lm(model: ResolvedModel, options: LoadOptions = LoadOptions(), 
     kind = getattr(config, "model_type", "")
     names = list(getattr(config, "architectures", None) or [])
     if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        raise _not_causal(model, f"a {preview(kind or 'unknown')} model ({', '.join(names) or 'no architecture named'})")
+        raise _not_causal(
+            model, f"a {preview(kind or 'unknown')} model ({', '.join(names) or 'no architecture named'})"
+        )
     if names and not any(n.endswith(_CAUSAL_HEADS) for n in names):
         raise _not_causal(model, f"saved as {', '.join(names)} (no causal LM head)")
 

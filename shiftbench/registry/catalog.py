@@ -24,10 +24,10 @@ from typing import Any
 
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.core.guards import preview
-from shiftbench.registry.records import from_mapping
-from shiftbench.registry.base import Registry
-from shiftbench.registry.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
 from shiftbench.core.yamlio import load_yaml
+from shiftbench.registry.base import Registry
+from shiftbench.registry.records import from_mapping
+from shiftbench.registry.specs import DatasetSpec, ModelSpec, PairSpec, SuiteSpec
 
 SECTIONS = ("datasets", "pairs", "suites", "models")
 REGISTRY_ENV = "SHIFTBENCH_REGISTRY"
@@ -64,10 +64,14 @@ def _read_sections(path: Path) -> dict[str, dict[str, Any]]:
         if section not in SECTIONS:
             raise ShiftbenchError(f"{path}: unknown section {preview(section)}{did_you_mean(str(section), SECTIONS)}")
         if entries is not None and not isinstance(entries, dict):
-            raise ShiftbenchError(f"{path}: section {preview(section)} must map names to entries, got {preview(entries)}")
+            raise ShiftbenchError(
+                f"{path}: section {preview(section)} must map names to entries, got {preview(entries)}"
+            )
         for name in entries or {}:
             if not isinstance(name, str) or not name.strip():
-                raise ShiftbenchError(f"{path}: section {preview(section)}: entry names must be strings, got {preview(name)}")
+                raise ShiftbenchError(
+                    f"{path}: section {preview(section)}: entry names must be strings, got {preview(name)}"
+                )
     return {s: dict(doc.get(s) or {}) for s in SECTIONS}
 
 
@@ -80,18 +84,24 @@ def _resolve_bases(raw: dict[str, tuple[Any, Path]]) -> dict[str, dict[str, Any]
             return resolved[name]
         entry, path = raw[name]
         if not isinstance(entry, dict):
-            raise ShiftbenchError(f"{path}: dataset {preview(name)}: expected a mapping of fields, got {preview(entry)}")
+            raise ShiftbenchError(
+                f"{path}: dataset {preview(name)}: expected a mapping of fields, got {preview(entry)}"
+            )
         base = entry.get("base")
         merged = dict(entry)
         if base is not None:
             if not isinstance(base, str):
-                raise ShiftbenchError(f"{path}: dataset {preview(name)}: field 'base': expected a dataset name, got {preview(base)}")
+                raise ShiftbenchError(
+                    f"{path}: dataset {preview(name)}: field 'base': expected a dataset name, got {preview(base)}"
+                )
             if base not in raw:
                 raise ShiftbenchError(
                     f"{path}: dataset {preview(name)}: field 'base': unknown dataset {preview(base)}{did_you_mean(str(base), raw)}"
                 )
             if base in chain:
-                raise ShiftbenchError(f"{path}: dataset {preview(name)}: field 'base': cycle {' -> '.join(chain + (base,))}")
+                raise ShiftbenchError(
+                    f"{path}: dataset {preview(name)}: field 'base': cycle {' -> '.join(chain + (base,))}"
+                )
             merged = {**{k: v for k, v in resolve(base, chain + (base,)).items() if k != "base"}, **entry}
         resolved[name] = merged
         return merged
@@ -114,14 +124,18 @@ def load_catalog(extra_files: Sequence[Path | str] = (), include_env: bool = Tru
             for name, entry in entries.items():
                 if name in raw[section]:
                     first = raw[section][name][1]
-                    raise ShiftbenchError(f"duplicate {section[:-1]} {preview(name)}: defined in {first} and again in {path}")
+                    raise ShiftbenchError(
+                        f"duplicate {section[:-1]} {preview(name)}: defined in {first} and again in {path}"
+                    )
                 raw[section][name] = (entry, path)
 
     datasets: Registry[DatasetSpec] = Registry("dataset")
     _check_dataset_fields(raw["datasets"])
     merged = _resolve_bases(raw["datasets"])
     for name, (_, path) in raw["datasets"].items():
-        datasets.add(name, from_mapping(DatasetSpec, merged[name], f"{path}: dataset {preview(name)}", name=name), str(path))
+        datasets.add(
+            name, from_mapping(DatasetSpec, merged[name], f"{path}: dataset {preview(name)}", name=name), str(path)
+        )
     pairs: Registry[PairSpec] = Registry("pair")
     for name, (entry, path) in raw["pairs"].items():
         pairs.add(name, from_mapping(PairSpec, entry, f"{path}: pair {preview(name)}", name=name), str(path))
@@ -148,7 +162,9 @@ def _check_dataset_fields(raw: dict[str, tuple[Any, Path]]) -> None:
     for name, (entry, path) in raw.items():
         for key in entry if isinstance(entry, dict) else ():
             if key not in known:
-                raise ShiftbenchError(f"{path}: dataset {preview(name)}: unknown field {preview(key)}{did_you_mean(str(key), known)}")
+                raise ShiftbenchError(
+                    f"{path}: dataset {preview(name)}: unknown field {preview(key)}{did_you_mean(str(key), known)}"
+                )
 
 
 def _protocol_problem(name: str) -> str | None:
@@ -171,7 +187,9 @@ def _check_references(catalog: Catalog) -> None:
         where = f"{catalog.pairs.origin(name)}: pair {preview(name)}"
         for field_name, ref in [("source", pair.source)] + [("targets", t) for t in pair.targets]:
             if ref not in ds:
-                raise ShiftbenchError(f"{where}: field {preview(field_name)}: unknown dataset {preview(ref)}{did_you_mean(ref, ds)}")
+                raise ShiftbenchError(
+                    f"{where}: field {preview(field_name)}: unknown dataset {preview(ref)}{did_you_mean(ref, ds)}"
+                )
             if ds.get(ref).task != pair.task:
                 raise ShiftbenchError(
                     f"{where}: field {preview(field_name)}: dataset {preview(ref)} is {ds.get(ref).task}, the pair is {pair.task}"

@@ -25,8 +25,8 @@ from typing import Any
 
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.core.guards import preview
-from shiftbench.registry.records import from_mapping
 from shiftbench.core.yamlio import load_yaml
+from shiftbench.registry.records import from_mapping
 
 DEFAULT_PROTOCOL = "standard-v2"  # what a run uses when neither it nor its suite names one (issue #16: standard under-trained the board)
 OPTIMIZERS = ("adamw",)
@@ -88,16 +88,21 @@ class Protocol:
     lora_r: int = _remedy("lora", 8)  # rank of the adapter matrices
     lora_alpha: int = _remedy("lora", 16)  # scaling numerator (the update is scaled by alpha / r)
     lora_dropout: float = _remedy("lora", 0.1)  # dropout on the adapter input
-    lora_targets: tuple[str, ...] | None = _remedy("lora", None)  # module names; None = peft's default for the architecture
+    lora_targets: tuple[str, ...] | None = _remedy(
+        "lora", None
+    )  # module names; None = peft's default for the architecture
     distill_teacher: str | None = _remedy(  # model alias of the teacher (fine-tuned on the same source and seed)
-        "distill", None, check=(bool, "the distill remedy needs a teacher model alias"))
+        "distill", None, check=(bool, "the distill remedy needs a teacher model alias")
+    )
     distill_teacher_protocol: str = _remedy("distill", "standard")  # protocol the teacher is fine-tuned under
     distill_temperature: float = _remedy("distill", 2.0)  # softmax temperature of the soft targets
     distill_alpha: float = _remedy("distill", 0.5)  # weight of the hard-label loss (1 - alpha on the soft one)
     icl_shots: int = _remedy("icl", 8)  # labelled source-train examples in the prompt
     icl_template: str = _remedy(  # one demonstration; the query ends before {label}
-        "icl", "Text: {text}\nLabel: {label}\n\n",
-        check=(lambda t: 0 <= t.find("{text}") < t.find("{label}"), "must contain {text} and then {label}"))
+        "icl",
+        "Text: {text}\nLabel: {label}\n\n",
+        check=(lambda t: 0 <= t.find("{text}") < t.find("{label}"), "must contain {text} and then {label}"),
+    )
     icl_instruction: str = _remedy("icl", "")  # text put before the demonstrations; "{labels}" becomes the label names
     icl_calibrate: bool = _remedy("icl", False)  # contextual calibration (Zhao et al. 2021) by content-free queries
     description: str = ""
@@ -152,7 +157,9 @@ class Protocol:
         ):
             value = getattr(self, name)
             if value not in allowed:
-                raise ShiftbenchError(f"field {preview(name)}: unknown value {preview(value)}{did_you_mean(value, allowed)}")
+                raise ShiftbenchError(
+                    f"field {preview(name)}: unknown value {preview(value)}{did_you_mean(value, allowed)}"
+                )
         for f in _REMEDY_FIELD_SPECS.get(self.remedy, ()):  # the chosen remedy's own field checks
             if "check" in f.metadata and not f.metadata["check"][0](getattr(self, f.name)):
                 raise bad(f.name, f.metadata["check"][1])
@@ -179,7 +186,10 @@ _REMEDY_FIELD_SPECS: dict[str, tuple[dataclasses.Field, ...]] = {}
 for _f in dataclasses.fields(Protocol):
     if "remedy" in _f.metadata:
         _REMEDY_FIELD_SPECS[_f.metadata["remedy"]] = (*_REMEDY_FIELD_SPECS.get(_f.metadata["remedy"], ()), _f)
-REMEDY_FIELDS: dict[str, tuple[str, ...]] = {"none": (), **{r: tuple(f.name for f in fs) for r, fs in _REMEDY_FIELD_SPECS.items()}}
+REMEDY_FIELDS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    **{r: tuple(f.name for f in fs) for r, fs in _REMEDY_FIELD_SPECS.items()},
+}
 _ALL_REMEDY_FIELDS = tuple(f for fields in REMEDY_FIELDS.values() for f in fields)
 # Remedies without fields of their own that were registered by name (shiftbench.remedies.base.register_remedy).
 _DECLARED_REMEDIES: list[str] = []

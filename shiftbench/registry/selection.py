@@ -59,7 +59,9 @@ def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
 
 
-def selection_edges(history: Sequence[dict[str, Any]], selected_lr: float | None, selected_epoch: int | None) -> SelectionEdges:
+def selection_edges(
+    history: Sequence[dict[str, Any]], selected_lr: float | None, selected_epoch: int | None
+) -> SelectionEdges:
     """Where (``selected_lr``, ``selected_epoch``) lies on the grid that ``history`` (EpochRecords
     as dicts: ``learning_rate``, ``epoch``, ...) trained."""
     if selected_lr is None or selected_epoch is None or not history:
@@ -96,9 +98,13 @@ def edge_warning(
         todo.append(f"add learning rates above {selected_lr:g}")
     if edges.epoch_at_edge:
         todo.append("train more epochs")
-    fields = " and ".join(f for f, on in (("learning_rates", edges.lr in LR_EDGES), ("epochs", edges.epoch_at_edge)) if on)
-    return (f"warning: {who} selected {where}: the grid may not bracket the optimum; "
-            f"{' and '.join(todo)} (protocol {fields})")  # fmt: skip
+    fields = " and ".join(
+        f for f, on in (("learning_rates", edges.lr in LR_EDGES), ("epochs", edges.epoch_at_edge)) if on
+    )
+    return (
+        f"warning: {who} selected {where}: the grid may not bracket the optimum; "
+        f"{' and '.join(todo)} (protocol {fields})"
+    )
 
 
 def next_learning_rate(

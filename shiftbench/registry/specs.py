@@ -62,15 +62,21 @@ class DatasetSpec:
         # each must name one entry, so no value can reach a file outside the data dir.
         parts = self.hub_id.split("/")
         if len(parts) > 2:
-            raise ShiftbenchError(f"field 'hub_id': {preview(self.hub_id)} is not a plain 'owner/name' or 'name'; it must stay inside the data dir")
+            raise ShiftbenchError(
+                f"field 'hub_id': {preview(self.hub_id)} is not a plain 'owner/name' or 'name'; it must stay inside the data dir"
+            )
         for part in parts:
             check_path_component(part, "field 'hub_id'")
         check_path_component(self.config, "field 'config'")
         for role, split in self.splits.items():
             if role not in SPLIT_ROLES:
-                raise ShiftbenchError(f"field 'splits': unknown role {preview(role)}{did_you_mean(str(role), SPLIT_ROLES)}")
+                raise ShiftbenchError(
+                    f"field 'splits': unknown role {preview(role)}{did_you_mean(str(role), SPLIT_ROLES)}"
+                )
             if not isinstance(split, str) or not split:
-                raise ShiftbenchError(f"field 'splits': split name for role {preview(role)} must be a string, got {preview(split)}")
+                raise ShiftbenchError(
+                    f"field 'splits': split name for role {preview(role)} must be a string, got {preview(split)}"
+                )
             check_path_component(split, f"field 'splits': split name for role {preview(role)}")
         if "train" not in self.splits and "test" not in self.splits:
             raise ShiftbenchError("field 'splits': needs at least a 'train' or a 'test' role")
@@ -78,11 +84,15 @@ class DatasetSpec:
             # e.g. {train: train, test: train} would score the model on its own training data
             raise ShiftbenchError(f"field 'splits': two roles read the same split, got {preview(self.splits)}")
         if not 0 <= self.split_seed <= MAX_SEED:
-            raise ShiftbenchError(f"field 'split_seed': must be between 0 and {MAX_SEED}, got {preview(self.split_seed)}")
+            raise ShiftbenchError(
+                f"field 'split_seed': must be between 0 and {MAX_SEED}, got {preview(self.split_seed)}"
+            )
         if not 0.0 < self.carve_fraction < 0.5:
             raise ShiftbenchError(f"field 'carve_fraction': must be in (0, 0.5), got {preview(self.carve_fraction)}")
         if self.label_column is None and self.label_map is not None:
-            raise ShiftbenchError("field 'label_map': an unlabelled dataset (no 'label_column') has no labels to map; drop label_map or add label_column")
+            raise ShiftbenchError(
+                "field 'label_map': an unlabelled dataset (no 'label_column') has no labels to map; drop label_map or add label_column"
+            )
         get_task(self.task).check_spec(self)  # the fields its task kind needs (label_column, text_pair_column)
         if self.label_map is not None:
             for key, value in self.label_map.items():
@@ -164,9 +174,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         given = [k for k in ("package", "path", "hub_id", "base") if getattr(self, k)]
         if len(given) != 1:
-            raise ShiftbenchError(
-                f"needs exactly one of 'package', 'path', 'hub_id' or 'base', got {given or 'none'}"
-            )
+            raise ShiftbenchError(f"needs exactly one of 'package', 'path', 'hub_id' or 'base', got {given or 'none'}")
         if self.num_layers is not None and self.num_layers < 1:
             raise ShiftbenchError(f"field 'num_layers': must be >= 1, got {self.num_layers}")
 

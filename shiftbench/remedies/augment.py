@@ -14,11 +14,11 @@ import dataclasses
 import hashlib
 import random
 
-from shiftbench.data.datasets import DomainData, SplitData
-from shiftbench.tasks import TextClassification
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.core.guards import preview
+from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.remedies.base import Remedy, register_remedy
+from shiftbench.tasks import TextClassification
 
 
 def augment_text(text: str, rng: random.Random, p: float) -> str:
@@ -66,7 +66,9 @@ def augmented_source(source: DomainData, seed: int, strength: float) -> DomainDa
     kind = source.role("train").kind
     if not isinstance(kind, TextClassification):
         # Word-level edits (hashtags, dropout) would shift the word/tag alignment; a pair is two texts.
-        raise ShiftbenchError(f"dataset {preview(source.spec.name)}: the augment remedy supports text classification only, not {kind.name}")
+        raise ShiftbenchError(
+            f"dataset {preview(source.spec.name)}: the augment remedy supports text classification only, not {kind.name}"
+        )
     train = augment_split(source.role("train"), seed, strength)
     fp = hashlib.sha256(f"{source.fingerprint}|augment|{strength}|{seed}".encode()).hexdigest()[:16]
     return dataclasses.replace(source, splits={**source.splits, "train": train}, fingerprint=fp)

@@ -110,7 +110,9 @@ class Remedy:
         """The protocol fields that configure this remedy (hashed only when it is chosen)."""
         return REMEDY_FIELDS.get(cls.name, ())
 
-    def check(self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]) -> None:
+    def check(
+        self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]
+    ) -> None:
         """Plan-time checks, before any data is loaded: one-line errors. ``pairs``: the selected
         pair specs; ``models``: the resolved models; ``dependencies``: as :meth:`dependencies` gave.
         The planner skips them for --eval-only when the remedy fine-tunes (nothing is trained)."""
@@ -136,7 +138,9 @@ class Remedy:
         """What this remedy changes in the training loop; the base class changes nothing."""
         return TrainHooks()
 
-    def scorer(self, job: Job, load: LoadOptions, runtime: Any, log: Callable[[str], None]) -> Callable[[DomainData], Any]:
+    def scorer(
+        self, job: Job, load: LoadOptions, runtime: Any, log: Callable[[str], None]
+    ) -> Callable[[DomainData], Any]:
         """For a remedy that does not fine-tune: ``score(domain)`` -> Predictions on the domain's test split."""
         raise NotImplementedError(f"the {self.name} remedy fine-tunes; it has no scorer of its own")
 

@@ -30,8 +30,8 @@ from shiftbench.core.guards import preview
 from shiftbench.data.encode import EncodedSplit, tokenizer_identity
 from shiftbench.modeling.models import LoadOptions, ResolvedModel, load_classifier, load_tokenizer, resolve_model
 from shiftbench.registry.protocol import Protocol, load_protocol
-from shiftbench.tasks import TextClassification
 from shiftbench.remedies.base import REMEDIES, Dependency, Remedy, TrainContext, Trained, register_remedy
+from shiftbench.tasks import TextClassification
 from shiftbench.training.hooks import TrainHooks
 
 if TYPE_CHECKING:  # annotations only: torch is imported when the teacher scores, not with this module
@@ -102,15 +102,18 @@ def logits_of(model: Any, data: EncodedSplit, batch_size: int, pad_id: int, runt
 def check_tokenizers(teacher: Dependency, student: ResolvedModel, options: LoadOptions) -> None:
     """Teacher and student must tokenize alike. Both are loaded afresh: a tokenizer's serialisation
     (and so its identity) changes once it has been called with truncation settings."""
-    if tokenizer_identity(load_tokenizer(teacher.model, options)) != tokenizer_identity(load_tokenizer(student, options)):
+    if tokenizer_identity(load_tokenizer(teacher.model, options)) != tokenizer_identity(
+        load_tokenizer(student, options)
+    ):
         raise ShiftbenchError(
             f"distill: teacher {preview(teacher.model.name)} and student {preview(student.name)} use different tokenizers; "
             "the teacher reads the student's token ids, so pick a teacher with the same tokenizer"
         )
 
 
-def check_head(teacher: str, finetune_id: str, state: dict[str, torch.Tensor], model: torch.nn.Module,
-               label_space: tuple[str, ...]) -> None:  # fmt: skip
+def check_head(
+    teacher: str, finetune_id: str, state: dict[str, torch.Tensor], model: torch.nn.Module, label_space: tuple[str, ...]
+) -> None:
     """The teacher's fine-tuned weights must fit a classifier over the student's labels."""
     expected = model.state_dict()
     bad = sorted(k for k in expected if k not in state or state[k].shape != expected[k].shape)
@@ -154,7 +157,9 @@ class Distill(Remedy):
     def dependencies(self, catalog: Any, load: LoadOptions) -> tuple[Dependency, ...]:
         return (resolve_teacher(self.protocol, catalog, load),)
 
-    def check(self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]) -> None:
+    def check(
+        self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]
+    ) -> None:
         super().check(settings, pairs, models, dependencies)
         for teacher in dependencies:
             for student in models:

@@ -55,12 +55,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shiftbench.core import console
-from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.data.datasets import DomainData, SplitData
 from shiftbench.modeling.models import LoadOptions, ResolvedModel, check_causal_lm
 from shiftbench.registry.protocol import Protocol
-from shiftbench.tasks import TextClassification
 from shiftbench.remedies.base import Dependency, Job, Remedy, register_remedy
+from shiftbench.tasks import TextClassification
 
 if TYPE_CHECKING:  # annotations only: torch is imported when a model is prompted, not with this module
     import torch
@@ -209,9 +209,13 @@ class FewShotPrompt:
 
     @classmethod
     def build(
-        cls, tokenizer: Any, protocol: Protocol, label_space: Sequence[str],
-        demos: Sequence[tuple[str, str]], positions: int | None,
-    ) -> FewShotPrompt:  # fmt: skip
+        cls,
+        tokenizer: Any,
+        protocol: Protocol,
+        label_space: Sequence[str],
+        demos: Sequence[tuple[str, str]],
+        positions: int | None,
+    ) -> FewShotPrompt:
         """The prompt prefix for ``demos``, with demonstration texts cut when prefix + the longest
         query would exceed ``positions`` (None: no limit)."""
         label_space = tuple(label_space)
@@ -220,7 +224,9 @@ class FewShotPrompt:
         ends = _token_ends(tokenizer, texts) if texts else []
 
         def prefix(cap: int | None) -> str:
-            return instruction + "".join(render(template, _cut(t, e, cap), lbl) for t, e, (_, lbl) in zip(texts, ends, demos))
+            return instruction + "".join(
+                render(template, _cut(t, e, cap), lbl) for t, e, (_, lbl) in zip(texts, ends, demos)
+            )
 
         def make(cap: int | None) -> FewShotPrompt:
             return cls(prefix(cap), template, label_space, protocol.max_length, cap)
@@ -274,7 +280,9 @@ def encode_queries(tokenizer: Any, prompt: FewShotPrompt, texts: Sequence[str]) 
     """Tokenize every query jointly with the prefix (and with each label), so the ids are exactly
     those of the full prompt, then split them into the shared prefix and the per-query rest."""
     head = np.asarray(_leading_special_ids(tokenizer), dtype=np.int64)
-    prefix_full = np.concatenate([head, np.asarray(tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"], dtype=np.int64)])
+    prefix_full = np.concatenate(
+        [head, np.asarray(tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"], dtype=np.int64)]
+    )
     shared, rests, spans = [], [], []
     n_merged = 0
     for start in range(0, len(texts), _CHUNK):
@@ -317,7 +325,7 @@ def _with_cache(model: Any, cache: Any) -> dict[str, Any]:
     return {_cache_keyword(type(model)): cache}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_keyword(model_class: type) -> str:
     """Read once per model class, not on every forward of a scoring batch."""
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
@@ -339,7 +347,9 @@ def label_logliks(
         return _label_logliks(model, enc, batch_size, runtime, log)
 
 
-def _label_logliks(model: Any, enc: EncodedQueries, batch_size: int, runtime: Runtime, log: Callable[[str], None] | None) -> np.ndarray:
+def _label_logliks(
+    model: Any, enc: EncodedQueries, batch_size: int, runtime: Runtime, log: Callable[[str], None] | None
+) -> np.ndarray:
     import torch
 
     model.eval()
@@ -353,8 +363,12 @@ def _label_logliks(model: Any, enc: EncodedQueries, batch_size: int, runtime: Ru
     if P:
         cache = _cache(config, [])
         with runtime.autocast():
-            model(input_ids=torch.as_tensor(enc.prefix_ids, device=device)[None], **_with_cache(model, cache),
-                  use_cache=True, logits_to_keep=1)  # fmt: skip
+            model(
+                input_ids=torch.as_tensor(enc.prefix_ids, device=device)[None],
+                **_with_cache(model, cache),
+                use_cache=True,
+                logits_to_keep=1,
+            )
         prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
     rows = _rows_per_batch(prefix_kv, batch_size) if prefix_kv else batch_size
     lengths = np.fromiter((len(q) for q in enc.query_ids), dtype=np.int64, count=n)
@@ -393,8 +407,14 @@ def _score_batch(model: Any, enc: EncodedQueries, idx: np.ndarray, prefix_kv, P:
     positions = (P + torch.arange(L, device=device)).expand(B, L)
     cache = _cache(config, [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix_kv])
     with runtime.autocast():
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, **_with_cache(model, cache),
-                       use_cache=True, logits_to_keep=(qlens - 1)[:, None]).logits  # fmt: skip
+        logits = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=positions,
+            **_with_cache(model, cache),
+            use_cache=True,
+            logits_to_keep=(qlens - 1)[:, None],
+        ).logits
     logp = torch.log_softmax(logits[:, 0].float(), dim=-1)  # (B, V): the next token after each query
     spans = [enc.label_ids[i] for i in idx]
     n_labels = len(spans[0])
@@ -416,8 +436,9 @@ def _score_batch(model: Any, enc: EncodedQueries, idx: np.ndarray, prefix_kv, P:
             attn2 = torch.cat([attn[rows], lmask], dim=1)
             pos2 = P + qlens[rows][:, None] + torch.arange(m, device=device)
             with runtime.autocast():
-                logits2 = model(input_ids=inp, attention_mask=attn2, position_ids=pos2, **_with_cache(model, sub),
-                                use_cache=True).logits  # fmt: skip
+                logits2 = model(
+                    input_ids=inp, attention_mask=attn2, position_ids=pos2, **_with_cache(model, sub), use_cache=True
+                ).logits
             lp2 = torch.log_softmax(logits2.float(), dim=-1).gather(2, tgt[..., None])[..., 0]
             total = (lp2 * lmask).sum(1).double()
             for r, (b, c) in enumerate(part):
@@ -436,7 +457,12 @@ CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
 def classify(
-    model: Any, tokenizer: Any, prompt: FewShotPrompt, split: SplitData, batch_size: int, runtime: Runtime,
+    model: Any,
+    tokenizer: Any,
+    prompt: FewShotPrompt,
+    split: SplitData,
+    batch_size: int,
+    runtime: Runtime,
     calibration: np.ndarray | None = None,
 ) -> Predictions:
     """Predictions for every example of ``split``, in order; ``calibration``: the prompt's
@@ -476,7 +502,9 @@ def _predictions(
 # --------------------------------------------------------------------------- harness
 
 
-def icl_scorer(job: Job, options: LoadOptions, runtime: Runtime, log: Callable[[str], None] | None = None) -> Callable[[DomainData], Predictions]:
+def icl_scorer(
+    job: Job, options: LoadOptions, runtime: Runtime, log: Callable[[str], None] | None = None
+) -> Callable[[DomainData], Predictions]:
     """Load the causal LM once for a (model, source, seed) and return ``score(domain)``, which
     classifies the domain's test split with the job's few-shot prompt."""
     import torch
@@ -491,7 +519,9 @@ def icl_scorer(job: Job, options: LoadOptions, runtime: Runtime, log: Callable[[
     demos = choose_demonstrations(job.source.role("train"), job.label_space, protocol.icl_shots, job.seed)
     prompt = FewShotPrompt.build(tokenizer, protocol, job.label_space, demos, max_positions(model.config))
     cut = f", demonstration texts cut to {prompt.demo_token_cap} tokens" if prompt.demo_token_cap is not None else ""
-    log(f"icl: {job.model.name} prompted with {len(demos)} demonstrations from {job.source.spec.name} train, seed {job.seed}{cut}")
+    log(
+        f"icl: {job.model.name} prompted with {len(demos)} demonstrations from {job.source.spec.name} train, seed {job.seed}{cut}"
+    )
     calibration = content_free_logprobs(model, tokenizer, prompt, runtime) if protocol.icl_calibrate else None
     if calibration is not None:
         shown = ", ".join(f"{name} {p:.3f}" for name, p in zip(job.label_space, np.exp(calibration)))
@@ -502,10 +532,16 @@ def icl_scorer(job: Job, options: LoadOptions, runtime: Runtime, log: Callable[[
         t0 = time.perf_counter()
         enc = encode_queries(tokenizer, prompt, split.texts)
         merged = f", {enc.n_merged} with label tokens merged into the prompt's" if enc.n_merged else ""
-        log(f"icl: scoring {len(split)} {domain.spec.name} test examples after a cached prefix of {len(enc.prefix_ids)} tokens{merged}")
-        preds = _predictions(label_logliks(model, enc, protocol.eval_batch_size, runtime, log), split, prompt, calibration)
+        log(
+            f"icl: scoring {len(split)} {domain.spec.name} test examples after a cached prefix of {len(enc.prefix_ids)} tokens{merged}"
+        )
+        preds = _predictions(
+            label_logliks(model, enc, protocol.eval_batch_size, runtime, log), split, prompt, calibration
+        )
         secs = time.perf_counter() - t0
-        log(f"icl: scored {len(split)} {domain.spec.name} test examples in {secs:.1f} s ({len(split) / max(secs, 1e-9):.2f}/s)")
+        log(
+            f"icl: scored {len(split)} {domain.spec.name} test examples in {secs:.1f} s ({len(split) / max(secs, 1e-9):.2f}/s)"
+        )
         return preds
 
     return score
@@ -519,7 +555,9 @@ class ICL(Remedy):
     fine_tunes = False
     job_words = ("prompt (icl)", "prompt jobs (icl)")
 
-    def check(self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]) -> None:
+    def check(
+        self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]
+    ) -> None:
         """Causal LMs and text classification only, and no --eval-only; checked before any work."""
         if settings.eval_only:
             raise ShiftbenchError("--eval-only scores a fine-tuned classifier; it does not apply to the icl remedy")
@@ -527,5 +565,7 @@ class ICL(Remedy):
         for model in models:
             check_causal_lm(model, settings.load)
 
-    def scorer(self, job: Job, load: LoadOptions, runtime: Any, log: Callable[[str], None]) -> Callable[[DomainData], Predictions]:
+    def scorer(
+        self, job: Job, load: LoadOptions, runtime: Any, log: Callable[[str], None]
+    ) -> Callable[[DomainData], Predictions]:
         return icl_scorer(job, load, runtime, log=log)

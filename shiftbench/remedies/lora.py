@@ -88,13 +88,17 @@ class LoraHooks(TrainHooks):
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return wrap(model, self.protocol, self.task_type)
 
-    def export_state(self, state: dict[str, torch.Tensor], build: Callable[[], torch.nn.Module]) -> dict[str, torch.Tensor]:
+    def export_state(
+        self, state: dict[str, torch.Tensor], build: Callable[[], torch.nn.Module]
+    ) -> dict[str, torch.Tensor]:
         return merged_state(build(), state)
 
 
 @register_remedy("lora")
 class Lora(Remedy):
-    def check(self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]) -> None:
+    def check(
+        self, settings: Any, pairs: Sequence[Any], models: Sequence[ResolvedModel], dependencies: Sequence[Dependency]
+    ) -> None:
         super().check(settings, pairs, models, dependencies)
         require_peft()  # fail before any data is loaded, not after the first fine-tune starts
 

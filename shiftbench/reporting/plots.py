@@ -46,7 +46,9 @@ def _rows(board: pd.DataFrame, metric: str, **where: str) -> pd.DataFrame:
         have = set(rows[col])
         rows = rows[rows[col] == value]
         if rows.empty:
-            raise ShiftbenchError(f"no leaderboard rows for {col} {value!r} (metric {metric!r}){did_you_mean(value, have)}")
+            raise ShiftbenchError(
+                f"no leaderboard rows for {col} {value!r} (metric {metric!r}){did_you_mean(value, have)}"
+            )
     return rows
 
 
@@ -94,7 +96,9 @@ def _err(mean: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray | No
 
 
 def _col(rows: pd.DataFrame, name: str) -> np.ndarray:
-    return pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float) if name in rows else np.full(len(rows), np.nan)
+    return (
+        pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float) if name in rows else np.full(len(rows), np.nan)
+    )
 
 
 def _new_figure(size: tuple[float, float], layout: str | None = "constrained"):
@@ -169,11 +173,18 @@ def id_ood_scatter(board: pd.DataFrame, pair: str, target: str, metric: str, fit
         ax.plot([lo, hi], [lo, hi], linestyle="--", color="0.45", linewidth=1, label="y = x (no gap)", zorder=1)
         for i, lab in enumerate(labels):
             ax.errorbar(
-                x[i], y[i],
+                x[i],
+                y[i],
                 xerr=None if xerr is None else xerr[:, i : i + 1],
                 yerr=None if yerr is None else yerr[:, i : i + 1],
-                fmt="o", markersize=6, capsize=3, elinewidth=1, color=colours[lab], label=lab, zorder=3,
-            )  # fmt: skip
+                fmt="o",
+                markersize=6,
+                capsize=3,
+                elinewidth=1,
+                color=colours[lab],
+                label=lab,
+                zorder=3,
+            )
         for k, f in enumerate(_fits(fit)):
             grid = np.linspace(max(lo, 1e-4), min(hi, 1 - 1e-4), 200)
             if grid[0] >= grid[-1]:
@@ -225,8 +236,17 @@ def gap_bars(board: pd.DataFrame, pair: str, metric: str) -> bytes:
                 continue
             mean_a = np.array(mean)
             err = _err(mean_a, np.array(low), np.array(high))
-            ax.bar(pos, mean_a, width=width * 0.92, color=colours[lab], label=lab, zorder=2,
-                   yerr=err, capsize=3, error_kw={"elinewidth": 1, "ecolor": "black"})  # fmt: skip
+            ax.bar(
+                pos,
+                mean_a,
+                width=width * 0.92,
+                color=colours[lab],
+                label=lab,
+                zorder=2,
+                yerr=err,
+                capsize=3,
+                error_kw={"elinewidth": 1, "ecolor": "black"},
+            )
         ax.set_xticks(range(len(targets)), targets)
         ax.set_xlim(-0.6, len(targets) - 0.4)
         ax.set_ylabel(f"gap in {metric} (ID - OOD)")

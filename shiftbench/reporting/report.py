@@ -23,58 +23,70 @@ from typing import Any
 
 import pandas as pd
 
-from shiftbench.core.version import __version__
+from shiftbench.analysis.leaderboard import CI_EXAMPLES_ONLY, build_leaderboard
+from shiftbench.analysis.taskstats import headline_metric
 from shiftbench.core.atomic import write_atomic, write_text_atomic
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
-from shiftbench.analysis.leaderboard import CI_EXAMPLES_ONLY, build_leaderboard
+from shiftbench.core.version import __version__
+from shiftbench.execution.shift import read_shift_table
 from shiftbench.reporting.report_html import (
     CSS,
+    anchor,
     esc,
     file_part,
-    anchor,
     fmt_num,
-    with_ci,
-    pct_ci,
     html_table,
     img_tag,
     markdown_to_html,
+    pct_ci,
+    with_ci,
 )
 from shiftbench.results.store import LoadedRuns, read_runs
-from shiftbench.execution.shift import read_shift_table
-from shiftbench.analysis.taskstats import headline_metric
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 
+
 def _leaderboard_section(rows: pd.DataFrame) -> str:
     header = ["model", "protocol", "target", "n seeds", "ID", "OOD", "gap", "relative gap", "OOD rank", "at grid edge"]
     body = []
-    for r in rows.sort_values(["target", "model", "protocol", "model_sha256", "protocol_hash"], kind="mergesort").itertuples():
+    for r in rows.sort_values(
+        ["target", "model", "protocol", "model_sha256", "protocol_hash"], kind="mergesort"
+    ).itertuples():
         one = getattr(r, "ci_method", None) == CI_EXAMPLES_ONLY
         mark = " †" if one else ""
         rank = getattr(r, "rank", float("nan"))
-        body.append([
-            r.model, r.protocol, r.target, str(r.n_seeds) + mark,
-            with_ci(r.id_score_mean, r.id_score_ci_low, r.id_score_ci_high),
-            with_ci(r.ood_score_mean, r.ood_score_ci_low, r.ood_score_ci_high),
-            with_ci(r.gap_mean, r.gap_ci_low, r.gap_ci_high),
-            pct_ci(r.relative_gap_mean, r.relative_gap_ci_low, r.relative_gap_ci_high),
-            str(int(rank)) if pd.notna(rank) else "–",
-            _edge_cell(getattr(r, "n_edge_selections", pd.NA), r.n_seeds),
-        ])  # fmt: skip
+        body.append(
+            [
+                r.model,
+                r.protocol,
+                r.target,
+                str(r.n_seeds) + mark,
+                with_ci(r.id_score_mean, r.id_score_ci_low, r.id_score_ci_high),
+                with_ci(r.ood_score_mean, r.ood_score_ci_low, r.ood_score_ci_high),
+                with_ci(r.gap_mean, r.gap_ci_low, r.gap_ci_high),
+                pct_ci(r.relative_gap_mean, r.relative_gap_ci_low, r.relative_gap_ci_high),
+                str(int(rank)) if pd.notna(rank) else "–",
+                _edge_cell(getattr(r, "n_edge_selections", pd.NA), r.n_seeds),
+            ]
+        )
     table = html_table(header, body, [False, False, False, True, True, True, True, True, True, True], cls="leaderboard")
     if "n_edge_selections" in rows and (rows["n_edge_selections"].fillna(0) > 0).any():
-        table += ('<p class="note">at grid edge: how many seeds selected the smallest or largest learning rate of '
-                  "the protocol's grid or the last epoch they trained; the grid may not bracket their optimum "
-                  "(shiftbench.registry.selection).</p>")  # fmt: skip
+        table += (
+            '<p class="note">at grid edge: how many seeds selected the smallest or largest learning rate of '
+            "the protocol's grid or the last epoch they trained; the grid may not bracket their optimum "
+            "(shiftbench.registry.selection).</p>"
+        )
     if "ci_method" in rows and (rows["ci_method"] == CI_EXAMPLES_ONLY).any():
-        table += ('<p class="note">† one seed: its interval holds test-example noise only (conditional on that '
-                  "fine-tune); seed-to-seed variation is unknown.</p>")  # fmt: skip
+        table += (
+            '<p class="note">† one seed: its interval holds test-example noise only (conditional on that '
+            "fine-tune); seed-to-seed variation is unknown.</p>"
+        )
     return table
 
 
 def _edge_cell(n_edge: Any, n_seeds: int) -> str:
-    """"k/n" seeds that selected at an edge of the grid; "–" where no seed had an edge to be at."""
+    """ "k/n" seeds that selected at an edge of the grid; "–" where no seed had an edge to be at."""
     return "–" if pd.isna(n_edge) else f"{int(n_edge)}/{int(n_seeds)}"
 
 
@@ -93,16 +105,37 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
             "with one shared seed conditional on those fine-tunes). ‡ marks an extrapolation: an ID score outside "
             "the fitted points' ID range.</p>"
         )
-        parts.append(html_table(
-            ["target", "fitted on", "protocol hashes", "points in the fit", "fitted ID range", "slope", "intercept"],
-            [[f.target, ", ".join(getattr(f, "fitted_on", ())), ", ".join(h[:12] for h in f.protocol_hash_set),
-              str(f.n_models), f"{fmt_num(f.id_range[0])} – {fmt_num(f.id_range[1])}", fmt_num(f.slope), fmt_num(f.intercept)]
-             for f in sorted(fits, key=lambda f: (f.target, tuple(f.protocol_hash_set)))],
-            [False, False, False, True, True, True, True],
-        ))  # fmt: skip
+        parts.append(
+            html_table(
+                [
+                    "target",
+                    "fitted on",
+                    "protocol hashes",
+                    "points in the fit",
+                    "fitted ID range",
+                    "slope",
+                    "intercept",
+                ],
+                [
+                    [
+                        f.target,
+                        ", ".join(getattr(f, "fitted_on", ())),
+                        ", ".join(h[:12] for h in f.protocol_hash_set),
+                        str(f.n_models),
+                        f"{fmt_num(f.id_range[0])} – {fmt_num(f.id_range[1])}",
+                        fmt_num(f.slope),
+                        fmt_num(f.intercept),
+                    ]
+                    for f in sorted(fits, key=lambda f: (f.target, tuple(f.protocol_hash_set)))
+                ],
+                [False, False, False, True, True, True, True],
+            )
+        )
     if er is None or er.empty:
-        parts.append('<p class="note">No effective-robustness estimate for this pair: it needs at least three '
-                     "models scored on the same target under the same protocol.</p>")  # fmt: skip
+        parts.append(
+            '<p class="note">No effective-robustness estimate for this pair: it needs at least three '
+            "models scored on the same target under the same protocol.</p>"
+        )
         return "".join(parts)
     body = []
     for r in er.sort_values(["target", "model", "protocol"], kind="mergesort").itertuples():
@@ -110,16 +143,41 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
         base = getattr(r, "base", None)
         delta = "–"
         if isinstance(base, str) and base:
-            delta = (f"{with_ci(r.delta_er, r.delta_er_ci_low, r.delta_er_ci_high)} vs {base}, "
-                     f"{int(r.delta_er_seeds)} seed{'s' if int(r.delta_er_seeds) != 1 else ''}")  # fmt: skip
-        body.append([
-            r.model, r.protocol, r.target, str(r.n_seeds), fmt_num(r.id_mean) + (" ‡" if extrapolated else ""),
-            fmt_num(r.ood_mean), fmt_num(r.predicted_ood), with_ci(r.effective_robustness, r.er_ci_low, r.er_ci_high), delta,
-        ])  # fmt: skip
-    parts.append(html_table(
-        ["model", "protocol", "target", "n seeds", "ID", "OOD", "predicted OOD", "effective robustness", "ΔER vs standard"],
-        body, [False, False, False, True, True, True, True, True, True], cls="robustness",
-    ))  # fmt: skip
+            delta = (
+                f"{with_ci(r.delta_er, r.delta_er_ci_low, r.delta_er_ci_high)} vs {base}, "
+                f"{int(r.delta_er_seeds)} seed{'s' if int(r.delta_er_seeds) != 1 else ''}"
+            )
+        body.append(
+            [
+                r.model,
+                r.protocol,
+                r.target,
+                str(r.n_seeds),
+                fmt_num(r.id_mean) + (" ‡" if extrapolated else ""),
+                fmt_num(r.ood_mean),
+                fmt_num(r.predicted_ood),
+                with_ci(r.effective_robustness, r.er_ci_low, r.er_ci_high),
+                delta,
+            ]
+        )
+    parts.append(
+        html_table(
+            [
+                "model",
+                "protocol",
+                "target",
+                "n seeds",
+                "ID",
+                "OOD",
+                "predicted OOD",
+                "effective robustness",
+                "ΔER vs standard",
+            ],
+            body,
+            [False, False, False, True, True, True, True, True, True],
+            cls="robustness",
+        )
+    )
     return "".join(parts)
 
 
@@ -164,16 +222,33 @@ def _priors_section(runs: pd.DataFrame) -> str:
         space = [str(x) for x in (r.label_space if r.label_space is not None else [])]
         id_counts = [int(x) for x in (r.id_label_counts if r.id_label_counts is not None else [])]
         ood_counts = [int(x) for x in (r.ood_label_counts if r.ood_label_counts is not None else [])]
-        ident = (r.target, r.source_fingerprint, r.target_fingerprint, bool(r.dedup), tuple(space),
-                 tuple(id_counts), tuple(ood_counts))  # fmt: skip
+        ident = (
+            r.target,
+            r.source_fingerprint,
+            r.target_fingerprint,
+            bool(r.dedup),
+            tuple(space),
+            tuple(id_counts),
+            tuple(ood_counts),
+        )
         if ident in seen:
             continue
         seen.add(ident)
-        variants.append(_PriorVariant(
-            target=r.target, source=r.source, target_fingerprint=r.target_fingerprint, source_fingerprint=r.source_fingerprint,
-            dedup=bool(r.dedup), id_counts=dict(zip(space, id_counts)), ood_counts=dict(zip(space, ood_counts)),
-            space=space, n_ood=int(r.n_ood), overlap_exact=r.overlap_exact, overlap_normalised=r.overlap_normalised,
-        ))  # fmt: skip
+        variants.append(
+            _PriorVariant(
+                target=r.target,
+                source=r.source,
+                target_fingerprint=r.target_fingerprint,
+                source_fingerprint=r.source_fingerprint,
+                dedup=bool(r.dedup),
+                id_counts=dict(zip(space, id_counts)),
+                ood_counts=dict(zip(space, ood_counts)),
+                space=space,
+                n_ood=int(r.n_ood),
+                overlap_exact=r.overlap_exact,
+                overlap_normalised=r.overlap_normalised,
+            )
+        )
     if not variants:
         return ""
     labels: list[str] = []
@@ -201,18 +276,24 @@ def _priors_section(runs: pd.DataFrame) -> str:
     totals = [sum(c.values()) for _, c in columns]
     body = [[lab] + [_counts_cell(c.get(lab, 0), t) for (_, c), t in zip(columns, totals)] for lab in labels]
     body.append(["examples"] + [str(t) for t in totals])
-    parts = ["<h3>Label priors: source test vs target test</h3>",
-             html_table(["label"] + [c[0] for c in columns], body, [False] + [True] * len(columns), cls="priors")]  # fmt: skip
+    parts = [
+        "<h3>Label priors: source test vs target test</h3>",
+        html_table(["label"] + [c[0] for c in columns], body, [False] + [True] * len(columns), cls="priors"),
+    ]
     tv = []
     for v in variants:
         d = _tv_distance(v.id_counts, v.ood_counts)
         tv.append(f"{name(v, 'ood')}: {fmt_num(d, 3)}")
-    parts.append(f'<p class="note">Total variation distance between the source test and target test label priors: '
-                 f"{esc('; '.join(tv))}.</p>")  # fmt: skip
+    parts.append(
+        f'<p class="note">Total variation distance between the source test and target test label priors: '
+        f"{esc('; '.join(tv))}.</p>"
+    )
     parts.append("<h3>Overlap of target test texts with the source train split</h3>")
-    parts.append('<p class="note">Target test examples whose text also occurs in the source train split, exactly and '
-                 "after normalisation (lower-case, URLs and @mentions removed, whitespace collapsed); "
-                 "“–” means not checked.</p>")  # fmt: skip
+    parts.append(
+        '<p class="note">Target test examples whose text also occurs in the source train split, exactly and '
+        "after normalisation (lower-case, URLs and @mentions removed, whitespace collapsed); "
+        "“–” means not checked.</p>"
+    )
     body = []
     for v in variants:
         n = v.n_ood
@@ -221,8 +302,14 @@ def _priors_section(runs: pd.DataFrame) -> str:
             cells.append("–" if x is None or (isinstance(x, float) and math.isnan(x)) else _counts_cell(int(x), n))
         cells.append("yes" if v.dedup else "no")
         body.append(cells)
-    parts.append(html_table(["target", "scored examples", "exact", "normalised", "removed (--dedup)"], body,
-                        [False, True, True, True, False], cls="overlap"))  # fmt: skip
+    parts.append(
+        html_table(
+            ["target", "scored examples", "exact", "normalised", "removed (--dedup)"],
+            body,
+            [False, True, True, True, False],
+            cls="overlap",
+        )
+    )
     return "".join(parts)
 
 
@@ -231,26 +318,56 @@ def _shift_section(pair_runs: pd.DataFrame, shift_rows: pd.DataFrame) -> str:
     fingerprints are those the pair's runs were scored on (another version of the data is
     another row, never shown here)."""
     body = []
-    for target, fps in pair_runs.drop_duplicates("target").set_index("target")[["source_fingerprint", "target_fingerprint"]].iterrows():
-        hit = shift_rows[(shift_rows["source_fingerprint"] == fps["source_fingerprint"])
-                         & (shift_rows["target_fingerprint"] == fps["target_fingerprint"])] if not shift_rows.empty else shift_rows
+    for target, fps in (
+        pair_runs.drop_duplicates("target").set_index("target")[["source_fingerprint", "target_fingerprint"]].iterrows()
+    ):
+        hit = (
+            shift_rows[
+                (shift_rows["source_fingerprint"] == fps["source_fingerprint"])
+                & (shift_rows["target_fingerprint"] == fps["target_fingerprint"])
+            ]
+            if not shift_rows.empty
+            else shift_rows
+        )
         if hit.empty:
             continue
         r = hit.sort_values("created_at").iloc[-1]
         tv = "–" if pd.isna(r["label_prior_tv"]) else f"{r['label_prior_tv']:.3f} ({r['label_prior_method']})"
-        body.append([str(target), f"{r['vocab_jaccard']:.3f}", f"{r['target_oov_rate']:.3f}", tv,
-                     f"{r['mmd2']:.4f} [p={r['mmd2_p_value']:.3f}]", f"{r['mmd2_baseline']:.4f} [p={r['mmd2_baseline_p_value']:.3f}]",
-                     f"{r['pad']:.3f}", f"{r['pad_baseline']:.3f}"])  # fmt: skip
+        body.append(
+            [
+                str(target),
+                f"{r['vocab_jaccard']:.3f}",
+                f"{r['target_oov_rate']:.3f}",
+                tv,
+                f"{r['mmd2']:.4f} [p={r['mmd2_p_value']:.3f}]",
+                f"{r['mmd2_baseline']:.4f} [p={r['mmd2_baseline_p_value']:.3f}]",
+                f"{r['pad']:.3f}",
+                f"{r['pad_baseline']:.3f}",
+            ]
+        )
     head = "<h3>How far the target is</h3>"
     if not body:
-        return head + '<p class="note">No shift measures cached for these data: run <code>shiftbench shift --pair …</code>.</p>'
-    header = ["target", "vocabulary Jaccard", "target OOV rate", "label-prior TV", "MMD²", "MMD² source/source",
-              "proxy A-distance", "PAD source/source"]  # fmt: skip
-    note = ('<p class="note">From <code>shiftbench shift</code> (cached under <code>shift/</code> for these data fingerprints): '
-            "vocabulary overlap with source train, share of target tokens unseen there, label-prior total variation "
-            "(true labels, or estimated for an unlabelled target), MMD² of all-MiniLM-L6-v2 sentence embeddings with its "
-            "permutation p-value and proxy A-distance of a linear domain classifier, each beside a source-vs-source "
-            "baseline.</p>")  # fmt: skip
+        return (
+            head
+            + '<p class="note">No shift measures cached for these data: run <code>shiftbench shift --pair …</code>.</p>'
+        )
+    header = [
+        "target",
+        "vocabulary Jaccard",
+        "target OOV rate",
+        "label-prior TV",
+        "MMD²",
+        "MMD² source/source",
+        "proxy A-distance",
+        "PAD source/source",
+    ]
+    note = (
+        '<p class="note">From <code>shiftbench shift</code> (cached under <code>shift/</code> for these data fingerprints): '
+        "vocabulary overlap with source train, share of target tokens unseen there, label-prior total variation "
+        "(true labels, or estimated for an unlabelled target), MMD² of all-MiniLM-L6-v2 sentence embeddings with its "
+        "permutation p-value and proxy A-distance of a linear domain classifier, each beside a source-vs-source "
+        "baseline.</p>"
+    )
     return head + html_table(header, body, [False] + [True] * 7, cls="shift") + note
 
 
@@ -264,19 +381,26 @@ def _card_section(pair: str, cards_dir: Path | None) -> str:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ShiftbenchError(f"cannot read data card {path}: {exc}") from None
-    return (f"<details class=\"card\"><summary>Data card: {esc(pair)} ({esc(path)})</summary>"
-            f"{markdown_to_html(text)}</details>")  # fmt: skip
+    return (
+        f'<details class="card"><summary>Data card: {esc(pair)} ({esc(path)})</summary>'
+        f"{markdown_to_html(text)}</details>"
+    )
 
 
-def _robustness(results_dir: Path, metric: str, loaded: LoadedRuns,
-                pairs: Sequence[str]) -> tuple[list[Any], pd.DataFrame | None, str | None]:  # fmt: skip
+def _robustness(
+    results_dir: Path, metric: str, loaded: LoadedRuns, pairs: Sequence[str]
+) -> tuple[list[Any], pd.DataFrame | None, str | None]:
     """(fits, per-model table, note): the note says why there is nothing, if so."""
     try:
         from shiftbench.analysis import robustness
     except ModuleNotFoundError as exc:
         if exc.name != "shiftbench.analysis.robustness":
             raise
-        return [], None, "Effective robustness is not available in this installation (no shiftbench.analysis.robustness)."
+        return (
+            [],
+            None,
+            "Effective robustness is not available in this installation (no shiftbench.analysis.robustness).",
+        )
     try:
         fits, table = robustness.effective_robustness(results_dir, metric=metric, loaded=loaded, pairs=tuple(pairs))
     except ShiftbenchError as exc:
@@ -287,8 +411,9 @@ def _robustness(results_dir: Path, metric: str, loaded: LoadedRuns,
 # --- the report ----------------------------------------------------------------------------
 
 
-def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | None = Path("data_cards"),
-                 metric: str | None = None) -> Path:  # fmt: skip
+def write_report(
+    results_dir: Path, out: Path | None = None, cards_dir: Path | None = Path("data_cards"), metric: str | None = None
+) -> Path:
     """Write the HTML report (default ``<results_dir>/report.html``) and the PNGs under
     ``<results_dir>/plots/``; return the report's path.
 
@@ -308,7 +433,10 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
     if metric is not None and metric not in metrics:
         raise ShiftbenchError(f"no results for metric {metric!r} in {results_dir}{did_you_mean(metric, metrics)}")
     # the metric shown per pair: the one asked for, else the pair's task's headline
-    pair_metric = {p: metric or headline_metric(t) for p, t in runs_all.drop_duplicates("pair")[["pair", "task"]].itertuples(index=False)}
+    pair_metric = {
+        p: metric or headline_metric(t)
+        for p, t in runs_all.drop_duplicates("pair")[["pair", "task"]].itertuples(index=False)
+    }
     shown = runs_all["metric"] == runs_all["pair"].map(pair_metric)
     runs = runs_all[shown]
     requested = metric
@@ -339,8 +467,12 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
         ("models", ", ".join(models)),
         ("pairs", ", ".join(pairs)),
         ("protocols", ", ".join(protocols)),
-        ("metric", ", ".join(sorted(set(pair_metric.values()))) + (" (each task's headline)" if requested is None else "")
-         + f" (recorded: {', '.join(metrics)})"),
+        (
+            "metric",
+            ", ".join(sorted(set(pair_metric.values())))
+            + (" (each task's headline)" if requested is None else "")
+            + f" (recorded: {', '.join(metrics)})",
+        ),
         ("runs created", span),
     ]
     doc = [
@@ -362,19 +494,25 @@ def write_report(results_dir: Path, out: Path | None = None, cards_dir: Path | N
         doc.append(f'<p class="warn">{len(loaded.skipped)} file(s) in runs/ were skipped:</p><ul>')
         doc += [f"<li><code>{esc(Path(p).name)}</code>: {esc(why)}</li>" for p, why in loaded.skipped]
         doc.append("</ul>")
-    doc.append("<nav><ul>" + "".join(f'<li><a href="#{anchor(p)}">{esc(p)}</a></li>' for p in pairs) + "</ul></nav></header>")
+    doc.append(
+        "<nav><ul>" + "".join(f'<li><a href="#{anchor(p)}">{esc(p)}</a></li>' for p in pairs) + "</ul></nav></header>"
+    )
 
     plots_dir = results_dir / PLOTS_DIR
     pngs: list[tuple[Path, bytes]] = []
-    shift_rows = read_shift_table(results_dir).to_pandas()  # `shiftbench shift`'s cache; none: the section says how to fill it
+    shift_rows = read_shift_table(
+        results_dir
+    ).to_pandas()  # `shiftbench shift`'s cache; none: the section says how to fill it
     for pair in pairs:
         metric = pair_metric[pair]  # the metric shown for this pair
         rows = board[board["pair"] == pair]
         pair_runs = runs[runs["pair"] == pair]
         first = pair_runs.iloc[0]
         doc.append(f'<section id="{anchor(pair)}"><h2>Pair {esc(pair)}</h2>')
-        doc.append(f'<p class="note">{esc(first["source"])} → {esc(", ".join(sorted(set(rows["target"]))))} '
-                   f"({esc(first['task'])}); models: {esc(', '.join(sorted(set(rows['model']))))}.</p>")  # fmt: skip
+        doc.append(
+            f'<p class="note">{esc(first["source"])} → {esc(", ".join(sorted(set(rows["target"]))))} '
+            f"({esc(first['task'])}); models: {esc(', '.join(sorted(set(rows['model']))))}.</p>"
+        )
         doc.append(f"<h3>Leaderboard ({esc(metric)})</h3>")
         doc.append(_leaderboard_section(rows))
 

@@ -72,8 +72,9 @@ def pct_ci(mean: Any, low: Any, high: Any) -> str:
     return f"{fmt_num(mean, 1, 100)} %"
 
 
-def html_table(header: Sequence[str] | None, rows: Iterable[Sequence[str]], numeric: Sequence[bool] | None = None,
-           cls: str = "") -> str:  # fmt: skip
+def html_table(
+    header: Sequence[str] | None, rows: Iterable[Sequence[str]], numeric: Sequence[bool] | None = None, cls: str = ""
+) -> str:
     """An HTML table (no header row when ``header`` is None); cells are escaped here."""
     rows = [list(r) for r in rows]
     width = len(header) if header is not None else max((len(r) for r in rows), default=0)
@@ -83,7 +84,9 @@ def html_table(header: Sequence[str] | None, rows: Iterable[Sequence[str]], nume
         out += ["<thead><tr>", *(f"<th>{esc(h)}</th>" for h in header), "</tr></thead>"]
     out.append("<tbody>")
     for row in rows:
-        cells = "".join(f'<td class="num">{esc(c)}</td>' if numeric[i] else f"<td>{esc(c)}</td>" for i, c in enumerate(row))
+        cells = "".join(
+            f'<td class="num">{esc(c)}</td>' if numeric[i] else f"<td>{esc(c)}</td>" for i, c in enumerate(row)
+        )
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table>")
     return "".join(out)

@@ -74,7 +74,13 @@ class RunEstimate(Protocol):
 # version are still read: the columns a later version added are filled in (see _added_columns),
 # so every reader sees RUN_SCHEMA.
 SCHEMA_VERSION = 3
-ESTIMATE_COLUMNS = ("ood_estimate", "ood_estimate_method", "ood_estimate_low", "ood_estimate_high", "ood_estimate_trusted")
+ESTIMATE_COLUMNS = (
+    "ood_estimate",
+    "ood_estimate_method",
+    "ood_estimate_low",
+    "ood_estimate_high",
+    "ood_estimate_trusted",
+)
 # Columns each schema version added, in RUN_SCHEMA order; add a later version's columns here.
 ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("selected_lr_edge", "selected_epoch_at_edge"), 3: ESTIMATE_COLUMNS}
 RUNS_DIR = "runs"
@@ -204,7 +210,9 @@ class RunResult:
     torch_version: str
     history: tuple[dict, ...] = ()  # per-epoch source-validation history (EpochRecord as dicts)
     trainable_params: int | None = None  # parameters the fine-tune updated (lora: adapters + head)
-    estimate: RunEstimate | None = None  # label-free OOD estimates (text classification), see shiftbench.analysis.verdict
+    estimate: RunEstimate | None = (
+        None  # label-free OOD estimates (text classification), see shiftbench.analysis.verdict
+    )
 
     @property
     def labelled(self) -> bool:
@@ -237,11 +245,22 @@ class RunResult:
             gap = i - o if o is not None else None
             rel = gap / i if gap is not None and i else None
             est = self.estimate.for_metric(metric) if self.estimate is not None else None
-            rows.append({**base, "schema_version": SCHEMA_VERSION, "metric": metric,
-                         "id_score": i, "ood_score": o, "gap": gap, "relative_gap": rel,
-                         "ood_estimate": est.value if est else None, "ood_estimate_method": est.method if est else None,
-                         "ood_estimate_low": est.low if est else None, "ood_estimate_high": est.high if est else None,
-                         "ood_estimate_trusted": est.trusted if est else None})  # fmt: skip
+            rows.append(
+                {
+                    **base,
+                    "schema_version": SCHEMA_VERSION,
+                    "metric": metric,
+                    "id_score": i,
+                    "ood_score": o,
+                    "gap": gap,
+                    "relative_gap": rel,
+                    "ood_estimate": est.value if est else None,
+                    "ood_estimate_method": est.method if est else None,
+                    "ood_estimate_low": est.low if est else None,
+                    "ood_estimate_high": est.high if est else None,
+                    "ood_estimate_trusted": est.trusted if est else None,
+                }
+            )
         table = pa.Table.from_pylist(rows, schema=RUN_SCHEMA)
         meta = dict(RUN_SCHEMA.metadata)
         meta[b"shiftbench.history"] = json.dumps(list(self.history)).encode()
@@ -357,7 +376,9 @@ def read_runs(results_dir: Path, columns: Sequence[str] | None = None) -> Loaded
                 skipped.append((path, f"columns do not match the run schema (missing {', '.join(missing)})"))
                 continue
             table = pq.read_table(path, columns=[n for n in schema.names if n in file_schema.names])
-            wanted = [n for n in schema.names if n not in file_schema.names]  # a column the file has is read, whatever its version
+            wanted = [
+                n for n in schema.names if n not in file_schema.names
+            ]  # a column the file has is read, whatever its version
             for name, column in _added_columns(path, version, meta, wanted, len(table)).items():
                 table = table.append_column(name, column)
             tables.append(table.select(schema.names).cast(schema))

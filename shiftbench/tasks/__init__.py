@@ -5,11 +5,20 @@ Importing this package registers the built-in kinds; adding a kind is one module
 """
 
 from shiftbench.tasks.base import IGNORE, Encoding, TaskKind, get_task, register_task, task_names
+from shiftbench.tasks.pair import TextPairClassification
 from shiftbench.tasks.text import ExampleClassification, TextClassification
 from shiftbench.tasks.token import TokenClassification, bio_tags
-from shiftbench.tasks.pair import TextPairClassification
 
 __all__ = [
-    "IGNORE", "Encoding", "ExampleClassification", "TaskKind", "TextClassification", "TextPairClassification",
-    "TokenClassification", "bio_tags", "get_task", "register_task", "task_names",
-]  # fmt: skip
+    "IGNORE",
+    "Encoding",
+    "ExampleClassification",
+    "TaskKind",
+    "TextClassification",
+    "TextPairClassification",
+    "TokenClassification",
+    "bio_tags",
+    "get_task",
+    "register_task",
+    "task_names",
+]

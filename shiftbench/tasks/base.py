@@ -117,7 +117,9 @@ class TaskKind(ABC):
         """The (rows, classes) probability buffer scoring fills in (rows it never fills keep it)."""
         return np.zeros((n_rows, n_out), dtype=np.float32)
 
-    def place(self, probs: np.ndarray, batch: np.ndarray, idx: np.ndarray, encoding: Any, offsets: np.ndarray | None) -> None:
+    def place(
+        self, probs: np.ndarray, batch: np.ndarray, idx: np.ndarray, encoding: Any, offsets: np.ndarray | None
+    ) -> None:
         """Write a batch's softmax outputs ``batch`` ((B, C), or (B, T, C) per position) into
         the rows of ``probs`` that examples ``idx`` predict."""
         probs[idx] = batch
@@ -129,7 +131,9 @@ class TaskKind(ABC):
     # ------------------------------------------------------------------ scores and statistics
 
     @abstractmethod
-    def scores(self, labels: np.ndarray, preds: np.ndarray, lengths: np.ndarray | None, label_space: Sequence[str] | None) -> dict[str, float]:
+    def scores(
+        self, labels: np.ndarray, preds: np.ndarray, lengths: np.ndarray | None, label_space: Sequence[str] | None
+    ) -> dict[str, float]:
         """The scores the runner records and selection reads (without the calibration metrics)."""
 
     @abstractmethod
@@ -157,7 +161,9 @@ class TaskKind(ABC):
         allowed = self.metrics(label_space)
         if metric not in allowed:
             at = f" ({where})" if where else ""
-            raise ShiftbenchError(f"metric {metric!r} is not defined for {self.name}{at}{did_you_mean(metric, allowed)}")
+            raise ShiftbenchError(
+                f"metric {metric!r} is not defined for {self.name}{at}{did_you_mean(metric, allowed)}"
+            )
 
     def __repr__(self) -> str:
         return f"<task kind {self.name}>"

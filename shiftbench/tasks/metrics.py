@@ -39,9 +39,7 @@ def _check_pair(labels, preds) -> tuple[np.ndarray, np.ndarray]:
     y_true = _as_label_array(labels, "labels")
     y_pred = _as_label_array(preds, "preds")
     if y_true.shape[0] != y_pred.shape[0]:
-        raise ValueError(
-            f"labels and preds differ in length: {y_true.shape[0]} labels, {y_pred.shape[0]} preds"
-        )
+        raise ValueError(f"labels and preds differ in length: {y_true.shape[0]} labels, {y_pred.shape[0]} preds")
     return y_true, y_pred
 
 
@@ -61,9 +59,7 @@ def confusion_counts(labels, preds, num_labels: int) -> np.ndarray:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     for name, arr in (("labels", y_true), ("preds", y_pred)):
         if arr.min() < 0 or arr.max() >= num_labels:
-            raise ValueError(
-                f"{name} hold ids outside [0, {num_labels}): min {arr.min()}, max {arr.max()}"
-            )
+            raise ValueError(f"{name} hold ids outside [0, {num_labels}): min {arr.min()}, max {arr.max()}")
     flat = np.bincount(y_true * num_labels + y_pred, minlength=num_labels * num_labels)
     return flat.reshape(num_labels, num_labels).astype(np.int64)
 
@@ -90,9 +86,7 @@ def classification_metrics(labels, preds) -> dict[str, float]:
     """
     y_true, y_pred = _check_pair(labels, preds)
     classes = np.union1d(y_true, y_pred)
-    cm = confusion_counts(
-        np.searchsorted(classes, y_true), np.searchsorted(classes, y_pred), classes.size
-    )
+    cm = confusion_counts(np.searchsorted(classes, y_true), np.searchsorted(classes, y_pred), classes.size)
     tp = np.diag(cm).astype(np.float64)
     pred_count = cm.sum(axis=0).astype(np.float64)  # tp + fp
     true_count = cm.sum(axis=1).astype(np.float64)  # tp + fn

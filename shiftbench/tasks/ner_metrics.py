@@ -128,7 +128,9 @@ class EntityCounts:
 
     def per_type(self) -> dict[str, dict[str, int]]:
         """``{type: {"tp": .., "fp": .., "fn": ..}}`` as plain ints."""
-        return {t: {"tp": int(a), "fp": int(b), "fn": int(c)} for t, a, b, c in zip(self.types, self.tp, self.fp, self.fn)}
+        return {
+            t: {"tp": int(a), "fp": int(b), "fn": int(c)} for t, a, b, c in zip(self.types, self.tp, self.fp, self.fn)
+        }
 
 
 def entity_counts(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> EntityCounts:
@@ -147,7 +149,9 @@ def entity_counts(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
     return EntityCounts(types, *cols)
 
 
-def sentence_counts(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]], types: Sequence[str]) -> np.ndarray:
+def sentence_counts(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]], types: Sequence[str]
+) -> np.ndarray:
     """``(n_sentences, len(types), 3)`` int64 array of ``(tp, fp, fn)`` per sentence and type.
 
     ``types`` fixes the second axis (pass ``entity_counts(...).types``); an entity of a type not
@@ -253,7 +257,9 @@ def token_classification_scores(labels, preds, lengths, tags: Sequence[str]) -> 
     labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     if labels.shape != preds.shape or int(lengths.sum()) != len(labels):
-        raise ValueError(f"{len(labels)} labels, {len(preds)} preds and {int(lengths.sum())} words in lengths must agree")
+        raise ValueError(
+            f"{len(labels)} labels, {len(preds)} preds and {int(lengths.sum())} words in lengths must agree"
+        )
     types = entity_types(tags)
     sums = sentence_stats(labels, preds, lengths, tags).sum(axis=0)
     out = {metric: float(ner_sum_metric(metric, len(types))(sums)) for metric in NER_SUM_METRICS}
@@ -281,7 +287,11 @@ def sentence_stats(labels, preds, lengths, tags: Sequence[str]) -> np.ndarray:
     true_tags = [list(x) for x in np.split(names[labels], cuts)]
     pred_tags = [list(x) for x in np.split(names[preds], cuts)]
     counts = sentence_counts(true_tags, pred_tags, types).reshape(len(true_tags), -1)
-    correct = np.add.reduceat((labels == preds).astype(np.int64), np.concatenate([[0], cuts])) if len(labels) else np.zeros(len(lengths), np.int64)
+    correct = (
+        np.add.reduceat((labels == preds).astype(np.int64), np.concatenate([[0], cuts]))
+        if len(labels)
+        else np.zeros(len(lengths), np.int64)
+    )
     return np.concatenate([counts, correct[:, None], lengths[:, None]], axis=1)
 
 
@@ -289,7 +299,9 @@ def ner_sum_metric(metric: str, n_types: int):
     """``metric`` (one of :data:`NER_SUM_METRICS`) as a function of summed :func:`sentence_stats`
     (..., 3 * n_types + 2) -> (...); :func:`token_classification_scores` applies it to the full sums."""
     if metric not in NER_SUM_METRICS:
-        raise ValueError(f"metric {metric!r} cannot be bootstrapped for token classification; supported: {', '.join(NER_SUM_METRICS)}")
+        raise ValueError(
+            f"metric {metric!r} cannot be bootstrapped for token classification; supported: {', '.join(NER_SUM_METRICS)}"
+        )
 
     def fn(sums: np.ndarray) -> np.ndarray:
         counts = sums[..., : 3 * n_types].reshape(*sums.shape[:-1], n_types, 3)

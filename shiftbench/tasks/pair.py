@@ -28,9 +28,13 @@ class TextPairClassification(ExampleClassification):
     def check_spec(self, spec: Any) -> None:
         super().check_spec(spec)
         if spec.text_pair_column is None:
-            raise ShiftbenchError(f"field 'text_pair_column': required for {self.name} (the column of each example's second text)")
+            raise ShiftbenchError(
+                f"field 'text_pair_column': required for {self.name} (the column of each example's second text)"
+            )
         if spec.text_pair_column == spec.text_column:
-            raise ShiftbenchError(f"field 'text_pair_column': {spec.text_pair_column!r} is also the text_column; a pair needs two columns")
+            raise ShiftbenchError(
+                f"field 'text_pair_column': {spec.text_pair_column!r} is also the text_column; a pair needs two columns"
+            )
 
     def read(self, ds: Any, spec: Any, where: str) -> tuple[list[Any], list[Any]]:
         first = reading.texts(ds, spec.text_column, where)

@@ -20,7 +20,9 @@ def column(ds: Any, name: str) -> list[Any]:
 
 def check_column(ds: Any, name: str, what: str, where: str) -> None:
     if name not in ds.column_names:
-        raise ShiftbenchError(f"{where}: {what} column {preview(name)} not found (columns: {', '.join(ds.column_names)})")
+        raise ShiftbenchError(
+            f"{where}: {what} column {preview(name)} not found (columns: {', '.join(ds.column_names)})"
+        )
 
 
 def class_name(feature: Any, value: Any, where: str, column_name: str, row: int) -> str | None:
@@ -46,7 +48,9 @@ def label_names(ds: Any, spec: Any, where: str) -> list[Any]:
     for i, value in enumerate(raw):
         if isinstance(value, (list, dict, tuple)):  # a list or struct column: no label name to match
             kind = "a struct" if isinstance(value, dict) else "a list"
-            raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {i}: expected a label name or id, got {kind} {preview(value)}")
+            raise ShiftbenchError(
+                f"{where}: label column {preview(spec.label_column)} row {i}: expected a label name or id, got {kind} {preview(value)}"
+            )
     return list(raw)
 
 
@@ -72,7 +76,9 @@ def texts(ds: Any, name: str, where: str) -> list[str]:
     values = column(ds, name)
     for i, t in enumerate(values):
         if not isinstance(t, str):
-            raise ShiftbenchError(f"{where}: text column {preview(name)} row {i}: expected a string, got {type(t).__name__}")
+            raise ShiftbenchError(
+                f"{where}: text column {preview(name)} row {i}: expected a string, got {type(t).__name__}"
+            )
         if not t.strip():
             raise ShiftbenchError(f"{where}: text column {preview(name)} row {i}: empty text")
     return values

@@ -43,8 +43,14 @@ def _bins(confidence: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, N_BINS - 1)
 
 
-def calibration_stats(probs: np.ndarray, labels: np.ndarray, preds: np.ndarray, group: np.ndarray, n_groups: int,
-                      keep: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def calibration_stats(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    keep: np.ndarray | None = None,
+) -> np.ndarray:
     """(n_groups, 3B + 1) calibration sums of the rows of ``probs`` (N, C), summed per unit
     (``group``: unit index of each row); rows where ``keep`` is False contribute nothing."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -58,7 +64,9 @@ def calibration_stats(probs: np.ndarray, labels: np.ndarray, preds: np.ndarray, 
     size = n_groups * N_BINS
     out = np.zeros((n_groups, CAL_WIDTH))
     for j, values in enumerate((w, w * (correct - confidence), w * confidence)):
-        out[:, j * N_BINS : (j + 1) * N_BINS] = np.bincount(cell, weights=values, minlength=size).reshape(n_groups, N_BINS)
+        out[:, j * N_BINS : (j + 1) * N_BINS] = np.bincount(cell, weights=values, minlength=size).reshape(
+            n_groups, N_BINS
+        )
     out[:, -1] = np.bincount(group, weights=w * brier, minlength=n_groups)
     return out
 

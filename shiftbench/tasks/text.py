@@ -24,7 +24,15 @@ import numpy as np
 from shiftbench.tasks import reading
 from shiftbench.tasks.base import Encoding, TaskKind, get_task, register_task
 from shiftbench.tasks.metrics import classification_metrics
-from shiftbench.tasks.stats import CAL_WIDTH, LOWER_IS_BETTER, SumMetric, cal_columns, calibration_metric, calibration_stats, divide
+from shiftbench.tasks.stats import (
+    CAL_WIDTH,
+    LOWER_IS_BETTER,
+    SumMetric,
+    cal_columns,
+    calibration_metric,
+    calibration_stats,
+    divide,
+)
 
 
 class ExampleClassification(TaskKind):
@@ -83,8 +91,11 @@ class ExampleClassification(TaskKind):
                 return divide(tp.sum(axis=-1), cm.sum(axis=(-2, -1)))
             true_count, pred_count = cm.sum(axis=-1), cm.sum(axis=-2)
             present = (true_count + pred_count) > 0  # classes in the labels or predictions of this sample
-            per_class = {"macro_f1": divide(2.0 * tp, true_count + pred_count), "macro_precision": divide(tp, pred_count),
-                         "macro_recall": divide(tp, true_count)}[metric]  # fmt: skip
+            per_class = {
+                "macro_f1": divide(2.0 * tp, true_count + pred_count),
+                "macro_precision": divide(tp, pred_count),
+                "macro_recall": divide(tp, true_count),
+            }[metric]
             return divide((per_class * present).sum(axis=-1), present.sum(axis=-1).astype(np.float64))
 
         return fn

@@ -30,8 +30,22 @@ from shiftbench.core.errors import ShiftbenchError, one_line
 from shiftbench.core.guards import preview
 from shiftbench.tasks import reading
 from shiftbench.tasks.base import IGNORE, Encoding, TaskKind, register_task
-from shiftbench.tasks.ner_metrics import entity_types, ner_sum_metric, parse_tag, per_type_f1_from_counts, sentence_stats, token_classification_scores
-from shiftbench.tasks.stats import CAL_WIDTH, LOWER_IS_BETTER, SumMetric, cal_columns, calibration_metric, calibration_stats
+from shiftbench.tasks.ner_metrics import (
+    entity_types,
+    ner_sum_metric,
+    parse_tag,
+    per_type_f1_from_counts,
+    sentence_stats,
+    token_classification_scores,
+)
+from shiftbench.tasks.stats import (
+    CAL_WIDTH,
+    LOWER_IS_BETTER,
+    SumMetric,
+    cal_columns,
+    calibration_metric,
+    calibration_stats,
+)
 
 
 def bio_tags(types: Iterable[str]) -> tuple[str, ...]:
@@ -49,11 +63,15 @@ def _raw_tags(ds: Any, spec: Any, where: str) -> list[Any]:
     reading.check_column(ds, spec.label_column, "label", where)
     inner = getattr(ds.features[spec.label_column], "feature", None)  # List(ClassLabel) / Sequence(ClassLabel)
     if inner is None:
-        raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} must hold a list of tags per example for token classification")
+        raise ShiftbenchError(
+            f"{where}: label column {preview(spec.label_column)} must hold a list of tags per example for token classification"
+        )
     raw = reading.column(ds, spec.label_column)
     if isinstance(inner, datasets.ClassLabel):
-        return [[reading.class_name(inner, v, where, spec.label_column, i) for v in row] if row is not None else None
-                for i, row in enumerate(raw)]  # fmt: skip
+        return [
+            [reading.class_name(inner, v, where, spec.label_column, i) for v in row] if row is not None else None
+            for i, row in enumerate(raw)
+        ]
     return [list(row) if row is not None else None for row in raw]
 
 
@@ -67,7 +85,9 @@ def _canonical_tags(raw_rows: list[Any], spec: Any, where: str) -> list[tuple[st
         tags = []
         for pos, tag in enumerate(row):
             if not isinstance(tag, str):
-                raise ShiftbenchError(f"{where}: label column {preview(spec.label_column)} row {row_no}: tag {preview(tag)} is not a string")
+                raise ShiftbenchError(
+                    f"{where}: label column {preview(spec.label_column)} row {row_no}: tag {preview(tag)} is not a string"
+                )
             try:
                 prefix, etype = parse_tag(tag, pos)
             except ValueError:
@@ -86,7 +106,9 @@ def _words(ds: Any, spec: Any, tags: list[tuple[str, ...]], where: str) -> list[
     for i, (words, row_tags) in enumerate(zip(reading.column(ds, spec.text_column), tags)):
         # An empty-string word occurs in real data (BTC test): it has no sub-token and is predicted O.
         if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
-            raise ShiftbenchError(f"{where}: text column {preview(spec.text_column)} row {i}: expected a non-empty list of words (strings)")
+            raise ShiftbenchError(
+                f"{where}: text column {preview(spec.text_column)} row {i}: expected a non-empty list of words (strings)"
+            )
         if len(words) != len(row_tags):
             raise ShiftbenchError(
                 f"{where}: row {i}: {len(words)} words in {preview(spec.text_column)} but {len(row_tags)} tags in {preview(spec.label_column)}"
@@ -129,17 +151,26 @@ class TokenClassification(TaskKind):
     def encode(self, texts: Sequence[Any], tokenizer: Any, max_length: int) -> Encoding:
         """Sub-token ids plus, per example, where each word starts."""
         if not getattr(tokenizer, "is_fast", False):
-            raise ShiftbenchError(f"token classification needs a fast tokenizer (word alignment); {type(tokenizer).__name__} is not one")
+            raise ShiftbenchError(
+                f"token classification needs a fast tokenizer (word alignment); {type(tokenizer).__name__} is not one"
+            )
         try:
-            enc = tokenizer([list(w) for w in texts], is_split_into_words=True, truncation=False, add_special_tokens=True)
+            enc = tokenizer(
+                [list(w) for w in texts], is_split_into_words=True, truncation=False, add_special_tokens=True
+            )
         except (ValueError, TypeError) as exc:  # e.g. byte-level BPE without add_prefix_space=True
-            raise ShiftbenchError(f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {one_line(exc)}") from None
+            raise ShiftbenchError(
+                f"tokenizer {type(tokenizer).__name__} cannot tokenize pre-split words: {one_line(exc)}"
+            ) from None
         keep_last = tokenizer.sep_token_id is not None
         ids, starts, n_truncated = [], [], 0
         for i, seq in enumerate(enc["input_ids"]):
             word_ids = enc.word_ids(i)
             n_truncated += len(seq) > max_length
-            seq, word_ids = reading.truncate(seq, max_length, keep_last), reading.truncate(list(word_ids), max_length, keep_last)
+            seq, word_ids = (
+                reading.truncate(seq, max_length, keep_last),
+                reading.truncate(list(word_ids), max_length, keep_last),
+            )
             first: dict[int, int] = {}
             for pos, w in enumerate(word_ids):
                 if w is not None and w not in first:
@@ -164,7 +195,9 @@ class TokenClassification(TaskKind):
         probs[:, 0] = 1.0  # a word without a sub-token is O (id 0) for sure
         return probs
 
-    def place(self, probs: np.ndarray, batch: np.ndarray, idx: np.ndarray, encoding: Any, offsets: np.ndarray | None) -> None:
+    def place(
+        self, probs: np.ndarray, batch: np.ndarray, idx: np.ndarray, encoding: Any, offsets: np.ndarray | None
+    ) -> None:
         """Per word: the distribution at its first sub-token."""
         assert offsets is not None
         for row, i in enumerate(idx):
@@ -182,8 +215,17 @@ class TokenClassification(TaskKind):
 
     def metrics(self, label_space: Sequence[str]) -> tuple[str, ...]:
         per_type = tuple(f"f1_{t}" for t in entity_types(label_space))
-        return ("entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "macro_f1", "accuracy", *per_type,
-                "ece", "ece_debiased", "brier")  # fmt: skip
+        return (
+            "entity_micro_f1",
+            "entity_micro_precision",
+            "entity_micro_recall",
+            "macro_f1",
+            "accuracy",
+            *per_type,
+            "ece",
+            "ece_debiased",
+            "brier",
+        )
 
     def width(self, label_space: Sequence[str]) -> int:
         return 3 * len(entity_types(label_space)) + 2 + 2 * CAL_WIDTH

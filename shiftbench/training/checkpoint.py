@@ -69,11 +69,19 @@ def save_checkpoint(root: Path, st: TrainState) -> None:
     if st.best_state is not None:
         save_file(_cpu(st.best_state), str(tmp / "best.safetensors"))
     torch.save(
-        {"optimizer": st.optimizer_state, "scheduler": st.scheduler_state, "torch_rng": st.torch_rng,
-         "cuda_rng": st.cuda_rng},  # fmt: skip
+        {
+            "optimizer": st.optimizer_state,
+            "scheduler": st.scheduler_state,
+            "torch_rng": st.torch_rng,
+            "cuda_rng": st.cuda_rng,
+        },
         tmp / "optim.pt",
     )
-    progress = {k: v for k, v in asdict(st).items() if k in ("lr_index", "epoch", "step", "history", "best", "elapsed", "data_rng")}
+    progress = {
+        k: v
+        for k, v in asdict(st).items()
+        if k in ("lr_index", "epoch", "step", "history", "best", "elapsed", "data_rng")
+    }
     (tmp / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
     final = root / f"state-{len(st.history)}-{st.lr_index}-{st.epoch}"
     if final.exists():
@@ -94,13 +102,20 @@ def load_checkpoint(root: Path) -> TrainState | None:
         extra = torch.load(path / "optim.pt", weights_only=True)
         best_file = path / "best.safetensors"
         return TrainState(
-            lr_index=progress["lr_index"], epoch=progress["epoch"], step=progress["step"],
-            history=progress["history"], best=tuple(progress["best"]) if progress["best"] else None,
-            elapsed=progress["elapsed"], model_state=load_file(str(path / "model.safetensors")),
+            lr_index=progress["lr_index"],
+            epoch=progress["epoch"],
+            step=progress["step"],
+            history=progress["history"],
+            best=tuple(progress["best"]) if progress["best"] else None,
+            elapsed=progress["elapsed"],
+            model_state=load_file(str(path / "model.safetensors")),
             best_state=load_file(str(best_file)) if best_file.exists() else None,
-            optimizer_state=extra["optimizer"], scheduler_state=extra["scheduler"],
-            torch_rng=extra["torch_rng"], cuda_rng=extra["cuda_rng"], data_rng=progress["data_rng"],
-        )  # fmt: skip
+            optimizer_state=extra["optimizer"],
+            scheduler_state=extra["scheduler"],
+            torch_rng=extra["torch_rng"],
+            cuda_rng=extra["cuda_rng"],
+            data_rng=progress["data_rng"],
+        )
     except (OSError, ValueError, KeyError, RuntimeError):
         return None
 

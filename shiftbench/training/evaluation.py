@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from shiftbench.training.batching import collate, sorted_batches
-from shiftbench.modeling.device import Runtime
 from shiftbench.data.encode import EncodedSplit
+from shiftbench.modeling.device import Runtime
 from shiftbench.modeling.first_token import first_token_only
 from shiftbench.tasks import TextClassification, get_task
+from shiftbench.training.batching import collate, sorted_batches
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,13 @@ class Predictions:
 
 @torch.inference_mode()
 def predict(
-    model: Any, data: EncodedSplit, batch_size: int, pad_id: int, runtime: Runtime, columns: list[int] | None = None,
-) -> Predictions:  # fmt: skip
+    model: Any,
+    data: EncodedSplit,
+    batch_size: int,
+    pad_id: int,
+    runtime: Runtime,
+    columns: list[int] | None = None,
+) -> Predictions:
     """Class probabilities for every prediction row of ``data`` (every example, every word for
     token classification: its task kind places the model's outputs), batched longest-first and
     returned in order.

@@ -45,3 +45,6 @@ class TrainHooks:
         """The weights to keep instead of the selected ``state`` (a state dict of the wrapped module),
         or None to keep ``state`` as it is. ``build()`` makes a fresh wrapped module."""
         return None
+
+
+NO_HOOKS = TrainHooks()  # the plain fine-tune's (stateless, so one instance serves every call)

@@ -23,15 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from shiftbench.core import faults
-
-from shiftbench.training.batching import collate, length_grouped_batches
-from shiftbench.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from shiftbench.training.hooks import TrainHooks, count_trainable
-from shiftbench.modeling.device import Runtime
 from shiftbench.data.encode import EncodedSplit
-from shiftbench.training.evaluation import predict
+from shiftbench.modeling.device import Runtime
 from shiftbench.registry.protocol import Protocol
 from shiftbench.registry.selection import next_learning_rate, since_best
+from shiftbench.training.batching import collate, length_grouped_batches
+from shiftbench.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from shiftbench.training.evaluation import predict
+from shiftbench.training.hooks import NO_HOOKS, TrainHooks, count_trainable
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def fine_tune(
     desc: str = "",
     log: Callable[[str], None] = lambda message: None,
     checkpoints: Path | None = None,
-    hooks: TrainHooks = TrainHooks(),
+    hooks: TrainHooks = NO_HOOKS,
 ) -> FineTuned:
     """Train every learning rate of the grid and return the best (lr, epoch) by source validation.
 
@@ -164,7 +163,9 @@ def fine_tune(
         optimizer = torch.optim.AdamW(
             # Fused AdamW (CUDA and CPU alike, as transformers' Trainer defaults to): one kernel over
             # all parameters; on 2 CPU cores the per-tensor foreach path cost ~3x the update time.
-            _param_groups(model, protocol.weight_decay), lr=lr, fused=True
+            _param_groups(model, protocol.weight_decay),
+            lr=lr,
+            fused=True,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(protocol, total_steps))
         data_rng = np.random.default_rng(seed)  # same example order for every learning rate
@@ -183,7 +184,9 @@ def fine_tune(
             if step >= total_steps:
                 break
             if _lr_stopped(history, lr, protocol):
-                log(f"{desc} lr={lr:g}: early stop after epoch {epoch - 1} ({protocol.patience} without a better source-val score)")
+                log(
+                    f"{desc} lr={lr:g}: early stop after epoch {epoch - 1} ({protocol.patience} without a better source-val score)"
+                )
                 break
             model.train()
             batches = length_grouped_batches(lengths, protocol.batch_size, data_rng)[: total_steps - step]
@@ -214,30 +217,43 @@ def fine_tune(
                 EpochRecord(lr, epoch, len(batches), float(loss_sum) / max(1, len(batches)), scores, seconds, tokens)
             )
             score = scores[protocol.selection_metric]
-            log(f"{desc} lr={lr:g} epoch {epoch}/{protocol.epochs}: train loss {history[-1].train_loss:.4f}, "
-                f"source-val {protocol.selection_metric} {score:.4f} ({seconds:.0f} s, {tokens / seconds:.0f} tokens/s)")  # fmt: skip
+            log(
+                f"{desc} lr={lr:g} epoch {epoch}/{protocol.epochs}: train loss {history[-1].train_loss:.4f}, "
+                f"source-val {protocol.selection_metric} {score:.4f} ({seconds:.0f} s, {tokens / seconds:.0f} tokens/s)"
+            )
             if best_meta is None or score > best_meta[0]:  # ties keep the earlier (lr, epoch)
                 best_meta = (score, lr, epoch)
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 best_val = val_pred
             last = (epoch == protocol.epochs or step >= total_steps) and _next_lr(history, protocol) is None
             if checkpoints is not None and not last:  # after the last epoch the result itself is cached
-                save_checkpoint(checkpoints, TrainState(
-                    lr_index=lr_index, epoch=epoch, step=step, history=[asdict(h) for h in history],
-                    best=best_meta, elapsed=elapsed + time.perf_counter() - t_start,
-                    model_state=model.state_dict(), best_state=best_state,
-                    optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
-                    torch_rng=torch.get_rng_state(),
-                    cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    data_rng=data_rng.bit_generator.state,
-                ))  # fmt: skip
+                save_checkpoint(
+                    checkpoints,
+                    TrainState(
+                        lr_index=lr_index,
+                        epoch=epoch,
+                        step=step,
+                        history=[asdict(h) for h in history],
+                        best=best_meta,
+                        elapsed=elapsed + time.perf_counter() - t_start,
+                        model_state=model.state_dict(),
+                        best_state=best_state,
+                        optimizer_state=optimizer.state_dict(),
+                        scheduler_state=scheduler.state_dict(),
+                        torch_rng=torch.get_rng_state(),
+                        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                        data_rng=data_rng.bit_generator.state,
+                    ),
+                )
             faults.checkpoint("epoch_end")
         del optimizer
         lr = _next_lr(history, protocol)
         if lr is None:
             if len({h.learning_rate for h in history}) < len(protocol.learning_rates):
-                log(f"{desc} grid search over after {len({h.learning_rate for h in history})} of "
-                    f"{len(protocol.learning_rates)} learning rates: the best is bracketed or at the grid's edge")  # fmt: skip
+                log(
+                    f"{desc} grid search over after {len({h.learning_rate for h in history})} of "
+                    f"{len(protocol.learning_rates)} learning rates: the best is bracketed or at the grid's edge"
+                )
             break  # keep `model`: it is returned with the selected weights
         del model  # free it before the next learning rate's model is built
 
@@ -252,5 +268,14 @@ def fine_tune(
         # instead of building the model a second time from the checkpoint files.
         model.load_state_dict(best_state)
     seconds = elapsed + time.perf_counter() - t_start
-    return FineTuned(best_state, lr, epoch, score, tuple(history), seconds, trainable_params, model=model,
-                     val_predictions=best_val if model is not None else None)
+    return FineTuned(
+        best_state,
+        lr,
+        epoch,
+        score,
+        tuple(history),
+        seconds,
+        trainable_params,
+        model=model,
+        val_predictions=best_val if model is not None else None,
+    )
