@@ -337,6 +337,32 @@ def test_pair_encoding_sends_both_texts_to_the_tokenizer(tiny_model_dir):
     assert cut.n_truncated == 1 and tok.convert_ids_to_tokens(cut.input_ids[0].tolist())[-1] == "[SEP]"
 
 
+def test_pairs_reach_the_model_with_segment_ids(tiny_model_dir, tmp_path):
+    """BERT was pretrained on pairs with token_type_ids; the pair kind gives it them: 0 on
+    [CLS] a [SEP], 1 on b [SEP], 0 on padding; single texts get none (the model's default)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from shiftbench.data.encode import EncodedSplit, _from_table, _to_table
+    from shiftbench.training.batching import collate
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    kind = get_task("text-pair-classification")
+    enc = kind.encode([("good profit", "bad loss today"), ("profit", "loss")], tok, max_length=32)
+    assert enc.segment_starts.tolist() == [4, 3]
+    split = EncodedSplit(enc.input_ids, np.array([0, 1]), 0, task=kind.name, segment_starts=enc.segment_starts)
+    batch = collate(split.input_ids, np.array([0, 1]), tok.pad_token_id, torch.device("cpu"), split.segment_starts)
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 0]]
+    reference = tok(["good profit", "profit"], ["bad loss today", "loss"], padding=True, return_tensors="pt")
+    assert torch.equal(batch["token_type_ids"], reference["token_type_ids"] * reference["attention_mask"])
+    # the token cache keeps them
+    assert _from_table(_to_table(split), kind.name, ("a", "b")).segment_starts.tolist() == [4, 3]
+    # one text per example: no segment ids
+    single = get_task("text-classification").encode(["good profit"], tok, max_length=32)
+    assert single.segment_starts is None
+    assert "token_type_ids" not in collate(single.input_ids, np.array([0]), tok.pad_token_id, torch.device("cpu"))
+
+
 def test_nli_pair_runs_end_to_end(nli_env, monkeypatch):
     """A third task kind through shiftbench.run: fine-tune on NLI 'news', score ID and OOD."""
     seen = []

@@ -31,12 +31,12 @@ class EncodedSplit:
     # every word of every example, concatenated (word_labels split it per example)
     labels: np.ndarray
     n_truncated: int  # examples longer than max_length before truncation
-    word_starts: tuple[np.ndarray, ...] | None = (
-        None  # token classification: first sub-token position per word, -1 if none
-    )
+    # token classification: first sub-token position per word, -1 if none
+    word_starts: tuple[np.ndarray, ...] | None = None
     word_labels: tuple[np.ndarray, ...] | None = None  # token classification: gold tag id of every word
     task: str = TextClassification.name  # the task kind that encoded it (and scores its predictions)
     label_space: tuple[str, ...] | None = None  # what the label ids index (None: not given)
+    segment_starts: np.ndarray | None = None  # text pairs: where each example's second text starts (Encoding)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -83,7 +83,12 @@ def encode_split(split: SplitData, tokenizer: Any, label_space: tuple[str, ...],
             enc.input_ids, enc.n_truncated, enc.word_starts, split.tag_ids(label_space), split.task, label_space
         )
     return EncodedSplit(
-        enc.input_ids, split.label_ids(label_space), enc.n_truncated, task=split.task, label_space=label_space
+        enc.input_ids,
+        split.label_ids(label_space),
+        enc.n_truncated,
+        task=split.task,
+        label_space=label_space,
+        segment_starts=enc.segment_starts,
     )
 
 
@@ -147,6 +152,8 @@ def _to_table(enc: EncodedSplit) -> pa.Table:
         }
     else:
         cols = {"input_ids": _ragged(enc.input_ids), "label": pa.array(enc.labels, type=pa.int64())}
+        if enc.segment_starts is not None:
+            cols["segment_start"] = pa.array(enc.segment_starts, type=pa.int64())
     return pa.table(cols).replace_schema_metadata({"n_truncated": str(enc.n_truncated)})
 
 
@@ -159,10 +166,14 @@ def _from_table(table: pa.Table, task: str, label_space: tuple[str, ...]) -> Enc
         return EncodedSplit.of_words(
             ragged("input_ids"), n_truncated, ragged("word_starts"), ragged("word_labels"), task, label_space
         )
+    segments = (
+        table.column("segment_start").to_numpy().astype(np.int64) if "segment_start" in table.column_names else None
+    )
     return EncodedSplit(
         ragged("input_ids"),
         table.column("label").to_numpy().astype(np.int64),
         n_truncated,
         task=task,
         label_space=label_space,
+        segment_starts=segments,
     )

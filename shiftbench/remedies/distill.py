@@ -93,7 +93,7 @@ def logits_of(model: Any, data: EncodedSplit, batch_size: int, pad_id: int, runt
     out = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for idx in sorted_batches(data.lengths, batch_size):
-            batch = collate(data.input_ids, idx, pad_id, runtime.device)
+            batch = collate(data.input_ids, idx, pad_id, runtime.device, data.segment_starts)
             with runtime.autocast():
                 out[idx] = model(**batch).logits.float().cpu().numpy()
     return out

@@ -210,9 +210,8 @@ class RunResult:
     torch_version: str
     history: tuple[dict, ...] = ()  # per-epoch source-validation history (EpochRecord as dicts)
     trainable_params: int | None = None  # parameters the fine-tune updated (lora: adapters + head)
-    estimate: RunEstimate | None = (
-        None  # label-free OOD estimates (text classification), see shiftbench.analysis.verdict
-    )
+    # label-free OOD estimates (text classification), see shiftbench.analysis.verdict
+    estimate: RunEstimate | None = None
 
     @property
     def labelled(self) -> bool:

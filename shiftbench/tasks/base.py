@@ -45,6 +45,9 @@ class Encoding:
     input_ids: tuple[np.ndarray, ...]
     n_truncated: int
     word_starts: tuple[np.ndarray, ...] | None = None
+    # Text pairs, for a tokenizer whose model takes segment ids (BERT's token_type_ids): the
+    # position where each example's second text starts (its segment 1); None otherwise.
+    segment_starts: np.ndarray | None = None
 
 
 class TaskKind(ABC):

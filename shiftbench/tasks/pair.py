@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from shiftbench.core.errors import ShiftbenchError
 from shiftbench.tasks import reading
 from shiftbench.tasks.base import Encoding, register_task
@@ -47,8 +49,18 @@ class TextPairClassification(ExampleClassification):
 
     def encode(self, texts: Sequence[Any], tokenizer: Any, max_length: int) -> Encoding:
         first, second = [a for a, _ in texts], [b for _, b in texts]
-        enc = tokenizer(first, second, truncation=False, add_special_tokens=True)["input_ids"]
-        return self.encode_calls(tokenizer, enc, max_length)
+        out = tokenizer(first, second, truncation=False, add_special_tokens=True)
+        enc = self.encode_calls(tokenizer, out["input_ids"], max_length)
+        if "token_type_ids" not in getattr(tokenizer, "model_input_names", ()):
+            return enc  # the model has no segment embeddings (e.g. a decoder): the separator alone marks the pair
+        # Where segment 1 starts (as the tokenizer marks it: BERT's [CLS] a [SEP] | b [SEP]); the
+        # model sees it as token_type_ids (training.batching.collate), as it was pretrained on pairs.
+        starts = np.fromiter(
+            (next((i for i, t in enumerate(types) if t == 1), len(types)) for types in out["token_type_ids"]),
+            dtype=np.int64,
+            count=len(texts),
+        )
+        return Encoding(enc.input_ids, enc.n_truncated, segment_starts=starts)
 
 
 __all__ = ["TextPairClassification"]

@@ -46,12 +46,22 @@ def pad_right(seqs, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def collate(
-    input_ids: tuple[np.ndarray, ...], idx: np.ndarray, pad_id: int, device: torch.device
+    input_ids: tuple[np.ndarray, ...],
+    idx: np.ndarray,
+    pad_id: int,
+    device: torch.device,
+    segment_starts: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Right-pad the selected sequences to the longest one in the batch."""
+    """Right-pad the selected sequences to the longest one in the batch. With ``segment_starts``
+    (text pairs, for a model with segment embeddings) also ``token_type_ids``: 1 from where each
+    example's second text starts to its end, 0 before it and on padding."""
     ids, mask = pad_right([input_ids[i] for i in idx], pad_id)
     pin = device.type == "cuda"
     out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if segment_starts is not None:
+        positions = np.arange(ids.shape[1])[None, :]
+        types = (positions >= segment_starts[idx][:, None]) & (mask == 1)
+        out["token_type_ids"] = torch.from_numpy(types.astype(np.int64))
     if pin:
         out = {k: v.pin_memory() for k, v in out.items()}
     return {k: v.to(device, non_blocking=pin) for k, v in out.items()}

@@ -70,7 +70,7 @@ def predict(
     # A pooled classifier reads position 0 of the last layer only.
     with first_token_only(model) if kind.pooled_head else nullcontext():
         for idx in sorted_batches(data.lengths, batch_size):
-            batch = collate(data.input_ids, idx, pad_id, runtime.device)
+            batch = collate(data.input_ids, idx, pad_id, runtime.device, data.segment_starts)
             with runtime.autocast():
                 logits = model(**batch).logits  # (B, C), or (B, T, C) per position
             if columns is not None:

@@ -195,7 +195,7 @@ def fine_tune(
             t0 = time.perf_counter()
             bar = tqdm(batches, desc=f"{desc} lr={lr:g} epoch {epoch}/{protocol.epochs}", leave=False, disable=None)
             for idx in bar:
-                batch = collate(train.input_ids, idx, pad_id, runtime.device)
+                batch = collate(train.input_ids, idx, pad_id, runtime.device, train.segment_starts)
                 labels = torch.from_numpy(train.batch_labels(idx)).to(runtime.device)
                 with runtime.autocast():
                     logits = model(**batch).logits
