@@ -18,6 +18,7 @@ same run), and writes them as JSON under benchmarks/results/.
     python benchmarks/side_by_side.py --seeds 0,1,2   # F1 noise across seeds
     python benchmarks/side_by_side.py --suite         # also: default suite, (b) once per pair vs (c)
     python benchmarks/side_by_side.py --only b,c,d    # no (a); (d) = (c) in bf16
+    python benchmarks/side_by_side.py --only b,c --max-length 64   # another length (default 128)
 """
 
 from __future__ import annotations
@@ -86,7 +87,11 @@ def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
 
     t0 = time.perf_counter()
     # Like (c), each recipe loads its data, tokenizer and model inside its own timing.
-    ctx = {**ctx, **context(ctx["data_dir"], ctx["device"])} if ctx.get("fresh", True) else ctx
+    ctx = (
+        {**ctx, **context(ctx["data_dir"], ctx["device"], ctx["protocol"].max_length)}
+        if ctx.get("fresh", True)
+        else ctx
+    )
     p, tok = ctx["protocol"], ctx["tokenizer"]
     train = _hf_dataset(ctx["train_texts"], ctx["train_labels"], tok, p.max_length, pad_to_max=not tuned)
     test = _hf_dataset(ctx["test_texts"], ctx["test_labels"], tok, p.max_length, pad_to_max=not tuned)
@@ -136,7 +141,10 @@ def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
 def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path, precision: str = "fp32") -> dict:
     work.mkdir(parents=True, exist_ok=True)
     proto = work / f"one_epoch_{precision}.yaml"
-    proto.write_text(f"base: standard\nlearning_rates: [{lr}]\nepochs: 1\nprecision: {precision}\n")
+    length = ctx["protocol"].max_length
+    proto.write_text(
+        f"base: standard\nlearning_rates: [{lr}]\nepochs: 1\nprecision: {precision}\nmax_length: {length}\n"
+    )
     t0 = time.perf_counter()
     summary = shiftbench.run(
         pairs=pairs,
@@ -162,7 +170,8 @@ def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path
     }
 
 
-def context(data_dir: str | None, device: str) -> dict:
+def context(data_dir: str | None, device: str, max_length: int = 128) -> dict:
+    """Data, tokenizer, model and the protocol (`standard` at ``max_length`` tokens) all recipes share."""
     catalog = load_catalog(include_env=False)
     pair = catalog.pairs.get("fpb_to_tfns")
     source = load_domain(catalog.datasets.get("fpb"), data_dir, ("train", "validation", "test"))
@@ -172,7 +181,7 @@ def context(data_dir: str | None, device: str) -> dict:
     tok = load_tokenizer(model)
     train = source.role("train")
     return {
-        "protocol": load_protocol("standard"),
+        "protocol": load_protocol("standard").with_overrides(max_length=max_length),
         "tokenizer": tok,
         "model": model,
         "space": space,
@@ -193,7 +202,8 @@ def main() -> int:
     ap.add_argument("--suite", action="store_true", help="also time the default suite: (b) once per pair vs (c)")
     ap.add_argument("--data-dir", default=os.environ.get("SHIFTBENCH_DATA_DIR"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default=str(HERE / "results" / "side_by_side.json"))
+    ap.add_argument("--max-length", type=int, default=128, help="tokens; every recipe truncates (and (a) pads) to it")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/side_by_side[_len<N>].json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from shiftbench.modeling.device import make_runtime
@@ -201,7 +211,10 @@ def main() -> int:
     make_runtime(args.device, "fp32")  # thread settings, as the runner uses them
     seeds = [int(s) for s in args.seeds.split(",")]
     only = set(args.only.split(","))
-    ctx = context(args.data_dir, args.device)
+    ctx = context(args.data_dir, args.device, args.max_length)
+    if args.out is None:
+        suffix = "" if args.max_length == 128 else f"_len{args.max_length}"
+        args.out = str(HERE / "results" / f"side_by_side{suffix}.json")
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak (measured now): {peak:.1f} GFLOP/s; torch threads {torch.get_num_threads()}", flush=True)
 
@@ -253,6 +266,7 @@ def main() -> int:
         "epoch_real_tokens": int(lengths.sum()),
         "epoch_tflop": flops / 1e12,
         "lr": args.lr,
+        "max_length": args.max_length,
         "seeds": seeds,
         "runs": rows,
     }
