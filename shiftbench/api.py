@@ -11,7 +11,6 @@ import pandas as pd
 
 from shiftbench.analysis.leaderboard import rebuild_leaderboard
 from shiftbench.execution.config import resolve_settings
-from shiftbench.execution.executors import execute
 from shiftbench.execution.plan import Plan, build_plan
 from shiftbench.execution.settings import RunRequest, options_doc
 from shiftbench.registry.catalog import load_catalog
@@ -72,6 +71,10 @@ def run_plan(plan: Plan) -> RunSummary:
     settings = plan.settings
     if settings.dry_run:
         return RunSummary(plan, (), None)
+    # The executors bring torch (the runner trains and scores): imported when there is work, so a
+    # plan (--dry-run) is made without it.
+    from shiftbench.execution.executors import execute
+
     new = execute(plan)
     board, skipped = rebuild_leaderboard(settings.results_dir)
     return RunSummary(plan, tuple(new), board, skipped)
