@@ -126,7 +126,7 @@ class Killed(Exception):
 
 def kill_at(monkeypatch, point: str, n: int) -> None:
     """Make the ``n``-th time ``point`` is reached (``shiftbench.core.faults``) raise :class:`Killed`;
-    undo with ``monkeypatch.setattr(faults, "checkpoint", lambda point: None)``."""
+    undo with ``monkeypatch.setattr(faults, "fault_point", lambda point: None)``."""
     from shiftbench.core import faults
 
     hits = []
@@ -137,7 +137,7 @@ def kill_at(monkeypatch, point: str, n: int) -> None:
             if len(hits) == n:
                 raise Killed
 
-    monkeypatch.setattr(faults, "checkpoint", fault)
+    monkeypatch.setattr(faults, "fault_point", fault)
 
 
 @pytest.fixture()

@@ -236,7 +236,7 @@ def test_interrupted_distill_run_resumes_to_the_same_result(env, tmp_path, capsy
     kill_at(monkeypatch, "epoch_end", kill_at_hit)
     with pytest.raises(Killed):
         run(env, capsys, protocol=proto)
-    monkeypatch.setattr(faults, "checkpoint", lambda point: None)
+    monkeypatch.setattr(faults, "fault_point", lambda point: None)
     summary, log = run(env, capsys, protocol=proto)
     assert "resuming after" in log
     (resumed,) = summary.new_results

@@ -178,7 +178,7 @@ def test_interrupted_lora_fine_tune_resumes_to_the_same_result(tiny, tmp_path, m
     with pytest.raises(Killed):
         _fine_tune(tiny, protocol=protocol, checkpoints=ckpt)
     assert any(ckpt.glob("state-*"))
-    monkeypatch.setattr(faults, "checkpoint", lambda point: None)
+    monkeypatch.setattr(faults, "fault_point", lambda point: None)
     messages = []
     resumed = _fine_tune(tiny, protocol=protocol, checkpoints=ckpt, log=messages.append)
     assert any("resuming after" in m for m in messages)

@@ -366,7 +366,7 @@ def test_early_stopping_resumes_where_an_uninterrupted_run_stops(scripted, tmp_p
     kill_at(monkeypatch, "epoch_end", 3)  # right after 1e-3's epoch 3, the one that ends it
     with pytest.raises(Killed):
         scripted(scores, checkpoints=tmp_path / "ckpt", **fields)
-    monkeypatch.setattr(faults, "checkpoint", lambda point: None)
+    monkeypatch.setattr(faults, "fault_point", lambda point: None)
     resumed = scripted(scores[3:], checkpoints=tmp_path / "ckpt", **fields)  # scores of the epochs still to train
     assert trace(resumed) == trace(reference)
     assert (resumed.selected_lr, resumed.selected_epoch) == (reference.selected_lr, reference.selected_epoch)
@@ -408,7 +408,7 @@ def test_bracketing_search_goes_down_when_no_larger_rate_beats_the_start(scripte
     kill_at(monkeypatch, "epoch_end", 5)
     with pytest.raises(Killed):
         scripted(scores, checkpoints=tmp_path / "ckpt", **fields)
-    monkeypatch.setattr(faults, "checkpoint", lambda point: None)
+    monkeypatch.setattr(faults, "fault_point", lambda point: None)
     resumed = scripted(scores[5:], checkpoints=tmp_path / "ckpt", **fields)
     assert trace(resumed) == trace(ft) and (resumed.selected_lr, resumed.selected_epoch) == (3e-5, 2)
 

@@ -11,7 +11,9 @@ import signal
 _hits: dict[str, int] = {}
 
 
-def checkpoint(point: str) -> None:
+def fault_point(point: str) -> None:
+    """Execution reached ``point``: SIGKILL this process if SHIFTBENCH_FAULT names it (and this is its n-th time).
+    (Named apart from training checkpoints, the saved training state of training.checkpoint.)"""
     spec = os.environ.get("SHIFTBENCH_FAULT")
     if not spec:
         return

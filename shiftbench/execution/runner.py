@@ -103,7 +103,7 @@ def _fine_tuned(job: FineTuneJob, plan: Plan, tokenizer, encoder: Encoder, runti
     done = {dep.role: _dependency(dep, plan, runtime) for dep in job.dependencies}  # before this fine-tune
     source = remedy.transform_source(job.source, job.seed)  # augment: the train texts; validation as it is
     train, val = encoder(source, "train"), encoder(job.source, "validation")
-    faults.checkpoint("tokenize")
+    faults.fault_point("tokenize")
     hooks = remedy.train_hooks(TrainContext(train, job.label_space, runtime, settings.load, done))
     _log(
         f"fine-tuning {job.model.name} on {job.source.spec.name} ({len(train)} train, {len(val)} validation), seed {job.seed}"
@@ -183,7 +183,7 @@ def score_job(job: FineTuneJob, plan: Plan, runtime: Runtime) -> Iterator[tuple[
     for t in job.pending:
         t1 = time.perf_counter()
         ood_pred = score(t.target)
-        faults.checkpoint("evaluate")
+        faults.fault_point("evaluate")
         labelled = t.target.role("test").labelled
         t_est = time.perf_counter()
         estimate = _estimate(job, held_pred, held_split, ood_pred)

@@ -324,7 +324,7 @@ def predictions_table(splits: dict[str, Predictions]) -> pa.Table:
 def write_run(results_dir: Path, result: RunResult, predictions: pa.Table) -> Path:
     """Predictions first, then the run file (the done marker); both atomic."""
     write_atomic(predictions_path(results_dir, result.run_id), lambda p: pq.write_table(predictions, p))
-    faults.checkpoint("write_run")
+    faults.fault_point("write_run")
     target = run_path(results_dir, result.run_id)
     write_atomic(target, lambda p: pq.write_table(result.to_table(), p))
     return target

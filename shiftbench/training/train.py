@@ -209,7 +209,7 @@ def fine_tune(
                 loss_sum += loss.detach()
                 tokens += int(lengths[idx].sum())
                 step += 1
-                faults.checkpoint("train_step")
+                faults.fault_point("train_step")
             seconds = time.perf_counter() - t0
             val_pred = predict(model, val, protocol.eval_batch_size, pad_id, runtime)
             scores = val_pred.scores()
@@ -245,7 +245,7 @@ def fine_tune(
                         data_rng=data_rng.bit_generator.state,
                     ),
                 )
-            faults.checkpoint("epoch_end")
+            faults.fault_point("epoch_end")
         del optimizer
         lr = _next_lr(history, protocol)
         if lr is None:
