@@ -123,8 +123,9 @@ def next_learning_rate(
     - ``grid_patience`` without ``lr_start``: upwards, stopping after ``grid_patience`` rates in a
       row whose best does not beat the best before them.
     - ``lr_start`` (a bracketing search, ``standard-v2``): train ``lr_start``, search upwards as
-      above, and, when no larger rate beat ``lr_start``, search downwards from it the same way.
-      The score is taken to be unimodal in log learning rate, so the search ends with the best
+      above, and, when no larger rate beat ``lr_start``, search downwards from it the same way
+      (without ``grid_patience`` each direction runs to the grid's end; protocols require it
+      with ``lr_start``). The score is taken to be unimodal in log learning rate, so the search ends with the best
       rate between two worse ones, unless the best is the grid's smallest or largest rate: the
       edge that ``selection_edges`` then reports.
 

@@ -54,8 +54,10 @@ def _states(root: Path) -> list[Path]:
         parts = [int(x) for x in p.name.split("-")[1:]]
         return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (-1, parts[0], parts[1])
 
-    states = (p for p in root.glob("state-*") if p.is_dir() and re.fullmatch(r"state(-\d+){2,3}", p.name))
-    return sorted(states, key=key) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    states = [p for p in root.glob("state-*") if p.is_dir() and re.fullmatch(r"state(-\d+){2,3}", p.name)]
+    return sorted(states, key=key)
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

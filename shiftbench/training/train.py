@@ -249,10 +249,11 @@ def fine_tune(
         del optimizer
         lr = _next_lr(history, protocol)
         if lr is None:
-            if len({h.learning_rate for h in history}) < len(protocol.learning_rates):
+            trained = len({h.learning_rate for h in history})
+            if trained < len(protocol.learning_rates):
                 log(
-                    f"{desc} grid search over after {len({h.learning_rate for h in history})} of "
-                    f"{len(protocol.learning_rates)} learning rates: the best is bracketed or at the grid's edge"
+                    f"{desc} grid search over after {trained} of {len(protocol.learning_rates)} learning rates: "
+                    "the best is bracketed or at the grid's edge"
                 )
             break  # keep `model`: it is returned with the selected weights
         del model  # free it before the next learning rate's model is built
