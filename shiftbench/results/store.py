@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -413,9 +415,11 @@ def check_results_dir(results_dir: Path) -> Path:
             raise ShiftbenchError(f"results dir {results_dir} exists and is not a directory")
         (results_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
         (results_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
-        probe = results_dir / RUNS_DIR / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A probe of this process's own: concurrent runs on one results dir each check it, and a
+        # shared name let one run delete another's probe before that one removed it (ENOENT).
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=results_dir / RUNS_DIR)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise ShiftbenchError(f"results dir {results_dir} is not writable: {exc.strerror or exc}") from None
     return results_dir
