@@ -536,3 +536,30 @@ def test_shift_section_shows_the_cached_measures_of_the_scored_data(results):
     assert shift[1:] == [
         ["tweets", "0.123", "0.456", "0.250 (labels)", "0.0421 [p=0.002]", "0.0003 [p=0.410]", "1.500", "0.100"]
     ]
+
+
+def test_two_protocol_families_are_told_apart(tmp_path):
+    """With standard and standard-v2 runs on one target: a line per family in the fits table and on
+    the scatter, each point's family in the table, and a v2 remedy's ΔER against standard-v2."""
+    from shiftbench.analysis.robustness import effective_robustness
+    from shiftbench.reporting.report import _robustness_section
+    from tests.test_robustness import _write_v1_family, _write_v2_family
+
+    rng = np.random.default_rng(0)
+    _write_v1_family(tmp_path, rng)
+    _write_v2_family(tmp_path, rng)
+    fits, er = effective_robustness(tmp_path, metric="accuracy", n_boot=50)
+    page = Page(_robustness_section(er, fits, None))
+    lines = [r for r in page.tables[0][1] if r]
+    assert lines[0][:3] == ["target", "family", "fitted on"]
+    assert [r[1:3] for r in lines[1:]] == [["standard", "standard"], ["standard-v2", "standard-v2"]]
+    points = page.table("robustness")
+    assert points[0][:4] == ["model", "protocol", "target", "family"]
+    by_point = {(r[0], r[1]): r for r in points[1:]}
+    assert by_point[("m2", "lora-v2")][3] == "standard-v2" and "vs m2@standard-v2" in by_point[("m2", "lora-v2")][-1]
+    assert by_point[("m2", "lora")][3] == "standard" and "vs m2@standard," in by_point[("m2", "lora")][-1]
+    # both lines are drawn: the plot with both differs from the plot with either
+    board, _ = build_leaderboard(tmp_path)
+    both = id_ood_scatter(board, PAIR, "tweets", "accuracy", fit=fits)
+    assert both != id_ood_scatter(board, PAIR, "tweets", "accuracy", fit=fits[:1])
+    assert both != id_ood_scatter(board, PAIR, "tweets", "accuracy", fit=fits[1:])

@@ -7,8 +7,17 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from shiftbench.analysis.robustness import COLUMNS, RobustnessFit, effective_robustness, logit, sigmoid
+from shiftbench.analysis.robustness import (
+    COLUMNS,
+    RobustnessFit,
+    effective_robustness,
+    fit_lines,
+    logit,
+    protocol_family,
+    sigmoid,
+)
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.registry.protocol import protocol_root
 from tests.test_compare import write_fake_run
 
 N = 2000
@@ -202,3 +211,120 @@ def test_delta_er_is_paired_against_the_models_own_standard_runs(tmp_path):
     assert not aug["extrapolated"] and rows.loc[("weak", "icl"), "extrapolated"]
     assert np.isnan(rows.loc[("weak", "icl"), "delta_er"])  # no standard runs of "weak"
     assert fits[0].id_range == pytest.approx((0.6, 0.9), abs=1e-3)
+
+
+# A second protocol generation on its own trend: standard-v2 fine-tunes train better (higher ID)
+# and keep a different share of it out of domain.
+V2_SLOPE, V2_INTERCEPT = 1.2, 0.4
+V2_ID = {"m1": 0.70, "m2": 0.80, "m3": 0.92}
+
+
+def _line_v2(id_acc: float) -> float:
+    return float(sigmoid(V2_SLOPE * logit(id_acc) + V2_INTERCEPT))
+
+
+def _write_v1_family(results_dir, rng):
+    """standard fine-tunes of m1-m3 on the v1 trend (m2 0.04 above it) and lora of m2, 0.05 above
+    m2@standard, over seeds 0 and 1."""
+    for model, id_acc in ON_LINE.items():
+        lift = 0.04 if model == "m2" else 0.0
+        for seed in (0, 1):
+            _write(results_dir, rng, model, id_acc, _line(id_acc) + lift + 0.01 * seed, seed=seed)
+    for seed in (0, 1):
+        ood = _line(ON_LINE["m2"]) + 0.04 + 0.05 + 0.01 * seed
+        _write(results_dir, rng, "m2", ON_LINE["m2"], ood, seed=seed, protocol="lora", protocol_hash="lora-hash")
+
+
+def _write_v2_family(results_dir, rng):
+    """standard-v2 fine-tunes of m1-m3 on the v2 trend and lora-v2 of m2, 0.02 *below*
+    m2@standard-v2 (but far above m2@standard and the v1 line), over seeds 0 and 1."""
+    for model, id_acc in V2_ID.items():
+        for seed in (0, 1):
+            _write(
+                results_dir,
+                rng,
+                model,
+                id_acc,
+                _line_v2(id_acc) + 0.01 * seed,
+                seed=seed,
+                protocol="standard-v2",
+                protocol_hash="v2-hash",
+            )
+    for seed in (0, 1):
+        ood = _line_v2(V2_ID["m2"]) - 0.02 + 0.01 * seed
+        _write(results_dir, rng, "m2", V2_ID["m2"], ood, seed=seed, protocol="lora-v2", protocol_hash="lora-v2-hash")
+
+
+def test_protocol_families_follow_the_base_chain():
+    assert [protocol_family(p) for p in ("standard", "lora", "icl-calibrated", "decoder-quick")] == ["standard"] * 4
+    assert [protocol_family(p) for p in ("standard-v2", "lora-v2", "distill-v2")] == ["standard-v2"] * 3
+    # not a built-in protocol (a user file recorded under its own name): the standard family
+    assert protocol_family("my-recipe") == protocol_family("x.yaml") == "standard"
+    assert protocol_root("my-recipe") is None and protocol_root("icl-calibrated") == "standard"
+
+
+def test_each_family_has_its_own_line_and_delta_er_base(tmp_path):
+    rng = np.random.default_rng(5)
+    _write_v1_family(tmp_path, rng)
+    v1_fits, v1 = effective_robustness(tmp_path, metric="accuracy", n_boot=200)
+    _write_v2_family(tmp_path, rng)
+    fits, df = effective_robustness(tmp_path, metric="accuracy", n_boot=200)
+
+    # (a) two lines per (pair, target), each through its own family's baseline points
+    assert [(f.target, f.family, f.fitted_on, f.n_models) for f in fits] == [
+        ("tweets", "standard", ("standard",), 3),
+        ("tweets", "standard-v2", ("standard-v2",), 3),
+    ]
+    assert fits[1].protocol_hash_set == ("v2-hash",) and fits[1].id_range == pytest.approx((0.7, 0.92), abs=1e-3)
+    rows = df.set_index(["model", "protocol"])
+    for fit in fits:  # the least-squares line through that family's baseline points, and only those
+        own = rows.xs(fit.family, level="protocol")
+        slope, intercept = fit_lines(own["id_mean"].to_numpy(), own["ood_mean"].to_numpy())
+        assert (fit.slope, fit.intercept) == pytest.approx((float(slope), float(intercept)), abs=1e-9)
+    assert fits[1].slope == pytest.approx(V2_SLOPE, abs=0.15) and fits[0].slope == pytest.approx(SLOPE, abs=0.15)
+    assert (rows["family"] == [protocol_family(p) for _, p in rows.index]).all()
+    assert rows.loc[[(m, "standard-v2") for m in V2_ID], "in_fit"].all()
+    assert rows.loc[(slice(None), "standard"), "in_fit"].all() and not rows["in_fit"][rows["delta_er_seeds"] > 0].any()
+
+    # (b) a v2 remedy is paired with the model's standard-v2 runs, a v1 remedy with its standard runs
+    lora_v2, lora = rows.loc[("m2", "lora-v2")], rows.loc[("m2", "lora")]
+    assert lora_v2["base"] == "m2@standard-v2" and lora_v2["delta_er_seeds"] == 2
+    assert lora_v2["delta_er"] == pytest.approx(-0.02, abs=3e-3)  # against v1 it would look like a large gain
+    assert lora["base"] == "m2@standard" and lora["delta_er"] == pytest.approx(0.05, abs=3e-3)
+
+    # (c) the v2 points change no number of the v1 family
+    before = v1.set_index(["model", "protocol"])
+    assert (before["family"] == "standard").all()
+    assert rows.loc[before.index, before.columns].equals(before)
+    assert [f for f in fits if f.family == "standard"] == v1_fits
+
+    # (d) a protocol name that is no built-in protocol (a user protocol file) is judged against the
+    # standard line and paired with the model's standard runs
+    _write(tmp_path, rng, "m3", 0.85, _line(0.85) + 0.03, protocol="my-recipe", protocol_hash="user-hash")
+    fits, df = effective_robustness(tmp_path, metric="accuracy", n_boot=50)
+    assert [f.family for f in fits] == ["standard", "standard-v2"] and fits[0].fitted_on == ("standard",)
+    mine = df.set_index(["model", "protocol"]).loc[("m3", "my-recipe")]
+    assert mine["family"] == "standard" and not mine["in_fit"]
+    assert mine["predicted_ood"] == pytest.approx(float(sigmoid(fits[0].slope * logit(0.85) + fits[0].intercept)))
+    assert mine["base"] == "m3@standard" and mine["delta_er_seeds"] == 1 and mine["delta_er"] > 0
+
+
+def test_an_explicit_baseline_is_one_family_as_before_families(tmp_path):
+    """baseline_protocols other than the default: every point in one line, the standard family."""
+    rng = np.random.default_rng(6)
+    _write_v1_family(tmp_path, rng)
+    _write_v2_family(tmp_path, rng)
+    fits, df = effective_robustness(tmp_path, metric="accuracy", n_boot=50, baseline_protocols=("standard",))
+    assert [(f.family, f.fitted_on) for f in fits] == [("standard", ("standard",))]
+    assert (df["family"] == "standard").all() and len(df) == 8
+    assert df.set_index(["model", "protocol"]).loc[("m2", "lora-v2"), "base"] == "m2@standard"
+
+
+def test_a_family_with_too_few_points_is_left_out(results):
+    """The fixture's v1 points plus two standard-v2 points: no v2 line, the v1 numbers unchanged."""
+    fits, df = effective_robustness(results, metric="accuracy", n_boot=50)
+    rng = np.random.default_rng(7)
+    for model in ("m1", "m2"):
+        _write(results, rng, model, V2_ID[model], _line_v2(V2_ID[model]), protocol="standard-v2", protocol_hash="v2")
+    fits2, df2 = effective_robustness(results, metric="accuracy", n_boot=50)
+    assert fits2 == fits and df2.equals(df) and {f.family for f in fits} == {"standard"}

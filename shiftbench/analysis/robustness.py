@@ -3,16 +3,17 @@
 Across many models, OOD scores usually track ID scores along a line once both are put on a
 logit scale. A model that gains OOD only because it is better ID is not *more robust*; one
 that sits above the line is. For every (pair, target) -- and only among runs scored on the
-same source and target data (equal fingerprints) -- this module:
+same source and target data (equal fingerprints) -- and every protocol *family* (below), this
+module:
 
 1. takes one point per (model, protocol): the mean over seeds of its ID and OOD score;
 2. fits ``logit(OOD) = a * logit(ID) + b`` by least squares through the *baseline* points,
-   those of the ``standard`` protocol (plain fine-tunes; scores clipped to [1e-4, 1 - 1e-4]
-   first, so a perfect or zero score stays finite). As in Taori et al., the trend is that of
-   standard training: a remedy (``augment``, ``lora``, ...) is judged against it and does
-   not pull the line towards itself. With fewer than ``min_models`` baseline points (a board
-   of other protocols) the line goes through every point instead; ``RobustnessFit.fitted_on``
-   names the protocols it was fitted on;
+   those of the family's root protocol (plain fine-tunes: ``standard`` or ``standard-v2``;
+   scores clipped to [1e-4, 1 - 1e-4] first, so a perfect or zero score stays finite). As in
+   Taori et al., the trend is that of standard training: a remedy (``augment``, ``lora``, ...)
+   is judged against it and does not pull the line towards itself. With fewer than
+   ``min_models`` baseline points (a board of other protocols) the line goes through every point
+   of the family instead; ``RobustnessFit.fitted_on`` names the protocols it was fitted on;
 3. reports every point's effective robustness ``ER = OOD - sigmoid(a * logit(ID) + b)``, in
    score units (e.g. accuracy points), remedies included (``in_fit`` says which points made
    the line).
@@ -38,8 +39,23 @@ as approximate and use the paired ``delta_er`` below for decisions.
 A point whose ID score lies outside the range of the fitted points' ID scores is marked
 ``extrapolated``: the line is then read where no fitted model was.
 
+**Protocol families.** There are two generations of plain fine-tuning recipe, ``standard`` and
+``standard-v2`` (:data:`BASELINE_PROTOCOLS`), and each remedy builds on one of them (its
+protocol file's ``base:`` chain: ``lora`` -> ``standard``, ``lora-v2`` -> ``standard-v2``,
+``icl-calibrated`` -> ``icl`` -> ``standard``). A point's family is the root of that chain
+(:func:`protocol_family`); a protocol name that is not a built-in (a user protocol file, stored
+under its own name) or whose chain ends elsewhere is in the ``standard`` family, where every
+point was before there were families. Each family gets its own line, fitted and bootstrapped on
+its runs alone, and its points are judged against it only: the recipes differ in how well they
+train, so a v2 remedy measured against the v1 trend (or its delta against the v1 fine-tune of
+its model) would credit the remedy with what the new recipe does. It also keeps published
+numbers still: adding a family's runs to a results dir changes no number of another family.
+A family with fewer than ``min_models`` points is left out. Passing any ``baseline_protocols``
+other than the default puts every point in the ``standard`` family (one line, as before).
+
 **Delta ER** (``delta_er``): for a point that is not a baseline (a remedy, e.g. ``lora``) and
-whose model also has ``standard`` runs, ER(remedy) - ER(same model under ``standard``), per
+whose model also has runs under its family's root (``standard`` for ``lora``, ``standard-v2``
+for ``lora-v2``), ER(remedy) - ER(same model under that root), per
 shared seed (run-level residuals against the fitted line), with the seed- and example-aware
 interval of :func:`shiftbench.analysis.stats.seed_aware_interval` (one seed shared: conditional on those
 fine-tunes). A remedy's user asks "does it make *my* model more robust?", and a model's base
@@ -47,7 +63,7 @@ recipe may already sit above the line (minilm-l6 does on fpb -> tfns).
 
 If a (model, protocol) has runs from several model weights or protocol versions on the same
 data, only its most recently created version is used (older versions are superseded, never
-pooled). A (pair, target) with fewer than ``min_models`` points is left out.
+pooled).
 """
 
 from __future__ import annotations
@@ -63,6 +79,7 @@ from shiftbench.analysis.compare import load_run_frame
 from shiftbench.analysis.stats import seed_aware_interval
 from shiftbench.analysis.taskstats import check_metric, headline_metric, load_run_stats, replicate_scores
 from shiftbench.core.errors import ShiftbenchError
+from shiftbench.registry.protocol import protocol_root
 from shiftbench.results.store import LoadedRuns
 
 CLIP = 1e-4
@@ -72,6 +89,7 @@ COLUMNS = [
     "pair",
     "target",
     "metric",
+    "family",
     "n_seeds",
     "id_mean",
     "ood_mean",
@@ -87,13 +105,14 @@ COLUMNS = [
     "delta_er_ci_high",
     "delta_er_seeds",
 ]
-BASELINE_PROTOCOLS = ("standard",)
+# The roots of the protocol families: one line each (a family root's own points are its line's points).
+BASELINE_PROTOCOLS = ("standard", "standard-v2")
 _GROUP = ["pair", "target", "source_fingerprint", "target_fingerprint"]
 
 
 @dataclass(frozen=True)
 class RobustnessFit:
-    """The logit-linear ID -> OOD trend of one (pair, target) over ``n_models`` points."""
+    """The logit-linear ID -> OOD trend of one (pair, target, protocol family) over ``n_models`` points."""
 
     pair: str
     target: str
@@ -104,6 +123,7 @@ class RobustnessFit:
     n_models: int  # points the line was fitted through
     fitted_on: tuple[str, ...] = ()  # protocol names of those points
     id_range: tuple[float, float] = (float("nan"), float("nan"))  # ID scores the fitted points span
+    family: str = BASELINE_PROTOCOLS[0]  # the protocol family whose points it was fitted through
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -164,6 +184,16 @@ def _seed_resample(member: np.ndarray, n_points: int, n_boot: int, rng: np.rando
     return out
 
 
+def protocol_family(protocol: str) -> str:
+    """The baseline protocol whose line ``protocol``'s points are judged against: the root of its
+    built-in ``base:`` chain when that root is one of :data:`BASELINE_PROTOCOLS` (``lora-v2`` ->
+    ``standard-v2``, ``icl-calibrated`` -> ``standard``), else ``standard``. A name that is not a
+    built-in protocol (a user protocol file is recorded under its own name) or whose chain ends
+    elsewhere is judged against the ``standard`` line, as every point was before there were families."""
+    root = protocol_root(protocol)
+    return root if root in BASELINE_PROTOCOLS else BASELINE_PROTOCOLS[0]
+
+
 def effective_robustness(
     results_dir: Path,
     metric: str | None = None,
@@ -174,14 +204,16 @@ def effective_robustness(
     baseline_protocols: tuple[str, ...] | None = BASELINE_PROTOCOLS,
     pairs: tuple[str, ...] | None = None,
 ) -> tuple[list[RobustnessFit], pd.DataFrame]:
-    """Fit the ID -> OOD trend per (pair, target) and score each (model, protocol) against it.
+    """Fit the ID -> OOD trend per (pair, target, family) and score each (model, protocol) against it.
 
-    Returns one :class:`RobustnessFit` per fitted (pair, target, data fingerprints) and a
+    Returns one :class:`RobustnessFit` per fitted (pair, target, data fingerprints, family) and a
     DataFrame with one row per point and columns :data:`COLUMNS`. ``metric``: any metric of the
     task (recomputed from the stored predictions through :mod:`shiftbench.analysis.taskstats`); None: each
     task's headline metric. ``loaded``: the run files already read (all columns), to read them
-    once. ``baseline_protocols``: the protocols whose points make the line (None: every point).
-    ``pairs``: only these pairs (None: all).
+    once. ``baseline_protocols``: the default (:data:`BASELINE_PROTOCOLS`) fits one line per
+    protocol family through its root's points; anything else puts every point in one family,
+    ``standard``, as before families, with the line through the points of these protocols (None:
+    every point). ``pairs``: only these pairs (None: all).
     """
     if n_boot < 2:
         raise ShiftbenchError(f"n_boot must be >= 2, got {n_boot}")
@@ -192,107 +224,138 @@ def effective_robustness(
     frame = frame[frame["labelled"]]  # an unlabelled target has no OOD score to fit a line through
     if pairs is not None:
         frame = frame[frame["pair"].isin(list(pairs))]
+    by_family = baseline_protocols == BASELINE_PROTOCOLS
+    families = {p: protocol_family(p) if by_family else BASELINE_PROTOCOLS[0] for p in set(frame["protocol"])}
     fits: list[RobustnessFit] = []
     rows: list[dict] = []
     for (pair, target, _, _), group in frame.groupby(_GROUP, sort=True):
-        runs = _latest_versions(group).sort_values(["model", "protocol", "seed"]).reset_index(drop=True)
-        task, tags = str(runs["task"].iloc[0]), tuple(runs["label_space"].iloc[0])
+        latest = _latest_versions(group)
+        task, tags = str(latest["task"].iloc[0]), tuple(latest["label_space"].iloc[0])
         name = metric or headline_metric(task)
         check_metric(name, task, tags, f"pair {pair}")
-        points = list(dict.fromkeys(zip(runs["model"], runs["protocol"])))
-        if len(points) < min_models:
-            continue
-        in_fit = np.array([baseline_protocols is None or protocol in baseline_protocols for _, protocol in points])
-        if in_fit.sum() < min_models:  # not enough baseline points: the trend of every point
-            in_fit[:] = True
-        stats = [load_run_stats(results_dir, rid, task, tags) for rid in runs["run_id"]]
-        for r in stats[1:]:
-            for split in ("id", "ood"):
-                if not np.array_equal(r.labelled(split).labels, stats[0].labelled(split).labels):
-                    raise ShiftbenchError(
-                        f"{pair}/{target}: run {r.run_id} has different {split.upper()} test labels than run "
-                        f"{stats[0].run_id} despite equal data fingerprints"
-                    )
-        member = np.array([points.index(key) for key in zip(runs["model"], runs["protocol"])])
-        n_seeds = np.bincount(member, minlength=len(points))
-        avg = np.zeros((len(runs), len(points)))  # run j contributes 1/n_seeds to its point's mean
-        avg[np.arange(len(runs)), member] = 1.0 / n_seeds[member]
-        ss_id, ss_ood, ss_seeds = np.random.SeedSequence(seed).spawn(3)  # independent ID and OOD resamples
-        run_pts, run_reps = {}, {}
-        for split, ss in (("id", ss_id), ("ood", ss_ood)):
-            blocks = [r.labelled(split).values for r in stats]
-            run_pts[split], run_reps[split] = replicate_scores(
-                blocks, task, name, tags, n_boot, np.random.default_rng(ss)
+        family_of = latest["protocol"].map(families)
+        for family in BASELINE_PROTOCOLS:
+            # Each family on its own, exactly as a results dir with only its runs would be: adding
+            # the runs of another family changes no number of this one (bootstrap draws included).
+            runs = latest[family_of == family].sort_values(["model", "protocol", "seed"]).reset_index(drop=True)
+            fitted = _fit_family(
+                results_dir, runs, pair, target, family, task, tags, name, n_boot, seed, min_models, baseline_protocols
             )
-        scores = {split: run_pts[split] @ avg for split in ("id", "ood")}
-        seed_w = _seed_resample(member, len(points), n_boot, np.random.default_rng(ss_seeds))
-        boot = {split: np.einsum("rj,rjp->rp", run_reps[split], seed_w) for split in ("id", "ood")}
-        slope, intercept, predicted, er = residuals(scores["id"], scores["ood"], in_fit)
-        er_boot = residuals(boot["id"], boot["ood"], in_fit)[3]
-        low, high = np.quantile(er_boot, [0.025, 0.975], axis=0)
-        id_lo, id_hi = float(scores["id"][in_fit].min()), float(scores["id"][in_fit].max())
-        # run-level residuals (seeds fixed) for the paired delta ER of a remedy vs its model's standard runs
-        er_run = run_pts["ood"] - sigmoid(slope * logit(run_pts["id"]) + intercept)
-        fit_r = residuals(run_reps["id"] @ avg, run_reps["ood"] @ avg, in_fit)
-        er_run_reps = run_reps["ood"] - sigmoid(fit_r[0][:, None] * logit(run_reps["id"]) + fit_r[1][:, None])
-        fitted_hashes = runs.loc[in_fit[member], "protocol_hash"]
-        fits.append(
-            RobustnessFit(
-                pair,
-                target,
-                name,
-                tuple(sorted(set(fitted_hashes))),
-                float(slope),
-                float(intercept),
-                int(in_fit.sum()),
-                tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f})),
-                (id_lo, id_hi),
-            )
-        )
-        for i, (model, protocol) in enumerate(points):
-            delta: dict[str, Any] = {
-                "base": None,
-                "delta_er": np.nan,
-                "delta_er_ci_low": np.nan,
-                "delta_er_ci_high": np.nan,
-                "delta_er_seeds": 0,
-            }
-            base = (model, BASELINE_PROTOCOLS[0])
-            if not in_fit[i] and base in points:
-                mine = runs.index[member == i]
-                theirs = runs.index[member == points.index(base)]
-                seeds = sorted(set(runs.loc[mine, "seed"]) & set(runs.loc[theirs, "seed"]))
-                if seeds:
-                    ja = [int(runs.index[(member == points.index(base)) & (runs["seed"] == s)][0]) for s in seeds]
-                    jb = [int(runs.index[(member == i) & (runs["seed"] == s)][0]) for s in seeds]
-                    ci = seed_aware_interval(er_run[jb] - er_run[ja], er_run_reps[:, jb] - er_run_reps[:, ja])
-                    delta = {
-                        "base": f"{model}@{base[1]}",
-                        "delta_er": ci.estimate,
-                        "delta_er_ci_low": ci.low,
-                        "delta_er_ci_high": ci.high,
-                        "delta_er_seeds": len(seeds),
-                    }
-            rows.append(
-                {
-                    "model": model,
-                    "protocol": protocol,
-                    "pair": pair,
-                    "target": target,
-                    "metric": name,
-                    "n_seeds": int(n_seeds[i]),
-                    "id_mean": float(scores["id"][i]),
-                    "ood_mean": float(scores["ood"][i]),
-                    "predicted_ood": float(predicted[i]),
-                    "effective_robustness": float(er[i]),
-                    "er_ci_low": float(low[i]),
-                    "er_ci_high": float(high[i]),
-                    "in_fit": bool(in_fit[i]),
-                    "extrapolated": bool(scores["id"][i] < id_lo or scores["id"][i] > id_hi),
-                    **delta,
-                }
-            )
+            if fitted is not None:
+                fits.append(fitted[0])
+                rows += fitted[1]
     return fits, pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _fit_family(
+    results_dir: Path,
+    runs: pd.DataFrame,
+    pair: str,
+    target: str,
+    family: str,
+    task: str,
+    tags: tuple[str, ...],
+    name: str,
+    n_boot: int,
+    seed: int,
+    min_models: int,
+    baseline_protocols: tuple[str, ...] | None,
+) -> tuple[RobustnessFit, list[dict]] | None:
+    """The line of one family of one (pair, target, data fingerprints) and its points' rows; None
+    when the family has fewer than ``min_models`` points."""
+    points = list(dict.fromkeys(zip(runs["model"], runs["protocol"])))
+    if len(points) < min_models:
+        return None
+    in_fit = np.array([baseline_protocols is None or protocol in baseline_protocols for _, protocol in points])
+    if in_fit.sum() < min_models:  # not enough baseline points: the trend of every point of the family
+        in_fit[:] = True
+    stats = [load_run_stats(results_dir, rid, task, tags) for rid in runs["run_id"]]
+    for r in stats[1:]:
+        for split in ("id", "ood"):
+            if not np.array_equal(r.labelled(split).labels, stats[0].labelled(split).labels):
+                raise ShiftbenchError(
+                    f"{pair}/{target}: run {r.run_id} has different {split.upper()} test labels than run "
+                    f"{stats[0].run_id} despite equal data fingerprints"
+                )
+    member = np.array([points.index(key) for key in zip(runs["model"], runs["protocol"])])
+    n_seeds = np.bincount(member, minlength=len(points))
+    avg = np.zeros((len(runs), len(points)))  # run j contributes 1/n_seeds to its point's mean
+    avg[np.arange(len(runs)), member] = 1.0 / n_seeds[member]
+    ss_id, ss_ood, ss_seeds = np.random.SeedSequence(seed).spawn(3)  # independent ID and OOD resamples
+    run_pts, run_reps = {}, {}
+    for split, ss in (("id", ss_id), ("ood", ss_ood)):
+        blocks = [r.labelled(split).values for r in stats]
+        run_pts[split], run_reps[split] = replicate_scores(blocks, task, name, tags, n_boot, np.random.default_rng(ss))
+    scores = {split: run_pts[split] @ avg for split in ("id", "ood")}
+    seed_w = _seed_resample(member, len(points), n_boot, np.random.default_rng(ss_seeds))
+    boot = {split: np.einsum("rj,rjp->rp", run_reps[split], seed_w) for split in ("id", "ood")}
+    slope, intercept, predicted, er = residuals(scores["id"], scores["ood"], in_fit)
+    er_boot = residuals(boot["id"], boot["ood"], in_fit)[3]
+    low, high = np.quantile(er_boot, [0.025, 0.975], axis=0)
+    id_lo, id_hi = float(scores["id"][in_fit].min()), float(scores["id"][in_fit].max())
+    # run-level residuals (seeds fixed) for the paired delta ER of a remedy vs its model's runs under the family root
+    er_run = run_pts["ood"] - sigmoid(slope * logit(run_pts["id"]) + intercept)
+    fit_r = residuals(run_reps["id"] @ avg, run_reps["ood"] @ avg, in_fit)
+    er_run_reps = run_reps["ood"] - sigmoid(fit_r[0][:, None] * logit(run_reps["id"]) + fit_r[1][:, None])
+    fitted_hashes = runs.loc[in_fit[member], "protocol_hash"]
+    fit = RobustnessFit(
+        pair,
+        target,
+        name,
+        tuple(sorted(set(fitted_hashes))),
+        float(slope),
+        float(intercept),
+        int(in_fit.sum()),
+        tuple(sorted({protocol for (_, protocol), f in zip(points, in_fit) if f})),
+        (id_lo, id_hi),
+        family,
+    )
+    rows = []
+    for i, (model, protocol) in enumerate(points):
+        delta: dict[str, Any] = {
+            "base": None,
+            "delta_er": np.nan,
+            "delta_er_ci_low": np.nan,
+            "delta_er_ci_high": np.nan,
+            "delta_er_seeds": 0,
+        }
+        base = (model, family)
+        if not in_fit[i] and base in points:
+            mine = runs.index[member == i]
+            theirs = runs.index[member == points.index(base)]
+            seeds = sorted(set(runs.loc[mine, "seed"]) & set(runs.loc[theirs, "seed"]))
+            if seeds:
+                ja = [int(runs.index[(member == points.index(base)) & (runs["seed"] == s)][0]) for s in seeds]
+                jb = [int(runs.index[(member == i) & (runs["seed"] == s)][0]) for s in seeds]
+                ci = seed_aware_interval(er_run[jb] - er_run[ja], er_run_reps[:, jb] - er_run_reps[:, ja])
+                delta = {
+                    "base": f"{model}@{base[1]}",
+                    "delta_er": ci.estimate,
+                    "delta_er_ci_low": ci.low,
+                    "delta_er_ci_high": ci.high,
+                    "delta_er_seeds": len(seeds),
+                }
+        rows.append(
+            {
+                "model": model,
+                "protocol": protocol,
+                "pair": pair,
+                "target": target,
+                "metric": name,
+                "family": family,
+                "n_seeds": int(n_seeds[i]),
+                "id_mean": float(scores["id"][i]),
+                "ood_mean": float(scores["ood"][i]),
+                "predicted_ood": float(predicted[i]),
+                "effective_robustness": float(er[i]),
+                "er_ci_low": float(low[i]),
+                "er_ci_high": float(high[i]),
+                "in_fit": bool(in_fit[i]),
+                "extrapolated": bool(scores["id"][i] < id_lo or scores["id"][i] > id_hi),
+                **delta,
+            }
+        )
+    return fit, rows
 
 
 __all__ = [
@@ -302,6 +365,7 @@ __all__ = [
     "effective_robustness",
     "fit_lines",
     "logit",
+    "protocol_family",
     "residuals",
     "sigmoid",
 ]

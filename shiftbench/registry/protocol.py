@@ -268,3 +268,28 @@ def load_protocol(name_or_path: str) -> Protocol:
     path, default_name, ident = _locate(str(name_or_path), None)
     doc, name = _raw(path, default_name, ident, ())
     return from_mapping(Protocol, doc, f"{path}: protocol {preview(name)}", name=name)
+
+
+def protocol_root(name: str) -> str | None:
+    """The built-in protocol at the root of built-in ``name``'s ``base:`` chain (``name`` itself
+    when it has no ``base``), e.g. ``icl-calibrated`` -> ``icl`` -> ``standard``.
+
+    None, never an error, when ``name`` is not a built-in protocol, or its chain leaves the
+    built-ins (a file ``base``), loops, or cannot be read: it classifies protocol names recorded in
+    run files, where a user protocol file is stored under its own name and is not a built-in.
+    """
+    known = set(builtin_protocols())
+    seen: set[str] = set()
+    while name in known and name not in seen:
+        seen.add(name)
+        try:
+            doc = load_yaml(builtin_protocol_dir() / f"{name}.yaml", "protocol")
+        except ShiftbenchError:
+            return None
+        base = doc.get("base") if isinstance(doc, dict) else None
+        if base is None:
+            return name
+        if not isinstance(base, str):
+            return None
+        name = base
+    return None

@@ -134,14 +134,22 @@ def _fits(fit: Any) -> list[Any]:
         return []
     fits = list(fit) if isinstance(fit, (list, tuple)) else [fit]
     ok = [f for f in fits if math.isfinite(float(f.slope)) and math.isfinite(float(f.intercept))]
-    return sorted(ok, key=lambda f: (-int(getattr(f, "n_models", 0)), tuple(getattr(f, "protocol_hash_set", ()))))
+    return sorted(
+        ok,
+        key=lambda f: (
+            -int(getattr(f, "n_models", 0)),
+            str(getattr(f, "family", "")),
+            tuple(getattr(f, "protocol_hash_set", ())),
+        ),
+    )
 
 
 def id_ood_scatter(board: pd.DataFrame, pair: str, target: str, metric: str, fit: Any = None) -> bytes:
     """PNG: one point per model@protocol at (ID mean, OOD mean) with 95 % CI whiskers on both
     axes where there are several seeds, the dashed y = x line (no gap) and, when ``fit`` is
-    given (a ``RobustnessFit`` or a sequence of them), the effective-robustness baseline
-    ``OOD = sigmoid(slope * logit(ID) + intercept)``.
+    given (a ``RobustnessFit`` or a sequence of them: one per protocol family), each
+    effective-robustness baseline ``OOD = sigmoid(slope * logit(ID) + intercept)``, labelled
+    with its family.
     """
     from scipy.special import expit, logit
 
@@ -185,13 +193,19 @@ def id_ood_scatter(board: pd.DataFrame, pair: str, target: str, metric: str, fit
                 label=lab,
                 zorder=3,
             )
-        for k, f in enumerate(_fits(fit)):
+        fits = _fits(fit)
+        # one line per protocol family: with more than one, each label names its family (and stays short
+        # enough for the legend); with one, the label it always had
+        several = len({getattr(f, "family", None) for f in fits}) > 1
+        for k, f in enumerate(fits):
             grid = np.linspace(max(lo, 1e-4), min(hi, 1 - 1e-4), 200)
             if grid[0] >= grid[-1]:
                 continue
             curve = expit(float(f.slope) * logit(grid) + float(f.intercept))
-            n, on = getattr(f, "n_models", None), tuple(getattr(f, "fitted_on", ()))
-            if n is not None and len(on) == 1:
+            n, on, family = getattr(f, "n_models", None), tuple(getattr(f, "fitted_on", ())), getattr(f, "family", None)
+            if several:
+                name = f"{family} line ({n} {'fine-tunes' if on == (family,) else 'points'})"
+            elif n is not None and len(on) == 1:
                 name = f"trend of {n} {on[0]} fine-tunes"
             else:
                 name = "effective-robustness fit" + (f" ({n} models)" if n is not None else "")

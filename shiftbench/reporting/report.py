@@ -3,10 +3,11 @@
 ``write_report(results_dir)`` reads every run file (as the leaderboard does) and writes
 ``<results_dir>/report.html``: no external scripts, fonts, style sheets or URLs, plots inlined as
 ``data:`` PNGs, a small inline style sheet. Per pair it shows the leaderboard (means with 95 %
-CIs over seeds), the ID vs OOD scatter per target (with the effective-robustness baseline when
-:mod:`shiftbench.analysis.robustness` can fit one, i.e. with at least three models), the gap bars, the
-effective-robustness table, the label priors of the source test split vs each target test split,
-the ID/OOD text overlap counts and the pair's data card (``<cards_dir>/pairs/<pair>.md``).
+CIs over seeds), the ID vs OOD scatter per target (with the effective-robustness baseline of each
+protocol family :mod:`shiftbench.analysis.robustness` can fit one for, i.e. with at least three
+models), the gap bars, the effective-robustness table (each line and point with its family), the
+label priors of the source test split vs each target test split, the ID/OOD text overlap counts
+and the pair's data card (``<cards_dir>/pairs/<pair>.md``).
 
 The same PNGs are written to ``<results_dir>/plots/`` (``<pair>__scatter__<target>.png``,
 ``<pair>__gaps.png``). Every file is written atomically. The report holds no timestamp of its
@@ -97,18 +98,21 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
         return "".join(parts)
     if fits:
         parts.append(
-            '<p class="note">Baseline per target: OOD = sigmoid(slope · logit(ID) + intercept), fitted through the '
-            "standard fine-tunes (through every point when there are fewer than three); effective robustness is a "
-            "model's OOD score minus the baseline's prediction at its ID score (95 % two-level bootstrap interval: "
-            "seeds and test examples resampled), remedies included. ΔER: a remedy's effective robustness minus that "
-            "of the same model under standard, paired over their shared seeds (seed- and example-aware interval; "
-            "with one shared seed conditional on those fine-tunes). ‡ marks an extrapolation: an ID score outside "
-            "the fitted points' ID range.</p>"
+            '<p class="note">Baseline per target and protocol family: OOD = sigmoid(slope · logit(ID) + intercept), '
+            "fitted through the family's plain fine-tunes (family standard: standard and the protocols built on it; "
+            "family standard-v2: standard-v2 and the v2 remedies; through every point of the family when there are "
+            "fewer than three). Effective robustness is a model's OOD score minus its family's baseline prediction "
+            "at its ID score (95 % two-level bootstrap interval: seeds and test examples resampled), remedies "
+            "included. ΔER: a remedy's effective robustness minus that of the same model under its family's plain "
+            "protocol, paired over their shared seeds (seed- and example-aware interval; with one shared seed "
+            "conditional on those fine-tunes). ‡ marks an extrapolation: an ID score outside the fitted points' ID "
+            "range.</p>"
         )
         parts.append(
             html_table(
                 [
                     "target",
+                    "family",
                     "fitted on",
                     "protocol hashes",
                     "points in the fit",
@@ -119,6 +123,7 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
                 [
                     [
                         f.target,
+                        getattr(f, "family", ""),
                         ", ".join(getattr(f, "fitted_on", ())),
                         ", ".join(h[:12] for h in f.protocol_hash_set),
                         str(f.n_models),
@@ -126,9 +131,11 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
                         fmt_num(f.slope),
                         fmt_num(f.intercept),
                     ]
-                    for f in sorted(fits, key=lambda f: (f.target, tuple(f.protocol_hash_set)))
+                    for f in sorted(
+                        fits, key=lambda f: (f.target, getattr(f, "family", ""), tuple(f.protocol_hash_set))
+                    )
                 ],
-                [False, False, False, True, True, True, True],
+                [False, False, False, False, True, True, True, True],
             )
         )
     if er is None or er.empty:
@@ -138,7 +145,7 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
         )
         return "".join(parts)
     body = []
-    for r in er.sort_values(["target", "model", "protocol"], kind="mergesort").itertuples():
+    for r in er.sort_values(["target", "family", "model", "protocol"], kind="mergesort").itertuples():
         extrapolated = bool(getattr(r, "extrapolated", False))
         base = getattr(r, "base", None)
         delta = "–"
@@ -152,6 +159,7 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
                 r.model,
                 r.protocol,
                 r.target,
+                r.family,
                 str(r.n_seeds),
                 fmt_num(r.id_mean) + (" ‡" if extrapolated else ""),
                 fmt_num(r.ood_mean),
@@ -166,15 +174,16 @@ def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str 
                 "model",
                 "protocol",
                 "target",
+                "family",
                 "n seeds",
                 "ID",
                 "OOD",
                 "predicted OOD",
                 "effective robustness",
-                "ΔER vs standard",
+                "ΔER vs the family's plain fine-tune",
             ],
             body,
-            [False, False, False, True, True, True, True, True, True],
+            [False, False, False, False, True, True, True, True, True, True],
             cls="robustness",
         )
     )
