@@ -31,7 +31,7 @@ def test_readme_has_a_real_leaderboard_excerpt():
     assert len(rows) >= 12  # 4 checkpoints x 3 sentiment pairs at least
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        model, pair, target, protocol, metric, n_seeds, id_cell, ood_cell, gap_cell, _, rank = cells
+        model, pair, target, protocol, metric, n_seeds, id_cell, ood_cell, gap_cell, _, rank, edge = cells
         key = dict(model=model, pair=pair, target=target, protocol=protocol, metric=metric, n_seeds=int(n_seeds))
         hit = board[(board[list(key)] == pd.Series(key)).all(axis=1)]
         assert len(hit) == 1, f"README leaderboard row not in results/leaderboard.parquet: {line}"
@@ -44,6 +44,8 @@ def test_readme_has_a_real_leaderboard_excerpt():
                 pytest.approx(hit[f"{base}_ci_high"].iloc[0], abs=6e-5),
             ), f"{base} interval differs: {line}"
         assert int(rank) == hit["rank"].iloc[0], f"rank differs: {line}"
+        n_edge = hit["n_edge_selections"].iloc[0]
+        assert edge == ("–" if pd.isna(n_edge) else f"{int(n_edge)}/{n_seeds}"), f"at grid edge differs: {line}"
 
 
 def test_readme_remedy_verdicts_are_the_ones_compare_gives():

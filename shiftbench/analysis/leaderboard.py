@@ -379,7 +379,8 @@ def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
 
 def to_markdown(board: pd.DataFrame) -> str:
     """A compact Markdown view: means with 95 % intervals (seeds + examples; a dagger marks a
-    one-seed row, whose interval holds example noise only) and the OOD rank."""
+    one-seed row, whose interval holds example noise only), the OOD rank, and "at grid edge":
+    k/n seeds whose selection lay on an edge of the protocol's grid ("–": no edge to be at)."""
     cols = ["model", "pair", "target", "protocol", "metric", "n_seeds"]
 
     def fmt(row: pd.Series, col: str) -> str:
@@ -387,12 +388,14 @@ def to_markdown(board: pd.DataFrame) -> str:
         mark = "†" if row.get("ci_method") == CI_EXAMPLES_ONLY else ""
         return f"{m:.4f}" if pd.isna(lo) else f"{m:.4f} [{lo:.4f}, {hi:.4f}]{mark}"
 
-    lines = ["| " + " | ".join(cols + ["ID", "OOD", "gap", "relative gap", "OOD rank"]) + " |"]
-    lines.append("|" + "---|" * (len(cols) + 5))
+    lines = ["| " + " | ".join(cols + ["ID", "OOD", "gap", "relative gap", "OOD rank", "at grid edge"]) + " |"]
+    lines.append("|" + "---|" * (len(cols) + 6))
     for _, row in board.iterrows():
         cells = [str(row[c]) for c in cols] + [fmt(row, "id_score"), fmt(row, "ood_score"), fmt(row, "gap")]
         cells.append(f"{row['relative_gap_mean']:.1%}" if pd.notna(row["relative_gap_mean"]) else "")
         cells.append(str(int(row["rank"])) if "rank" in row and pd.notna(row["rank"]) else "")
+        edge = row.get("n_edge_selections", pd.NA)
+        cells.append("–" if pd.isna(edge) else f"{int(edge)}/{int(row['n_seeds'])}")
         lines.append("| " + " | ".join(cells) + " |")
     if "ci_method" in board and (board["ci_method"] == CI_EXAMPLES_ONLY).any():
         lines.append("")
