@@ -97,6 +97,7 @@ def run(
     eval_only: bool = False,
     dedup: bool = False,
     executor: str = "local",
+    workers: int = 1,
     ray_address: str | None = None,
     cpus_per_task: int = 1,
     gpus_per_task: float = 0.0,

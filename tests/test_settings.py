@@ -76,6 +76,8 @@ def test_from_cli_reads_every_flag():
             "--dedup",
             "--executor",
             "ray",
+            "--workers",
+            "3",
             "--address",
             "auto",
             "--cpus-per-task",
@@ -101,6 +103,7 @@ def test_from_cli_reads_every_flag():
         eval_only=True,
         dedup=True,
         executor="ray",
+        workers=3,  # parsed only: resolving refuses it with ray
         ray_address="auto",
         cpus_per_task=4,
         gpus_per_task=0.5,

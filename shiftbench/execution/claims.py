@@ -20,9 +20,22 @@ from shiftbench.results.store import RunResult, is_done, write_run
 
 def claimed_jobs(plan: Plan) -> Iterator[FineTuneJob]:
     """Each of the plan's pending jobs, re-checked under its claim and yielded while the claim is
-    held, when any of its targets is still pending (a job finished meanwhile is skipped)."""
+    held, when any of its targets is still pending (a job finished meanwhile is skipped).
+
+    First every job whose claim is free now, skipping those another process holds; then, in
+    order, a wait for each skipped one (usually done by then, and skipped). So processes going
+    through the same plan in the same order share its jobs instead of queueing behind one claim."""
     results_dir = plan.settings.results_dir
+    held_elsewhere: list[FineTuneJob] = []
     for job in plan.pending_jobs:
+        with claim(results_dir, job.finetune_id, wait=False) as got:
+            if not got:
+                held_elsewhere.append(job)
+                continue
+            job = refresh(job, results_dir)
+            if job.pending:
+                yield job
+    for job in held_elsewhere:
         with claim(results_dir, job.finetune_id):
             job = refresh(job, results_dir)
             if job.pending:

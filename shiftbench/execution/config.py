@@ -50,6 +50,7 @@ class RunSettings:
     dry_run: bool = False
     dedup: bool = False  # drop target test texts that also occur in the source train split
     executor: str = "local"  # "local" or "ray"
+    workers: int = 1  # local processes, each fine-tuning its own jobs
     ray_address: str | None = None  # None: start a local Ray cluster; else e.g. "ray://head:10001" or "auto"
     cpus_per_task: int = 1  # Ray resources per (model, source, seed) task
     gpus_per_task: float = 0.0
@@ -119,6 +120,12 @@ def resolve_settings(catalog: Catalog, request: RunRequest) -> RunSettings:
         raise ShiftbenchError(
             f"--cpus-per-task must be >= 1 and --gpus-per-task >= 0, got {r.cpus_per_task} and {r.gpus_per_task}"
         )
+    if not isinstance(r.workers, int) or isinstance(r.workers, bool) or r.workers < 1:
+        raise ShiftbenchError(f"--workers: expected an integer >= 1, got {preview(r.workers)}")
+    if r.workers > 1 and r.executor == "ray":
+        raise ShiftbenchError(
+            f"--workers {r.workers} is for the local executor; with --executor ray use --cpus-per-task"
+        )
     if r.ray_address is not None and r.executor != "ray":
         raise ShiftbenchError("--address is only meaningful with --executor ray")
     return RunSettings(
@@ -136,6 +143,7 @@ def resolve_settings(catalog: Catalog, request: RunRequest) -> RunSettings:
         dry_run=r.dry_run,
         dedup=r.dedup,
         executor=r.executor,
+        workers=r.workers,
         ray_address=r.ray_address,
         cpus_per_task=r.cpus_per_task,
         gpus_per_task=r.gpus_per_task,

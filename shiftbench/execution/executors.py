@@ -1,4 +1,4 @@
-"""Execute a plan here or on a Ray cluster (``settings.executor``).
+"""Execute a plan here (in this process, or in ``--workers`` processes) or on a Ray cluster (``settings.executor``).
 
 Above both executors so that neither imports the other: :mod:`shiftbench.execution.runner`
 scores a job, :mod:`shiftbench.execution.ray_executor` runs :func:`~shiftbench.execution.runner.score_job`
@@ -19,13 +19,20 @@ def execute(plan: Plan) -> list[RunResult]:
 
     Locally each fine-tune is claimed with a lock file in the results dir, so concurrent
     processes on one results dir never train or write the same run twice: whoever waits for a
-    claim re-checks what is done once it gets it."""
+    claim re-checks what is done once it gets it. With ``settings.workers`` > 1 the jobs are shared
+    the same way by that many processes here (:mod:`shiftbench.execution.workers`)."""
     settings = plan.settings
     check_results_dir(settings.results_dir)
     if settings.executor == "ray":
         from shiftbench.execution.ray_executor import execute_on_ray
 
         return execute_on_ray(plan)
+    # No more processes than fine-tunes to share; one worker is this process, as before --workers.
+    workers = min(settings.workers, len(plan.pending_jobs))
+    if workers > 1:
+        from shiftbench.execution.workers import execute_in_workers
+
+        return execute_in_workers(plan, workers)
     runtime = make_runtime(settings.device, settings.protocol.precision)
     results: list[RunResult] = []
     for job in claimed_jobs(plan):  # the claim is held while the job runs

@@ -112,6 +112,16 @@ class RunRequest:
             "--executor", "run fine-tunes here, or as one Ray task per (model, source, seed)", choices=["local", "ray"]
         ),
     )
+    workers: int = field(
+        default=1,
+        metadata=cli(
+            "--workers",
+            "local executor only: fine-tunes in N processes, each with cores/N torch threads "
+            "unless SHIFTBENCH_NUM_THREADS is set",
+            type=int,
+            metavar="N",
+        ),
+    )
     ray_address: str | None = field(
         default=None, metadata=cli("--address", "Ray cluster address (default: start a local cluster)")
     )
