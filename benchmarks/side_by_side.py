@@ -19,6 +19,7 @@ same run), and writes them as JSON under benchmarks/results/.
     python benchmarks/side_by_side.py --suite         # also: default suite, (b) once per pair vs (c)
     python benchmarks/side_by_side.py --only b,c,d    # no (a); (d) = (c) in bf16
     python benchmarks/side_by_side.py --only b,c --max-length 64   # another length (default 128)
+    python benchmarks/side_by_side.py --only c --suite --workers 2  # the suite also with run --workers 2
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def run_trainer(tuned: bool, ctx: dict, seed: int, lr: float) -> dict:
     }
 
 
-def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path, precision: str = "fp32") -> dict:
+def run_shiftbench(
+    ctx: dict, seed: int, lr: float, pairs: list[str], work: Path, precision: str = "fp32", workers: int = 1
+) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     proto = work / f"one_epoch_{precision}.yaml"
     length = ctx["protocol"].max_length
@@ -152,9 +155,10 @@ def run_shiftbench(ctx: dict, seed: int, lr: float, pairs: list[str], work: Path
         seeds=[seed],
         protocol=str(proto),
         data_dir=ctx["data_dir"],
-        results_dir=work / f"results-{seed}-{precision}",
-        cache_dir=work / f"cache-{seed}-{precision}",
+        results_dir=work / f"results-{seed}-{precision}-w{workers}",
+        cache_dir=work / f"cache-{seed}-{precision}-w{workers}",
         device=ctx["device"],
+        workers=workers,
     )
     total = time.perf_counter() - t0
     r = summary.new_results
@@ -203,6 +207,9 @@ def main() -> int:
     ap.add_argument("--data-dir", default=os.environ.get("SHIFTBENCH_DATA_DIR"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-length", type=int, default=128, help="tokens; every recipe truncates (and (a) pads) to it")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="--suite: also time (c) with `run --workers N` (N processes)"
+    )
     ap.add_argument("--out", default=None, help="default: benchmarks/results/side_by_side[_len<N>].json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -333,13 +340,27 @@ def suite_comparison(ctx: dict, args, work: Path) -> dict:
         f"default suite, 1 seed: (b) per pair {b_total:.1f} s, (c) {r['total_s']:.1f} s: {ratio:.2f}x (target >= 1.3x)"
     )
     # (c)'s breakdown: fine-tuning (training steps and per-epoch source validation) and scoring.
-    return {
+    out = {
         "b_total_s": b_total,
         "c_total_s": r["total_s"],
         "c_train_s": r["train_s"],
         "c_eval_s": r["eval_s"],
         "speedup_c_over_b": ratio,
     }
+    if args.workers > 1:  # the same suite with its fine-tunes in N processes (fresh caches, like (c))
+        w = run_shiftbench(ctx, 0, args.lr, pairs, work / "suite", workers=args.workers)
+        out |= {
+            "workers": args.workers,
+            "c_workers_total_s": w["total_s"],
+            "speedup_c_workers_over_b": b_total / w["total_s"],
+            "c_workers_ood_macro_f1_minus_c": w["ood_macro_f1"] - r["ood_macro_f1"],
+        }
+        print(
+            f"default suite, 1 seed, --workers {args.workers}: (c) {w['total_s']:.1f} s: "
+            f"{out['speedup_c_workers_over_b']:.2f}x (b) (target >= 1.5x); OOD macro-F1 "
+            f"{out['c_workers_ood_macro_f1_minus_c']:+.4f} vs one process"
+        )
+    return out
 
 
 if __name__ == "__main__":
