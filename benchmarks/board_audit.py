@@ -154,8 +154,12 @@ def summaries(finetunes: list[FineTune]) -> list[str]:
         f"({n_lr} on a learning-rate edge, {n_epoch} at the last epoch); goal: at most 1 in 5"
     )
     for f in at_edge:
+        # An epoch edge on a flat end (last two epochs within PLATEAU_TOLERANCE) is within the noise of a
+        # validation split of a few hundred examples: more epochs would not have been expected to help.
+        flat = " (flat end: last two epochs within 0.005)" if f.edges.epoch_at_edge and f.plateaued else ""
         out.append(
-            f"  at an edge: {f.protocol} {f.model} {f.source} seed {f.seed}: lr {f.selected_lr:g} epoch {f.selected_epoch}"
+            f"  at an edge: {f.protocol} {f.model} {f.source} seed {f.seed}: lr {f.selected_lr:g} "
+            f"epoch {f.selected_epoch}{flat}"
         )
     for f in (f for f in finetunes if f.model in PLATEAU_MODELS):
         curve = f.curve(f.selected_lr)
