@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     nightly = sub.add_parser("nightly", help="nightly suite -> leaderboard -> report -> what moved")
     nightly.add_argument("--results-dir", default="results")
-    add_run_arguments(nightly, ("cache_dir",))
+    add_run_arguments(nightly, ("cache_dir", "workers"))
     nightly.add_argument("--no-report", action="store_true", help="skip the HTML report")
     _common(nightly)
 
@@ -429,6 +429,7 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         registries=tuple(args.registries),
         report=not args.no_report,
+        workers=args.workers,
     )
     print(f"{outcome.new_runs} new run(s); leaderboard {Path(args.results_dir) / 'leaderboard.parquet'}")
     if outcome.report is not None:

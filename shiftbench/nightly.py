@@ -65,12 +65,18 @@ def run_nightly(
     cache_dir: Path | None = None,
     registries: tuple = (),
     report: bool = True,
+    workers: int = 1,
 ) -> NightlyOutcome:
     from shiftbench.api import run
 
     previous = read_previous(results_dir)
     summary = run(
-        suite="nightly", registries=registries, data_dir=data_dir, results_dir=results_dir, cache_dir=cache_dir
+        suite="nightly",
+        registries=registries,
+        data_dir=data_dir,
+        results_dir=results_dir,
+        cache_dir=cache_dir,
+        workers=workers,
     )
     out = None
     if report:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pandas as pd
 import yaml
 
+from shiftbench.cli import build_parser
 from shiftbench.nightly import significant_moves
 from shiftbench.registry.catalog import load_catalog
 
@@ -33,6 +35,10 @@ def test_workflow_is_valid_yaml_with_the_expected_shape():
     runs = "\n".join(s["run"] for s in job["steps"] if "run" in s)
     assert "python -m shiftbench nightly" in runs
     assert "torch==2.13.0" in runs and 'pip install -e ".[test,minilm]"' in runs
+    # the nightly command line is one the CLI parses (a misspelt flag fails here, not at 2 a.m.)
+    (command,) = [line.strip() for line in runs.splitlines() if "python -m shiftbench nightly" in line]
+    args = build_parser().parse_args(shlex.split(command.split("python -m shiftbench ", 1)[1]))
+    assert args.command == "nightly" and args.workers == 2
     uploads = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
     assert uploads and "results/leaderboard.parquet" in uploads[0]["with"]["path"]
 
