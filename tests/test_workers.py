@@ -3,6 +3,7 @@ processes on one results dir share a plan's jobs."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,27 @@ lock.release()
 """
 
 
+@contextlib.contextmanager
+def held_elsewhere(results_dir, finetune_id):
+    """The job's claim held by another process; yields a function that makes it let go."""
+    lock_file = results_dir / LOCKS_DIR / f"{finetune_id}.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+    def release():
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield release
+    finally:
+        holder.kill() if holder.poll() is None else None
+        holder.wait()
+
+
 def _run_files(results_dir):
     return sorted(p.name for p in (results_dir / RUNS_DIR).glob("*.parquet"))
 
@@ -42,13 +64,7 @@ def test_claimed_jobs_takes_free_jobs_first_then_waits_for_held_ones(tiny_env):
     plan = api.make_plan(pairs=PAIRS, seeds="0,1", dry_run=True, **tiny_env)
     ids = [job.finetune_id for job in plan.pending_jobs]
     assert len(ids) == 4
-    lock_file = tiny_env["results_dir"] / LOCKS_DIR / f"{ids[0]}.lock"
-    lock_file.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere(tiny_env["results_dir"], ids[0]) as release:
         jobs = claimed_jobs(plan)
         assert [next(jobs).finetune_id for _ in range(3)] == ids[1:]  # the held job is skipped, not waited for
         # Meanwhile the holder "finishes" the job: the wait ends, and the re-check under the claim skips it.
@@ -57,33 +73,19 @@ def test_claimed_jobs_takes_free_jobs_first_then_waits_for_held_ones(tiny_env):
             path = run_path(tiny_env["results_dir"], target.run_id)
             path.parent.mkdir(exist_ok=True)
             path.touch()
-        holder.stdin.write("\n")
-        holder.stdin.flush()
+        release()
         assert next(jobs, None) is None
-    finally:
-        holder.kill() if holder.poll() is None else None
-        holder.wait()
 
 
 def test_claimed_jobs_waits_for_a_held_job_that_is_still_pending(tiny_env):
     plan = api.make_plan(pairs=PAIRS, seeds="0", dry_run=True, **tiny_env)
     ids = [job.finetune_id for job in plan.pending_jobs]
-    lock_file = tiny_env["results_dir"] / LOCKS_DIR / f"{ids[0]}.lock"
-    lock_file.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere(tiny_env["results_dir"], ids[0]) as release:
         jobs = claimed_jobs(plan)
         assert next(jobs).finetune_id == ids[1]
-        holder.stdin.write("\n")  # released without finishing it: this process gets it after all
-        holder.stdin.flush()
+        release()  # without finishing it: this process gets it after all
         assert next(jobs).finetune_id == ids[0]
         assert next(jobs, None) is None
-    finally:
-        holder.kill() if holder.poll() is None else None
-        holder.wait()
 
 
 def test_two_workers_write_what_one_process_writes(tiny_env, tmp_path, monkeypatch):
