@@ -38,7 +38,7 @@ def test_workflow_is_valid_yaml_with_the_expected_shape():
     # the nightly command line is one the CLI parses (a misspelt flag fails here, not at 2 a.m.)
     (command,) = [line.strip() for line in runs.splitlines() if "python -m shiftbench nightly" in line]
     args = build_parser().parse_args(shlex.split(command.split("python -m shiftbench ", 1)[1]))
-    assert args.command == "nightly" and args.workers == 2
+    assert args.command == "nightly" and args.results_dir == "results"
     uploads = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
     assert uploads and "results/leaderboard.parquet" in uploads[0]["with"]["path"]
 
