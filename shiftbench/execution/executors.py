@@ -22,6 +22,8 @@ def execute(plan: Plan) -> list[RunResult]:
     claim re-checks what is done once it gets it. With ``settings.workers`` > 1 the jobs are shared
     the same way by that many processes here (:mod:`shiftbench.execution.workers`)."""
     settings = plan.settings
+    # Again (plan_request checked it too): a plan may be executed long after it was made, and a
+    # results dir that became unwritable meanwhile must fail here, before hours of training.
     check_results_dir(settings.results_dir)
     if settings.executor == "ray":
         from shiftbench.execution.ray_executor import execute_on_ray
