@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -347,10 +348,14 @@ def write_leaderboard(
     write_atomic(path, lambda p: pq.write_table(table, p))
 
 
+def edge_cell(n_edge: Any, n_seeds: int, none: str = "–") -> str:
+    """ "k/n": k of a row's n seeds selected at an edge of the grid; ``none`` where no seed had an
+    edge to be at (the terminal table uses "-", the markdown view and the report "–")."""
+    return none if pd.isna(n_edge) else f"{int(n_edge)}/{int(n_seeds)}"
+
+
 def _edge_cell(row) -> str:
-    """ "k/n": k of the row's n seeds selected at an edge of the grid; "-": no edge to be at."""
-    k = getattr(row, "n_edge_selections", pd.NA)
-    return "-" if pd.isna(k) else f"{int(k)}/{row.n_seeds}"
+    return edge_cell(getattr(row, "n_edge_selections", pd.NA), row.n_seeds, none="-")
 
 
 def summary_table(board: pd.DataFrame, metric: str = "macro_f1") -> str:
@@ -394,8 +399,7 @@ def to_markdown(board: pd.DataFrame) -> str:
         cells = [str(row[c]) for c in cols] + [fmt(row, "id_score"), fmt(row, "ood_score"), fmt(row, "gap")]
         cells.append(f"{row['relative_gap_mean']:.1%}" if pd.notna(row["relative_gap_mean"]) else "")
         cells.append(str(int(row["rank"])) if "rank" in row and pd.notna(row["rank"]) else "")
-        edge = row.get("n_edge_selections", pd.NA)
-        cells.append("–" if pd.isna(edge) else f"{int(edge)}/{int(row['n_seeds'])}")
+        cells.append(edge_cell(row.get("n_edge_selections", pd.NA), row["n_seeds"]))
         lines.append("| " + " | ".join(cells) + " |")
     if "ci_method" in board and (board["ci_method"] == CI_EXAMPLES_ONLY).any():
         lines.append("")

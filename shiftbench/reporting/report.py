@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from shiftbench.analysis.leaderboard import CI_EXAMPLES_ONLY, build_leaderboard
+from shiftbench.analysis.leaderboard import CI_EXAMPLES_ONLY, build_leaderboard, edge_cell
 from shiftbench.analysis.taskstats import headline_metric
 from shiftbench.core.atomic import write_atomic, write_text_atomic
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
@@ -68,7 +68,7 @@ def _leaderboard_section(rows: pd.DataFrame) -> str:
                 with_ci(r.gap_mean, r.gap_ci_low, r.gap_ci_high),
                 pct_ci(r.relative_gap_mean, r.relative_gap_ci_low, r.relative_gap_ci_high),
                 str(int(rank)) if pd.notna(rank) else "–",
-                _edge_cell(getattr(r, "n_edge_selections", pd.NA), r.n_seeds),
+                edge_cell(getattr(r, "n_edge_selections", pd.NA), r.n_seeds),
             ]
         )
     table = html_table(header, body, [False, False, False, True, True, True, True, True, True, True], cls="leaderboard")
@@ -84,11 +84,6 @@ def _leaderboard_section(rows: pd.DataFrame) -> str:
             "fine-tune); seed-to-seed variation is unknown.</p>"
         )
     return table
-
-
-def _edge_cell(n_edge: Any, n_seeds: int) -> str:
-    """ "k/n" seeds that selected at an edge of the grid; "–" where no seed had an edge to be at."""
-    return "–" if pd.isna(n_edge) else f"{int(n_edge)}/{int(n_seeds)}"
 
 
 def _robustness_section(er: pd.DataFrame | None, fits: Sequence[Any], note: str | None) -> str:
