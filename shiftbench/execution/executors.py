@@ -7,10 +7,8 @@ on workers, and both take their work through :mod:`shiftbench.execution.claims`.
 
 from __future__ import annotations
 
-from shiftbench.execution.claims import claimed_jobs
 from shiftbench.execution.plan import Plan
-from shiftbench.execution.runner import run_job
-from shiftbench.modeling.device import make_runtime
+from shiftbench.execution.workers import execute_in_workers, run_claimed
 from shiftbench.results.store import RunResult, check_results_dir
 
 
@@ -31,12 +29,4 @@ def execute(plan: Plan) -> list[RunResult]:
         return execute_on_ray(plan)
     # No more processes than fine-tunes to share; one worker is this process, as before --workers.
     workers = min(settings.workers, len(plan.pending_jobs))
-    if workers > 1:
-        from shiftbench.execution.workers import execute_in_workers
-
-        return execute_in_workers(plan, workers)
-    runtime = make_runtime(settings.device, settings.protocol.precision)
-    results: list[RunResult] = []
-    for job in claimed_jobs(plan):  # the claim is held while the job runs
-        results.extend(run_job(job, plan, runtime))
-    return results
+    return execute_in_workers(plan, workers) if workers > 1 else run_claimed(plan)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import traceback
+from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -49,17 +50,15 @@ def execute_in_workers(plan: Plan, workers: int) -> list[RunResult]:
         for receive in wait(list(pending)):
             number, proc = pending.pop(receive)
             try:
-                ok, value = receive.recv()  # (True, its runs) or (False, its error)
+                ok, value = receive.recv()  # (True, its runs) or (False, its error); before join: a big result
             except EOFError:  # killed without a word (SIGKILL, out of memory)
-                proc.join()
-                ok, value = (
-                    False,
-                    ShiftbenchError(
-                        f"--workers: worker {number} died (exit status {proc.exitcode}); "
-                        "completed runs are kept, re-run the same command to resume"
-                    ),
-                )
+                ok, value = False, None
             proc.join()
+            if value is None:
+                value = ShiftbenchError(
+                    f"--workers: worker {number} died (exit status {proc.exitcode}); "
+                    "completed runs are kept, re-run the same command to resume"
+                )
             if ok:
                 results.extend(value)
             else:
@@ -71,19 +70,26 @@ def execute_in_workers(plan: Plan, workers: int) -> list[RunResult]:
     return sorted(results, key=lambda r: order[r.run_id])
 
 
+def run_claimed(plan: Plan, stopped: Callable[[], bool] = lambda: False) -> list[RunResult]:
+    """This process's share of the plan's pending jobs (all of them when it is alone on the results
+    dir): each job is trained and scored while its claim is held; ``stopped`` is asked before each
+    job. The local executor runs it in-process, and each worker runs it."""
+    runtime = make_runtime(plan.settings.device, plan.settings.protocol.precision)
+    results: list[RunResult] = []
+    for job in claimed_jobs(plan):  # the claim is held while the job runs
+        if stopped():
+            break
+        results.extend(run_job(job, plan, runtime))
+    return results
+
+
 def _worker(plan: Plan, threads: int, stop: Any, send: Connection) -> None:
     """One worker process: its share of the plan's jobs, then its outcome through ``send``."""
     outcome: tuple[bool, Any]
     try:
         # Before the runtime sets torch's threads; an explicit SHIFTBENCH_NUM_THREADS wins.
         os.environ.setdefault("SHIFTBENCH_NUM_THREADS", str(threads))
-        runtime = make_runtime(plan.settings.device, plan.settings.protocol.precision)
-        results: list[RunResult] = []
-        for job in claimed_jobs(plan):  # the claim is held while the job runs
-            if stop.is_set():  # another worker failed: stop at a job boundary
-                break
-            results.extend(run_job(job, plan, runtime))
-        outcome = (True, results)
+        outcome = (True, run_claimed(plan, stopped=stop.is_set))  # another worker failed: stop at a job boundary
     except BaseException as exc:  # also KeyboardInterrupt: the parent hears of every end
         stop.set()
         if not isinstance(exc, (ShiftbenchError, KeyboardInterrupt)):
