@@ -279,17 +279,12 @@ def protocol_root(name: str) -> str | None:
     run files, where a user protocol file is stored under its own name and is not a built-in.
     """
     known = set(builtin_protocols())
-    seen: set[str] = set()
-    while name in known and name not in seen:
-        seen.add(name)
-        try:
-            doc = load_yaml(builtin_protocol_dir() / f"{name}.yaml", "protocol")
-        except ShiftbenchError:
-            return None
-        base = doc.get("base") if isinstance(doc, dict) else None
-        if base is None:
-            return name
-        if not isinstance(base, str):
-            return None
-        name = base
+    try:
+        while name in known:
+            base = load_protocol(name).base  # the loader resolves the whole chain: a loop or bad file raises
+            if base is None:
+                return name
+            name = base
+    except ShiftbenchError:
+        return None
     return None
