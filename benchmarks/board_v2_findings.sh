@@ -8,7 +8,7 @@ R=${1:-results}
 sb() { python -m shiftbench "$@"; }
 echo "## leaderboard (macro-F1; NER: entity micro-F1)"
 sb leaderboard --results-dir "$R" >/dev/null
-sb leaderboard --results-dir "$R" --format markdown --metric macro_f1 | grep -E '^\| model|^\|---|standard-v2|-v2 \|'
+sb leaderboard --results-dir "$R" --format markdown --metric macro_f1 | grep -E '^\| model|^\|---|-v2 \|' | grep -v wikigold_to
 sb leaderboard --results-dir "$R" --format markdown --metric entity_micro_f1 | grep -E '^\| model|^\|---|standard-v2'
 echo "## model size vs gap: each smaller or untrained checkpoint against minilm-l6 (gap_diff > 0: B loses more)"
 for b in minilm-l6-l4 minilm-l6-l2 minilm-l6-random; do
