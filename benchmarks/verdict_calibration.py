@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from shiftbench.analysis.compare import compare  # noqa: E402
-from shiftbench.analysis.stats import _half_width, minimum_detectable, percentile_interval, seed_aware_interval  # noqa: E402
+from shiftbench.analysis.stats import _half_width, minimum_detectable  # noqa: E402
 from tests.test_stats_honest import EXAMPLE_HEAVY, MIXED, SEED_HEAVY, N, simulate  # noqa: E402
-from tests.test_verdicts_committed import _copy_with, _reseed, headline_ood_replicates, two_seed_nulls  # noqa: E402
+from tests.test_verdicts_committed import _copy_with, _reseed, null_counts  # noqa: E402
 
 RESULTS = REPO / "results"
 
@@ -53,22 +53,10 @@ def coverage() -> None:
 
 def committed_nulls() -> None:
     print("3. null comparisons on the committed predictions (headline metric, OOD)")
-    old = old_n = two = two_n = gate = gate_n = 0
-    for pts, reps in headline_ood_replicates(RESULTS, 2000, np.random.default_rng(0)):
-        for i in range(3):
-            for j in range(3):
-                if i != j:
-                    ci = percentile_interval(pts[j] - pts[i], reps[:, j] - reps[:, i])
-                    old, old_n = old + ci.excludes_zero, old_n + 1
-        for d, dr in two_seed_nulls(pts, reps):
-            ci = seed_aware_interval(d, dr)
-            two, two_n = two + (ci.low > 0 or ci.high < 0), two_n + 1
-            for sign in (1, -1):
-                gate += seed_aware_interval(sign * d, sign * dr).p_below(0.0) <= 0.05
-                gate_n += 1
-    print(f"   seed i vs seed j, examples-only interval (old compare): {old} of {old_n} significant")
-    print(f"   2-seed nulls, seed-aware interval, two-sided 5 %: {two} of {two_n} significant")
-    print(f"   2-seed nulls, the gate's one-sided 5 % test (before Holm), both directions: {gate} of {gate_n}")
+    n = null_counts(RESULTS, 2000)
+    print(f"   seed i vs seed j, examples-only interval (old compare): {n.old} of {n.old_n} significant")
+    print(f"   2-seed nulls, seed-aware interval, two-sided 5 %: {n.two} of {n.two_n} significant")
+    print(f"   2-seed nulls, the gate's one-sided 5 % test (before Holm), both directions: {n.gate} of {n.gate_n}")
 
 
 def reseeded_gate() -> None:

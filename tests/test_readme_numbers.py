@@ -19,6 +19,7 @@ from shiftbench.analysis.estimator_board import ESTIMATES_FILE, ESTIMATOR_BOARD_
 from shiftbench.analysis.robustness import effective_robustness
 
 from .conftest import REPO
+from .test_verdicts_committed import null_counts
 
 COMMITTED = REPO / "results"
 README = " ".join((REPO / "README.md").read_text().split())
@@ -257,3 +258,16 @@ def test_neutral_collapse_prose():
         "the full `minilm-l6` calls #–# % of them neutral depending on the seed (TweetEval is # % neutral, FPB # %)"
     )
     assert_all(said, [min(shares), max(shares), target.pop(), source.pop()], "neutral shares", scale=100)
+
+
+def test_null_comparison_prose():
+    """The null comparisons (same recipe, other seeds) the README quotes, with the 2,000 resamples of
+    ``benchmarks/verdict_calibration.py``."""
+    n = null_counts(COMMITTED, 2000)
+    said = quoted(
+        "the old examples-only interval called # of # seed-vs-seed comparisons significant; with two seeds per"
+        " side the seed-aware interval calls # of #, and the gate's one-sided test fires in # of # before Holm"
+    )
+    assert [int(x) for x in said] == [n.old, n.old_n, n.two, n.two_n, n.gate, n.gate_n], (
+        f"README says {said}, results give {n}"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -205,17 +206,42 @@ def two_seed_nulls(points: np.ndarray, replicates: np.ndarray):
         yield d, np.stack([replicates[:, j] - replicates[:, i], replicates[:, k] - replicates[:, j]], axis=1)
 
 
+@dataclass(frozen=True)
+class NullCounts:
+    """Significant verdicts among null comparisons (same recipe on both sides) on a results dir."""
+
+    old: int  # seed i vs seed j under the examples-only percentile interval (the old ``compare``)
+    old_n: int
+    two: int  # 2-seed nulls under the seed-aware interval, two-sided 5 %
+    two_n: int
+    gate: int  # 2-seed nulls under the gate's one-sided 5 % test before Holm, both directions
+    gate_n: int
+
+
+def null_counts(results_dir: Path, n_boot: int, seed: int = 0) -> NullCounts:
+    """The null comparisons of benchmarks/verdict_calibration.py and the README, counted."""
+    from shiftbench.analysis.stats import percentile_interval, seed_aware_interval
+
+    old = old_n = two = two_n = gate = gate_n = 0
+    for pts, reps in headline_ood_replicates(results_dir, n_boot, np.random.default_rng(seed)):
+        for i in range(3):
+            for j in range(3):
+                if i != j:
+                    ci = percentile_interval(pts[j] - pts[i], reps[:, j] - reps[:, i])
+                    old, old_n = old + ci.excludes_zero, old_n + 1
+        for d, dr in two_seed_nulls(pts, reps):
+            sa = seed_aware_interval(d, dr)
+            two, two_n = two + (sa.low > 0 or sa.high < 0), two_n + 1
+            for sign in (1, -1):
+                gate += seed_aware_interval(sign * d, sign * dr).p_below(0.0) <= 0.05
+                gate_n += 1
+    return NullCounts(int(old), old_n, int(two), two_n, int(gate), gate_n)
+
+
 def test_null_comparisons_on_committed_predictions_rarely_reject():
     """2-seed null comparisons from every (model, protocol, pair, target) with 3 seeds (see
     :func:`two_seed_nulls`). Same recipe on both sides, so at alpha = 0.05 the two-sided verdict should
     fire rarely. (With only 3 seeds the two sides share one fine-tune, which inflates the seed
     variance: these nulls are conservative.)"""
-    from shiftbench.analysis.stats import seed_aware_interval
-
-    fired = tested = 0
-    for pts, reps in headline_ood_replicates(COMMITTED, 400, np.random.default_rng(0)):
-        for d, dr in two_seed_nulls(pts, reps):
-            ci = seed_aware_interval(d, dr)
-            tested += 1
-            fired += bool(ci.low > 0 or ci.high < 0)
-    assert tested >= 30 and fired / tested <= 0.1, f"{fired} of {tested} null comparisons significant"
+    n = null_counts(COMMITTED, 400)
+    assert n.two_n >= 30 and n.two / n.two_n <= 0.1, f"{n.two} of {n.two_n} null comparisons significant"
