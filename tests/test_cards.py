@@ -1,4 +1,5 @@
-"""Data cards: generated from the tiny in-test world (seconds), and the committed real cards kept fresh."""
+"""Data and metric cards: generated from the tiny in-test world (seconds), the metric cards' examples
+run as doctests, and the committed real cards kept fresh."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from shiftbench.data.datasets import load_domain
 from shiftbench.data.overlap import normalise_text
 from shiftbench.modeling.models import package_dir
 from shiftbench.registry.catalog import load_catalog
-from shiftbench.reporting.cards import CardContext, render_dataset_card, render_pair_card, write_cards
+from shiftbench.reporting.cards import CardContext, metric_cards, render_dataset_card, render_pair_card, write_cards
+from shiftbench.tasks import get_task, task_names
+from shiftbench.tasks.stats import LOWER_IS_BETTER
 
 from .conftest import REAL_DATA_DIR, REPO, write_split
 
@@ -47,7 +50,7 @@ def test_cards_are_written_for_every_entry(tiny_cards, tiny_registry):
     expected = [out / "datasets" / f"{n}.md" for n in catalog.datasets] + [
         out / "pairs" / f"{n}.md" for n in catalog.pairs
     ]
-    assert written == sorted(expected + [out / "index.md"])
+    assert written == sorted(expected + list(metric_cards(out)) + [out / "index.md"])
     index = (out / "index.md").read_text(encoding="utf-8")
     assert all(f"(datasets/{n}.md)" in index for n in catalog.datasets)
     assert all(f"(pairs/{n}.md)" in index for n in catalog.pairs)
@@ -217,3 +220,49 @@ def test_normalise_text():
 def test_committed_cards_are_fresh():
     stale = write_cards(REPO / "data_cards", data_dir=REAL_DATA_DIR, check=True)
     assert stale == [], f"stale data cards {[str(p.relative_to(REPO)) for p in stale]}: run `python -m shiftbench card`"
+
+
+def test_every_metric_of_every_kind_has_one_doc():
+    for name in task_names():
+        kind = get_task(name)
+        docs = {d.name: d for d in kind.metric_docs()}
+        assert len(docs) == len(kind.metric_docs()), f"{name}: a metric documented twice"
+        space = kind.metric_example().label_space
+        defined = {"f1_<TYPE>" if m.startswith("f1_") else m for m in kind.metrics(space)}
+        assert set(docs) == defined, name  # nothing undocumented, no doc of a metric the kind lacks
+        for metric, doc in docs.items():
+            assert doc.higher_is_better == (metric not in LOWER_IS_BETTER), (name, metric)
+            assert len(doc.definition) > 40, (name, metric)
+        assert kind.headline in docs
+
+
+def test_metric_cards_examples_run_and_are_true(tmp_path):
+    cards = metric_cards(tmp_path)
+    assert {p.name for p in cards} >= {"macro_f1.md", "entity_micro_f1.md", "ece_debiased.md", "f1_TYPE.md"}
+    for path, text in cards.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        result = doctest.testfile(str(path), module_relative=False, verbose=False)
+        kinds = text.count("\n## ") - 1  # one example per group of kinds, then "## Intervals"
+        assert result.failed == 0 and result.attempted == 7 * kinds, path.name
+    # the examples' numbers, worked by hand: 3 of 5 right; F1 1, 0.5, 0.5 per label
+    macro = cards[tmp_path / "metrics" / "macro_f1.md"]
+    assert "0.6667\n" in macro.split("## token-classification")[0]
+    # NER: gold PER and LOC, predicted PER (right), PER (wrong type), LOC (spurious): P 1/3, R 1/2
+    entity = cards[tmp_path / "metrics" / "entity_micro_f1.md"]
+    assert '"entity_micro_f1", space)(stats.sum(axis=0))), 4)\n0.4\n' in entity
+    # a broken example fails as a doctest
+    bad = tmp_path / "bad.md"
+    bad.write_text(macro.replace("\n0.6667\n", "\n0.7\n", 1), encoding="utf-8")
+    assert doctest.testfile(str(bad), module_relative=False, verbose=False, report=False).failed == 1
+
+
+def test_committed_metric_cards_are_fresh():
+    """Needs no data: the metric cards come from the code alone (the full check above also covers them)."""
+    cards = metric_cards(REPO / "data_cards")
+    on_disk = sorted((REPO / "data_cards" / "metrics").glob("*.md"))
+    assert on_disk == sorted(cards), "metric cards added or removed: run `python -m shiftbench card`"
+    stale = [p.name for p, text in cards.items() if p.read_text(encoding="utf-8") != text]
+    assert not stale, f"stale metric cards {stale}: run `python -m shiftbench card`"
+    index = (REPO / "data_cards" / "index.md").read_text(encoding="utf-8")
+    assert all(f"(metrics/{p.name})" in index for p in cards)

@@ -31,7 +31,7 @@ import numpy as np
 
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.core.guards import preview
-from shiftbench.tasks.stats import SumMetric
+from shiftbench.tasks.stats import MetricDoc, MetricExample, SumMetric
 
 IGNORE = -100  # training target of positions the loss skips (torch's cross_entropy default ignore_index)
 
@@ -158,6 +158,15 @@ class TaskKind(ABC):
     @abstractmethod
     def metric_fn(self, metric: str, label_space: Sequence[str]) -> SumMetric:
         """``metric`` as a function of summed unit statistics (..., D) -> (...)."""
+
+    @abstractmethod
+    def metric_docs(self) -> tuple[MetricDoc, ...]:
+        """What each metric of :meth:`metrics` computes, for its card (``data_cards/metrics/``):
+        one :class:`MetricDoc` per metric name (``f1_<TYPE>`` for a per-type family)."""
+
+    @abstractmethod
+    def metric_example(self) -> MetricExample:
+        """A tiny labelled test set the metric cards score in their runnable example."""
 
     def check_metric(self, metric: str, label_space: Sequence[str], where: str = "") -> None:
         """One-line error unless this kind defines ``metric`` (``where``: e.g. the pair)."""

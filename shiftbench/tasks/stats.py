@@ -18,6 +18,8 @@ n_b < 2 contributing 0. ``brier`` is the multi-class Brier score (sum over class
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,71 @@ CAL_WIDTH = 3 * N_BINS + 1  # (count, correct - confidence, confidence sum) per 
 LOWER_IS_BETTER = frozenset({"ece", "ece_debiased", "brier"})
 
 SumMetric = Callable[[np.ndarray], np.ndarray]  # summed unit statistics (..., D) -> scores (...)
+
+
+@dataclass(frozen=True)
+class MetricDoc:
+    """What a metric card (``data_cards/metrics/``, ``shiftbench card``) says of one metric of one
+    task kind; each kind declares its own next to the code that computes them
+    (:meth:`shiftbench.tasks.base.TaskKind.metric_docs`). ``name`` as recorded, or ``f1_<TYPE>``
+    for the per-type family."""
+
+    name: str
+    definition: str  # what is computed from what, in one paragraph (Markdown)
+    higher_is_better: bool = True
+    value_range: str = "[0, 1]"
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class MetricExample:
+    """A tiny labelled test set a card's runnable example scores: the arguments of
+    :meth:`shiftbench.tasks.base.TaskKind.unit_stats`, as plain lists (they are printed in the card)."""
+
+    label_space: tuple[str, ...]
+    labels: list[int]
+    preds: list[int]
+    probs: list[list[float]]
+    lengths: list[int] | None
+    note: str  # what the example is, in words
+
+    def args(self) -> tuple[Any, ...]:
+        return self.labels, self.preds, self.probs, self.lengths, self.label_space
+
+
+def calibration_docs(ece_over: str, others_over: str) -> tuple[MetricDoc, MetricDoc, MetricDoc]:
+    """The docs of ``ece`` (computed over ``ece_over``), ``ece_debiased`` and ``brier`` (over
+    ``others_over``), e.g. "examples", or "every word" and "entity words" (see the module docstring)."""
+    bins = f"{N_BINS} equal-width confidence bins ``(k/{N_BINS}, (k+1)/{N_BINS}]`` (confidence 0 in the first)"
+    return (
+        MetricDoc(
+            "ece",
+            f"Top-label expected calibration error over {ece_over}: each is put in one of {bins} by its "
+            "confidence (its largest stored probability), and ECE = sum over bins of |correct - summed confidence| / N, "
+            "where *correct* counts the predictions equal to the label. 0 means the confidence matches the accuracy "
+            "in every bin. It is biased upwards on small test sets (see `ece_debiased`).",
+            higher_is_better=False,
+            reference="Guo, Pleiss, Sun and Weinberger (2017), On Calibration of Modern Neural Networks",
+        ),
+        MetricDoc(
+            "ece_debiased",
+            f"Debiased top-label *L2* calibration error over {others_over}, on the same {N_BINS} bins: "
+            "sqrt(max(0, sum_b (n_b / N) [(acc_b - conf_b)^2 - acc_b (1 - acc_b) / (n_b - 1)])), bins with fewer "
+            "than 2 members contributing 0. Subtracting each bin's binomial variance removes the bias that makes "
+            "plain ECE grow as the test set shrinks, so values from test sets of different sizes compare.",
+            higher_is_better=False,
+            reference="Kumar, Liang and Ma (2019), Verified Uncertainty Calibration",
+        ),
+        MetricDoc(
+            "brier",
+            f"Multi-class Brier score over {others_over}: sum over classes of (p_c - 1[y = c])^2, averaged; "
+            "0 for a confident correct prediction, 2 for a confident wrong one. Unlike ECE it also rewards "
+            "sharpness (confident, correct predictions).",
+            higher_is_better=False,
+            value_range="[0, 2]",
+            reference="Brier (1950), Verification of Forecasts Expressed in Terms of Probability",
+        ),
+    )
 
 
 def cal_columns(metric: str, start: int) -> np.ndarray:

@@ -27,11 +27,19 @@ from shiftbench.tasks.metrics import classification_metrics
 from shiftbench.tasks.stats import (
     CAL_WIDTH,
     LOWER_IS_BETTER,
+    MetricDoc,
+    MetricExample,
     SumMetric,
     cal_columns,
+    calibration_docs,
     calibration_metric,
     calibration_stats,
     divide,
+)
+
+_PRESENT = (
+    "over the labels present in the gold labels or the predictions of the (re)sampled test set "
+    "(scikit-learn's default; a label with a zero denominator counts 0)"
 )
 
 
@@ -60,6 +68,30 @@ class ExampleClassification(TaskKind):
 
     def metrics(self, label_space: Sequence[str]) -> tuple[str, ...]:
         return ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece", "ece_debiased", "brier")
+
+    def metric_docs(self) -> tuple[MetricDoc, ...]:
+        return (
+            MetricDoc("accuracy", "Share of examples whose prediction (the most probable label) is the gold label."),
+            MetricDoc(
+                "macro_f1",
+                f"Unweighted mean of the per-label F1 = 2 TP / (2 TP + FP + FN), {_PRESENT}. The headline: "
+                "a rare label (FPB's *negative*, 12 % of its test split) weighs as much as a frequent one, so a model "
+                "that predicts the majority label everywhere scores low even where its accuracy looks fine.",
+            ),
+            MetricDoc("macro_precision", f"Unweighted mean of the per-label precision TP / (TP + FP), {_PRESENT}."),
+            MetricDoc("macro_recall", f"Unweighted mean of the per-label recall TP / (TP + FN), {_PRESENT}."),
+            *calibration_docs("examples", "examples"),
+        )
+
+    def metric_example(self) -> MetricExample:
+        return MetricExample(
+            label_space=("negative", "neutral", "positive"),
+            labels=[0, 1, 1, 2, 2],
+            preds=[0, 1, 2, 2, 1],
+            probs=[[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.4, 0.5], [0.1, 0.2, 0.7], [0.3, 0.4, 0.3]],
+            lengths=None,
+            note="five examples, one label each; the third and the fifth are wrong",
+        )
 
     def width(self, label_space: Sequence[str]) -> int:
         return len(label_space) ** 2 + CAL_WIDTH

@@ -41,10 +41,19 @@ from shiftbench.tasks.ner_metrics import (
 from shiftbench.tasks.stats import (
     CAL_WIDTH,
     LOWER_IS_BETTER,
+    MetricDoc,
+    MetricExample,
     SumMetric,
     cal_columns,
+    calibration_docs,
     calibration_metric,
     calibration_stats,
+)
+
+_ENTITIES = (
+    "Entities are ``(type, start, end)`` spans of the BIO tags with seqeval's default (conlleval) semantics: "
+    "``I-X`` after ``O`` or after another type starts a new entity, and a predicted entity counts only when "
+    "its type and both boundaries match a gold one. Words are predicted at their first sub-token."
 )
 
 
@@ -225,6 +234,54 @@ class TokenClassification(TaskKind):
             "ece",
             "ece_debiased",
             "brier",
+        )
+
+    def metric_docs(self) -> tuple[MetricDoc, ...]:
+        micro = "TP, FP and FN summed over the entity types"
+        return (
+            MetricDoc(
+                "entity_micro_f1",
+                f"Entity-level micro F1 = 2 TP / (2 TP + FP + FN), {micro}; the headline. {_ENTITIES}",
+                reference="seqeval 1.2 (default mode) and the CoNLL-2000 conlleval script",
+            ),
+            MetricDoc("entity_micro_precision", f"Entity-level micro precision TP / (TP + FP), {micro}. {_ENTITIES}"),
+            MetricDoc("entity_micro_recall", f"Entity-level micro recall TP / (TP + FN), {micro}. {_ENTITIES}"),
+            MetricDoc(
+                "macro_f1",
+                "Unweighted mean of the per-type *entity* F1 over every entity type of the label space (a type "
+                "with no gold and no predicted entity counts 0); what the protocols select on. Not a per-word "
+                f"macro-F1 over BIO tags. {_ENTITIES}",
+            ),
+            MetricDoc(
+                "accuracy",
+                "Share of words whose predicted tag is the gold tag, ``O`` words included (most words are ``O``, "
+                "so it is high even for a model that finds few entities).",
+            ),
+            MetricDoc("f1_<TYPE>", f"Entity F1 of one type (``f1_PER``, ``f1_ORG``, ...). {_ENTITIES}"),
+            *calibration_docs(
+                "every word (as the runner records it; most are ``O``)",
+                "entity words (gold or predicted tag not ``O``)",
+            ),
+        )
+
+    def metric_example(self) -> MetricExample:
+        return MetricExample(
+            label_space=("O", "B-LOC", "I-LOC", "B-PER", "I-PER"),
+            labels=[3, 4, 0, 1, 0, 0],
+            preds=[3, 4, 0, 3, 0, 1],
+            probs=[
+                [0.1, 0.0, 0.0, 0.9, 0.0],
+                [0.1, 0.0, 0.0, 0.1, 0.8],
+                [0.9, 0.0, 0.0, 0.1, 0.0],
+                [0.1, 0.4, 0.0, 0.5, 0.0],
+                [0.8, 0.1, 0.0, 0.1, 0.0],
+                [0.4, 0.6, 0.0, 0.0, 0.0],
+            ],
+            lengths=[3, 3],
+            note=(
+                "two sentences of three words, gold [B-PER I-PER O] [B-LOC O O], predicted [B-PER I-PER O] "
+                "[B-PER O B-LOC]: one entity right, one of the wrong type, one spurious"
+            ),
         )
 
     def width(self, label_space: Sequence[str]) -> int:
