@@ -58,7 +58,13 @@ def test_readme_numbers_are_the_committed_standard_boards():
     finetunes = audit.read_finetunes(REPO / "results", ["standard"])
     at_edge = sum(f.edges.at_edge for f in finetunes)  # the board's 24, NER's 3 and smollm2-135m's 1
     readme = (REPO / "README.md").read_text()
-    assert f"{at_edge} of its {len(finetunes)} `standard` fine-tunes selected at an edge" in " ".join(readme.split())
+    flat = " ".join(readme.split())
+    assert f"{at_edge} of its {len(finetunes)} `standard` fine-tunes selected at an edge" in flat
+    high = sum(f.edges.lr == "high" for f in finetunes)
+    last = sum(f.edges.epoch_at_edge is True for f in finetunes)
+    assert f"({high} the largest learning rate, 1e-4; {last} the last of the 3 epochs)" in flat
+    remedies = audit.read_finetunes(REPO / "results", ["adversarial", "augment", "distill", "lora"])
+    assert len(remedies) == 12 and all(f.edges.at_edge for f in remedies)  # "and so did every ... fine-tune"
     small = [f for f in finetunes if f.model in audit.PLATEAU_MODELS]
     no_plateau = sum(not f.plateaued for f in small)
     core_hours = sum(f.core_seconds for f in finetunes) / 3600
