@@ -412,7 +412,7 @@ def render_metric_card(name: str, entries: Sequence[tuple[tuple[str, ...], Metri
 
 
 def render_index(ctx: CardContext) -> str:
-    """The index: every dataset and pair card, one row each."""
+    """The index: every dataset, pair and metric card, one row each."""
     ds = [
         [f"[`{n}`](datasets/{n}.md)", _md(s.domain), s.task, _md(s.license), "yes" if s.redistributable else "no"]
         for n, s in ctx.catalog.datasets.items()
