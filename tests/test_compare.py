@@ -36,6 +36,7 @@ def write_fake_run(
     model_sha: str | None = None,
     created_at: datetime | None = None,
     num_labels: int = 3,
+    history: tuple[dict, ...] = (),
 ) -> RunResult:
     """Write a run file + predictions file exactly as the runner does (RunResult.to_table)."""
     arrays = [np.asarray(x, dtype=np.int64) for x in (id_labels, id_preds, ood_labels, ood_preds)]
@@ -81,6 +82,7 @@ def write_fake_run(
         runner_version=1,
         transformers_version="test",
         torch_version="test",
+        history=history,
     )
 
     def split(labels, preds):
@@ -148,6 +150,34 @@ def test_compare_verdicts_and_regressions(synthetic):
     t = worse.targets[0]
     assert t.question == "recipe" and t.ood.v_seed < t.ood.v_example  # (almost) the same effect in both seeds
     assert 0 < t.mde_ood < 0.15 and t.p_holm == pytest.approx(t.p_regression)  # one test: Holm changes nothing
+
+
+def _history(*lrs: float) -> tuple[dict, ...]:
+    """Two epochs per learning rate; every run above selects lr 1e-3 at epoch 1."""
+    return tuple({"learning_rate": lr, "epoch": e, "val_scores": {"macro_f1": 0.5}} for lr in lrs for e in (1, 2))
+
+
+def test_compare_notes_fine_tunes_selected_at_a_grid_edge(tmp_path):
+    rng = np.random.default_rng(1)
+    y_id, y_ood = rng.integers(0, 3, 200), rng.integers(0, 3, 300)
+    for seed in (0, 1, 2):
+        preds = dict(
+            id_labels=y_id, id_preds=_preds(y_id, 150, rng), ood_labels=y_ood, ood_preds=_preds(y_ood, 180, rng)
+        )
+        # "edgy": 1e-3 is its grid's largest rate; "inner": 1e-3 lies inside; "plain": no history, no grid known
+        write_fake_run(tmp_path, model="edgy", seed=seed, history=_history(1e-4, 1e-3), **preds)
+        write_fake_run(tmp_path, model="inner", seed=seed, history=_history(1e-4, 1e-3, 1e-2), **preds)
+        write_fake_run(tmp_path, model="plain", seed=seed, **preds)
+    [t] = compare(tmp_path, "inner", "edgy", n_boot=200).targets
+    assert (t.edge_seeds_a, t.edge_seeds_b) == (0, 3)
+    text = compare(tmp_path, "inner", "edgy", n_boot=200).to_text()
+    assert (
+        "tweets: grid edge: edgy@standard in 3 of 3 seeds selected at an edge" in text
+        and "inner@standard in" not in text
+    )
+    [t] = compare(tmp_path, "plain", "inner", n_boot=200).targets
+    assert (t.edge_seeds_a, t.edge_seeds_b) == (None, 0)
+    assert "grid edge" not in compare(tmp_path, "plain", "inner", n_boot=200).to_text()
 
 
 def test_compare_unknown_model_suggests_names(synthetic):

@@ -245,3 +245,15 @@ def test_null_comparisons_on_committed_predictions_rarely_reject():
     variance: these nulls are conservative.)"""
     n = null_counts(COMMITTED, 400)
     assert n.two_n >= 30 and n.two / n.two_n <= 0.1, f"{n.two} of {n.two_n} null comparisons significant"
+
+
+def test_compare_notes_the_committed_edge_selections():
+    """Every committed standard and lora fine-tune selected at an edge (README); icl has no grid."""
+    from shiftbench.analysis.compare import compare
+
+    c = compare(COMMITTED, "minilm-l6@standard", "minilm-l6@lora", pairs=["fpb_to_tfns"], n_boot=50)
+    [t] = c.targets
+    assert (t.edge_seeds_a, t.edge_seeds_b) == (3, 3)
+    assert "grid edge: minilm-l6@standard in 3 of 3 seeds and minilm-l6@lora in 3 of 3 seeds" in c.to_text()
+    [t] = compare(COMMITTED, "smollm2-135m@icl", "smollm2-135m@standard", pairs=["fpb_to_tfns"], n_boot=50).targets
+    assert (t.edge_seeds_a, t.edge_seeds_b) == (None, 0)  # its standard fine-tune selected inside the grid (0/1)

@@ -56,6 +56,7 @@ from shiftbench.analysis.stats import (
 )
 from shiftbench.analysis.taskstats import RunStats, check_metric, headline_metric, load_run_stats, replicate_scores
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
+from shiftbench.registry.selection import SelectionEdges
 from shiftbench.results.store import LoadedRuns, read_runs
 
 # The protocol of a bare ``MODEL`` on compare's command line. Deliberately not the run default
@@ -81,6 +82,8 @@ _RUN_COLUMNS = [
     "eval_only",
     "created_at",
     "ood_score",
+    "selected_lr_edge",
+    "selected_epoch_at_edge",
 ]
 RECIPE, CONDITIONAL, FIXED = "recipe", "conditional on 1 seed", "fixed checkpoints"
 NEEDS_SEEDS = "needs >= 2 seeds per side"
@@ -155,6 +158,10 @@ class TargetComparison:
     p_holm: float = float("nan")
     regression: bool = False
     seeds_for_effect: int | None = None  # with ``effect``: seeds per side needed (None: not reachable)
+    # Of the compared seeds, how many fine-tunes of A / of B selected at an edge of their protocol's
+    # grid (shiftbench.registry.selection); None: no grid to be at the edge of (eval-only, icl, one lr and epoch).
+    edge_seeds_a: int | None = None
+    edge_seeds_b: int | None = None
 
     @property
     def tested(self) -> bool:
@@ -241,6 +248,9 @@ class Comparison:
             if self.effect is not None:
                 for t in rows:
                     lines.append(f"  {t.target}: {_effect_text(t, self.effect)}")
+            for t in rows:
+                if note := _edge_text(t, self.a, self.b):
+                    lines.append(f"  {t.target}: {note}")
         worse = ", ".join(f"{p}/{t}" for p, t in self.regressions) or "none"
         margin = f" by more than {self.margin:g}" if self.margin else ""
         lines += [
@@ -278,6 +288,30 @@ def _effect_text(t: TargetComparison, effect: float) -> str:
             f"noise, s.e. {floor:.4f}, alone prevents it, or it needs > 200 seeds per side)"
         )
     return f"to detect an OOD difference of {effect:g} with {POWER:.0%} power: {t.seeds_for_effect} seeds per side"
+
+
+def _edge_text(t: TargetComparison, a: str, b: str) -> str | None:
+    """A note when either side's fine-tunes selected at an edge of their grid: a finding, not a result."""
+    sides = [(ref, k) for ref, k in ((a, t.edge_seeds_a), (b, t.edge_seeds_b)) if k]
+    if not sides:
+        return None
+    n = len(t.seeds)
+    which = " and ".join(f"{ref} in {k} of {n} seed{'s' if n != 1 else ''}" for ref, k in sides)
+    return (
+        f"grid edge: {which} selected at an edge of the protocol's grid (smallest or largest learning rate, or last "
+        "epoch): a recipe stopped at its grid's edge may be under-trained, so the difference may be the grid's "
+        "rather than the checkpoint's"
+    )
+
+
+def _edge_seeds(rows: pd.DataFrame, seeds: Sequence[int]) -> int | None:
+    """How many of ``seeds``' fine-tunes (one run row each) selected at an edge; None if none could."""
+    picked = rows.set_index("seed").loc[list(seeds)]
+    edges = [
+        SelectionEdges(None if pd.isna(lr) else str(lr), None if pd.isna(ep) else bool(ep))
+        for lr, ep in zip(picked["selected_lr_edge"], picked["selected_epoch_at_edge"])
+    ]
+    return sum(e.at_edge for e in edges) if any(e.applicable for e in edges) else None
 
 
 def _mcnemar_text(r: McNemarResult, n_seeds: int) -> str:
@@ -452,6 +486,8 @@ def _compare_target(
         mde_ood=mde,
         p_regression=p_reg,
         seeds_for_effect=needed,
+        edge_seeds_a=_edge_seeds(ra, seeds),
+        edge_seeds_b=_edge_seeds(rb, seeds),
     )
 
 
