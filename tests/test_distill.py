@@ -243,3 +243,23 @@ def test_interrupted_distill_run_resumes_to_the_same_result(env, tmp_path, capsy
     assert resumed.finetune_id == reference.finetune_id
     assert resumed.ood_scores == reference.ood_scores and resumed.id_scores == reference.id_scores
     assert timeless(resumed.history) == timeless(reference.history)
+
+
+def test_claims_defer_a_student_whose_teacher_another_process_is_training(env, tmp_path):
+    """A job whose teacher is claimed elsewhere would only wait: free jobs come first (the board's
+    two lanes sat idle on this), and the deferred one is still taken once the teacher is free."""
+    from shiftbench.execution.claims import claimed_jobs
+
+    from .test_workers import held_elsewhere
+
+    proto = distill_protocol(env, tmp_path / "distill.yaml")
+    plan = make_plan(pairs=["news_to_forum"], seeds="0,1", dry_run=True, **{**env, "protocol": proto})
+    students = plan.pending_jobs
+    assert len(students) == 2 and all(len(j.dependencies) == 1 for j in students)
+    teacher_0 = students[0].dependencies[0].job.finetune_id
+    with held_elsewhere(env["results_dir"], teacher_0) as release:
+        jobs = claimed_jobs(plan)
+        assert next(jobs).finetune_id == students[1].finetune_id  # seed 1 first: its teacher is free
+        release()
+        assert next(jobs).finetune_id == students[0].finetune_id  # then seed 0, not skipped
+        assert next(jobs, None) is None

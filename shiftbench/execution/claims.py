@@ -22,12 +22,17 @@ def claimed_jobs(plan: Plan) -> Iterator[FineTuneJob]:
     """Each of the plan's pending jobs, re-checked under its claim and yielded while the claim is
     held, when any of its targets is still pending (a job finished meanwhile is skipped).
 
-    First every job whose claim is free now, skipping those another process holds; then, in
-    order, a wait for each skipped one (usually done by then, and skipped). So processes going
-    through the same plan in the same order share its jobs instead of queueing behind one claim."""
+    First every job whose claim is free now, skipping those another process holds and those that
+    need a fine-tune first (distill's teacher) whose claim another process holds, which would only
+    wait for it; then, in order, a wait for each skipped one (usually done by then, and skipped).
+    So processes going through the same plan in the same order share its jobs instead of queueing
+    behind one claim."""
     results_dir = plan.settings.results_dir
     held_elsewhere: list[FineTuneJob] = []
     for job in plan.pending_jobs:
+        if _needs_a_held_claim(results_dir, job):
+            held_elsewhere.append(job)
+            continue
         with claim(results_dir, job.finetune_id, wait=False) as got:
             if not got:
                 held_elsewhere.append(job)
@@ -40,6 +45,16 @@ def claimed_jobs(plan: Plan) -> Iterator[FineTuneJob]:
             job = refresh(job, results_dir)
             if job.pending:
                 yield job
+
+
+def _needs_a_held_claim(results_dir: Path, job: FineTuneJob) -> bool:
+    """Whether a fine-tune the job needs first is claimed by another process right now (the runner
+    takes that claim before the job's own fine-tune, so the job would sit waiting for it)."""
+    for dep in job.dependencies:
+        with claim(results_dir, dep.job.finetune_id, wait=False) as got:
+            if not got:
+                return True
+    return False
 
 
 def write_unwritten(
