@@ -21,6 +21,12 @@ def test_list_shows_builtin_and_user_entries(tiny_registry, capsys):
     out = capsys.readouterr().out
     for name in ("fpb_to_tfns", "sst2_to_tweeteval", "news_to_tweets", "minilm-l6", "tiny", "standard", "quick"):
         assert name in out
+    metrics = out.split("metrics (definitions: data_cards/metrics/):\n", 1)[1].splitlines()
+    assert any(line.split()[:2] == ["ece_debiased", "lower"] for line in metrics)
+    assert any(
+        line.split()[:2] == ["entity_micro_f1", "higher"] and "headline of token-classification" in line
+        for line in metrics
+    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "markdown"])
