@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shiftbench.core.errors import ShiftbenchError
 from shiftbench.data.datasets import load_domain
 from shiftbench.data.overlap import normalise_text
 from shiftbench.modeling.models import package_dir
@@ -234,6 +235,13 @@ def test_every_metric_of_every_kind_has_one_doc():
             assert doc.higher_is_better == (metric not in LOWER_IS_BETTER), (name, metric)
             assert len(doc.definition) > 40, (name, metric)
         assert kind.headline in docs
+
+
+def test_metric_doc_lookup():
+    ner = get_task("token-classification")
+    assert ner.metric_doc("f1_ORG").name == "f1_<TYPE>" and ner.metric_doc("brier").value_range == "[0, 2]"
+    with pytest.raises(ShiftbenchError, match="'macro_recall' is not documented for token-classification"):
+        ner.metric_doc("macro_recall")
 
 
 def test_metric_cards_examples_run_and_are_true(tmp_path):

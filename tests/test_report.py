@@ -222,6 +222,9 @@ def test_report_names_every_model_and_has_every_section(results, cards):
         "Overlap of target test texts",
     ):
         assert name in text, name
+    # the metric shown is defined where it is shown, from its card (tasks' metric_docs)
+    assert "macro_f1 : Unweighted mean of the per-label F1" in text  # (the text extractor splits at <code>)
+    assert "Higher is better; intervals resample test examples" in text and "data_cards/metrics/macro_f1.md" in text
 
     board = page.table("leaderboard")
     assert board[0] == [

@@ -340,8 +340,9 @@ def metric_docs() -> dict[str, list[tuple[tuple[str, ...], MetricDoc]]]:
     return dict(sorted(out.items()))
 
 
-def _card_file(name: str) -> str:
-    return name.replace("<", "").replace(">", "") + ".md"  # f1_<TYPE> -> f1_TYPE.md
+def metric_card_file(name: str) -> str:
+    """The file name of a metric's card (``f1_<TYPE>`` -> ``f1_TYPE.md``)."""
+    return name.replace("<", "").replace(">", "") + ".md"
 
 
 def _example(kind_name: str, metric: str) -> list[str]:
@@ -452,7 +453,7 @@ def _metric_rows() -> list[list[str]]:
         headline = [f"`{k}`" for k in kinds if get_task(k).headline == name]
         rows.append(
             [
-                f"[`{name}`](metrics/{_card_file(name)})",
+                f"[`{name}`](metrics/{metric_card_file(name)})",
                 ", ".join(f"`{k}`" for k in kinds),
                 "/".join(sorted(better)),
                 ", ".join(headline) or "-",
@@ -463,7 +464,7 @@ def _metric_rows() -> list[list[str]]:
 
 def metric_cards(out_dir: Path) -> dict[Path, str]:
     """Every metric card, by the path it goes to under ``out_dir`` (no data needed)."""
-    return {out_dir / "metrics" / _card_file(n): render_metric_card(n, e) for n, e in metric_docs().items()}
+    return {out_dir / "metrics" / metric_card_file(n): render_metric_card(n, e) for n, e in metric_docs().items()}
 
 
 def write_cards(

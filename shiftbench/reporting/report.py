@@ -30,6 +30,7 @@ from shiftbench.core.atomic import write_atomic, write_text_atomic
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
 from shiftbench.core.version import __version__
 from shiftbench.execution.shift import read_shift_table
+from shiftbench.reporting.cards import metric_card_file
 from shiftbench.reporting.report_html import (
     CSS,
     anchor,
@@ -43,9 +44,23 @@ from shiftbench.reporting.report_html import (
     with_ci,
 )
 from shiftbench.results.store import LoadedRuns, read_runs
+from shiftbench.tasks import get_task
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
+
+
+def _metric_note(task: str, metric: str) -> str:
+    """What the shown metric is (its card's definition, shortened to the first sentence) and which way is better."""
+    kind = get_task(task)
+    doc = kind.metric_doc(metric)
+    first = doc.definition.split(". ")[0].rstrip(".") + "."
+    better = "higher" if doc.higher_is_better else "lower"
+    unit = "sentences" if kind.word_level else "examples"
+    return (
+        f'<p class="note"><code>{esc(metric)}</code>: {esc(first)} {better.capitalize()} is better; intervals '
+        f"resample test {unit} (definition and example: <code>data_cards/metrics/{esc(metric_card_file(doc.name))}</code>).</p>"
+    )
 
 
 def _leaderboard_section(rows: pd.DataFrame) -> str:
@@ -518,6 +533,7 @@ def write_report(
             f"({esc(first['task'])}); models: {esc(', '.join(sorted(set(rows['model']))))}.</p>"
         )
         doc.append(f"<h3>Leaderboard ({esc(metric)})</h3>")
+        doc.append(_metric_note(str(first["task"]), metric))
         doc.append(_leaderboard_section(rows))
 
         pair_fits = [f for f in fits if f.pair == pair and f.metric == metric and int(f.n_models) >= 3]

@@ -164,6 +164,14 @@ class TaskKind(ABC):
         """What each metric of :meth:`metrics` computes, for its card (``data_cards/metrics/``):
         one :class:`MetricDoc` per metric name (``f1_<TYPE>`` for a per-type family)."""
 
+    def metric_doc(self, metric: str) -> MetricDoc:
+        """The doc of one metric as recorded (``f1_PER`` is documented as ``f1_<TYPE>``)."""
+        name = "f1_<TYPE>" if metric.startswith("f1_") else metric
+        for doc in self.metric_docs():
+            if doc.name == name:
+                return doc
+        raise ShiftbenchError(f"metric {metric!r} is not documented for {self.name}")
+
     @abstractmethod
     def metric_example(self) -> MetricExample:
         """A tiny labelled test set the metric cards score in their runnable example."""
