@@ -230,8 +230,7 @@ def _shift_lines(summary, unlabelled: set[tuple[str, str]], registries: Sequence
 def _cmd_list(args: argparse.Namespace) -> int:
     from shiftbench.registry.catalog import load_catalog
     from shiftbench.registry.protocol import builtin_protocols, load_protocol
-    from shiftbench.reporting.cards import metric_docs
-    from shiftbench.tasks import get_task
+    from shiftbench.reporting.cards import metric_summaries
 
     c = load_catalog(args.registries)
     print("datasets:")
@@ -251,12 +250,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         p = load_protocol(name)
         print(f"  {name:<28} {p.hash}  {p.description}")
     print("metrics (definitions: data_cards/metrics/):")
-    for name, entries in metric_docs().items():
-        better = "/".join(sorted({"higher" if d.higher_is_better else "lower" for _, d in entries}))
-        kinds = [k for ks, _ in entries for k in ks]
-        headline = [k for k in kinds if get_task(k).headline == name]
-        note = f"  headline of {', '.join(headline)}" if headline else ""
-        print(f"  {name:<28} {better:<7} {', '.join(kinds)}{note}")
+    for m in metric_summaries():
+        note = f"  headline of {', '.join(m.headline_of)}" if m.headline_of else ""
+        print(f"  {m.name:<28} {m.better:<7} {', '.join(m.kinds)}{note}")
     return 0
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shiftbench.analysis.leaderboard import stored_edges
 from shiftbench.analysis.stats import (
     Interval,
     McNemarResult,
@@ -56,7 +57,6 @@ from shiftbench.analysis.stats import (
 )
 from shiftbench.analysis.taskstats import RunStats, check_metric, headline_metric, load_run_stats, replicate_scores
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
-from shiftbench.registry.selection import SelectionEdges
 from shiftbench.results.store import LoadedRuns, read_runs
 
 # The protocol of a bare ``MODEL`` on compare's command line. Deliberately not the run default
@@ -306,12 +306,8 @@ def _edge_text(t: TargetComparison, a: str, b: str) -> str | None:
 
 def _edge_seeds(rows: pd.DataFrame, seeds: Sequence[int]) -> int | None:
     """How many of ``seeds``' fine-tunes (one run row each) selected at an edge; None if none could."""
-    picked = rows.set_index("seed").loc[list(seeds)]
-    edges = [
-        SelectionEdges(None if pd.isna(lr) else str(lr), None if pd.isna(ep) else bool(ep))
-        for lr, ep in zip(picked["selected_lr_edge"], picked["selected_epoch_at_edge"])
-    ]
-    return sum(e.at_edge for e in edges) if any(e.applicable for e in edges) else None
+    at_edge, applicable = stored_edges(rows.set_index("seed").loc[list(seeds)])
+    return int(at_edge.sum()) if applicable.any() else None
 
 
 def _mcnemar_text(r: McNemarResult, n_seeds: int) -> str:

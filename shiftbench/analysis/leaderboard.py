@@ -103,6 +103,15 @@ def _seed_lists(runs: pd.DataFrame, group_ids: np.ndarray, n_groups: int) -> lis
 EDGE_COLUMNS = ["selected_lr_edge", "selected_epoch_at_edge"]
 
 
+def stored_edges(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per run row, from its edge columns: (selected at an edge of the grid, had an edge to be at);
+    see shiftbench.registry.selection.SelectionEdges, whose ``at_edge`` and ``applicable`` these are."""
+    lr_edge, epoch_edge = runs["selected_lr_edge"], runs["selected_epoch_at_edge"]
+    # `== True`, not truth-testing: the epoch column holds True, False and None
+    at_edge = lr_edge.isin(LR_EDGES).to_numpy() | (epoch_edge == True).to_numpy()  # noqa: E712
+    return at_edge, (lr_edge.notna() | epoch_edge.notna()).to_numpy()
+
+
 def _edge_selections(runs: pd.DataFrame, n_groups: int) -> pd.arrays.IntegerArray:
     """Per leaderboard row (in ``aggregate``'s group order): how many of its seeds selected at an
     edge of the protocol's grid (the smallest or largest lr, or the last epoch; see
@@ -110,12 +119,8 @@ def _edge_selections(runs: pd.DataFrame, n_groups: int) -> pd.arrays.IntegerArra
     eval-only, icl) or the frame has no edge columns."""
     if not set(EDGE_COLUMNS) <= set(runs.columns):
         return pd.array([pd.NA] * n_groups, dtype="Int64")
-    lr_edge, epoch_edge = runs["selected_lr_edge"], runs["selected_epoch_at_edge"]
-    # `== True`, not truth-testing: the epoch column holds True, False and None
-    at_edge = lr_edge.isin(LR_EDGES).to_numpy() | (epoch_edge == True).to_numpy()  # noqa: E712
-    flagged = runs[GROUP_KEYS].assign(
-        _edge_seed=runs["seed"].where(at_edge), _applicable=lr_edge.notna() | epoch_edge.notna()
-    )
+    at_edge, applicable = stored_edges(runs)
+    flagged = runs[GROUP_KEYS].assign(_edge_seed=runs["seed"].where(at_edge), _applicable=applicable)
     grouped = flagged.groupby(GROUP_KEYS, sort=True, dropna=False, observed=True)
     counts = pd.array(grouped["_edge_seed"].nunique().to_numpy(), dtype="Int64")
     counts[~grouped["_applicable"].any().to_numpy()] = pd.NA

@@ -9,6 +9,7 @@ import json
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -354,7 +355,6 @@ def _example(kind_name: str, metric: str) -> list[str]:
         metric = next(m for m in kind.metrics(ex.label_space) if m.startswith("f1_"))
     stats = kind.unit_stats(*ex.args())
     value = round(float(kind.metric_fn(metric, ex.label_space)(stats.sum(axis=0))), 4)
-    unit = "sentence" if kind.word_level else "example"
     return [
         f"Example ({ex.note}):",
         "",
@@ -364,7 +364,7 @@ def _example(kind_name: str, metric: str) -> list[str]:
         f">>> space = {ex.label_space!r}",
         f">>> labels, preds, lengths = {ex.labels!r}, {ex.preds!r}, {ex.lengths!r}",
         f">>> probs = {ex.probs!r}",
-        f">>> stats = kind.unit_stats(labels, preds, probs, lengths, space)  # one row of sufficient statistics per {unit}",
+        f">>> stats = kind.unit_stats(labels, preds, probs, lengths, space)  # one row of sufficient statistics per {kind.unit}",
         f'>>> round(float(kind.metric_fn("{metric}", space)(stats.sum(axis=0))), 4)',
         repr(value),
         "",
@@ -384,7 +384,7 @@ def render_metric_card(name: str, entries: Sequence[tuple[tuple[str, ...], Metri
                 "yes" if first.headline == name else "no",
                 "higher" if doc.higher_is_better else "lower",
                 doc.value_range,
-                "sentence" if first.word_level else "example",
+                first.unit,
             ]
         )
     lines = [
@@ -445,21 +445,36 @@ def render_index(ctx: CardContext) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _metric_rows() -> list[list[str]]:
-    rows = []
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric across the task kinds (the index's row, a line of ``shiftbench list``)."""
+
+    name: str
+    kinds: tuple[str, ...]  # the task kinds that define it
+    better: str  # "higher" or "lower"
+    headline_of: tuple[str, ...]  # the kinds whose headline it is
+
+
+def metric_summaries() -> list[MetricSummary]:
+    """Every documented metric, names sorted."""
+    out = []
     for name, entries in metric_docs().items():
-        kinds = [k for ks, _ in entries for k in ks]
-        better = {"higher" if d.higher_is_better else "lower" for _, d in entries}
-        headline = [f"`{k}`" for k in kinds if get_task(k).headline == name]
-        rows.append(
-            [
-                f"[`{name}`](metrics/{metric_card_file(name)})",
-                ", ".join(f"`{k}`" for k in kinds),
-                "/".join(sorted(better)),
-                ", ".join(headline) or "-",
-            ]
-        )
-    return rows
+        kinds = tuple(k for ks, _ in entries for k in ks)
+        better = "/".join(sorted({"higher" if d.higher_is_better else "lower" for _, d in entries}))
+        out.append(MetricSummary(name, kinds, better, tuple(k for k in kinds if get_task(k).headline == name)))
+    return out
+
+
+def _metric_rows() -> list[list[str]]:
+    return [
+        [
+            f"[`{m.name}`](metrics/{metric_card_file(m.name)})",
+            ", ".join(f"`{k}`" for k in m.kinds),
+            m.better,
+            ", ".join(f"`{k}`" for k in m.headline_of) or "-",
+        ]
+        for m in metric_summaries()
+    ]
 
 
 def metric_cards(out_dir: Path) -> dict[Path, str]:

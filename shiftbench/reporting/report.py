@@ -56,10 +56,9 @@ def _metric_note(task: str, metric: str) -> str:
     doc = kind.metric_doc(metric)
     first = doc.definition.split(". ")[0].rstrip(".") + "."
     better = "higher" if doc.higher_is_better else "lower"
-    unit = "sentences" if kind.word_level else "examples"
     return (
         f'<p class="note"><code>{esc(metric)}</code>: {esc(first)} {better.capitalize()} is better; intervals '
-        f"resample test {unit} (definition and example: <code>data_cards/metrics/{esc(metric_card_file(doc.name))}</code>).</p>"
+        f"resample test {kind.unit}s (definition and example: <code>data_cards/metrics/{esc(metric_card_file(doc.name))}</code>).</p>"
     )
 
 

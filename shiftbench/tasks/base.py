@@ -66,6 +66,11 @@ class TaskKind(ABC):
     allows_unlabelled: ClassVar[bool] = False  # may be a pair's unlabelled target (label-free estimates)
     reads_text_pairs: ClassVar[bool] = False  # reads ``text_pair_column`` besides ``text_column``
 
+    @property
+    def unit(self) -> str:
+        """What one test unit is (what intervals resample): "sentence" or "example"."""
+        return "sentence" if self.word_level else "example"
+
     # ------------------------------------------------------------------ registry entries
 
     def check_spec(self, spec: Any) -> None:
