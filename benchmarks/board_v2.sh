@@ -11,12 +11,16 @@
 # process of 2 threads (benchmarks/README.md). Start lane 1 and lane 2 with the same arguments;
 # they share the work through the results dir's claims. Lane 1 takes each seed's steps in order,
 # lane 2 in reverse (but see distill-v2 below), so they meet in the middle instead of queueing on one claim.
+# Each lane goes through the board twice: first with --skip-claimed (a step the other lane is
+# training is left to it, and the lane moves on, to the next seed if need be), then without, to
+# finish whatever is still left (normally nothing: the other lane finished it).
 # Usage: SHIFTBENCH_DATA_DIR=../shared/data bash benchmarks/board_v2.sh [--results-dir DIR] [...]
 #        (extra arguments go to every `shiftbench run`; BOARD_LANE=2 for the second lane)
 set -euo pipefail
 EXTRA=("$@")
 LANE=${BOARD_LANE:-1}
-run() { python -m shiftbench run "$@" "${EXTRA[@]}"; }
+PASS_FLAGS=()  # --skip-claimed on the first pass
+run() { python -m shiftbench run "$@" "${PASS_FLAGS[@]}" "${EXTRA[@]}"; }
 step() {  # step SEED N: the seed's N-th step (0-8)
   local seed=$1
   case $2 in
@@ -35,12 +39,19 @@ step() {  # step SEED N: the seed's N-th step (0-8)
 # lane 1 trains first, and a lane that reaches the student while the teacher is claimed waits idle.
 order=(0 1 2 3 4 5 6 7 8)
 [ "$LANE" = 2 ] && order=(8 6 5 4 3 2 1 0 7)
-for seed in ${BOARD_SEEDS:-0 1 2}; do  # BOARD_SEEDS="0": one seed's plan (e.g. to publish a check)
-  for n in "${order[@]}"; do step "$seed" "$n"; done
-done
-[ "${BOARD_EXTRA_SEEDS:-0}" = 1 ] || exit 0
 late=(3 4)
 [ "$LANE" = 2 ] && late=(4 3)
-for seed in "${late[@]}"; do
-  if [ "$LANE" = 2 ]; then step "$seed" 1; step "$seed" 0; else step "$seed" 0; step "$seed" 1; fi
-done
+board() {
+  for seed in ${BOARD_SEEDS:-0 1 2}; do  # BOARD_SEEDS="0": one seed's plan (e.g. to publish a check)
+    for n in "${order[@]}"; do step "$seed" "$n"; done
+  done
+  [ "${BOARD_EXTRA_SEEDS:-0}" = 1 ] || return 0
+  for seed in "${late[@]}"; do
+    if [ "$LANE" = 2 ]; then step "$seed" 1; step "$seed" 0; else step "$seed" 0; step "$seed" 1; fi
+  done
+}
+PASS_FLAGS=(--skip-claimed)
+board
+[[ " ${EXTRA[*]} " == *" --dry-run "* ]] && exit 0  # a dry run plans the board once
+PASS_FLAGS=()
+board

@@ -98,6 +98,7 @@ def run(
     dedup: bool = False,
     executor: str = "local",
     workers: int = 1,
+    skip_claimed: bool = False,
     ray_address: str | None = None,
     cpus_per_task: int = 1,
     gpus_per_task: float = 0.0,

@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -86,6 +87,34 @@ def test_claimed_jobs_waits_for_a_held_job_that_is_still_pending(tiny_env):
         release()  # without finishing it: this process gets it after all
         assert next(jobs).finetune_id == ids[0]
         assert next(jobs, None) is None
+
+
+def test_skip_claimed_leaves_a_held_job_to_its_holder_and_says_so(tiny_env, capsys):
+    """`run --skip-claimed` (board lanes): the held fine-tune is neither waited for nor trained; the
+    rest of the plan is, and a second run without the flag finishes the held one."""
+    plan = api.make_plan(pairs=PAIRS, seeds="0", dry_run=True, **tiny_env)
+    held = plan.pending_jobs[0]
+    out: list = []
+    with held_elsewhere(tiny_env["results_dir"], held.finetune_id) as release:
+        runner = threading.Thread(
+            target=lambda: out.append(shiftbench.run(pairs=PAIRS, seeds="0", skip_claimed=True, **tiny_env))
+        )
+        runner.start()
+        runner.join(timeout=120)
+        waited = runner.is_alive()
+        release()  # a run that waits for the claim (the bug) gets it now and ends
+        runner.join()
+    assert not waited, "run --skip-claimed waited for a claim another process holds"
+    (summary,) = out
+    held_runs = {t.run_id for t in held.targets}
+    written = {r.run_id for r in summary.new_results}
+    assert written and not written & held_runs  # the free job ran, the held one did not
+    assert written | held_runs == {t.run_id for job in plan.jobs for t in job.targets}
+    err = capsys.readouterr().err
+    assert f"--skip-claimed: {held.model.name} on {held.source.spec.name} seed 0 (id={held.finetune_id})" in err
+    assert "another process has claimed it" in err
+    rest = shiftbench.run(pairs=PAIRS, seeds="0", **tiny_env)  # the claim is free again: no wait, it runs
+    assert {r.run_id for r in rest.new_results} == held_runs
 
 
 def test_two_workers_write_what_one_process_writes(tiny_env, tmp_path, monkeypatch):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from shiftbench.core.console import log
 from shiftbench.core.locks import claim
-from shiftbench.execution.plan import FineTuneJob, Plan, refresh
+from shiftbench.execution.plan import DependencyJob, FineTuneJob, Plan, refresh
 from shiftbench.results.store import RunResult, is_done, write_run
 
 
@@ -26,35 +27,44 @@ def claimed_jobs(plan: Plan) -> Iterator[FineTuneJob]:
     need a fine-tune first (distill's teacher) whose claim another process holds, which would only
     wait for it; then, in order, a wait for each skipped one (usually done by then, and skipped).
     So processes going through the same plan in the same order share its jobs instead of queueing
-    behind one claim."""
+    behind one claim. With ``settings.skip_claimed`` there is no second pass: the jobs another
+    process holds are left to it, each with one line saying so."""
     results_dir = plan.settings.results_dir
-    held_elsewhere: list[FineTuneJob] = []
+    held_elsewhere: list[tuple[FineTuneJob, str]] = []  # (job, whose claim another process holds)
     for job in plan.pending_jobs:
-        if _needs_a_held_claim(results_dir, job):
-            held_elsewhere.append(job)
+        dep = _held_dependency(results_dir, job)
+        if dep is not None:
+            held_elsewhere.append((job, f"its {dep.role} {dep.job.finetune_id}"))
             continue
         with claim(results_dir, job.finetune_id, wait=False) as got:
             if not got:
-                held_elsewhere.append(job)
+                held_elsewhere.append((job, "it"))
                 continue
             job = refresh(job, results_dir)
             if job.pending:
                 yield job
-    for job in held_elsewhere:
+    if plan.settings.skip_claimed:
+        for job, whose in held_elsewhere:
+            log(
+                f"--skip-claimed: {job.model.name} on {job.source.spec.name} seed {job.seed} "
+                f"(id={job.finetune_id}) left for now: another process has claimed {whose}"
+            )
+        return
+    for job, _ in held_elsewhere:
         with claim(results_dir, job.finetune_id):
             job = refresh(job, results_dir)
             if job.pending:
                 yield job
 
 
-def _needs_a_held_claim(results_dir: Path, job: FineTuneJob) -> bool:
-    """Whether a fine-tune the job needs first is claimed by another process right now (the runner
-    takes that claim before the job's own fine-tune, so the job would sit waiting for it)."""
+def _held_dependency(results_dir: Path, job: FineTuneJob) -> DependencyJob | None:
+    """A fine-tune the job needs first that another process has claimed right now, if any (the
+    runner takes that claim before the job's own fine-tune, so the job would sit waiting for it)."""
     for dep in job.dependencies:
         with claim(results_dir, dep.job.finetune_id, wait=False) as got:
             if not got:
-                return True
-    return False
+                return dep
+    return None
 
 
 def write_unwritten(

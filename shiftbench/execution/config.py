@@ -51,6 +51,7 @@ class RunSettings:
     dedup: bool = False  # drop target test texts that also occur in the source train split
     executor: str = "local"  # "local" or "ray"
     workers: int = 1  # local processes, each fine-tuning its own jobs
+    skip_claimed: bool = False  # leave jobs another process holds to it instead of waiting for them
     ray_address: str | None = None  # None: start a local Ray cluster; else e.g. "ray://head:10001" or "auto"
     cpus_per_task: int = 1  # Ray resources per (model, source, seed) task
     gpus_per_task: float = 0.0
@@ -144,6 +145,7 @@ def resolve_settings(catalog: Catalog, request: RunRequest) -> RunSettings:
         dedup=r.dedup,
         executor=r.executor,
         workers=r.workers,
+        skip_claimed=r.skip_claimed,
         ray_address=r.ray_address,
         cpus_per_task=r.cpus_per_task,
         gpus_per_task=r.gpus_per_task,

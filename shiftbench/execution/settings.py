@@ -122,6 +122,15 @@ class RunRequest:
             metavar="N",
         ),
     )
+    skip_claimed: bool = field(
+        default=False,
+        metadata=cli(
+            "--skip-claimed",
+            "leave a fine-tune that another process on the results dir has claimed to it instead of "
+            "waiting for it (lanes sharing a board; a run without the flag finishes what is left)",
+            action="store_true",
+        ),
+    )
     ray_address: str | None = field(
         default=None, metadata=cli("--address", "Ray cluster address (default: start a local cluster)")
     )
