@@ -217,15 +217,15 @@ def test_remedy_seed_prose():
     assert int(said[3]) == t_lora.seeds_for_effect
 
 
-def test_ner_per_type_prose():
+def check_ner_per_type(protocol: str, org_pattern: str, per_loc_pattern: str) -> None:
+    """The per-type F1 sentence of one protocol's NER board: ORG, then PER and LOC (ID, BTC, WNUT-17)."""
     board = pd.read_parquet(COMMITTED / "leaderboard.parquet")
     ner = board[
-        (board["model"] == "minilm-l6") & (board["protocol"] == "standard") & board["metric"].str.startswith("f1_")
+        (board["model"] == "minilm-l6") & (board["protocol"] == protocol) & board["metric"].str.startswith("f1_")
     ]
     score = ner.set_index(["pair", "metric"])
     btc, wnut = "wikigold_to_btc", "wikigold_to_wnut17"
-    org = quoted("ORG is weakest and loses most out of domain (ID # → BTC #, WNUT-17 #)")
-    per_loc = quoted("PER goes # → # / # and LOC # → # / #.")
+    org, per_loc = quoted(org_pattern), quoted(per_loc_pattern)
     values = []
     for kind in ("f1_ORG", "f1_PER", "f1_LOC"):
         assert score.loc[(btc, kind), "id_score_mean"] == score.loc[(wnut, kind), "id_score_mean"]  # one source
@@ -234,16 +234,23 @@ def test_ner_per_type_prose():
             score.loc[(btc, kind), "ood_score_mean"],
             score.loc[(wnut, kind), "ood_score_mean"],
         ]
-    assert_all(org + per_loc, values, "per-type F1 (ID, BTC, WNUT-17)")
+    assert_all(org + per_loc, values, f"per-type F1 (ID, BTC, WNUT-17) under {protocol}")
     assert min(score.xs(btc)["ood_score_mean"].idxmin(), score.xs(wnut)["ood_score_mean"].idxmin()) == "f1_ORG"
 
 
-def test_neutral_collapse_prose():
-    """The FPB models call most general tweets neutral: the share per seed, and the two label priors."""
+def test_ner_per_type_prose():
+    check_ner_per_type(
+        "standard",
+        "ORG is weakest and loses most out of domain (ID # → BTC #, WNUT-17 #)",
+        "PER goes # → # / # and LOC # → # / #.",
+    )
+
+
+def check_neutral_collapse(protocol: str, pattern: str) -> None:
+    """The FPB models call most general tweets neutral: the least and largest share over the seeds of
+    `minilm-l6` under ``protocol``, then TweetEval's and FPB's neutral priors (``pattern``: four numbers)."""
     runs = pd.read_parquet(COMMITTED / "runs")
-    mine = runs[
-        (runs["model"] == "minilm-l6") & (runs["protocol"] == "standard") & (runs["pair"] == "fpb_to_tweeteval")
-    ]
+    mine = runs[(runs["model"] == "minilm-l6") & (runs["protocol"] == protocol) & (runs["pair"] == "fpb_to_tweeteval")]
     mine = mine.drop_duplicates("run_id")
     assert len(mine) == 3
     neutral = list(mine["label_space"].iloc[0]).index("neutral")
@@ -254,10 +261,14 @@ def test_neutral_collapse_prose():
         shares.append(float((ood["pred"] == neutral).mean()))
         target.add(float((ood["label"] == neutral).mean()))
         source.add(float((iid["label"] == neutral).mean()))
-    said = quoted(
-        "the full `minilm-l6` calls #–# % of them neutral depending on the seed (TweetEval is # % neutral, FPB # %)"
+    assert_all(quoted(pattern), [min(shares), max(shares), target.pop(), source.pop()], "neutral shares", scale=100)
+
+
+def test_neutral_collapse_prose():
+    check_neutral_collapse(
+        "standard",
+        "the full `minilm-l6` calls #–# % of them neutral depending on the seed (TweetEval is # % neutral, FPB # %)",
     )
-    assert_all(said, [min(shares), max(shares), target.pop(), source.pop()], "neutral shares", scale=100)
 
 
 def test_null_comparison_prose():
