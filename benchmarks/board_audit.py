@@ -183,6 +183,64 @@ def summaries(finetunes: list[FineTune]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class BoardSummary:
+    """The standard-v2 board's selection and cost, as the README's Leaderboard section quotes them
+    (``sentences``; tests/test_board_audit.py checks they are the committed runs')."""
+
+    n: int  # fine-tunes of the *-v2 protocols
+    core_hours: float
+    epochs_min: int
+    epochs_max: int
+    epochs_mean: float
+    at_edge: int
+    lr_edge: int
+    last_epoch: int
+    flat_end: int  # of the last-epoch edges, those whose last two epochs are within PLATEAU_TOLERANCE
+    plateau: int  # of the PLATEAU_MODELS' fine-tunes (distill-v2's student included)
+    plateau_of: int
+    core_hours_mean: float
+    standard_core_hours_mean: float  # the `standard` fine-tunes of the same models, for comparison
+
+    def sentences(self) -> tuple[str, ...]:
+        return (
+            f"Its {self.n} fine-tunes trained for {self.core_hours:.1f} core-hours"
+            f" ({self.epochs_min}–{self.epochs_max} epochs each",
+            f"On this board {self.at_edge} of its {self.n} fine-tunes selected at an edge of the grid (the goal was"
+            f" at most 1 in 5): {self.lr_edge} on a learning-rate edge and {self.last_epoch} at the last epoch,"
+            f" {self.flat_end} of these on a flat end (the last two epochs within {PLATEAU_TOLERANCE}, where more"
+            " epochs would not be expected to help).",
+            f"in {self.plateau} of their {self.plateau_of} fine-tunes (`distill-v2`'s included)",
+            f"A `standard-v2` fine-tune trained {self.epochs_mean:.1f} epochs on average against `standard`'s 9,"
+            f" and {self.core_hours_mean:.2f} core-hours (train seconds × torch threads) against"
+            f" {self.standard_core_hours_mean:.2f} for a `standard` one",
+        )
+
+
+def board_summary(results_dir: Path) -> BoardSummary:
+    v2 = read_finetunes(results_dir, None)
+    models = {f.model for f in v2}
+    standard = [f for f in read_finetunes(results_dir, ["standard"]) if f.model in models]
+    epochs = [len(f.history) for f in v2]
+    small = [f for f in v2 if f.model in PLATEAU_MODELS]
+    last = [f for f in v2 if f.edges.epoch_at_edge is True]
+    return BoardSummary(
+        n=len(v2),
+        core_hours=sum(f.core_seconds for f in v2) / 3600,
+        epochs_min=min(epochs),
+        epochs_max=max(epochs),
+        epochs_mean=statistics.mean(epochs),
+        at_edge=sum(f.edges.at_edge for f in v2),
+        lr_edge=sum(f.edges.lr in ("low", "high") for f in v2),
+        last_epoch=len(last),
+        flat_end=sum(f.plateaued for f in last),
+        plateau=sum(f.plateaued for f in small),
+        plateau_of=len(small),
+        core_hours_mean=statistics.mean(f.core_seconds for f in v2) / 3600,
+        standard_core_hours_mean=statistics.mean(f.core_seconds for f in standard) / 3600,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", type=Path, default=Path("results"))

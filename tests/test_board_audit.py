@@ -72,3 +72,15 @@ def test_readme_numbers_are_the_committed_standard_boards():
     quoted = re.search(r"committed `standard` board: (\d+) fine-tunes, 9 epochs each, ([0-9.]+) core-hours", bench)
     assert quoted and int(quoted[1]) == len(finetunes) and float(quoted[2]) == pytest.approx(core_hours, abs=0.05)
     assert f"{no_plateau} of its {len(small)} `minilm-l6-l2` and `minilm-l6-random` fine-tunes had not reached" in bench
+
+
+@pytest.mark.skipif(not any((REPO / "results" / "runs").glob("*.parquet")), reason="no committed run files")
+def test_readme_numbers_are_the_committed_v2_board():
+    """The Leaderboard section's cost, edge and plateau sentences are the committed standard-v2 board's."""
+    summary = audit.board_summary(REPO / "results")
+    assert summary.n == 39  # (4 checkpoints x FPB and SST-2, minilm-l6 on WikiGold, 4 remedies) x seeds 0-2
+    flat = " ".join((REPO / "README.md").read_text().split())
+    for sentence in summary.sentences():
+        assert sentence in flat, f"README should say: {sentence}"
+    pilot = " ".join((REPO / "benchmarks" / "pilot" / "README.md").read_text().split())
+    assert summary.sentences()[0] in pilot, "the pilot's measured cost is the board's"

@@ -121,8 +121,8 @@ def test_eval_only_adds_a_checkpoint_beside_the_committed_runs(tmp_path, capsys)
         "--cache-dir",
         str(tmp_path / "cache"),
         "--protocol",
-        "standard",
-    ]  # the committed board's protocol, which compare defaults to
+        "standard-v2",
+    ]  # the board's protocol, which a bare name on compare means
     assert main(argv) == 0
     new = {p.name for p in (results / "runs").glob("*.parquet")} - before
     assert len(new) == 1

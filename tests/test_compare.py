@@ -26,7 +26,7 @@ def write_fake_run(
     id_preds,
     ood_labels,
     ood_preds,
-    protocol: str = "standard",
+    protocol: str = "standard-v2",  # the run default: what a bare model name on compare means
     pair: str = "news_to_tweets",
     source: str = "news",
     target: str = "tweets",
@@ -123,17 +123,18 @@ def synthetic(tmp_path):
 
 def test_model_ref_parsing():
     assert ModelRef.parse("minilm-l6@lora") == ModelRef("minilm-l6", "lora")
-    assert ModelRef.parse("minilm-l6") == ModelRef("minilm-l6", "standard")
-    assert str(ModelRef.parse("tiny")) == "tiny@standard"
+    assert ModelRef.parse("minilm-l6") == ModelRef("minilm-l6", "standard-v2")
+    assert str(ModelRef.parse("tiny")) == "tiny@standard-v2"
+    assert ModelRef.parse("minilm-l6@standard") == ModelRef("minilm-l6", "standard")
     with pytest.raises(ShiftbenchError):
         ModelRef.parse("tiny@")
 
 
 def test_compare_verdicts_and_regressions(synthetic):
-    better = compare(synthetic, "alpha", "beta@standard", n_boot=500)
+    better = compare(synthetic, "alpha", "beta@standard-v2", n_boot=500)
     [t] = better.targets
     assert (t.pair, t.target, t.seeds, t.n_id, t.n_ood) == ("news_to_tweets", "tweets", (0, 1), 300, 400)
-    assert better.a == "alpha@standard" and better.b == "beta@standard"
+    assert better.a == "alpha@standard-v2" and better.b == "beta@standard-v2"
     assert t.verdict == "better" and better.regressions == []
     assert t.id_diff == type(t.id_diff)(0.0, 0.0, 0.0)  # identical ID predictions
     assert t.mcnemar_ood.b == 0 and t.mcnemar_ood.c == 120 and t.mcnemar_ood.p_value < 1e-20
@@ -172,8 +173,8 @@ def test_compare_notes_fine_tunes_selected_at_a_grid_edge(tmp_path):
     assert (t.edge_seeds_a, t.edge_seeds_b) == (0, 3)
     text = compare(tmp_path, "inner", "edgy", n_boot=200).to_text()
     assert (
-        "tweets: grid edge: edgy@standard in 3 of 3 seeds selected at an edge" in text
-        and "inner@standard in" not in text
+        "tweets: grid edge: edgy@standard-v2 in 3 of 3 seeds selected at an edge" in text
+        and "inner@standard-v2 in" not in text
     )
     [t] = compare(tmp_path, "plain", "inner", n_boot=200).targets
     assert (t.edge_seeds_a, t.edge_seeds_b) == (None, 0)
@@ -181,16 +182,26 @@ def test_compare_notes_fine_tunes_selected_at_a_grid_edge(tmp_path):
 
 
 def test_compare_unknown_model_suggests_names(synthetic):
-    with pytest.raises(ShiftbenchError, match=r"no runs of alpah@standard .*did you mean 'alpha@standard'"):
+    with pytest.raises(ShiftbenchError, match=r"no runs of alpah@standard-v2 .*did you mean 'alpha@standard-v2'"):
         compare(synthetic, "alpah", "beta")
-    with pytest.raises(ShiftbenchError, match=r"no runs of beta@lora .*did you mean 'beta@standard'"):
+    with pytest.raises(ShiftbenchError, match=r"no runs of beta@lora .*did you mean 'beta@standard-v2'"):
         compare(synthetic, "alpha", "beta@lora")
 
 
+def test_a_bare_model_name_is_its_standard_v2_recipe_never_the_superseded_one(tmp_path):
+    """Runs under the superseded ``standard`` are reached by name only: a bare name is the run default."""
+    y = np.array([0, 1, 2, 0])
+    for model in ("alpha", "beta"):
+        write_fake_run(
+            tmp_path, model=model, seed=0, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y, protocol="standard"
+        )
+    with pytest.raises(ShiftbenchError, match=r"no runs of alpha@standard-v2 .*did you mean 'alpha@standard'"):
+        compare(tmp_path, "alpha", "beta")
+    assert compare(tmp_path, "alpha@standard", "beta@standard", n_boot=50).a == "alpha@standard"
+
+
 def test_compare_no_shared_seed(synthetic):
-    expected = (
-        r"news_to_tweets/tweets: no seed in common \(alpha@standard: seeds \[0, 1\]; gamma@standard: seeds \[2\]\)"
-    )
+    expected = r"news_to_tweets/tweets: no seed in common \(alpha@standard-v2: seeds \[0, 1\]; gamma@standard-v2: seeds \[2\]\)"
     with pytest.raises(ShiftbenchError, match=expected):
         compare(synthetic, "alpha", "gamma")
 
@@ -241,7 +252,7 @@ def test_compare_refuses_to_pool_protocol_versions(tmp_path):
             created_at=datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=seed),
         )
         write_fake_run(tmp_path, model="beta", seed=seed, id_labels=y, id_preds=y, ood_labels=y, ood_preds=y)
-    with pytest.raises(ShiftbenchError, match="alpha@standard has runs from 2 different protocol versions"):
+    with pytest.raises(ShiftbenchError, match="alpha@standard-v2 has runs from 2 different protocol versions"):
         compare(tmp_path, "alpha", "beta")
 
 

@@ -48,27 +48,39 @@ def test_readme_has_a_real_leaderboard_excerpt():
         assert edge == ("–" if pd.isna(n_edge) else f"{int(n_edge)}/{n_seeds}"), f"at grid edge differs: {line}"
 
 
-def test_readme_remedy_verdicts_are_the_ones_compare_gives():
-    """The remedy verdicts quoted between the remedies markers are re-derived by ``compare`` on
-    the committed results (each quoted "OOD <diff> [<low>, <high>]" with its MDE)."""
+def test_readme_verdicts_are_the_ones_compare_gives():
+    """Every verdict the Leaderboard section quotes (the standard-v2 board's and, in its details
+    block, the superseded standard board's) is re-derived by ``compare`` on the committed results
+    (each quoted "OOD <diff> [<low>, <high>]" with its MDE, the gap difference where quoted, and the
+    verdict word after the dash: "no verdict" is compare's "needs >= 2 seeds per side")."""
     import re as _re
 
     from shiftbench.analysis.compare import compare
 
     readme = (REPO / "README.md").read_text()
-    section = readme.split("<!-- remedies:start -->", 1)[1].split("<!-- remedies:end -->", 1)[0]
+    section = readme.split("## Leaderboard", 1)[1].split("\n## ", 1)[0]
     quoted = _re.findall(
-        r"`(\S+)` vs `(\S+)` on (\S+): OOD ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\], MDE ([0-9.]+|–)", section
+        r"`(\S+)` vs `(\S+)` on (\S+): OOD ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\], MDE ([0-9.]+|–)"
+        r"(?:; gap ([+−-][0-9.]+) \[([+−-][0-9.]+), ([+−-][0-9.]+)\])?"  # the gap difference, where quoted
+        r"(?: —\s+\**(no significant difference|worse|better|no verdict))?",  # the verdict, where it follows
+        section,
     )
-    assert len(quoted) >= 6, "the remedy verdicts are not quoted in the expected form"
+    assert len(quoted) >= 12, "the verdicts are not quoted in the expected form"
+    assert len({(b, a, pair) for b, a, pair, *_ in quoted}) == len(quoted), "a verdict quoted twice"
     num = lambda x: float(x.replace("−", "-"))  # noqa: E731
-    for b, a, pair, est, low, high, mde in quoted:  # quoted as "`B` vs `A`"
+    for b, a, pair, est, low, high, mde, *gap, verdict in quoted:  # quoted as "`B` vs `A`"
         [t] = [t for t in compare(REPO / "results", a, b, pairs=[pair]).targets]
         assert (t.ood_diff.estimate, t.ood_diff.low, t.ood_diff.high) == (
             pytest.approx(num(est), abs=6e-4),
             pytest.approx(num(low), abs=6e-4),
             pytest.approx(num(high), abs=6e-4),
         ), (a, b)
+        if gap[0]:
+            assert (t.gap_diff.estimate, t.gap_diff.low, t.gap_diff.high) == tuple(
+                pytest.approx(num(x), abs=6e-4) for x in gap
+            ), (a, b, "gap")
+        if verdict:
+            assert verdict == t.verdict.replace("needs >= 2 seeds per side", "no verdict"), (a, b, t.verdict)
         if t.verdict == "needs >= 2 seeds per side":
             assert mde == "–", (a, b)
         else:

@@ -57,12 +57,9 @@ from shiftbench.analysis.stats import (
 )
 from shiftbench.analysis.taskstats import RunStats, check_metric, headline_metric, load_run_stats, replicate_scores
 from shiftbench.core.errors import ShiftbenchError, did_you_mean
+from shiftbench.registry.protocol import DEFAULT_PROTOCOL
 from shiftbench.results.store import LoadedRuns, read_runs
 
-# The protocol of a bare ``MODEL`` on compare's command line. Deliberately not the run default
-# (registry.protocol.DEFAULT_PROTOCOL, standard-v2): the README's published comparisons name bare
-# models and were made under "standard".
-COMPARE_DEFAULT_PROTOCOL = "standard"
 _RUN_COLUMNS = [
     "run_id",
     "finetune_id",
@@ -92,7 +89,9 @@ POWER = 0.8
 
 @dataclass(frozen=True)
 class ModelRef:
-    """``model@protocol`` as given on the command line; the protocol defaults to COMPARE_DEFAULT_PROTOCOL."""
+    """``model@protocol`` as given on the command line; a bare ``model`` means the protocol a run
+    uses by default (``DEFAULT_PROTOCOL``, ``standard-v2``), so ``compare A B`` compares what
+    ``run --model A`` and ``run --model B`` produce. Name ``@standard`` for the superseded board."""
 
     model: str
     protocol: str
@@ -101,7 +100,7 @@ class ModelRef:
     def parse(cls, text: str) -> ModelRef:
         model, sep, protocol = str(text).rpartition("@")
         if not sep:
-            model, protocol = protocol, COMPARE_DEFAULT_PROTOCOL
+            model, protocol = protocol, DEFAULT_PROTOCOL
         if not model or not protocol:
             raise ShiftbenchError(f"model {text!r}: expected 'model' or 'model@protocol'")
         return cls(model, protocol)
@@ -501,7 +500,7 @@ def compare(
 ) -> Comparison:
     """Compare B against A on every (pair, target) both have, over the seeds both have.
 
-    ``a``/``b``: "model" or "model@protocol" (protocol defaults to "standard"). ``metric``: any
+    ``a``/``b``: "model" or "model@protocol" (protocol defaults to ``DEFAULT_PROTOCOL``, standard-v2). ``metric``: any
     metric of the pair's task (:mod:`shiftbench.analysis.taskstats`); None: the task's headline metric.
     ``margin`` in [0, 1): the gate's tolerated OOD loss. ``effect`` > 0: also say how many seeds
     per side would detect an OOD difference of that size.
