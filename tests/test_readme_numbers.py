@@ -164,6 +164,22 @@ def robustness():
     return {(f.pair, f.family): f for f in fits}, table.set_index(["pair", "model", "protocol"])
 
 
+def check_remedies_delta_er(table: pd.DataFrame, suffix: str, pattern: str) -> None:
+    """The ΔER sentence of one protocol family (``suffix``: "" or "-v2") on fpb → tfns: adversarial,
+    augment and lora of `minilm-l6`, then distill of `minilm-l6-l2`, each over 3 shared seeds."""
+    expected = []
+    for model, remedy in (
+        ("minilm-l6", "adversarial"),
+        ("minilm-l6", "augment"),
+        ("minilm-l6", "lora"),
+        ("minilm-l6-l2", "distill"),
+    ):
+        r = table.loc[(SENTIMENT[0], model, remedy + suffix)]
+        assert r["delta_er_seeds"] == 3
+        expected += [r["delta_er"], r["delta_er_ci_low"], r["delta_er_ci_high"]]
+    assert_all(quoted(pattern), expected, f"ΔER ({suffix or 'standard'} family)")
+
+
 def test_effective_robustness_prose(robustness):
     fits, table = robustness
     n_points = quoted(
@@ -205,17 +221,12 @@ def test_effective_robustness_prose(robustness):
     assert all(table.loc[k, "extrapolated"] for k in points)
     assert not table.loc[(SENTIMENT[0], "minilm-l6", "standard"), "extrapolated"]
 
-    def delta(model: str, protocol: str) -> list[float]:
-        r = table.loc[(SENTIMENT[0], model, protocol)]
-        assert r["delta_er_seeds"] == 3
-        return [r["delta_er"], r["delta_er_ci_low"], r["delta_er_ci_high"]]
-
-    remedies = quoted(
+    check_remedies_delta_er(
+        table,
+        "",
         "no remedy changes effective robustness significantly: adversarial # [#, #], augment # [#, #],"
-        " lora # [#, #]; distill vs `minilm-l6-l2@standard` # [#, #]."
+        " lora # [#, #]; distill vs `minilm-l6-l2@standard` # [#, #].",
     )
-    expected = delta("minilm-l6", "adversarial") + delta("minilm-l6", "augment") + delta("minilm-l6", "lora")
-    assert_all(remedies, expected + delta("minilm-l6-l2", "distill"), "ΔER")
     lora = quoted("(Against the line, `lora` shows #: most of it is `minilm-l6`'s own #.)")
     assert_all(lora, [er(SENTIMENT[0], "minilm-l6", "lora")[0], er(SENTIMENT[0], "minilm-l6")[0]], "lora ER")
 
@@ -232,17 +243,12 @@ def test_effective_robustness_prose_v2(robustness):
     expected = [x for p in SENTIMENT for x in (fits[p, "standard-v2"].slope, -fits[p, "standard-v2"].intercept)]
     assert_all(lines, expected, "standard-v2: slope, then minus the intercept")
 
-    def delta(model: str, protocol: str) -> list[float]:
-        r = table.loc[(SENTIMENT[0], model, protocol)]
-        assert r["delta_er_seeds"] == 3
-        return [r["delta_er"], r["delta_er_ci_low"], r["delta_er_ci_high"]]
-
-    remedies = quoted(
+    check_remedies_delta_er(
+        table,
+        "-v2",
         "`python -m shiftbench report`): adversarial-v2 # [#, #], augment-v2 # [#, #], lora-v2 # [#, #];"
-        " distill-v2 vs `minilm-l6-l2@standard-v2` # [#, #]."
+        " distill-v2 vs `minilm-l6-l2@standard-v2` # [#, #].",
     )
-    expected = delta("minilm-l6", "adversarial-v2") + delta("minilm-l6", "augment-v2") + delta("minilm-l6", "lora-v2")
-    assert_all(remedies, expected + delta("minilm-l6-l2", "distill-v2"), "ΔER (standard-v2)")
 
 
 def test_standard_v2_board_prose(robustness):
