@@ -15,7 +15,6 @@ from pathlib import Path
 
 from shiftbench.core.errors import EXIT_USAGE, ShiftbenchError
 from shiftbench.execution.settings import RunRequest, add_run_arguments
-from shiftbench.registry.protocol import DEFAULT_PROTOCOL
 
 MAX_N_BOOT = 100_000
 
@@ -51,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(card)
 
     cmp_ = sub.add_parser("compare", help="is checkpoint B really better than A out of domain? (paired tests)")
-    cmp_.add_argument("a", help=f"baseline: MODEL or MODEL@PROTOCOL (default protocol: {DEFAULT_PROTOCOL})")
+    cmp_.add_argument("a", help="baseline: MODEL or MODEL@PROTOCOL (a bare MODEL: the protocol `run` uses by default)")
     cmp_.add_argument("b", help="candidate: MODEL or MODEL@PROTOCOL")
     cmp_.add_argument(
         "--pair", action="append", default=[], help="only this pair (repeatable; default: every shared pair)"
