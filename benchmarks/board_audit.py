@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from shiftbench.registry.selection import selection_edges
+from shiftbench.registry.selection import LR_EDGES, selection_edges
 from shiftbench.results.store import RUNS_DIR, read_history
 
 PLATEAU_MODELS = ("minilm-l6-l2", "minilm-l6-random")
@@ -146,7 +146,7 @@ def sweep_table(finetunes: list[FineTune]) -> list[str]:
 def summaries(finetunes: list[FineTune]) -> list[str]:
     out = []
     at_edge = [f for f in finetunes if f.edges.at_edge]
-    n_lr = sum(f.edges.lr in ("low", "high") for f in finetunes)
+    n_lr = sum(f.edges.lr in LR_EDGES for f in finetunes)
     n_epoch = sum(f.edges.epoch_at_edge is True for f in finetunes)
     share = len(at_edge) / len(finetunes) if finetunes else float("nan")
     out.append(
@@ -231,7 +231,7 @@ def board_summary(results_dir: Path) -> BoardSummary:
         epochs_max=max(epochs),
         epochs_mean=statistics.mean(epochs),
         at_edge=sum(f.edges.at_edge for f in v2),
-        lr_edge=sum(f.edges.lr in ("low", "high") for f in v2),
+        lr_edge=sum(f.edges.lr in LR_EDGES for f in v2),
         last_epoch=len(last),
         flat_end=sum(f.plateaued for f in last),
         plateau=sum(f.plateaued for f in small),

@@ -64,6 +64,14 @@ def estimates() -> pd.DataFrame:
     return pd.read_parquet(COMMITTED / ESTIMATES_FILE)
 
 
+@pytest.fixture(scope="module")
+def fpb_ood_by_seed() -> pd.DataFrame:
+    """OOD macro-F1 of `minilm-l6` on fpb → tfns: one row per seed, one column per protocol."""
+    runs = pd.read_parquet(COMMITTED / "runs")
+    runs = runs[(runs["model"] == "minilm-l6") & (runs["pair"] == SENTIMENT[0]) & (runs["metric"] == "macro_f1")]
+    return runs.pivot_table(index="seed", columns="protocol", values="ood_score")
+
+
 def _tv(a: pd.Series, b: pd.Series) -> np.ndarray:
     """Total variation distance between two columns of probability vectors, row by row."""
     return 0.5 * np.abs(np.stack(list(a)) - np.stack(list(b))).sum(axis=1)
@@ -251,7 +259,7 @@ def test_effective_robustness_prose_v2(robustness):
     )
 
 
-def test_standard_v2_board_prose(robustness):
+def test_standard_v2_board_prose(robustness, fpb_ood_by_seed):
     """The numbers around the standard-v2 board's verdicts (test_docs checks the verdict lines)."""
     _, table = robustness
     board = pd.read_parquet(COMMITTED / "leaderboard.parquet")
@@ -281,11 +289,12 @@ def test_standard_v2_board_prose(robustness):
         return t
 
     base = "minilm-l6@standard-v2"
-    runs = pd.read_parquet(COMMITTED / "runs")
-    runs = runs[(runs["model"] == "minilm-l6") & (runs["pair"] == SENTIMENT[0]) & (runs["metric"] == "macro_f1")]
-    ood = runs.pivot_table(index="seed", columns="protocol", values="ood_score")
     per_seed = quoted("its three seeds agree (#, # and #)")
-    assert_all(per_seed, list(ood["augment-v2"] - ood["standard-v2"]), "augment-v2 per-seed OOD differences")
+    assert_all(
+        per_seed,
+        list(fpb_ood_by_seed["augment-v2"] - fpb_ood_by_seed["standard-v2"]),
+        "augment-v2 per-seed OOD differences",
+    )
     for remedy, pattern in (
         ("augment-v2", "not worse in domain (ID # [#, #])"),
         ("adversarial-v2", "better in domain (ID # [#, #])"),
@@ -301,7 +310,7 @@ def test_standard_v2_board_prose(robustness):
     )
 
 
-def test_remedy_seed_prose():
+def test_remedy_seed_prose(fpb_ood_by_seed):
     """The seeds-per-side and per-seed numbers around the remedy verdicts (test_docs checks the verdicts)."""
     adversarial = compare(COMMITTED, "minilm-l6@standard", "minilm-l6@adversarial", pairs=["fpb_to_tfns"], effect=0.02)
     lora = compare(COMMITTED, "minilm-l6@standard", "minilm-l6@lora", pairs=["fpb_to_tfns"], effect=0.02)
@@ -312,9 +321,7 @@ def test_remedy_seed_prose():
     said = quoted(
         "the per-seed differences are #, # and #, so 3 seeds cannot tell; # seeds per side would detect 0.02."
     )
-    runs = pd.read_parquet(COMMITTED / "runs")
-    runs = runs[(runs["model"] == "minilm-l6") & (runs["pair"] == "fpb_to_tfns") & (runs["metric"] == "macro_f1")]
-    ood = runs.pivot_table(index="seed", columns="protocol", values="ood_score")
+    ood = fpb_ood_by_seed
     assert list(ood.index) == list(t_lora.seeds) == [0, 1, 2]
     assert_all(said[:3], list(ood["lora"] - ood["standard"]), "lora per-seed OOD differences")
     assert int(said[3]) == t_lora.seeds_for_effect
